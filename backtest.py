@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""Backtest the grid-martingale strategy over 1-minute candles.
+
+    python backtest.py --config FILE --data CSV [CSV ...] [--direction LONG|SHORT]
+        [--capital X] [--tick-size X] [--step-size X] [--min-qty X]
+        [--min-notional X] [--maker-fee X] [--taker-fee X] [--out DIR] [--no-chart]
+
+The real `GridMartingaleStrategy` trades against the in-process
+`SimulatedExchange` (SPEC §6 fill model).  Between events a numpy scan
+(`fill_model.TriggerScanner`) jumps to the next candle whose range reaches a
+resting order or the range band; only that candle's path is replayed in
+Python, so quiet candles cost nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from config import ConfigError, GridConfig, load_config
+from exchange_api import OrderUpdate, SymbolFilters, run_sync
+from fill_model import TriggerScanner, candle_path
+from grid_strategy import FillRecord, GridMartingaleStrategy
+from market_data import Candles, DataError, load_klines
+from sim_exchange import DEFAULT_FILTERS, SimulatedExchange, SimVenue
+
+LEG_MS = 20_000   # fills on leg k of a candle are stamped open_time + k × 20 s
+
+TRADE_COLUMNS = ["time", "role", "side", "price", "qty", "fee", "realized_pnl", "position_after",
+                 "avg_price_after", "client_order_id", "order_id"]
+
+
+@dataclass
+class BacktestResult:
+    config: GridConfig
+    filters: SymbolFilters
+    candles: Candles
+    capital: float
+    fills: list[FillRecord]
+    equity: np.ndarray            # at each candle's close
+    equity_worst: np.ndarray      # at each candle's adverse extreme
+    final_wallet: float
+    final_qty: float
+    final_avg: float
+    fees: float
+    replayed_candles: int
+    elapsed_s: float
+    summary: dict = field(default_factory=dict)
+
+
+def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
+                 capital: float | None = None, maker_fee: float | None = None,
+                 taker_fee: float | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> BacktestResult:
+    """Drive the strategy over `candles`; the first candle's close is the first centre."""
+    t0 = time.perf_counter()
+    capital = float(capital if capital is not None else config.initial_capital)
+    sim = SimulatedExchange([filters], balance=capital,
+                            maker_fee=config.maker_fee if maker_fee is None else maker_fee,
+                            taker_fee=config.taker_fee if taker_fee is None else taker_fee,
+                            leverage=config.leverage)
+    symbol = filters.symbol
+    book = sim.books[symbol]
+    fills: list[FillRecord] = []
+    quiet = logging.getLogger("grid.backtest")
+    quiet.setLevel(logging.CRITICAL)  # a backtest reports through its summary, not logs
+    venue = SimVenue(sim, symbol)
+    venue.log = quiet
+    strategy = GridMartingaleStrategy(config, venue, capital=capital, logger=quiet, on_fill=fills.append)
+    n = len(candles)
+    if n == 0:
+        raise DataError("no candles to backtest")
+    opens, highs, lows, closes, times = (candles.open, candles.high, candles.low, candles.close,
+                                         candles.open_time)
+    s = strategy.s
+
+    def deliver() -> None:
+        while sim.events:
+            for ev in sim.drain_events():
+                if type(ev) is OrderUpdate:
+                    run_sync(strategy.on_order_update(ev))
+
+    # Equity is piecewise: constant wallet / position between replayed candles.
+    seg_start: list[int] = [0]
+    seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
+
+    def mark_segment(i: int) -> None:
+        p = book.position
+        seg_start.append(i)
+        seg_state.append((sim.wallet, p.qty, p.entry_price))
+
+    sim.now_ms = int(times[0])
+    sim.set_price(symbol, float(closes[0]))
+    run_sync(strategy.on_candle_closed(float(closes[0])))
+    deliver()
+    mark_segment(1)
+
+    scanner = TriggerScanner(highs, lows)
+    replayed = 0
+    i = 1
+    next_report = n // 100 if progress else n + 1
+    inf = math.inf
+    while i < n:
+        up, down = inf, -inf
+        for r in book.resting.values():
+            if r.fires_below:
+                if r.trigger > down:
+                    down = r.trigger
+            elif r.trigger < up:
+                up = r.trigger
+        if strategy.is_flat_and_unfilled():
+            band = strategy.range_band()
+            if s > 0:
+                up = min(up, band)
+            else:
+                down = max(down, band)
+        j = scanner.find(i, up, down)
+        if j < 0:
+            break
+        replayed += 1
+        o, h, l, c = float(opens[j]), float(highs[j]), float(lows[j]), float(closes[j])
+        t = int(times[j])
+        sim.now_ms = t
+        sim.set_price(symbol, o)
+        run_sync(strategy.on_price(o))
+        deliver()
+        path = candle_path(o, h, l, c)
+        for k in (1, 2, 3):
+            end = path[k]
+            sim.now_ms = t + (k - 1) * LEG_MS
+            while sim.advance(symbol, end):
+                deliver()
+            run_sync(strategy.on_price(end))
+            deliver()
+        mark_segment(j + 1)
+        i = j + 1
+        if j >= next_report:
+            progress(j, n)
+            next_report = j + n // 100
+    if progress:
+        progress(n, n)
+
+    equity, worst = _equity_curves(candles, seg_start, seg_state)
+    p = book.position
+    return BacktestResult(config, filters, candles, capital, fills, equity, worst, sim.wallet, p.qty,
+                          p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0)
+
+
+def _equity_curves(candles: Candles, starts: list[int], states: list[tuple[float, float, float]]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    n = len(candles)
+    st = np.asarray(starts + [n], dtype=np.int64)
+    st = np.minimum(st, n)
+    lengths = np.diff(st)
+    arr = np.asarray(states, dtype=np.float64)
+    wallet = np.repeat(arr[:, 0], lengths)
+    qty = np.repeat(arr[:, 1], lengths)
+    avg = np.repeat(arr[:, 2], lengths)
+    equity = wallet + qty * (candles.close - avg)
+    adverse = np.where(qty > 0, candles.low, candles.high)
+    worst = wallet + qty * (adverse - avg)
+    return equity, worst
+
+
+def summarize(res: BacktestResult) -> dict:
+    fills = res.fills
+    roles: dict[str, int] = {}
+    for f in fills:
+        roles[f.role] = roles.get(f.role, 0) + 1
+    realized = sum(f.realized_pnl for f in fills)
+    peak = np.maximum.accumulate(res.equity)
+    dd = peak - res.equity_worst
+    max_dd = float(dd.max()) if len(dd) else 0.0
+    idx = int(dd.argmax()) if len(dd) else 0
+    max_notional = max((abs(f.position_after) * f.price for f in fills), default=0.0)
+    last_close = float(res.candles.close[-1])
+    unrealized = res.final_qty * (last_close - res.final_avg)
+    n = len(res.candles)
+    return {
+        "candles": n,
+        "replayed_candles": res.replayed_candles,
+        "fills": len(fills),
+        "roles": dict(sorted(roles.items())),
+        "net_pnl": round(realized - res.fees, 8),
+        "realized_pnl": round(realized, 8),
+        "fees": round(res.fees, 8),
+        "unrealized_pnl": round(unrealized, 8),
+        "final_equity": round(res.final_wallet + unrealized, 8),
+        "initial_capital": res.capital,
+        "return_pct": round((res.final_wallet + unrealized - res.capital) / res.capital * 100, 4),
+        "max_drawdown": round(max_dd, 8),
+        "max_drawdown_pct": round(max_dd / float(peak[idx]) * 100, 4) if len(dd) and peak[idx] else 0.0,
+        "max_position_notional": round(max_notional, 8),
+        "final_open_qty": round(res.final_qty, 12),
+        "final_avg_price": round(res.final_avg, 8),
+        "direction": res.config.trade_direction,
+        "symbol": res.filters.symbol,
+        "start": res.candles.time_iso(0),
+        "end": res.candles.time_iso(n - 1),
+        "elapsed_s": round(res.elapsed_s, 6),
+        "candles_per_s": round(n / res.elapsed_s) if res.elapsed_s > 0 else None,
+    }
+
+
+def write_trades_csv(res: BacktestResult, path: Path) -> None:
+    f = res.filters
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(TRADE_COLUMNS)
+        for r in res.fills:
+            w.writerow([r.time_iso, r.role, r.side, f.fmt_price(r.price), f.fmt_qty(r.qty), f"{r.fee:.8f}",
+                        f"{r.realized_pnl:.8f}", f.fmt_qty(r.position_after), f"{r.avg_price_after:.8f}",
+                        r.client_id, r.order_id])
+
+
+def write_chart(res: BacktestResult, path: Path) -> None:
+    """Price with entries and exits marked, the equity curve below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    c = res.candles
+    n = len(c)
+    step = max(1, n // 4000)
+    t = (c.open_time[::step].astype("datetime64[ms]"))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1.4]})
+    ax1.plot(t, c.close[::step], color="#555", lw=0.7, label=f"{res.filters.symbol} close")
+    styles = {"ENTRY": ("^" if res.config.side_sign > 0 else "v", "#1a9850", "entries"),
+              "TP": ("o", "#2166ac", "TP"), "BE": ("D", "#f39c12", "BE"), "SL": ("X", "#d73027", "SL")}
+    for key, (marker, color, label) in styles.items():
+        pts = [(f.time_ms, f.price) for f in res.fills if f.role.startswith(key)]
+        if pts:
+            arr = np.asarray(pts)
+            ax1.scatter(arr[:, 0].astype("datetime64[ms]"), arr[:, 1], marker=marker, s=18, color=color,
+                        label=f"{label} ({len(pts)})", zorder=3, alpha=0.8)
+    ax1.set_ylabel("price")
+    ax1.legend(loc="upper left", fontsize=8, ncol=5)
+    ax1.grid(alpha=0.3)
+    s = res.summary
+    ax1.set_title(f"{res.filters.symbol} {res.config.trade_direction} grid martingale  —  net PnL "
+                  f"{s.get('net_pnl', 0):+.2f}, max drawdown {s.get('max_drawdown', 0):.2f} "
+                  f"({s.get('max_drawdown_pct', 0):.1f} %), {s.get('fills', 0)} fills")
+    ax2.plot(t, res.equity[::step], color="#2166ac", lw=0.9, label="equity")
+    ax2.axhline(res.capital, color="#999", lw=0.6, ls="--")
+    ax2.set_ylabel("equity")
+    ax2.grid(alpha=0.3)
+    ax2.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _progress_bar(done: int, total: int) -> None:
+    width = 40
+    filled = int(width * done / max(total, 1))
+    sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * 100 // max(total, 1):3d}%")
+    if done >= total:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+def print_summary(s: dict, out: Path | None) -> None:
+    rows = [
+        ("symbol / direction", f"{s['symbol']} {s['direction']}"),
+        ("period", f"{s['start']} → {s['end']}"),
+        ("candles", f"{s['candles']:,} ({s['replayed_candles']:,} replayed)"),
+        ("fills", f"{s['fills']:,}  " + "  ".join(f"{k}={v}" for k, v in s["roles"].items())),
+        ("net PnL (realized − fees)", f"{s['net_pnl']:+,.2f}"),
+        ("fees", f"{s['fees']:,.2f}"),
+        ("final equity", f"{s['final_equity']:,.2f} ({s['return_pct']:+.2f} %)"),
+        ("max drawdown", f"{s['max_drawdown']:,.2f} ({s['max_drawdown_pct']:.2f} %)"),
+        ("max position notional", f"{s['max_position_notional']:,.2f}"),
+        ("open at end", f"{s['final_open_qty']:g} @ {s['final_avg_price']:g}"),
+        ("speed", f"{s['candles_per_s']:,} candles/s ({s['elapsed_s']:.3f} s)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    if out is not None:
+        print(f"  {'output':<{width}}  {out}/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="backtest.py", description="Backtest the grid-martingale strategy "
+                                "over Binance 1-minute kline CSVs.")
+    p.add_argument("--config", required=True, help="config file (config_btc.txt format)")
+    p.add_argument("--data", required=True, nargs="+", help="kline CSV file(s), joined in time order")
+    p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
+    p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
+    d = DEFAULT_FILTERS["BTCUSDC"]
+    p.add_argument("--symbol", default="BTCUSDC", help="symbol name for records (default BTCUSDC)")
+    p.add_argument("--tick-size", type=float, default=d.tick_size)
+    p.add_argument("--step-size", type=float, default=d.step_size)
+    p.add_argument("--min-qty", type=float, default=None, help="default: the step size")
+    p.add_argument("--min-notional", type=float, default=d.min_notional)
+    p.add_argument("--maker-fee", type=float, help="default: MAKER_FEE of the config")
+    p.add_argument("--taker-fee", type=float, help="default: TAKER_FEE of the config")
+    p.add_argument("--out", default="backtest_out", help="output folder (default backtest_out)")
+    p.add_argument("--no-chart", action="store_true", help="skip equity.png")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        overrides = {}
+        if args.direction:
+            overrides["trade_direction"] = args.direction
+        if args.capital is not None:
+            overrides["initial_capital"] = args.capital
+        if args.maker_fee is not None:
+            overrides["maker_fee"] = args.maker_fee
+        if args.taker_fee is not None:
+            overrides["taker_fee"] = args.taker_fee
+        if overrides:
+            cfg = cfg.with_overrides(**overrides)
+        for name in ("tick_size", "step_size", "min_notional"):
+            v = getattr(args, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
+        filters = SymbolFilters(args.symbol.upper(), args.tick_size, args.step_size,
+                                args.min_qty if args.min_qty is not None else args.step_size,
+                                args.min_notional)
+        t0 = time.perf_counter()
+        candles = load_klines(args.data)
+        load_s = time.perf_counter() - t0
+    except (ConfigError, DataError, ValueError) as e:
+        print(f"backtest.py: error: {e}", file=sys.stderr)
+        return 2
+    progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
+    res = run_backtest(cfg, candles, filters, progress=progress)
+    res.summary = summarize(res)
+    res.summary["load_s"] = round(load_s, 6)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_trades_csv(res, out / "trades.csv")
+    (out / "summary.json").write_text(json.dumps(res.summary, indent=2) + "\n", encoding="utf-8")
+    if not args.no_chart:
+        write_chart(res, out / "equity.png")
+    print_summary(res.summary, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""The venue interface the strategy talks to, and the pieces every venue shares.
+
+`GridMartingaleStrategy` never imports a venue: it calls the methods of
+`FuturesVenue`.  Two classes implement the primitives — `SimVenue`
+(in-process simulated exchange: backtest) and `BinanceFuturesClient`
+(python-binance: Binance, testnet, the local exchange) — and inherit the
+retry ladders of SPEC §4 from here, so backtest and live cannot drift.
+
+Prices and quantities cross this boundary as floats that are exact multiples
+of tickSize / stepSize (`SymbolFilters` rounds them in integer ticks); venues
+that speak HTTP format them as decimal strings with `fmt_price` / `fmt_qty`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Coroutine, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Binance error codes the strategy reacts to (../shared/binance-usdm-reference.md §3).
+ERR_PRECISION = -1111
+ERR_UNKNOWN_ORDER = -2011
+ERR_NO_SUCH_ORDER = -2013
+ERR_MARGIN_INSUFFICIENT = -2019
+ERR_WOULD_TRIGGER = -2021
+ERR_REDUCE_ONLY_REJECTED = -2022
+ERR_MIN_NOTIONAL = -4164
+ERR_USE_ALGO_API = -4120
+
+ENTRY_RETRY_STEP = 0.001   # -2019: shrink by 0.1 % of the original per try ...
+ENTRY_RETRY_FLOOR = 0.30   # ... down to 30 % of it (SPEC §4)
+CLOSE_RETRY_STEP = 0.001   # -2022: shrink by 0.1 % per try ...
+CLOSE_RETRY_FLOOR = 0.50   # ... down to 50 %
+POSITION_READ_TRIES = 10
+
+_EPS = 1e-9
+
+
+class ExchangeError(Exception):
+    """A definite rejection by the venue, with Binance's code and message."""
+
+    def __init__(self, code: int, msg: str, http_status: int = 400):
+        super().__init__(f"{code}: {msg}")
+        self.code = code
+        self.msg = msg
+        self.http_status = http_status
+
+
+# --------------------------------------------------------------------------
+# Symbol filters and exact rounding
+
+
+def _decimals(step: Decimal) -> int:
+    return max(0, -step.normalize().as_tuple().exponent)
+
+
+@dataclass(frozen=True)
+class SymbolFilters:
+    """PRICE_FILTER / LOT_SIZE / MIN_NOTIONAL of one symbol.
+
+    Rounding works in integer ticks with a tiny epsilon, so float noise
+    (0.3 / 0.1 = 2.9999999999999996) never moves a price by a whole tick.
+    """
+
+    symbol: str
+    tick_size: float
+    step_size: float
+    min_qty: float
+    min_notional: float
+    price_decimals: int = field(init=False)
+    qty_decimals: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "price_decimals", _decimals(Decimal(repr(self.tick_size))))
+        object.__setattr__(self, "qty_decimals", _decimals(Decimal(repr(self.step_size))))
+
+    # prices -------------------------------------------------------------
+    def price_down(self, price: float) -> float:
+        return math.floor(price / self.tick_size + _EPS) * self.tick_size
+
+    def price_up(self, price: float) -> float:
+        return math.ceil(price / self.tick_size - _EPS) * self.tick_size
+
+    def price_away_from_market(self, price: float, side_sign: int) -> float:
+        """Entries and stop triggers: LONG rounds down, SHORT up (never more aggressive)."""
+        return self.price_down(price) if side_sign > 0 else self.price_up(price)
+
+    def price_toward_profit(self, price: float, side_sign: int) -> float:
+        """TP / BE: LONG rounds up, SHORT down."""
+        return self.price_up(price) if side_sign > 0 else self.price_down(price)
+
+    def qty_down(self, qty: float) -> float:
+        return math.floor(qty / self.step_size + _EPS) * self.step_size
+
+    def fmt_price(self, price: float) -> str:
+        return f"{price:.{self.price_decimals}f}"
+
+    def fmt_qty(self, qty: float) -> str:
+        return f"{qty:.{self.qty_decimals}f}"
+
+    def tradable(self, price: float, qty: float) -> bool:
+        """Whether a non-reduce-only order passes minQty and minNotional."""
+        return qty + _EPS >= self.min_qty and price * qty + _EPS >= self.min_notional
+
+
+# --------------------------------------------------------------------------
+# Position accounting, shared by the simulator (the truth) and the strategy
+# (its own running view), as Binance computes it (reference §5).
+
+
+def apply_fill(pos_qty: float, avg: float, fill_qty_signed: float, price: float) -> tuple[float, float, float]:
+    """Return (new signed qty, new entry price, realized PnL before fees)."""
+    if pos_qty == 0 or (pos_qty > 0) == (fill_qty_signed > 0):
+        new_qty = pos_qty + fill_qty_signed
+        new_avg = (abs(pos_qty) * avg + abs(fill_qty_signed) * price) / abs(new_qty)
+        return new_qty, new_avg, 0.0
+    closed = min(abs(pos_qty), abs(fill_qty_signed))
+    realized = closed * (price - avg) * (1.0 if pos_qty > 0 else -1.0)
+    new_qty = pos_qty + fill_qty_signed
+    if abs(new_qty) < _EPS * max(1.0, abs(pos_qty)):
+        return 0.0, 0.0, realized
+    if (new_qty > 0) == (pos_qty > 0):
+        return new_qty, avg, realized
+    return new_qty, price, realized  # flipped: the remainder opens at the fill price
+
+
+# --------------------------------------------------------------------------
+# What venues report
+
+
+@dataclass(slots=True)
+class Position:
+    qty: float          # signed: > 0 long, < 0 short (one-way mode)
+    entry_price: float
+
+
+@dataclass(slots=True)
+class OrderAck:
+    client_id: str
+    order_id: int
+    price: float
+    qty: float
+    status: str = "NEW"
+
+
+@dataclass(slots=True)
+class OpenOrder:
+    client_id: str
+    order_id: int
+    side: str
+    price: float        # limit price, or trigger price for an algo order
+    qty: float          # 0 for closePosition algo orders
+    reduce_only: bool
+    is_algo: bool = False
+
+
+@dataclass(slots=True)
+class OrderUpdate:
+    """The fields of an ORDER_TRADE_UPDATE the daemon uses (reference §4)."""
+
+    symbol: str
+    client_id: str
+    order_id: int
+    side: str
+    order_type: str
+    exec_type: str      # x: NEW, TRADE, CANCELED, EXPIRED, ...
+    status: str         # X: NEW, PARTIALLY_FILLED, FILLED, CANCELED, ...
+    price: float
+    orig_qty: float
+    last_qty: float = 0.0
+    last_price: float = 0.0
+    cum_qty: float = 0.0
+    avg_price: float = 0.0
+    commission: float = 0.0
+    realized_pnl: float = 0.0
+    is_maker: bool = False
+    reduce_only: bool = False
+    close_position: bool = False
+    stop_price: float = 0.0
+    trade_id: int = 0
+    event_time: int = 0
+    trade_time: int = 0
+    commission_asset: str = "USDC"
+
+    @property
+    def is_fill(self) -> bool:
+        return self.exec_type == "TRADE" and self.last_qty > 0
+
+
+def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
+    """ORDER_TRADE_UPDATE as Binance streams it: decimals as strings."""
+    o: dict[str, Any] = {
+        "s": u.symbol, "c": u.client_id, "S": u.side, "o": u.order_type,
+        "f": "GTC" if u.order_type == "LIMIT" else "GTC", "q": f.fmt_qty(u.orig_qty),
+        "p": f.fmt_price(u.price), "ap": f"{u.avg_price:.8f}".rstrip("0").rstrip(".") or "0",
+        "sp": f.fmt_price(u.stop_price), "x": u.exec_type, "X": u.status, "i": u.order_id,
+        "l": f.fmt_qty(u.last_qty), "z": f.fmt_qty(u.cum_qty), "L": f.fmt_price(u.last_price),
+        "T": u.trade_time, "t": u.trade_id, "b": "0", "a": "0", "m": u.is_maker,
+        "R": u.reduce_only, "wt": "CONTRACT_PRICE", "ot": u.order_type, "ps": "BOTH",
+        "cp": u.close_position, "rp": f"{u.realized_pnl:.8f}", "pP": False, "si": 0, "ss": 0,
+        "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": 0,
+    }
+    if u.exec_type == "TRADE":
+        o["n"] = f"{u.commission:.8f}"
+        o["N"] = u.commission_asset
+    return {"e": "ORDER_TRADE_UPDATE", "E": u.event_time, "T": u.trade_time or u.event_time, "o": o}
+
+
+def order_update_from_binance(event: dict[str, Any]) -> OrderUpdate:
+    """Parse a streamed ORDER_TRADE_UPDATE (the live path)."""
+    o = event["o"]
+    return OrderUpdate(
+        symbol=o["s"], client_id=o["c"], order_id=int(o["i"]), side=o["S"],
+        order_type=o.get("ot") or o["o"], exec_type=o["x"], status=o["X"],
+        price=float(o.get("p", 0) or 0), orig_qty=float(o.get("q", 0) or 0),
+        last_qty=float(o.get("l", 0) or 0), last_price=float(o.get("L", 0) or 0),
+        cum_qty=float(o.get("z", 0) or 0), avg_price=float(o.get("ap", 0) or 0),
+        commission=float(o.get("n", 0) or 0), realized_pnl=float(o.get("rp", 0) or 0),
+        is_maker=bool(o.get("m", False)), reduce_only=bool(o.get("R", False)),
+        close_position=bool(o.get("cp", False)), stop_price=float(o.get("sp", 0) or 0),
+        trade_id=int(o.get("t", 0) or 0), event_time=int(event.get("E", 0)),
+        trade_time=int(o.get("T", 0) or 0), commission_asset=o.get("N", "USDC") or "USDC",
+    )
+
+
+# --------------------------------------------------------------------------
+# Deterministic client order ids: GM-<SYMBOL>-<generation>-<ROLE><n>
+# The generation changes with every new grid, the sequence with every exit
+# order re-placed, so an id names one intended order and a retry after a
+# timeout can query it before placing it again.
+
+ROLE_ENTRY = "E"
+ROLE_TP = "TP"
+ROLE_BE = "BE"
+ROLE_SL = "SL"
+
+
+def client_order_id(symbol: str, generation: int, role: str, n: int) -> str:
+    return f"GM-{symbol}-{generation}-{role}{n}"
+
+
+def parse_client_order_id(cid: str) -> tuple[str, int, str, int] | None:
+    """Return (symbol, generation, role, n), or None for an id not ours."""
+    parts = cid.split("-")
+    if len(parts) != 4 or parts[0] != "GM":
+        return None
+    tag = parts[3]
+    role = tag[:2] if tag[:2] in (ROLE_TP, ROLE_BE, ROLE_SL) else tag[:1]
+    try:
+        return parts[1], int(parts[2]), role, int(tag[len(role):])
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------
+# The venue interface
+
+
+@dataclass(slots=True)
+class LimitOrder:
+    client_id: str
+    side: str
+    price: float
+    qty: float
+    reduce_only: bool = False
+
+
+class FuturesVenue(ABC):
+    """One symbol on one USDⓈ-M futures venue, as the strategy sees it."""
+
+    symbol: str
+    filters: SymbolFilters
+    log: logging.Logger = log
+
+    # primitives every venue implements ----------------------------------
+    @abstractmethod
+    async def get_position(self) -> Position: ...
+
+    @abstractmethod
+    async def place_limit(self, order: LimitOrder) -> OrderAck: ...
+
+    @abstractmethod
+    async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
+        """Place several orders in as few requests as the venue allows."""
+
+    @abstractmethod
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+        """A STOP_MARKET closePosition order through the Algo Order API."""
+
+    @abstractmethod
+    async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck: ...
+
+    @abstractmethod
+    async def cancel_order(self, client_id: str) -> bool:
+        """Cancel a plain order; False when the venue no longer knows it (-2011)."""
+
+    @abstractmethod
+    async def cancel_algo_order(self, client_id: str) -> bool: ...
+
+    @abstractmethod
+    async def cancel_all_orders(self) -> None:
+        """Cancel every open order of the symbol, plain and algo."""
+
+    @abstractmethod
+    async def get_open_orders(self) -> list[OpenOrder]:
+        """Open plain orders and open algo orders of the symbol."""
+
+    # the seed's methods, shared by all venues ---------------------------
+    async def place_limit_entry(self, client_id: str, side: str, price: float, qty: float) -> OrderAck:
+        return await self.place_limit(LimitOrder(client_id, side, price, qty, False))
+
+    async def place_limit_entry_with_retry(self, client_id: str, side: str, price: float,
+                                           qty: float) -> OrderAck | None:
+        """Place an entry; on -2019 shrink by 0.1 % of the original per try down to 30 %."""
+        try:
+            return await self.place_limit_entry(client_id, side, price, qty)
+        except ExchangeError as e:
+            if e.code != ERR_MARGIN_INSUFFICIENT:
+                raise
+        return await self.retry_entry_after_margin_error(client_id, side, price, qty)
+
+    async def retry_entry_after_margin_error(self, client_id: str, side: str, price: float,
+                                             qty: float) -> OrderAck | None:
+        f = self.filters
+        tries = round((1.0 - ENTRY_RETRY_FLOOR) / ENTRY_RETRY_STEP)
+        last_qty = qty
+        for k in range(1, tries + 1):
+            q = f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * k))
+            if q >= last_qty:        # the step is finer than stepSize: no smaller order yet
+                continue
+            last_qty = q
+            if not f.tradable(price, q):
+                break
+            try:
+                return await self.place_limit_entry(client_id, side, price, q)
+            except ExchangeError as e:
+                if e.code != ERR_MARGIN_INSUFFICIENT:
+                    raise
+        self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
+                  self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, f.fmt_qty(qty))
+        return None
+
+    async def place_limit_close(self, client_id: str, side: str, price: float, qty: float) -> OrderAck | None:
+        """Reduce-only exit; on -2022 re-read the position and shrink by 0.1 % per try to 50 %."""
+        f = self.filters
+        try:
+            return await self.place_limit(LimitOrder(client_id, side, price, qty, True))
+        except ExchangeError as e:
+            if e.code != ERR_REDUCE_ONLY_REJECTED:
+                raise
+        pos = await self.get_position_info_with_retry()
+        base = min(qty, abs(pos.qty)) if pos.qty else 0.0
+        if base <= 0:
+            self.log.error("%s exit %s rejected as reduce-only and no position is open", self.symbol, client_id)
+            return None
+        tries = round((1.0 - CLOSE_RETRY_FLOOR) / CLOSE_RETRY_STEP)
+        last_qty = math.inf
+        for k in range(0, tries + 1):
+            q = f.qty_down(base * (1.0 - CLOSE_RETRY_STEP * k))
+            if q >= last_qty:
+                continue
+            last_qty = q
+            if q <= 0:
+                break
+            try:
+                return await self.place_limit(LimitOrder(client_id, side, price, q, True))
+            except ExchangeError as e:
+                if e.code != ERR_REDUCE_ONLY_REJECTED:
+                    raise
+        self.log.error("%s exit %s: reduce-only rejected down to %.0f%%", self.symbol, client_id,
+                  CLOSE_RETRY_FLOOR * 100)
+        return None
+
+    async def get_position_info_with_retry(self, tries: int = POSITION_READ_TRIES) -> Position:
+        last: Exception | None = None
+        for attempt in range(tries):
+            try:
+                return await self.get_position()
+            except (ExchangeError, OSError, asyncio.TimeoutError) as e:
+                last = e
+                await self.retry_pause(attempt)
+        raise RuntimeError(f"{self.symbol}: position unreadable after {tries} tries: {last}")
+
+    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+        return await self.place_stop_close(client_id, side, trigger_price)
+
+    async def retry_pause(self, attempt: int) -> None:
+        """Pause between retries; the simulator overrides it with no pause."""
+        await asyncio.sleep(min(0.2 * (attempt + 1), 2.0))
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (the simulator's venue) without an event loop.
+
+    The backtest drives the async strategy this way: each call costs a
+    generator step instead of an event-loop round trip.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise RuntimeError("run_sync: the coroutine suspended; only non-blocking venues may be driven synchronously")

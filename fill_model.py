@@ -1,0 +1,118 @@
+"""The simulation fill model of SPEC §6 — one module, used by the in-process
+simulated exchange (and so by the backtest and the local exchange).
+
+- A candle's path: close ≥ open moves open → low → high → close, otherwise
+  open → high → low → close; each leg is monotone.
+- Along a leg, resting orders trigger in the order the price reaches them.
+  A limit fills completely at its limit price when touched; a stop fills at
+  its trigger.  An order the leg starts beyond (a gap) fills at once: a stop
+  at the leg's start price, a limit at its limit price.
+
+`TriggerScanner` is the backtest's fast path: between events it finds, with
+numpy, the next candle whose range reaches any resting trigger, so quiet
+candles cost no Python at all.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+import numpy as np
+
+
+class Resting(Protocol):
+    """What the fill model needs to know about a resting order."""
+
+    trigger: float      # limit price, or stop trigger price
+    fires_below: bool   # True: triggers when price <= trigger (buy limit, sell stop)
+    is_stop: bool       # stops fill at the trigger (or the gapped leg start); limits at the limit
+    seq: int            # placement order, to break ties between equal prices
+
+
+def candle_path(o: float, h: float, l: float, c: float) -> tuple[float, float, float, float]:
+    """The four vertices of a candle's intrabar path (three monotone legs)."""
+    return (o, l, h, c) if c >= o else (o, h, l, c)
+
+
+def next_trigger(cur: float, end: float, resting: Iterable[Resting]) -> tuple[Resting, float, float] | None:
+    """The first resting order the leg cur → end reaches.
+
+    Returns (order, fill price, price where the leg stands after the fill) or
+    None when the leg completes without touching any order.
+    """
+    best: Resting | None = None
+    best_dist = 0.0
+    down = end < cur
+    up = end > cur
+    for r in resting:
+        x = r.trigger
+        if r.fires_below:
+            if x >= cur:
+                dist = 0.0
+            elif down and x >= end:
+                dist = cur - x
+            else:
+                continue
+        else:
+            if x <= cur:
+                dist = 0.0
+            elif up and x <= end:
+                dist = x - cur
+            else:
+                continue
+        if best is None or dist < best_dist or (dist == best_dist and r.seq < best.seq):
+            best, best_dist = r, dist
+    if best is None:
+        return None
+    if best_dist == 0.0:
+        # Already at or beyond the order where the leg starts.
+        return best, (cur if best.is_stop else best.trigger), cur
+    return best, best.trigger, best.trigger
+
+
+class TriggerScanner:
+    """Find the next candle whose high/low reaches a threshold, in numpy.
+
+    Two levels: candles, and blocks of `block` candles with their max high
+    and min low.  A query scans the rest of the current block, then gallops
+    over block summaries in growing windows, so its cost follows the distance
+    to the next event rather than the length of the series.
+    """
+
+    def __init__(self, high: np.ndarray, low: np.ndarray, block: int = 256):
+        self.high = np.ascontiguousarray(high, dtype=np.float64)
+        self.low = np.ascontiguousarray(low, dtype=np.float64)
+        self.n = len(self.high)
+        self.block = block
+        nblocks = (self.n + block - 1) // block
+        pad = nblocks * block - self.n
+        hp = np.concatenate([self.high, np.full(pad, -np.inf)]) if pad else self.high
+        lp = np.concatenate([self.low, np.full(pad, np.inf)]) if pad else self.low
+        self.bmax = hp.reshape(nblocks, block).max(axis=1)
+        self.bmin = lp.reshape(nblocks, block).min(axis=1)
+        self.nblocks = nblocks
+
+    def _first_in(self, start: int, stop: int, up: float, down: float) -> int:
+        hit = (self.high[start:stop] >= up) | (self.low[start:stop] <= down)
+        k = int(hit.argmax())
+        return start + k if hit[k] else -1
+
+    def find(self, start: int, up: float, down: float) -> int:
+        """First index i >= start with high[i] >= up or low[i] <= down, else -1."""
+        if start >= self.n:
+            return -1
+        b = start // self.block
+        i = self._first_in(start, min((b + 1) * self.block, self.n), up, down)
+        if i >= 0:
+            return i
+        b += 1
+        window = 16
+        while b < self.nblocks:
+            stop = min(b + window, self.nblocks)
+            hit = (self.bmax[b:stop] >= up) | (self.bmin[b:stop] <= down)
+            k = int(hit.argmax())
+            if hit[k]:
+                s = (b + k) * self.block
+                return self._first_in(s, min(s + self.block, self.n), up, down)
+            b = stop
+            window *= 4
+        return -1

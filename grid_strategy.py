@@ -1,0 +1,397 @@
+"""GridMartingaleStrategy: the decisions of SPEC §2–3, for LONG and SHORT.
+
+The strategy talks to the exchange only through `exchange_api.FuturesVenue`
+and reports through callbacks; it does no file or network I/O of its own.
+The same object runs in the backtest (driven synchronously over the
+simulator), in the demo and live (awaited by the daemon).
+
+Every order is registered in the state *before* it is sent, under a
+deterministic client id, so a fill that arrives before the placement
+acknowledgement — or after a crash — is still recognised.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable
+
+from config import GridConfig
+from exchange_api import (
+    ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
+    FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id,
+)
+from messages import catalog
+from state_manager import GridState, OrderState
+
+log = logging.getLogger("grid")
+
+_EPS = 1e-9
+
+
+@dataclass(slots=True)
+class FillRecord:
+    """One fill, as written to trades_<sym>.csv and the backtest's trades.csv."""
+
+    time_ms: int
+    symbol: str
+    side: str
+    role: str
+    price: float
+    qty: float
+    fee: float
+    realized_pnl: float
+    position_after: float    # signed
+    avg_price_after: float
+    client_id: str
+    order_id: int
+    trade_id: int
+
+    @property
+    def time_iso(self) -> str:
+        return datetime.fromtimestamp(self.time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class GridMartingaleStrategy:
+    def __init__(self, config: GridConfig, venue: FuturesVenue, state: GridState | None = None,
+                 capital: float | None = None, logger: logging.Logger | None = None,
+                 lang: str | None = None,
+                 on_fill: Callable[[FillRecord], None] | None = None,
+                 on_change: Callable[[], None] | None = None):
+        self.venue = venue
+        self.filters = venue.filters
+        self.symbol = venue.symbol
+        self.log = logger or log
+        self.msg = catalog(lang)
+        self.on_fill = on_fill
+        self.on_change = on_change
+        self.config = config
+        if state is None:
+            state = GridState(symbol=self.symbol, direction=config.trade_direction,
+                              capital=float(capital if capital is not None else config.initial_capital))
+            state.position.reset(config.max_entry_level)
+        self.state = state
+        self._apply_config(config)
+
+    # ------------------------------------------------------------------ config
+    def _apply_config(self, config: GridConfig) -> None:
+        self.config = config
+        self.s = 1 if self.state.direction == "LONG" else -1
+        self.entry_side = "BUY" if self.s > 0 else "SELL"
+        self.exit_side = "SELL" if self.s > 0 else "BUY"
+        self.levels = config.max_entry_level
+        self.half_range = config.grid_range_pct / 2.0
+        pos = self.state.position
+        if len(pos.level_filled) < self.levels:
+            pos.level_filled += [0.0] * (self.levels - len(pos.level_filled))
+
+    def update_config(self, config: GridConfig) -> None:
+        """A reloaded config: distances and ratios apply at the next grid placement, TP/BE
+        percentages to the next exit order; direction and leverage only while flat."""
+        if config.trade_direction != self.state.direction:
+            if self.state.position.qty == 0 and not self._any_entry_filled():
+                self.state.direction = config.trade_direction
+            else:
+                self.log.warning("TRADE_DIRECTION change to %s waits until the position is flat",
+                                 config.trade_direction)
+        self._apply_config(config)
+
+    @property
+    def leverage(self) -> int:
+        return self.config.leverage_long if self.s > 0 else self.config.leverage_short
+
+    # ------------------------------------------------------------------ helpers
+    def _info(self, key: str, **kw: object) -> None:
+        if self.log.isEnabledFor(logging.INFO):
+            self.log.info(self.msg[key].format(**kw))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    def _any_entry_filled(self) -> bool:
+        return any(q > 0 for q in self.state.position.level_filled)
+
+    def is_flat_and_unfilled(self) -> bool:
+        return self.state.position.qty <= _EPS and not self._any_entry_filled()
+
+    def level_price(self, center: float, level: int) -> float:
+        d = self.config.level_distances[level - 1]
+        return self.filters.price_away_from_market(center * (1.0 - self.s * d), self.s)
+
+    def level_qty(self, price: float, level: int) -> float:
+        notional = self.config.entry_ratios[level - 1] * self.state.capital * self.leverage
+        return self.filters.qty_down(notional / price)
+
+    def stop_price(self) -> float:
+        return self.filters.price_away_from_market(
+            self.state.grid_center * (1.0 - self.s * self.config.sl_distance), self.s)
+
+    def range_band(self) -> float:
+        """The price beyond which a flat grid re-centres (favourable side only)."""
+        return self.state.grid_center * (1.0 + self.s * self.half_range)
+
+    def _orders_with_role(self, role: str) -> list[OrderState]:
+        return [o for o in self.state.orders.values() if o.role == role]
+
+    def _next_exit_id(self, role: str) -> str:
+        self.state.exit_seq += 1
+        return client_order_id(self.symbol, self.state.generation, role, self.state.exit_seq)
+
+    def _register(self, o: OrderState) -> None:
+        self.state.orders[o.client_id] = o
+
+    def _acknowledge(self, o: OrderState, ack: OrderAck | None) -> None:
+        if ack is None:
+            self.state.orders.pop(o.client_id, None)
+            return
+        o.order_id, o.qty = ack.order_id, ack.qty or o.qty
+
+    async def _sync_position(self) -> None:
+        """Read the exchange's position (up to 10 tries) and adopt it."""
+        pos = await self.venue.get_position_info_with_retry()
+        p = self.state.position
+        qty, avg = abs(pos.qty), pos.entry_price
+        if abs(qty - p.qty) > _EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
+            self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
+        p.qty, p.avg_price = qty, avg
+
+    # ------------------------------------------------------------------ market events
+    async def on_candle_closed(self, close: float) -> None:
+        """SPEC §3.1: with no grid yet, the first completed candle's close is the centre."""
+        if self.state.grid_center <= 0:
+            self.state.grid_center = float(close)
+            self._info("grid_center", center=close, reason="first candle")
+            await self.setup_grid_orders()
+
+    async def on_price(self, price: float) -> None:
+        """SPEC §3.6: the range exit, flat and with no partial entry fill.
+
+        The range exit is an event where the path crosses the band, so a move
+        through several bands re-centres band by band; the result, computed
+        here in one step, is the same for a tick stream and a candle path.
+        """
+        c = self.state.grid_center
+        if c <= 0:
+            return
+        band = c * (1.0 + self.s * self.half_range)
+        if (price <= band if self.s > 0 else price >= band) or not self.is_flat_and_unfilled():
+            return
+        new_c = band
+        while (price > new_c * (1.0 + self.half_range)) if self.s > 0 else (price < new_c * (1.0 - self.half_range)):
+            new_c *= 1.0 + self.s * self.half_range
+        self._info("range_exit", price=price, old=c, center=new_c)
+        await self.venue.cancel_all_orders()
+        self.state.orders.clear()
+        self.state.grid_center = new_c
+        await self.setup_grid_orders()
+
+    # ------------------------------------------------------------------ order events
+    async def on_order_update(self, u: OrderUpdate) -> None:
+        o = self.state.orders.get(u.client_id)
+        if o is None or u.symbol != self.symbol:
+            return
+        if u.exec_type == "TRADE" and u.last_qty > 0:
+            self._record_fill(o, u)
+            if o.is_entry:
+                if u.status == "FILLED":
+                    del self.state.orders[o.client_id]
+                await self.on_entry_filled(o, u)
+            elif o.role == ROLE_TP:
+                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                    await self.on_tp_filled(u)
+            elif o.role == ROLE_BE:
+                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                    await self.on_be_filled(u)
+            elif o.role == ROLE_SL:
+                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                    await self.on_sl_filled(u)
+            self._changed()
+        elif u.exec_type in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH") and u.status != "NEW":
+            # Gone without our asking (our own cancels are forgotten when sent);
+            # reconciliation re-places what is missing.
+            del self.state.orders[o.client_id]
+            self._changed()
+
+    def _record_fill(self, o: OrderState, u: OrderUpdate) -> None:
+        p = self.state.position
+        signed_before = p.qty * self.s
+        signed = u.last_qty if u.side == "BUY" else -u.last_qty
+        new_qty, new_avg, _ = apply_fill(signed_before, p.avg_price, signed, u.last_price)
+        p.qty, p.avg_price = abs(new_qty), new_avg
+        self.state.realized_pnl += u.realized_pnl
+        self.state.fees += u.commission
+        if self.on_fill is not None:
+            role = f"ENTRY{o.level}" if o.is_entry else o.role
+            self.on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side, role, u.last_price,
+                                    u.last_qty, u.commission, u.realized_pnl, new_qty, new_avg,
+                                    u.client_id, u.order_id, u.trade_id))
+
+    async def on_entry_filled(self, o: OrderState, u: OrderUpdate) -> None:
+        """SPEC §3.2: TP for level 1 alone, BE from level 2, and the stop at the last level."""
+        p = self.state.position
+        if p.deepest_level == 0:
+            self._info("first_entry", direction=self.state.direction)
+        p.level_filled[o.level - 1] += u.last_qty
+        if o.level == 1:
+            p.level1_qty = p.level_filled[0]
+        p.deepest_level = max(p.deepest_level, o.level)
+        self._info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
+        if p.deepest_level == 1:
+            await self._set_tp_order()
+        else:
+            await self._set_be_order()
+        # The stop guards the deepest level.  When deeper levels could not be
+        # placed (skipped below minimum size, or no margin), the deepest level
+        # that exists has filled: protect the position now rather than never.
+        if not self._orders_with_role(ROLE_SL) and (
+                p.deepest_level >= self.levels
+                or not any(x.is_entry and x.level > p.deepest_level for x in self.state.orders.values())):
+            await self._set_stop_order()
+
+    async def on_tp_filled(self, u: OrderUpdate) -> None:
+        self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.reset_grid_after_full_close(u.last_price, "TP")
+
+    async def on_sl_filled(self, u: OrderUpdate) -> None:
+        self._info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.reset_grid_after_full_close(u.last_price, "SL")
+
+    async def on_be_filled(self, u: OrderUpdate) -> None:
+        self._info("be_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.reset_grid_after_partial_close(u.last_price)
+
+    # ------------------------------------------------------------------ exits
+    async def _replace_exit(self, role: str, price: float, qty: float) -> bool:
+        """Keep exactly one exit order of `role` at price × qty; drop every other exit."""
+        keep = None
+        for o in list(self.state.orders.values()):
+            if o.role not in (ROLE_TP, ROLE_BE):
+                continue
+            if keep is None and o.role == role and abs(o.price - price) < _EPS and abs(o.qty - qty) < _EPS:
+                keep = o
+                continue
+            await self.venue.cancel_order(o.client_id)
+            self.state.orders.pop(o.client_id, None)
+        if keep is not None:
+            return True
+        if qty <= _EPS:
+            return False
+        order = OrderState(self._next_exit_id(role), role, self.exit_side, price, qty)
+        self._register(order)
+        self._changed()
+        ack = await self.venue.place_limit_close(order.client_id, self.exit_side, price, qty)
+        self._acknowledge(order, ack)
+        return ack is not None
+
+    async def _set_tp_order(self) -> None:
+        await self._sync_position()
+        p = self.state.position
+        self._info("tp_prepare", qty=p.qty, avg=p.avg_price)
+        price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.tp_pct), self.s)
+        qty = self.filters.qty_down(p.qty)
+        if await self._replace_exit(ROLE_TP, price, qty):
+            self._info("tp_set", price=price, qty=qty)
+
+    async def _set_be_order(self) -> None:
+        await self._sync_position()
+        p = self.state.position
+        q1 = p.level_filled[0]
+        be_qty = self.filters.qty_down(p.qty - q1)
+        self._info("be_prepare", qty=p.qty, q1=q1, be_qty=be_qty)
+        price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.be_pct), self.s)
+        if await self._replace_exit(ROLE_BE, price, be_qty):
+            self._info("be_set", price=price, qty=be_qty, q1=q1)
+
+    async def _set_stop_order(self) -> None:
+        trigger = self.stop_price()
+        order = OrderState(self._next_exit_id(ROLE_SL), ROLE_SL, self.exit_side, trigger, 0.0)
+        self._register(order)
+        self._changed()
+        try:
+            ack = await self.venue.set_stop_loss(order.client_id, self.exit_side, trigger)
+            self._acknowledge(order, ack)
+            self._info("sl_set", price=trigger)
+        except ExchangeError as e:
+            if e.code != ERR_WOULD_TRIGGER:
+                self.state.orders.pop(order.client_id, None)
+                raise
+            # The stop would fire at once: do what it would have done.
+            self._info("sl_market")
+            await self._sync_position()
+            ack = await self.venue.place_market_close(order.client_id, self.exit_side, self.state.position.qty)
+            self._acknowledge(order, ack)
+
+    # ------------------------------------------------------------------ grids
+    async def setup_grid_orders(self, first_level: int = 1) -> None:
+        """Place entry levels first_level..N around the current centre, in one batch."""
+        st = self.state
+        st.generation += 1
+        planned: list[OrderState] = []
+        for level in range(first_level, self.levels + 1):
+            price = self.level_price(st.grid_center, level)
+            qty = self.level_qty(price, level)
+            if not self.filters.tradable(price, qty):
+                self.log.warning(self.msg["level_skip"].format(level=level, qty=qty, price=price))
+                continue
+            o = OrderState(client_order_id(self.symbol, st.generation, ROLE_ENTRY, level),
+                           f"ENTRY_{level}", self.entry_side, price, qty, level=level)
+            planned.append(o)
+            self._register(o)
+        self._changed()
+        results = await self.venue.place_limits(
+            [LimitOrder(o.client_id, o.side, o.price, o.qty) for o in planned])
+        key = "level_reset" if first_level > 1 else "level_set"
+        for o, r in zip(planned, results):
+            if isinstance(r, ExchangeError):
+                ack = None
+                if r.code == ERR_MARGIN_INSUFFICIENT:
+                    ack = await self.venue.retry_entry_after_margin_error(o.client_id, o.side, o.price, o.qty)
+                else:
+                    self.log.error("Level %d order rejected: %s", o.level, r)
+                self._acknowledge(o, ack)
+            else:
+                self._acknowledge(o, r)
+            if o.client_id in st.orders:
+                self._info(key, level=o.level, price=o.price, qty=o.qty)
+        self._changed()
+
+    async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:
+        """SPEC §3.3 / §3.5: flat again: cancel everything, re-centre at the exit, all levels."""
+        st = self.state
+        await self.venue.cancel_all_orders()
+        st.orders.clear()
+        st.round_trips += 1
+        await self._sync_position()
+        if st.position.qty > _EPS:
+            # Not flat after all (a partial exit live): protect what is left.
+            self.log.warning("%s exit left %.6f open; re-placing its exit", reason, st.position.qty)
+            await self._set_tp_order()
+            return
+        st.position.reset(self.levels)
+        st.grid_center = exit_price
+        self._info("full_close", reason=reason, center=exit_price)
+        await self.setup_grid_orders()
+
+    async def reset_grid_after_partial_close(self, exit_price: float) -> None:
+        """SPEC §3.4: the level-1 quantity remains at the unchanged average."""
+        st = self.state
+        await self.venue.cancel_all_orders()
+        st.orders.clear()
+        self._info("be_cancelled")
+        await self._sync_position()
+        p = st.position
+        if p.qty <= _EPS:
+            await self.reset_grid_after_full_close(exit_price, "BE")
+            return
+        p.level_filled = [p.qty] + [0.0] * (self.levels - 1)
+        p.level1_qty = p.qty
+        p.deepest_level = 1
+        self._info("level1_update", qty=p.qty)
+        if self.log.isEnabledFor(logging.INFO):
+            self._info("open_orders", n=len(await self.venue.get_open_orders()))
+        self._info("be_state", avg=p.avg_price, qty=p.qty)
+        st.grid_center = p.avg_price / (1.0 - self.s * self.config.level_distances[0])
+        self._info("be_regrid", center=st.grid_center)
+        await self.setup_grid_orders(first_level=2)
+        await self._set_tp_order()

@@ -1,0 +1,825 @@
+"""An in-process simulated Binance USDⓈ-M futures exchange.
+
+One-way mode, cross margin, one wallet in the margin asset (USDC), leverage
+per symbol; LIMIT (GTC/IOC/FOK/GTX) and MARKET orders with reduceOnly, batch
+placement, and conditional orders only through the Algo Order API (a
+STOP_MARKET sent to the plain order call gets -4120, as on Binance since
+2025-12-09).  Filters and error codes follow Binance; fills follow SPEC §6
+through `fill_model`.  Every change is queued as a typed event
+(`OrderUpdate`, `AlgoUpdate`, `AccountUpdate`) that `to_binance_event`
+turns into the ORDER_TRADE_UPDATE / ALGO_UPDATE / ACCOUNT_UPDATE payloads a
+Binance user stream carries.
+
+Prices move only when a driver calls `advance` (one monotone leg at a time,
+stopping after each fill so the strategy can react before the leg goes on)
+or `set_price` (a jump that fills nothing).  The backtest drives it
+directly; `local_exchange.py` puts Binance's REST and WebSocket protocol in
+front of it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Union
+
+from exchange_api import (
+    ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
+    ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ERR_WOULD_TRIGGER, ExchangeError, FuturesVenue,
+    LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
+    order_update_to_binance,
+)
+from fill_model import candle_path, next_trigger
+
+# Offline defaults (reference §1): coarse on purpose, valid live as well.
+DEFAULT_FILTERS = {
+    "BTCUSDC": SymbolFilters("BTCUSDC", tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0),
+    "ETHUSDC": SymbolFilters("ETHUSDC", tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0),
+}
+DEFAULT_MAKER_FEE = 0.0
+DEFAULT_TAKER_FEE = 0.0004
+MAX_OPEN_ORDERS = 200
+MAX_BATCH_ORDERS = 5
+_CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+_ALGO_TYPES = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
+_EPS = 1e-9
+
+
+def _err(code: int, msg: str, status: int = 400) -> ExchangeError:
+    return ExchangeError(code, msg, status)
+
+
+@dataclass(slots=True, eq=False)
+class SimOrder:
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str
+    type: str
+    orig_type: str
+    price: float
+    qty: float
+    reduce_only: bool
+    time_in_force: str
+    time: int
+    update_time: int
+    status: str = "NEW"
+    executed_qty: float = 0.0
+    cum_quote: float = 0.0
+    close_position: bool = False
+    stop_price: float = 0.0
+    # fill-model view (fill_model.Resting)
+    trigger: float = 0.0
+    fires_below: bool = False
+    is_stop: bool = False
+    seq: int = 0
+
+    @property
+    def remaining(self) -> float:
+        return self.qty - self.executed_qty
+
+    @property
+    def avg_price(self) -> float:
+        return self.cum_quote / self.executed_qty if self.executed_qty else 0.0
+
+
+@dataclass(slots=True, eq=False)
+class SimAlgoOrder:
+    algo_id: int
+    client_algo_id: str
+    symbol: str
+    side: str
+    order_type: str
+    trigger_price: float
+    price: float
+    qty: float
+    close_position: bool
+    reduce_only: bool
+    time_in_force: str
+    working_type: str
+    create_time: int
+    update_time: int
+    status: str = "NEW"
+    trigger_time: int = 0
+    actual_order_id: int = 0
+    actual_price: float = 0.0
+    # fill-model view
+    trigger: float = 0.0
+    fires_below: bool = False
+    is_stop: bool = True
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class SimPosition:
+    qty: float = 0.0
+    entry_price: float = 0.0
+    leverage: int = 20
+    margin_type: str = "CROSSED"
+    update_time: int = 0
+
+
+@dataclass(slots=True)
+class SimTrade:
+    id: int
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str
+    price: float
+    qty: float
+    realized_pnl: float
+    commission: float
+    maker: bool
+    time: int
+    position_after: float
+    entry_after: float
+
+
+@dataclass(slots=True)
+class AlgoUpdate:
+    symbol: str
+    client_algo_id: str
+    algo_id: int
+    side: str
+    order_type: str
+    status: str
+    trigger_price: float
+    qty: float
+    close_position: bool
+    event_time: int
+    actual_order_id: int = 0
+
+
+@dataclass(slots=True)
+class AccountUpdate:
+    reason: str
+    symbol: str
+    wallet: float
+    position_qty: float
+    entry_price: float
+    unrealized: float
+    realized_cum: float
+    event_time: int
+
+
+Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate]
+
+
+@dataclass
+class SymbolBook:
+    """Per-symbol market and order state."""
+
+    filters: SymbolFilters
+    price: float = 0.0
+    position: SimPosition = field(default_factory=SimPosition)
+    resting: dict[int, Union[SimOrder, SimAlgoOrder]] = field(default_factory=dict)  # by id
+    open_by_client: dict[str, SimOrder] = field(default_factory=dict)
+    algo_by_client: dict[str, SimAlgoOrder] = field(default_factory=dict)
+    realized_cum: float = 0.0
+
+
+class SimulatedExchange:
+    """The matching engine and account of one simulated futures account."""
+
+    def __init__(self, filters: Iterable[SymbolFilters] | None = None, balance: float = 10_000.0,
+                 maker_fee: float = DEFAULT_MAKER_FEE, taker_fee: float = DEFAULT_TAKER_FEE,
+                 asset: str = "USDC", leverage: int = 20):
+        self.books: dict[str, SymbolBook] = {}
+        for f in (filters if filters is not None else DEFAULT_FILTERS.values()):
+            self.books[f.symbol] = SymbolBook(f, position=SimPosition(leverage=leverage))
+        self.wallet = float(balance)
+        self.maker_fee = maker_fee
+        self.taker_fee = taker_fee
+        self.asset = asset
+        self.dual_side = False
+        self.now_ms = 0
+        self.orders: dict[int, SimOrder] = {}          # every order ever placed, by id
+        self.algo_orders: dict[int, SimAlgoOrder] = {}
+        self.trades: list[SimTrade] = []
+        self.events: list[Event] = []
+        self.total_fees = 0.0
+        self._next_id = 1_000_000
+        self._next_trade_id = 1
+
+    # ------------------------------------------------------------------ helpers
+    def book(self, symbol: str) -> SymbolBook:
+        b = self.books.get(symbol)
+        if b is None:
+            raise _err(-1121, "Invalid symbol.")
+        return b
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def drain_events(self) -> list[Event]:
+        ev, self.events = self.events, []
+        return ev
+
+    def _parse_price(self, f: SymbolFilters, value: Any, name: str = "price") -> float:
+        v = _parse_decimal(value, name, f.price_decimals)
+        if v <= 0:
+            raise _err(-4013, "Price less than min price.")
+        if abs(v / f.tick_size - round(v / f.tick_size)) > 1e-6:
+            raise _err(-4014, "Price not increased by tick size.")
+        return round(v / f.tick_size) * f.tick_size
+
+    def _parse_qty(self, f: SymbolFilters, value: Any) -> float:
+        v = _parse_decimal(value, "quantity", f.qty_decimals)
+        if v <= 0:
+            raise _err(-4003, "Quantity less than or equal to zero.")
+        if abs(v / f.step_size - round(v / f.step_size)) > 1e-6:
+            raise _err(-4023, "Quantity not increased by step size.")
+        v = round(v / f.step_size) * f.step_size
+        if v + _EPS < f.min_qty:
+            raise _err(-4004, "Quantity less than min quantity.")
+        return v
+
+    def _check_client_id(self, b: SymbolBook, cid: str | None) -> str:
+        if cid is None or cid == "":
+            return f"sim_{self._next_id + 1}"
+        if not _CLIENT_ID_RE.match(cid):
+            raise _err(-4015, "Client order id is not valid.")
+        if cid in b.open_by_client:
+            raise _err(-4116, "ClientOrderId is duplicated.")
+        return cid
+
+    # ------------------------------------------------------------------ account
+    def unrealized(self) -> float:
+        return sum(b.position.qty * (b.price - b.position.entry_price) for b in self.books.values())
+
+    def available_balance(self) -> float:
+        """Wallet + uPnL − position margin − open-order margin (cross, one-way)."""
+        avail = self.wallet
+        for b in self.books.values():
+            p = b.position
+            lev = p.leverage
+            avail += p.qty * (b.price - p.entry_price) - abs(p.qty) * b.price / lev
+            avail -= self._open_order_margin(b)
+        return avail
+
+    def _open_order_margin(self, b: SymbolBook) -> float:
+        pos = b.position.qty
+        lev = b.position.leverage
+        m = 0.0
+        for o in b.open_by_client.values():
+            if o.reduce_only:
+                continue
+            if pos == 0 or (pos > 0) == (o.side == "BUY"):
+                m += o.price * o.remaining / lev
+        return m
+
+    def _order_cost(self, b: SymbolBook, side: str, price: float, qty: float) -> float:
+        """Initial margin of the part that adds exposure, plus the open loss (reference §5)."""
+        pos = b.position.qty
+        adds = qty if pos == 0 or (pos > 0) == (side == "BUY") else max(0.0, qty - abs(pos))
+        direction = 1.0 if side == "BUY" else -1.0
+        open_loss = adds * abs(min(0.0, direction * (b.price - price))) if b.price else 0.0
+        return adds * price / b.position.leverage + open_loss
+
+    def change_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
+        if not 1 <= int(leverage) <= 125:
+            raise _err(-4028, "Leverage is not valid.")
+        b = self.book(symbol)
+        b.position.leverage = int(leverage)
+        return {"leverage": int(leverage), "maxNotionalValue": "1000000", "symbol": symbol}
+
+    def change_margin_type(self, symbol: str, margin_type: str) -> dict[str, Any]:
+        b = self.book(symbol)
+        mt = margin_type.upper().replace("CROSS", "CROSSED").replace("CROSSEDED", "CROSSED")
+        if mt not in ("CROSSED", "ISOLATED"):
+            raise _err(-1116, "Invalid marginType.")
+        if mt == b.position.margin_type:
+            raise _err(-4046, "No need to change margin type.")
+        if mt == "ISOLATED":
+            raise _err(-4046, "The simulator supports cross margin only.")
+        b.position.margin_type = mt
+        return {"code": 200, "msg": "success"}
+
+    def change_position_mode(self, dual: bool) -> dict[str, Any]:
+        if dual == self.dual_side:
+            raise _err(-4059, "No need to change position side.")
+        if dual:
+            raise _err(-4059, "The simulator supports one-way mode only.")
+        self.dual_side = dual
+        return {"code": 200, "msg": "success"}
+
+    # ------------------------------------------------------------------ orders
+    def new_order(self, symbol: str, side: str, type: str = "LIMIT", quantity: Any = None,
+                  price: Any = None, timeInForce: str | None = None, reduceOnly: Any = False,
+                  newClientOrderId: str | None = None, positionSide: str = "BOTH",
+                  **extra: Any) -> SimOrder:
+        """POST /fapi/v1/order, with Binance's checks in Binance's order."""
+        b = self.book(symbol)
+        f = b.filters
+        side = (side or "").upper()
+        if side not in ("BUY", "SELL"):
+            raise _err(-1117, "Invalid side.")
+        otype = (type or "").upper()
+        if otype in _ALGO_TYPES:
+            raise _err(ERR_USE_ALGO_API, "Order type not supported for this endpoint. "
+                       "Please use the Algo Order API endpoints instead.")
+        if otype not in ("LIMIT", "MARKET"):
+            raise _err(-1116, "Invalid orderType.")
+        if (positionSide or "BOTH").upper() != "BOTH":
+            raise _err(-4061, "Order's position side does not match user's setting.")
+        reduce_only = _parse_bool(reduceOnly)
+        cid = self._check_client_id(b, newClientOrderId)
+        if quantity is None or quantity == "":
+            raise _err(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
+        qty = self._parse_qty(f, quantity)
+        if otype == "LIMIT":
+            if price is None or price == "":
+                raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+            px = self._parse_price(f, price)
+            tif = (timeInForce or "").upper()
+            if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
+                raise _err(-1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+        else:
+            if not b.price:
+                raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+            px, tif = b.price, "GTC"
+        if not reduce_only and px * qty + _EPS < f.min_notional:
+            raise _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
+                       "(unless you choose reduce only).")
+        pos = b.position.qty
+        if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty > abs(pos) + _EPS):
+            raise _err(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
+        if len(b.open_by_client) >= MAX_OPEN_ORDERS:
+            raise _err(-2025, "Reach max open order limit.")
+        marketable = otype == "MARKET" or (b.price and (px >= b.price if side == "BUY" else px <= b.price))
+        if marketable and tif == "GTX":
+            raise _err(-5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.")
+        if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + _EPS:
+            raise _err(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
+
+        oid = self._new_id()
+        o = SimOrder(order_id=oid, client_id=cid, symbol=symbol, side=side, type=otype, orig_type=otype,
+                     price=px if otype == "LIMIT" else 0.0, qty=qty, reduce_only=reduce_only,
+                     time_in_force=tif, time=self.now_ms, update_time=self.now_ms,
+                     trigger=px, fires_below=(side == "BUY"), is_stop=False, seq=oid)
+        self.orders[oid] = o
+        self._emit_order(o, "NEW")
+        if marketable:
+            # Takes liquidity at the current price (better than or at the limit).
+            self._fill(b, o, b.price, o.qty, maker=False)
+            if o.status != "FILLED":
+                self._finish(b, o, "EXPIRED")
+        elif tif in ("IOC", "FOK"):
+            self._finish(b, o, "EXPIRED")
+        else:
+            b.open_by_client[cid] = o
+            b.resting[oid] = o
+        return o
+
+    def batch_orders(self, symbol_orders: list[dict[str, Any]]) -> list[SimOrder | ExchangeError]:
+        """POST /fapi/v1/batchOrders: each element succeeds or fails on its own."""
+        if not symbol_orders or len(symbol_orders) > MAX_BATCH_ORDERS:
+            raise _err(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+        out: list[SimOrder | ExchangeError] = []
+        for params in symbol_orders:
+            try:
+                out.append(self.new_order(**params))
+            except ExchangeError as e:
+                out.append(e)
+            except TypeError:
+                out.append(_err(-1102, "Mandatory parameter was not sent, was empty/null, or malformed."))
+        return out
+
+    def _lookup_open(self, b: SymbolBook, order_id: Any, client_id: str | None) -> SimOrder | None:
+        if order_id not in (None, ""):
+            o = self.orders.get(int(order_id))
+            return o if o is not None and o.symbol == b.filters.symbol and o.client_id in b.open_by_client \
+                and b.open_by_client[o.client_id] is o else None
+        if client_id:
+            return b.open_by_client.get(client_id)
+        raise _err(-1102, "Mandatory parameter 'orderid' was not sent, was empty/null, or malformed.")
+
+    def cancel_order(self, symbol: str, orderId: Any = None, origClientOrderId: str | None = None) -> SimOrder:
+        b = self.book(symbol)
+        o = self._lookup_open(b, orderId, origClientOrderId)
+        if o is None:
+            raise _err(ERR_UNKNOWN_ORDER, "Unknown order sent.")
+        self._finish(b, o, "CANCELED")
+        return o
+
+    def cancel_all_orders(self, symbol: str) -> None:
+        b = self.book(symbol)
+        for o in list(b.open_by_client.values()):
+            self._finish(b, o, "CANCELED")
+
+    def get_order(self, symbol: str, orderId: Any = None, origClientOrderId: str | None = None) -> SimOrder:
+        b = self.book(symbol)
+        if orderId not in (None, ""):
+            o = self.orders.get(int(orderId))
+        elif origClientOrderId:
+            o = b.open_by_client.get(origClientOrderId) or next(
+                (x for x in reversed(list(self.orders.values()))
+                 if x.symbol == symbol and x.client_id == origClientOrderId), None)
+        else:
+            raise _err(-1102, "Mandatory parameter 'orderid' was not sent, was empty/null, or malformed.")
+        if o is None or o.symbol != symbol:
+            raise _err(-2013, "Order does not exist.")
+        return o
+
+    def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
+        books = [self.book(symbol)] if symbol else list(self.books.values())
+        return [o for b in books for o in b.open_by_client.values()]
+
+    def _finish(self, b: SymbolBook, o: SimOrder, status: str) -> None:
+        o.status = status
+        o.update_time = self.now_ms
+        if b.open_by_client.get(o.client_id) is o:
+            del b.open_by_client[o.client_id]
+        b.resting.pop(o.order_id, None)
+        self._emit_order(o, status)
+
+    # ------------------------------------------------------------------ algo orders
+    def new_algo_order(self, symbol: str, side: str, type: str, triggerPrice: Any = None,
+                       algoType: str = "CONDITIONAL", quantity: Any = None, price: Any = None,
+                       closePosition: Any = False, reduceOnly: Any = False,
+                       clientAlgoId: str | None = None, workingType: str = "CONTRACT_PRICE",
+                       timeInForce: str = "GTC", positionSide: str = "BOTH", **extra: Any) -> SimAlgoOrder:
+        """POST /fapi/v1/algoOrder (CONDITIONAL: STOP/TAKE_PROFIT[_MARKET])."""
+        b = self.book(symbol)
+        f = b.filters
+        side = (side or "").upper()
+        if side not in ("BUY", "SELL"):
+            raise _err(-1117, "Invalid side.")
+        if (algoType or "").upper() != "CONDITIONAL":
+            raise _err(-1116, "Invalid algoType.")
+        otype = (type or "").upper()
+        if otype not in ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
+            raise _err(-1116, "Invalid orderType.")
+        if (positionSide or "BOTH").upper() != "BOTH":
+            raise _err(-4061, "Order's position side does not match user's setting.")
+        if triggerPrice in (None, ""):
+            raise _err(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
+        trig = self._parse_price(f, triggerPrice, "triggerPrice")
+        close_pos = _parse_bool(closePosition)
+        reduce_only = _parse_bool(reduceOnly)
+        if close_pos and (quantity not in (None, "") or reduce_only):
+            raise _err(-1106, "Parameter 'quantity' sent when not required.")
+        qty = 0.0 if close_pos else self._parse_qty(f, quantity)
+        limit = self._parse_price(f, price) if otype in ("STOP", "TAKE_PROFIT") else 0.0
+        cid = clientAlgoId or f"sim_algo_{self._next_id + 1}"
+        if not _CLIENT_ID_RE.match(cid):
+            raise _err(-4015, "Client order id is not valid.")
+        if cid in b.algo_by_client:
+            raise _err(-4116, "ClientOrderId is duplicated.")
+        # STOP types fire BUY at price >= trigger, SELL at <=; TAKE_PROFIT types the reverse.
+        is_stop_type = otype.startswith("STOP")
+        fires_below = (side == "SELL") if is_stop_type else (side == "BUY")
+        if b.price and (b.price <= trig if fires_below else b.price >= trig):
+            raise _err(ERR_WOULD_TRIGGER, "Order would immediately trigger.")
+        aid = self._new_id()
+        a = SimAlgoOrder(algo_id=aid, client_algo_id=cid, symbol=symbol, side=side, order_type=otype,
+                         trigger_price=trig, price=limit, qty=qty, close_position=close_pos,
+                         reduce_only=reduce_only, time_in_force=timeInForce or "GTC",
+                         working_type=workingType or "CONTRACT_PRICE", create_time=self.now_ms,
+                         update_time=self.now_ms, trigger=trig, fires_below=fires_below, seq=aid)
+        self.algo_orders[aid] = a
+        b.algo_by_client[cid] = a
+        b.resting[aid] = a
+        self._emit_algo(a)
+        return a
+
+    def _lookup_algo(self, algoId: Any, clientAlgoId: str | None, open_only: bool) -> SimAlgoOrder | None:
+        if algoId not in (None, ""):
+            a = self.algo_orders.get(int(algoId))
+        elif clientAlgoId:
+            a = next((b.algo_by_client[clientAlgoId] for b in self.books.values()
+                      if clientAlgoId in b.algo_by_client), None)
+            if a is None and not open_only:
+                a = next((x for x in reversed(list(self.algo_orders.values()))
+                          if x.client_algo_id == clientAlgoId), None)
+        else:
+            raise _err(-1102, "Mandatory parameter 'algoid' was not sent, was empty/null, or malformed.")
+        if a is not None and open_only and a.status != "NEW":
+            return None
+        return a
+
+    def cancel_algo_order(self, algoId: Any = None, clientAlgoId: str | None = None) -> SimAlgoOrder:
+        a = self._lookup_algo(algoId, clientAlgoId, open_only=True)
+        if a is None:
+            raise _err(ERR_UNKNOWN_ORDER, "Unknown order sent.")
+        self._end_algo(a, "CANCELED")
+        return a
+
+    def cancel_all_algo_orders(self, symbol: str) -> None:
+        for a in list(self.book(symbol).algo_by_client.values()):
+            self._end_algo(a, "CANCELED")
+
+    def get_algo_order(self, algoId: Any = None, clientAlgoId: str | None = None) -> SimAlgoOrder:
+        a = self._lookup_algo(algoId, clientAlgoId, open_only=False)
+        if a is None:
+            raise _err(-2013, "Order does not exist.")
+        return a
+
+    def open_algo_orders(self, symbol: str | None = None) -> list[SimAlgoOrder]:
+        books = [self.book(symbol)] if symbol else list(self.books.values())
+        return [a for b in books for a in b.algo_by_client.values()]
+
+    def _end_algo(self, a: SimAlgoOrder, status: str) -> None:
+        b = self.books[a.symbol]
+        a.status = status
+        a.update_time = self.now_ms
+        if b.algo_by_client.get(a.client_algo_id) is a:
+            del b.algo_by_client[a.client_algo_id]
+        b.resting.pop(a.algo_id, None)
+        self._emit_algo(a)
+
+    # ------------------------------------------------------------------ market
+    def set_price(self, symbol: str, price: float) -> None:
+        """Move the last price without filling anything (a jump between candles)."""
+        self.book(symbol).price = float(price)
+
+    def advance(self, symbol: str, end: float) -> bool:
+        """Move the price along a monotone leg toward `end`.
+
+        Stops after the first fill (returns True, price at the fill) so the
+        caller can let the strategy react; returns False once at `end`.
+        """
+        b = self.books[symbol]
+        hit = next_trigger(b.price, end, b.resting.values())
+        if hit is None:
+            b.price = end
+            return False
+        r, fill_price, b.price = hit
+        if isinstance(r, SimAlgoOrder):
+            self._trigger_algo(b, r, fill_price)
+        else:
+            self._fill(b, r, fill_price, r.remaining, maker=True)
+        return True
+
+    def candle_legs(self, o: float, h: float, l: float, c: float) -> tuple[float, float, float, float]:
+        return candle_path(o, h, l, c)
+
+    def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: float) -> None:
+        a.status = "TRIGGERED"
+        a.trigger_time = a.update_time = self.now_ms
+        b.resting.pop(a.algo_id, None)
+        del b.algo_by_client[a.client_algo_id]
+        self._emit_algo(a)
+        pos = b.position.qty
+        qty = abs(pos) if a.close_position else a.qty
+        closes = pos != 0 and (pos > 0) == (a.side == "SELL")
+        if (a.close_position or a.reduce_only) and not closes:
+            a.status = "EXPIRED"   # nothing to close: Binance rejects the triggered order
+            self._emit_algo(a)
+            return
+        if a.reduce_only:
+            qty = min(qty, abs(pos))
+        oid = self._new_id()
+        is_market = a.order_type.endswith("MARKET")
+        o = SimOrder(order_id=oid, client_id=a.client_algo_id, symbol=a.symbol, side=a.side,
+                     type="MARKET" if is_market else "LIMIT", orig_type=a.order_type,
+                     price=0.0 if is_market else a.price, qty=qty,
+                     reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
+                     time=self.now_ms, update_time=self.now_ms, close_position=a.close_position,
+                     stop_price=a.trigger_price, trigger=a.price, fires_below=(a.side == "BUY"),
+                     seq=oid)
+        self.orders[oid] = o
+        a.actual_order_id = oid
+        self._emit_order(o, "NEW")
+        if is_market:
+            self._fill(b, o, fill_price, qty, maker=False)
+            a.actual_price = fill_price
+        else:
+            b.open_by_client.setdefault(o.client_id, o)
+            b.resting[oid] = o
+        a.status = "FINISHED"
+        self._emit_algo(a)
+
+    def _fill(self, b: SymbolBook, o: SimOrder, price: float, qty: float, maker: bool) -> None:
+        p = b.position
+        if o.reduce_only:
+            closes = p.qty != 0 and (p.qty > 0) == (o.side == "SELL")
+            qty = min(qty, abs(p.qty)) if closes else 0.0
+            if qty <= _EPS:
+                self._finish(b, o, "EXPIRED")
+                return
+        signed = qty if o.side == "BUY" else -qty
+        p.qty, p.entry_price, realized = apply_fill(p.qty, p.entry_price, signed, price)
+        p.update_time = self.now_ms
+        fee = price * qty * (self.maker_fee if maker else self.taker_fee)
+        self.wallet += realized - fee
+        self.total_fees += fee
+        b.realized_cum += realized
+        o.executed_qty += qty
+        o.cum_quote += price * qty
+        o.update_time = self.now_ms
+        o.status = "FILLED" if o.remaining <= _EPS * max(1.0, o.qty) else "PARTIALLY_FILLED"
+        tid = self._next_trade_id
+        self._next_trade_id += 1
+        self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
+                                    realized, fee, maker, self.now_ms, p.qty, p.entry_price))
+        if o.status == "FILLED":
+            if b.open_by_client.get(o.client_id) is o:
+                del b.open_by_client[o.client_id]
+            b.resting.pop(o.order_id, None)
+        self.events.append(OrderUpdate(
+            o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "TRADE", o.status, o.price, o.qty,
+            qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
+            o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
+        self.events.append(AccountUpdate("ORDER", o.symbol, self.wallet, p.qty, p.entry_price,
+                                         p.qty * (b.price - p.entry_price), b.realized_cum, self.now_ms))
+        self._expire_stale_reduce_only(b)
+
+    def _expire_stale_reduce_only(self, b: SymbolBook) -> None:
+        """Binance drops reduce-only orders that can no longer reduce the position."""
+        pos = b.position.qty
+        for o in list(b.open_by_client.values()):
+            if o.reduce_only and (pos == 0 or (pos > 0) == (o.side == "BUY")):
+                self._finish(b, o, "EXPIRED")
+
+    # ------------------------------------------------------------------ events
+    def _emit_order(self, o: SimOrder, status: str) -> None:
+        self.events.append(OrderUpdate(
+            o.symbol, o.client_id, o.order_id, o.side, o.orig_type, status, status, o.price, o.qty,
+            0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
+
+    def _emit_algo(self, a: SimAlgoOrder) -> None:
+        self.events.append(AlgoUpdate(a.symbol, a.client_algo_id, a.algo_id, a.side, a.order_type,
+                                      a.status, a.trigger_price, a.qty, a.close_position, self.now_ms,
+                                      a.actual_order_id))
+
+    # ------------------------------------------------------------------ queries
+    def position(self, symbol: str) -> SimPosition:
+        return self.book(symbol).position
+
+    def user_trades(self, symbol: str, start_ms: int | None = None, end_ms: int | None = None,
+                    from_id: int | None = None, limit: int = 500) -> list[SimTrade]:
+        out = [t for t in self.trades if t.symbol == symbol
+               and (start_ms is None or t.time >= start_ms) and (end_ms is None or t.time <= end_ms)
+               and (from_id is None or t.id >= from_id)]
+        return out[:limit] if from_id is not None else out[-limit:]
+
+
+def _parse_decimal(value: Any, name: str, max_decimals: int) -> float:
+    if isinstance(value, str):
+        s = value.strip()
+        if "." in s and len(s.split(".", 1)[1].rstrip("0")) > max_decimals:
+            raise _err(ERR_PRECISION, "Precision is over the maximum defined for this asset.")
+        try:
+            return float(s)
+        except ValueError:
+            raise _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return v
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+# ---------------------------------------------------------------------- Binance payloads
+
+
+def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
+    """The user-stream payload of a simulator event, as Binance sends it."""
+    if isinstance(ev, OrderUpdate):
+        return order_update_to_binance(ev, filters)
+    if isinstance(ev, AlgoUpdate):
+        f = filters
+        return {"e": "ALGO_UPDATE", "T": ev.event_time, "E": ev.event_time, "o": {
+            "caid": ev.client_algo_id, "aid": ev.algo_id, "at": "CONDITIONAL", "o": ev.order_type,
+            "s": ev.symbol, "S": ev.side, "ps": "BOTH", "f": "GTC", "q": f.fmt_qty(ev.qty),
+            "X": ev.status, "ai": str(ev.actual_order_id or ""), "ap": "0.00000", "aq": "0.000",
+            "act": "0", "tp": f.fmt_price(ev.trigger_price), "p": "0.00", "V": "EXPIRE_MAKER",
+            "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": ev.close_position, "pP": False,
+            "R": ev.close_position, "tt": 0, "gtd": 0}}
+    f = filters
+    return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
+        "m": ev.reason,
+        "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
+        "P": [{"s": ev.symbol, "pa": f.fmt_qty(ev.position_qty), "ep": f"{ev.entry_price:.8f}",
+               "bep": f"{ev.entry_price:.8f}", "cr": f"{ev.realized_cum:.8f}",
+               "up": f"{ev.unrealized:.8f}", "mt": "cross", "iw": "0", "ps": "BOTH"}]}}
+
+
+# ---------------------------------------------------------------------- the venue adapter
+
+
+class SimVenue(FuturesVenue):
+    """`FuturesVenue` over a `SimulatedExchange`, called directly in-process.
+
+    Its coroutines never suspend, so the backtest can drive the strategy
+    with `exchange_api.run_sync`.
+    """
+
+    def __init__(self, exchange: SimulatedExchange, symbol: str):
+        self.exchange = exchange
+        self.symbol = symbol
+        self.filters = exchange.book(symbol).filters
+
+    async def get_position(self) -> Position:
+        p = self.exchange.books[self.symbol].position
+        return Position(p.qty, p.entry_price)
+
+    def _params(self, o: LimitOrder) -> dict[str, Any]:
+        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "quantity": o.qty,
+                "price": o.price, "timeInForce": "GTC", "reduceOnly": o.reduce_only,
+                "newClientOrderId": o.client_id}
+
+    async def place_limit(self, order: LimitOrder) -> OrderAck:
+        o = self.exchange.new_order(**self._params(order))
+        return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)
+
+    async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
+        out: list[OrderAck | ExchangeError] = []
+        for i in range(0, len(orders), MAX_BATCH_ORDERS):
+            for r in self.exchange.batch_orders([self._params(o) for o in orders[i:i + MAX_BATCH_ORDERS]]):
+                out.append(r if isinstance(r, ExchangeError)
+                           else OrderAck(r.client_id, r.order_id, r.price, r.qty, r.status))
+        return out
+
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+        a = self.exchange.new_algo_order(self.symbol, side, "STOP_MARKET", triggerPrice=trigger_price,
+                                         closePosition=True, clientAlgoId=client_id)
+        return OrderAck(a.client_algo_id, a.algo_id, a.trigger_price, 0.0, a.status)
+
+    async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:
+        o = self.exchange.new_order(self.symbol, side, "MARKET", quantity=qty, reduceOnly=True,
+                                    newClientOrderId=client_id)
+        return OrderAck(o.client_id, o.order_id, o.avg_price, o.executed_qty, o.status)
+
+    async def cancel_order(self, client_id: str) -> bool:
+        try:
+            self.exchange.cancel_order(self.symbol, origClientOrderId=client_id)
+            return True
+        except ExchangeError as e:
+            if e.code == ERR_UNKNOWN_ORDER:
+                return False
+            raise
+
+    async def cancel_algo_order(self, client_id: str) -> bool:
+        try:
+            self.exchange.cancel_algo_order(clientAlgoId=client_id)
+            return True
+        except ExchangeError as e:
+            if e.code == ERR_UNKNOWN_ORDER:
+                return False
+            raise
+
+    async def cancel_all_orders(self) -> None:
+        self.exchange.cancel_all_orders(self.symbol)
+        self.exchange.cancel_all_algo_orders(self.symbol)
+
+    async def get_open_orders(self) -> list[OpenOrder]:
+        ex = self.exchange
+        out = [OpenOrder(o.client_id, o.order_id, o.side, o.price, o.remaining, o.reduce_only)
+               for o in ex.open_orders(self.symbol)]
+        out += [OpenOrder(a.client_algo_id, a.algo_id, a.side, a.trigger_price, a.qty, True, True)
+                for a in ex.open_algo_orders(self.symbol)]
+        return out
+
+    async def retry_pause(self, attempt: int) -> None:
+        return None
+
+    async def retry_entry_after_margin_error(self, client_id: str, side: str, price: float,
+                                             qty: float) -> OrderAck | None:
+        """The -2019 ladder of `FuturesVenue`, found by bisection instead of ~700 tries.
+
+        The simulator's margin check is deterministic and monotone in the
+        quantity, so the first accepted rung of the 0.1 % ladder is the same;
+        tests check both give the same order.
+        """
+        f = self.filters
+        ex = self.exchange
+        book = ex.books[self.symbol]
+        avail = ex.available_balance() + 1e-9
+        tries = round((1.0 - ENTRY_RETRY_FLOOR) / ENTRY_RETRY_STEP)
+
+        def rung(k: int) -> float:
+            return f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * k))
+
+        def fits(q: float) -> bool:
+            return ex._order_cost(book, side, price, q) <= avail
+
+        # Feasibility and size are both monotone in k: bisect for the first
+        # rung that fits; the linear ladder would have stopped at the first
+        # rung below the minimum size, so that rung must still be tradable.
+        if not fits(rung(tries)):
+            k_fit = tries + 1
+        else:
+            lo, hi = 1, tries
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if fits(rung(mid)):
+                    hi = mid
+                else:
+                    lo = mid + 1
+            k_fit = lo
+        if k_fit > tries or not f.tradable(price, rung(k_fit)):
+            self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
+                           self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, self.filters.fmt_qty(qty))
+            return None
+        return await self.place_limit_entry(client_id, side, price, rung(k_fit))
