@@ -86,7 +86,8 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     def deliver() -> None:
         while sim.events:
             for ev in sim.drain_events():
-                if type(ev) is OrderUpdate:
+                # NEW acknowledgements carry nothing the strategy acts on.
+                if type(ev) is OrderUpdate and ev.exec_type != "NEW":
                     run_sync(strategy.on_order_update(ev))
 
     # Equity is piecewise: constant wallet / position between replayed candles.

@@ -18,6 +18,7 @@ front of it.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Union
@@ -804,20 +805,35 @@ class SimVenue(FuturesVenue):
         def fits(q: float) -> bool:
             return ex._order_cost(book, side, price, q) <= avail
 
-        # Feasibility and size are both monotone in k: bisect for the first
-        # rung that fits; the linear ladder would have stopped at the first
-        # rung below the minimum size, so that rung must still be tradable.
+        # Feasibility and size are both monotone in k.  The cost is linear in
+        # the quantity, so solve for the largest affordable quantity, land on
+        # its rung, and step to the exact first rung that fits (bisection if
+        # the estimate is off by more than a few rungs).
         if not fits(rung(tries)):
             k_fit = tries + 1
         else:
-            lo, hi = 1, tries
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if fits(rung(mid)):
-                    hi = mid
+            # First rung whose floored quantity is within the largest affordable step multiple.
+            unit = ex._order_cost(book, side, price, 1.0)
+            q_fit = f.qty_down(avail / unit) if unit > 0 else qty
+            k = math.floor((1.0 - (q_fit + f.step_size) / qty) / ENTRY_RETRY_STEP) + 1
+            k = max(1, min(tries, k))
+            for _ in range(8):
+                if not fits(rung(k)):
+                    k += 1
+                elif k > 1 and fits(rung(k - 1)):
+                    k -= 1
                 else:
-                    lo = mid + 1
-            k_fit = lo
+                    break
+            else:
+                lo, hi = 1, tries
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if fits(rung(mid)):
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                k = lo
+            k_fit = k
         if k_fit > tries or not f.tradable(price, rung(k_fit)):
             self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
                            self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, self.filters.fmt_qty(qty))
