@@ -198,7 +198,7 @@ def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
     """ORDER_TRADE_UPDATE as Binance streams it: decimals as strings."""
     o: dict[str, Any] = {
         "s": u.symbol, "c": u.client_id, "S": u.side, "o": u.order_type,
-        "f": "GTC" if u.order_type == "LIMIT" else "GTC", "q": f.fmt_qty(u.orig_qty),
+        "f": "GTC", "q": f.fmt_qty(u.orig_qty),
         "p": f.fmt_price(u.price), "ap": f"{u.avg_price:.8f}".rstrip("0").rstrip(".") or "0",
         "sp": f.fmt_price(u.stop_price), "x": u.exec_type, "X": u.status, "i": u.order_id,
         "l": f.fmt_qty(u.last_qty), "z": f.fmt_qty(u.cum_qty), "L": f.fmt_price(u.last_price),

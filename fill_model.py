@@ -45,17 +45,16 @@ def next_trigger(cur: float, end: float, resting: Iterable[Resting]) -> tuple[Re
     up = end > cur
     for r in resting:
         x = r.trigger
+        # dist <= 0: the leg starts at or beyond the order (a gap).  The price
+        # passed the farthest-beyond order first (the best bid / ask matches
+        # first), so more negative distances come first.
         if r.fires_below:
-            if x >= cur:
-                dist = 0.0
-            elif down and x >= end:
+            if x >= cur or (down and x >= end):
                 dist = cur - x
             else:
                 continue
         else:
-            if x <= cur:
-                dist = 0.0
-            elif up and x <= end:
+            if x <= cur or (up and x <= end):
                 dist = x - cur
             else:
                 continue
@@ -63,7 +62,7 @@ def next_trigger(cur: float, end: float, resting: Iterable[Resting]) -> tuple[Re
             best, best_dist = r, dist
     if best is None:
         return None
-    if best_dist == 0.0:
+    if best_dist <= 0.0:
         # Already at or beyond the order where the leg starts.
         return best, (cur if best.is_stop else best.trigger), cur
     return best, best.trigger, best.trigger

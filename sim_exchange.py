@@ -559,6 +559,7 @@ class SimulatedExchange:
     def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: float) -> None:
         a.status = "TRIGGERED"
         a.trigger_time = a.update_time = self.now_ms
+        a.actual_order_id = self._next_id + 1      # the order the trigger is about to place
         b.resting.pop(a.algo_id, None)
         del b.algo_by_client[a.client_algo_id]
         self._emit_algo(a)
@@ -566,7 +567,7 @@ class SimulatedExchange:
         qty = abs(pos) if a.close_position else a.qty
         closes = pos != 0 and (pos > 0) == (a.side == "SELL")
         if (a.close_position or a.reduce_only) and not closes:
-            a.status = "EXPIRED"   # nothing to close: Binance rejects the triggered order
+            a.status, a.actual_order_id = "EXPIRED", 0   # nothing to close: Binance rejects the triggered order
             self._emit_algo(a)
             return
         if a.reduce_only:
