@@ -91,13 +91,19 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                     run_sync(strategy.on_order_update(ev))
 
     # Equity is piecewise: constant wallet / position between replayed candles.
+    # A replayed candle starts a segment with the state after its fills (its
+    # close), and its worst equity is tracked exactly along its path.
     seg_start: list[int] = [0]
     seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
+    worst_at: dict[int, float] = {}
+    pos = book.position
 
     def mark_segment(i: int) -> None:
-        p = book.position
         seg_start.append(i)
-        seg_state.append((sim.wallet, p.qty, p.entry_price))
+        seg_state.append((sim.wallet, pos.qty, pos.entry_price))
+
+    def account(price: float) -> float:
+        return sim.wallet + pos.qty * (price - pos.entry_price)
 
     sim.now_ms = int(times[0])
     sim.set_price(symbol, float(closes[0]))
@@ -132,6 +138,9 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
         t = int(times[j])
         sim.now_ms = t
         sim.set_price(symbol, o)
+        # Between events the position is constant and each leg monotone, so
+        # the equity is linear there: its minimum is at a vertex or a fill.
+        worst_eq = account(o)
         run_sync(strategy.on_price(o))
         deliver()
         path = candle_path(o, h, l, c)
@@ -140,9 +149,12 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
             sim.now_ms = t + (k - 1) * LEG_MS
             while sim.advance(symbol, end):
                 deliver()
+                worst_eq = min(worst_eq, account(book.price))
+            worst_eq = min(worst_eq, account(end))
             run_sync(strategy.on_price(end))
             deliver()
-        mark_segment(j + 1)
+        worst_at[j] = worst_eq
+        mark_segment(j)
         i = j + 1
         if j >= next_report:
             progress(j, n)
@@ -151,6 +163,9 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
         progress(n, n)
 
     equity, worst = _equity_curves(candles, seg_start, seg_state)
+    if worst_at:
+        worst[np.fromiter(worst_at.keys(), np.int64, len(worst_at))] = np.fromiter(
+            worst_at.values(), np.float64, len(worst_at))
     p = book.position
     return BacktestResult(config, filters, candles, capital, fills, equity, worst, sim.wallet, p.qty,
                           p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0)
