@@ -68,6 +68,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                             maker_fee=config.maker_fee if maker_fee is None else maker_fee,
                             taker_fee=config.taker_fee if taker_fee is None else taker_fee,
                             leverage=config.leverage)
+    sim.ack_events = False      # the strategy acts on fills and expiries only
     symbol = filters.symbol
     book = sim.books[symbol]
     fills: list[FillRecord] = []
@@ -141,8 +142,10 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
         # Between events the position is constant and each leg monotone, so
         # the equity is linear there: its minimum is at a vertex or a fill.
         worst_eq = account(o)
-        run_sync(strategy.on_price(o))
-        deliver()
+        flat = strategy.is_flat_and_unfilled
+        if flat():          # the range exit is the only thing on_price does
+            run_sync(strategy.on_price(o))
+            deliver()
         path = candle_path(o, h, l, c)
         for k in (1, 2, 3):
             end = path[k]
@@ -151,8 +154,9 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                 deliver()
                 worst_eq = min(worst_eq, account(book.price))
             worst_eq = min(worst_eq, account(end))
-            run_sync(strategy.on_price(end))
-            deliver()
+            if flat():
+                run_sync(strategy.on_price(end))
+                deliver()
         worst_at[j] = worst_eq
         mark_segment(j)
         i = j + 1

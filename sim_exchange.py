@@ -199,6 +199,9 @@ class SimulatedExchange:
         self.trades: list[SimTrade] = []
         self.events: list[Event] = []
         self.total_fees = 0.0
+        # Placement and requested-cancel acknowledgements are streamed to user
+        # streams; an in-process driver that ignores them turns them off.
+        self.ack_events = True
         self._next_id = 1_000_000
         self._next_trade_id = 1
 
@@ -637,6 +640,8 @@ class SimulatedExchange:
 
     # ------------------------------------------------------------------ events
     def _emit_order(self, o: SimOrder, status: str) -> None:
+        if not self.ack_events and status in ("NEW", "CANCELED"):
+            return
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, status, status, o.price, o.qty,
             0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
