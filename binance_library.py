@@ -1,0 +1,372 @@
+"""BinanceFuturesClient: the strategy's venue on Binance USDⓈ-M (live, testnet,
+or any venue speaking the protocol — the local exchange — by base URL).
+
+A thin async wrapper over python-binance's `AsyncClient`:
+
+- prices and quantities leave as decimal strings rounded to the symbol's
+  exchangeInfo filters (never a raw float);
+- every order carries a deterministic client order id, and an "unknown
+  result" (timeout, network error, 5xx / 503 "Unknown error") is settled by
+  querying that id before anything is sent again, so a retry never
+  duplicates an order;
+- request weight is read from `X-MBX-USED-WEIGHT-1M`; a 429 backs off and a
+  418 waits out the ban (Retry-After); -1021 re-syncs the clock offset;
+- the stop goes through the Algo Order API (`/fapi/v1/algoOrder`).
+
+The -2019 / -2022 retry ladders and the position re-read with retries are
+inherited from `exchange_api.FuturesVenue`, shared with the simulator.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+from binance import AsyncClient, BinanceSocketManager
+from binance.exceptions import BinanceAPIException, BinanceRequestException
+
+from exchange_api import (
+    ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
+    OrderAck, Position, SymbolFilters,
+)
+
+log = logging.getLogger("binance_library")
+
+MAINNET_REST = "https://fapi.binance.com"
+WEIGHT_LIMIT_1M = 2400
+WEIGHT_SOFT_LIMIT = 0.8          # slow down above 80 % of the minute's weight
+UNKNOWN_RESULT_TRIES = 5
+BATCH_SIZE = 5
+
+
+class UnknownResult(Exception):
+    """The request may or may not have been executed (timeout, network, 5xx)."""
+
+
+class ConfigurationError(Exception):
+    """Bad keys, an unknown symbol, an unreachable venue: nothing to retry."""
+
+
+def _client_class(base_url: str | None) -> type[AsyncClient]:
+    """AsyncClient pointed at another venue by base URL (python-binance builds
+    its URLs from class attributes; URLs without '{}' pass through .format)."""
+    if not base_url:
+        return AsyncClient
+    base = base_url.rstrip("/")
+    return type("VenueAsyncClient", (AsyncClient,), {"API_URL": base + "/api", "FUTURES_URL": base + "/fapi"})
+
+
+def socket_manager(client: AsyncClient, ws_url: str | None) -> BinanceSocketManager:
+    bsm = BinanceSocketManager(client, user_timeout=300)
+    if ws_url:
+        bsm.FSTREAM_URL = ws_url if ws_url.endswith("/") else ws_url + "/"
+    return bsm
+
+
+def venue_urls_from_env(base_url: str | None = None, ws_url: str | None = None) -> tuple[str | None, str | None, bool]:
+    """--base-url/--ws-url win over BINANCE_BASE_URL/BINANCE_WS_URL; BINANCE_TESTNET=1 picks the testnet."""
+    base_url = base_url or os.environ.get("BINANCE_BASE_URL") or None
+    ws_url = ws_url or os.environ.get("BINANCE_WS_URL") or None
+    testnet = os.environ.get("BINANCE_TESTNET", "").strip().lower() in ("1", "true", "yes")
+    return base_url, ws_url, testnet and not base_url
+
+
+def _f(d: dict[str, Any], key: str) -> float:
+    v = d.get(key)
+    return float(v) if v not in (None, "") else 0.0
+
+
+class BinanceFuturesClient(FuturesVenue):
+    def __init__(self, api_key: str, api_secret: str, symbol: str, *, base_url: str | None = None,
+                 ws_url: str | None = None, testnet: bool = False, logger: logging.Logger | None = None):
+        self.symbol = symbol.upper()
+        self.base_url = base_url
+        self.ws_url = ws_url
+        self.testnet = testnet
+        self.log = logger or log
+        self._key = api_key
+        self._secret = api_secret
+        self.client: AsyncClient | None = None
+        self.filters = SymbolFilters(self.symbol, 0.1, 0.001, 0.001, 5.0)   # replaced from exchangeInfo
+        self.used_weight = 0
+        self.peak_weight = 0
+        self.weight_limit = WEIGHT_LIMIT_1M
+        self._banned_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:   # never show the keys
+        return f"BinanceFuturesClient({self.symbol}, base_url={self.base_url!r}, testnet={self.testnet})"
+
+    # ------------------------------------------------------------------ lifecycle
+    async def connect(self) -> None:
+        """Create the client, read the symbol's filters, learn the clock offset."""
+        cls = _client_class(self.base_url)
+        try:
+            self.client = await cls.create(self._key, self._secret, testnet=self.testnet)
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            raise ConfigurationError(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
+                                     f"{type(e).__name__}") from None
+        info = await self._call(self.client.futures_exchange_info)
+        for rl in info.get("rateLimits", []):
+            if rl.get("rateLimitType") == "REQUEST_WEIGHT" and rl.get("interval") == "MINUTE":
+                self.weight_limit = int(rl.get("limit", WEIGHT_LIMIT_1M))
+        sym = next((s for s in info.get("symbols", []) if s.get("symbol") == self.symbol), None)
+        if sym is None:
+            raise ConfigurationError(f"symbol {self.symbol} is not listed by the exchange")
+        self.filters = filters_from_exchange_info(sym)
+        await self.resync_time()
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close_connection()
+            self.client = None
+
+    async def resync_time(self) -> None:
+        res = await self.client.futures_time()
+        self.client.timestamp_offset = int(res["serverTime"]) - int(time.time() * 1000)
+
+    def socket_manager(self) -> BinanceSocketManager:
+        return socket_manager(self.client, self.ws_url)
+
+    # ------------------------------------------------------------------ calls
+    async def _call(self, fn: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+        """One request with rate-limit, clock and unknown-result handling."""
+        for attempt in range(4):
+            await self._respect_limits()
+            try:
+                result = await fn(**params)
+                self._read_weight()
+                return result
+            except BinanceAPIException as e:
+                self._read_weight()
+                status = int(getattr(e, "status_code", 0) or 0)
+                if status in (418, 429):
+                    self._back_off(e, status)
+                    continue
+                if e.code == -1021 and attempt == 0:
+                    await self.resync_time()
+                    continue
+                if status >= 500 or e.code in (-1000, -1006, -1007):
+                    raise UnknownResult(f"HTTP {status} {e.code}: {e.message}") from None
+                if e.code in (-2014, -2015, -1022):
+                    raise ConfigurationError(f"API key rejected by the exchange ({e.code}: {e.message})") from None
+                raise ExchangeError(e.code, e.message, status) from None
+            except BinanceRequestException as e:
+                raise UnknownResult(f"invalid response: {str(e)[:120]}") from None
+            except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
+                raise UnknownResult(f"{type(e).__name__}: {str(e)[:120]}") from None
+        raise UnknownResult("rate limited: gave up after repeated 429/418")
+
+    def _read_weight(self) -> None:
+        resp = getattr(self.client, "response", None)
+        if resp is None:
+            return
+        w = resp.headers.get("X-MBX-USED-WEIGHT-1M") or resp.headers.get("x-mbx-used-weight-1m")
+        if w and w.isdigit():
+            self.used_weight = int(w)
+            self.peak_weight = max(self.peak_weight, self.used_weight)
+
+    def _back_off(self, e: BinanceAPIException, status: int) -> None:
+        retry_after = 0.0
+        try:
+            retry_after = float(e.response.headers.get("Retry-After", "0"))
+        except (AttributeError, ValueError):
+            pass
+        wait = retry_after or (60.0 if status == 418 else 1.0)
+        self._banned_until = max(self._banned_until, time.monotonic() + wait)
+        self.log.warning("rate limited (HTTP %d, code %s): pausing %.1f s", status, e.code, wait)
+
+    async def _respect_limits(self) -> None:
+        now = time.monotonic()
+        if self._banned_until > now:
+            await asyncio.sleep(self._banned_until - now)
+        elif self.used_weight > self.weight_limit * WEIGHT_SOFT_LIMIT:
+            # Close to the minute's budget: spread the remaining requests out.
+            await asyncio.sleep(min(2.0, 60.0 * (self.used_weight / self.weight_limit - WEIGHT_SOFT_LIMIT)))
+
+    # ------------------------------------------------------------------ account setup
+    async def prepare_account(self, leverage: int) -> None:
+        """One-way mode, cross margin, leverage (the "no need to change" codes are fine)."""
+        for fn, params, ok in (
+            (self.client.futures_change_position_mode, {"dualSidePosition": "false"}, -4059),
+            (self.client.futures_change_margin_type, {"symbol": self.symbol, "marginType": "CROSSED"}, -4046),
+        ):
+            try:
+                await self._call(fn, **params)
+            except ExchangeError as e:
+                if e.code != ok:
+                    raise
+        await self._call(self.client.futures_change_leverage, symbol=self.symbol, leverage=int(leverage))
+
+    async def wallet_balance(self, asset: str = "USDC") -> float:
+        for b in await self._call(self.client.futures_account_balance):
+            if b.get("asset") == asset:
+                return _f(b, "balance")
+        return 0.0
+
+    # ------------------------------------------------------------------ FuturesVenue primitives
+    async def get_position(self) -> Position:
+        rows = await self._call(self.client.futures_position_information, symbol=self.symbol)
+        qty, entry = 0.0, 0.0
+        for r in rows:
+            if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH":
+                qty, entry = _f(r, "positionAmt"), _f(r, "entryPrice")
+        return Position(qty, entry)
+
+    def _order_params(self, o: LimitOrder) -> dict[str, str]:
+        f = self.filters
+        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "timeInForce": "GTC",
+                "quantity": f.fmt_qty(o.qty), "price": f.fmt_price(o.price),
+                "reduceOnly": "true" if o.reduce_only else "false", "newClientOrderId": o.client_id}
+
+    @staticmethod
+    def _ack(r: dict[str, Any]) -> OrderAck:
+        return OrderAck(r["clientOrderId"], int(r["orderId"]), _f(r, "price"), _f(r, "origQty"),
+                        r.get("status", "NEW"))
+
+    async def find_order(self, client_id: str) -> dict[str, Any] | None:
+        """The order with this client id, or None if the exchange never had it."""
+        try:
+            return await self._call(self.client.futures_get_order, symbol=self.symbol,
+                                    origClientOrderId=client_id)
+        except ExchangeError as e:
+            if e.code == ERR_NO_SUCH_ORDER:
+                return None
+            raise
+
+    async def _place_once_safely(self, send: Callable[[], Awaitable[Any]], client_id: str,
+                                 find: Callable[[str], Awaitable[Any]]) -> Any:
+        """Send; on an unknown result look the id up before sending again."""
+        for attempt in range(UNKNOWN_RESULT_TRIES):
+            try:
+                return await send()
+            except UnknownResult as e:
+                self.log.warning("%s %s: result unknown (%s); querying by client id", self.symbol,
+                                 client_id, e)
+                await asyncio.sleep(min(0.2 * 2 ** attempt, 3.0))
+                try:
+                    existing = await find(client_id)
+                except UnknownResult:
+                    continue
+                if existing is not None:
+                    return existing
+        raise UnknownResult(f"{client_id}: no definite answer after {UNKNOWN_RESULT_TRIES} tries")
+
+    async def place_limit(self, order: LimitOrder) -> OrderAck:
+        params = self._order_params(order)
+        r = await self._place_once_safely(
+            lambda: self._call(self.client.futures_create_order, **params), order.client_id, self.find_order)
+        return self._ack(r)
+
+    async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
+        """The grid in batches of five (one request for a four-level grid)."""
+        out: list[OrderAck | ExchangeError] = []
+        for i in range(0, len(orders), BATCH_SIZE):
+            chunk = orders[i:i + BATCH_SIZE]
+            if len(chunk) == 1:
+                try:
+                    out.append(await self.place_limit(chunk[0]))
+                except ExchangeError as e:
+                    out.append(e)
+                continue
+            try:
+                rows = await self._call(self.client.futures_place_batch_order,
+                                        batchOrders=[self._order_params(o) for o in chunk])
+            except UnknownResult:
+                # Settle each order on its own: query, then place what is missing.
+                for o in chunk:
+                    try:
+                        out.append(await self.place_limit(o))
+                    except ExchangeError as e:
+                        out.append(e)
+                continue
+            for o, r in zip(chunk, rows):
+                if isinstance(r, dict) and "code" in r and "orderId" not in r:
+                    out.append(ExchangeError(int(r["code"]), str(r.get("msg", "")), 400))
+                else:
+                    out.append(self._ack(r))
+        return out
+
+    async def find_algo_order(self, client_id: str) -> dict[str, Any] | None:
+        try:
+            return await self._call(self.client.futures_get_algo_order, clientAlgoId=client_id)
+        except ExchangeError as e:
+            if e.code in (ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER):
+                return None
+            raise
+
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+        params = {"symbol": self.symbol, "side": side, "type": "STOP_MARKET", "algoType": "CONDITIONAL",
+                  "triggerPrice": self.filters.fmt_price(trigger_price), "closePosition": "true",
+                  "workingType": "CONTRACT_PRICE", "clientAlgoId": client_id}
+        r = await self._place_once_safely(
+            lambda: self._call(self.client.futures_create_algo_order, **params), client_id,
+            self.find_algo_order)
+        return OrderAck(r.get("clientAlgoId", client_id), int(r.get("algoId", 0)),
+                        _f(r, "triggerPrice"), 0.0, r.get("algoStatus", "NEW"))
+
+    async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:
+        params = {"symbol": self.symbol, "side": side, "type": "MARKET", "reduceOnly": "true",
+                  "quantity": self.filters.fmt_qty(qty), "newClientOrderId": client_id}
+        r = await self._place_once_safely(
+            lambda: self._call(self.client.futures_create_order, **params), client_id, self.find_order)
+        return self._ack(r)
+
+    async def cancel_order(self, client_id: str) -> bool:
+        try:
+            await self._call(self.client.futures_cancel_order, symbol=self.symbol, origClientOrderId=client_id)
+            return True
+        except ExchangeError as e:
+            if e.code in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
+                return False
+            raise
+        except UnknownResult:
+            o = await self.find_order(client_id)
+            if o is not None and o.get("status") in ("NEW", "PARTIALLY_FILLED"):
+                return await self.cancel_order(client_id)
+            return o is not None
+
+    async def cancel_algo_order(self, client_id: str) -> bool:
+        try:
+            await self._call(self.client.futures_cancel_algo_order, clientAlgoId=client_id)
+            return True
+        except ExchangeError as e:
+            if e.code in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
+                return False
+            raise
+
+    async def cancel_all_orders(self) -> None:
+        # allOpenOrders may not cover algo orders (reference §7.6): cancel both.
+        await self._call(self.client.futures_cancel_all_open_orders, symbol=self.symbol)
+        await self._call(self.client.futures_cancel_all_algo_open_orders, symbol=self.symbol)
+
+    async def get_open_orders(self) -> list[OpenOrder]:
+        out = [OpenOrder(o["clientOrderId"], int(o["orderId"]), o["side"], _f(o, "price"),
+                         _f(o, "origQty") - _f(o, "executedQty"), bool(o.get("reduceOnly")))
+               for o in await self._call(self.client.futures_get_open_orders, symbol=self.symbol)]
+        algos = await self._call(self.client.futures_get_open_algo_orders, symbol=self.symbol)
+        out += [OpenOrder(a["clientAlgoId"], int(a["algoId"]), a["side"], _f(a, "triggerPrice"),
+                          _f(a, "quantity"), True, True) for a in algos]
+        return out
+
+    async def user_trades(self, start_ms: int | None = None, from_id: int | None = None,
+                          limit: int = 1000) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"symbol": self.symbol, "limit": limit}
+        if from_id is not None:
+            params["fromId"] = from_id
+        elif start_ms is not None:
+            params["startTime"] = start_ms
+        return await self._call(self.client.futures_account_trades, **params)
+
+
+def filters_from_exchange_info(sym: dict[str, Any]) -> SymbolFilters:
+    by_type = {f["filterType"]: f for f in sym.get("filters", [])}
+    price = by_type.get("PRICE_FILTER", {})
+    lot = by_type.get("LOT_SIZE", {})
+    notional = by_type.get("MIN_NOTIONAL", {})
+    return SymbolFilters(sym["symbol"], float(price.get("tickSize", 0.1)), float(lot.get("stepSize", 0.001)),
+                         float(lot.get("minQty", lot.get("stepSize", 0.001))),
+                         float(notional.get("notional", notional.get("minNotional", 5.0))))

@@ -1,0 +1,493 @@
+"""The per-symbol daemon shared by trade_btc.py and trade_eth.py.
+
+Start-up: keys from .env, one-way mode, cross margin, leverage, capital
+(CAPITAL_RATIO × wallet at first start, persisted), restore the state file,
+reconcile with the exchange; then three tasks, as the seed runs them:
+
+- websocket_handler: market stream (kline_1m) and user stream; reconnects
+  with backoff and reconciles after every reconnect;
+- position_sync_task: reconcile every 30 s;
+- config_reload_task: re-read the config every 60 s (a bad file keeps the
+  last good one and is logged once).
+
+The exchange is the truth and the state file a cache: reconciliation
+recovers missed fills from userTrades (recorded once), cancels orphan orders
+of the symbol and re-places missing protective orders.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, venue_urls_from_env
+from config import ConfigError, GridConfig, load_config
+from exchange_api import (
+    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, OrderUpdate, order_update_from_binance,
+    parse_client_order_id,
+)
+from grid_strategy import FillRecord, GridMartingaleStrategy
+from records import TradeRecorder, setup_logging
+from state_manager import GridState, StateManager
+
+ROOT = Path(__file__).resolve().parent
+SYNC_INTERVAL_S = 30.0
+CONFIG_INTERVAL_S = 60.0
+LISTEN_KEY_KEEPALIVE_S = 30 * 60
+
+
+@dataclass
+class Paths:
+    root: Path
+
+    def state(self, short: str) -> Path:
+        return self.root / "state" / f"state_{short}.json"
+
+    def lock(self, short: str) -> Path:
+        return self.root / "state" / f"{short}.lock"
+
+    def pid(self, short: str) -> Path:
+        return self.root / "state" / f"{short}.pid"
+
+    def trades(self, short: str) -> Path:
+        return self.root / "trades" / f"trades_{short}.csv"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+class Fatal(Exception):
+    """A start-up problem the user must fix: printed as one line, exit code 2."""
+
+
+class Daemon:
+    def __init__(self, symbol: str, config_path: Path, api_key: str, api_secret: str, *,
+                 base_url: str | None, ws_url: str | None, testnet: bool, paths: Paths,
+                 capital_override: float | None = None, cancel_on_exit: bool = False,
+                 sync_interval: float = SYNC_INTERVAL_S, config_interval: float = CONFIG_INTERVAL_S):
+        self.symbol = symbol
+        self.short = symbol[:-4].lower() if symbol.endswith("USDC") else symbol.lower()
+        self.config_path = config_path
+        self.paths = paths
+        self.log = logging.getLogger("grid")
+        self.venue = BinanceFuturesClient(api_key, api_secret, symbol, base_url=base_url, ws_url=ws_url,
+                                          testnet=testnet, logger=self.log)
+        self.capital_override = capital_override
+        self.cancel_on_exit = cancel_on_exit
+        self.sync_interval = sync_interval
+        self.config_interval = config_interval
+        self.state_mgr = StateManager(paths.state(self.short))
+        self.recorder = TradeRecorder(paths.trades(self.short), self.log)
+        self.config: GridConfig = load_config(config_path)
+        self._config_mtime = config_path.stat().st_mtime
+        self._config_error_logged: str | None = None
+        self.strategy: GridMartingaleStrategy | None = None
+        self.lock = asyncio.Lock()          # one reaction at a time: events, sync, reload
+        self.stopping = asyncio.Event()
+        self.reconnects = 0
+        self.last_price = 0.0
+
+    # ------------------------------------------------------------------ start-up
+    async def start(self) -> None:
+        await self.venue.connect()
+        await self.venue.prepare_account(self.config.leverage)
+        state = self.state_mgr.load()
+        if state is not None and state.symbol != self.symbol:
+            self.log.warning("state file belongs to %s, not %s; ignoring it", state.symbol, self.symbol)
+            state = None
+        if state is None:
+            capital = self.capital_override
+            if capital is None:
+                balance = await self.venue.wallet_balance("USDC")
+                capital = self.config.capital_ratio * balance
+            if capital <= 0:
+                raise Fatal(f"{self.symbol}: no USDC balance to trade with (capital {capital:.2f})")
+            self.log.info("운용 자본: $%.2f" if _lang_ko() else "Capital: $%.2f", capital)
+        self.strategy = GridMartingaleStrategy(self.config, self.venue, state=state,
+                                               capital=None if state else capital, logger=self.log,
+                                               on_fill=self._on_fill, on_change=self._save)
+        if state is None:
+            self._save()
+        self._warn_if_capital_small()
+        await self.reconcile(startup=True)
+
+    def _warn_if_capital_small(self) -> None:
+        st = self.strategy.state
+        price = st.grid_center or self.last_price
+        if not price:
+            return
+        for level in range(1, self.config.max_entry_level + 1):
+            p = self.strategy.level_price(price, level)
+            q = self.strategy.level_qty(p, level)
+            if not self.venue.filters.tradable(p, q):
+                self.log.warning("capital %.2f is too small for level %d (%s × %s below the minimum order)",
+                                 st.capital, level, self.venue.filters.fmt_qty(q), self.venue.filters.fmt_price(p))
+
+    def _save(self) -> None:
+        try:
+            self.state_mgr.save(self.strategy.state)
+        except OSError as e:
+            self.log.error("state file not writable: %s", e.strerror or e)
+
+    def _on_fill(self, r: FillRecord) -> None:
+        f = self.venue.filters
+        if self.recorder.record(r, f.fmt_price, f.fmt_qty) and r.trade_id > self.strategy.state.last_trade_id:
+            self.strategy.state.last_trade_id = r.trade_id
+
+    # ------------------------------------------------------------------ reconciliation
+    async def reconcile(self, startup: bool = False) -> None:
+        """Make the exchange and the strategy agree; the exchange wins."""
+        async with self.lock:
+            await self._recover_missed_fills()
+            await self._reconcile_orders()
+
+    async def _recover_missed_fills(self) -> None:
+        st = self.strategy.state
+        from_id = st.last_trade_id + 1 if st.last_trade_id else None
+        start_ms = None if from_id else int(time.time() * 1000) - 7 * 24 * 3600 * 1000
+        trades = await self.venue.user_trades(start_ms=start_ms, from_id=from_id)
+        by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
+        for t in sorted(trades, key=lambda t: int(t["id"])):
+            tid = int(t["id"])
+            if self.recorder.has(self.symbol, tid) or tid <= st.last_trade_id:
+                continue
+            cid = by_order.get(int(t["orderId"]))
+            if cid is None:
+                try:
+                    o = await self.venue.client.futures_get_order(symbol=self.symbol, orderId=int(t["orderId"]))
+                    cid = o.get("clientOrderId", "")
+                except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
+                    cid = ""
+            if cid not in st.orders:
+                # Not an order the strategy knows (placed by hand, or by a previous
+                # life of the state): record it; the position is adopted below.
+                self._on_fill(FillRecord(int(t["time"]), self.symbol, t["side"], _role_of(cid),
+                                         float(t["price"]), float(t["qty"]), float(t["commission"]),
+                                         float(t["realizedPnl"]), 0.0, 0.0, cid, int(t["orderId"]), tid))
+                continue
+            self.log.info("놓친 체결 복구: %s %s @ %s" if _lang_ko() else "Recovered missed fill: %s %s @ %s",
+                          cid, t["qty"], t["price"])
+            o = st.orders[cid]
+            u = OrderUpdate(self.symbol, cid, int(t["orderId"]), t["side"], "LIMIT", "TRADE",
+                            "FILLED" if _order_filled(o, t) else "PARTIALLY_FILLED", o.price, o.qty,
+                            float(t["qty"]), float(t["price"]), float(t["qty"]), float(t["price"]),
+                            float(t["commission"]), float(t["realizedPnl"]), bool(t.get("maker")),
+                            o.role in (ROLE_TP, ROLE_BE), o.role == ROLE_SL, 0.0, tid,
+                            int(t["time"]), int(t["time"]))
+            await self.strategy.on_order_update(u)
+
+    async def _reconcile_orders(self) -> None:
+        strat = self.strategy
+        st = strat.state
+        pos = await self.venue.get_position_info_with_retry()
+        open_orders = await self.venue.get_open_orders()
+        on_exchange = {o.client_id: o for o in open_orders}
+        # Orphans: orders of this symbol the state does not know.
+        for o in open_orders:
+            if o.client_id not in st.orders:
+                self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
+                if o.is_algo:
+                    await self.venue.cancel_algo_order(o.client_id)
+                else:
+                    await self.venue.cancel_order(o.client_id)
+        # Orders the state believes open but the exchange does not have.
+        for cid in [c for c in st.orders if c not in on_exchange]:
+            st.orders.pop(cid)
+        # Adopt the exchange's position.
+        p = st.position
+        qty = abs(pos.qty)
+        if qty > 0 and (pos.qty > 0) != (strat.s > 0):
+            self.log.error("exchange position %.6f is against the configured direction; leaving it alone", pos.qty)
+            return
+        if abs(qty - p.qty) > 1e-12 or abs(pos.entry_price - p.avg_price) > 1e-9:
+            self.log.info("포지션 동기화: 평단가 $%.2f → $%.2f, 수량 %.6f → %.6f" if _lang_ko() else
+                          "Position sync: average $%.2f → $%.2f, quantity %.6f → %.6f",
+                          p.avg_price, pos.entry_price, p.qty, qty)
+            p.qty, p.avg_price = qty, pos.entry_price
+            if qty > 0 and p.deepest_level == 0:
+                p.deepest_level = 1
+                p.level_filled[0] = p.level1_qty = qty
+        # Mend what is missing.
+        roles = {o.role for o in st.orders.values()}
+        if qty > 0:
+            if p.deepest_level <= 1 and ROLE_TP not in roles:
+                await strat._set_tp_order()
+            elif p.deepest_level >= 2 and ROLE_BE not in roles:
+                await strat._set_be_order()
+            deeper = any(o.is_entry and o.level > p.deepest_level for o in st.orders.values())
+            if ROLE_SL not in roles and (p.deepest_level >= strat.levels or (p.deepest_level >= 2 and not deeper)):
+                await strat._set_stop_order()
+        elif st.grid_center > 0:
+            if p.deepest_level > 0 or any(q > 0 for q in p.level_filled):
+                # Flat now, but the state remembered fills: the exit happened while away.
+                st.position.reset(strat.levels)
+                for o in list(st.orders.values()):
+                    if not o.is_entry:
+                        st.orders.pop(o.client_id)
+            if not any(o.is_entry for o in st.orders.values()):
+                await self.venue.cancel_all_orders()
+                st.orders.clear()
+                await strat.setup_grid_orders()
+        self._save()
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self.websocket_handler(), name="websocket_handler"),
+                 asyncio.create_task(self.position_sync_task(), name="position_sync_task"),
+                 asyncio.create_task(self.config_reload_task(), name="config_reload_task")]
+        stop = asyncio.create_task(self.stopping.wait())
+        done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in done:
+            if t is not stop and t.exception():
+                raise t.exception()
+
+    async def shutdown(self) -> None:
+        if self.cancel_on_exit and self.venue.client is not None:
+            try:
+                await self.venue.cancel_all_orders()
+                self.strategy.state.orders.clear()
+                self._save()
+                self.log.info("종료: 모든 주문 취소" if _lang_ko() else "Exit: all orders cancelled")
+            except Exception as e:   # noqa: BLE001 - best effort on the way out
+                self.log.error("cancel on exit failed: %s", e)
+        await self.venue.close()
+
+    async def position_sync_task(self) -> None:
+        while True:
+            await asyncio.sleep(self.sync_interval)
+            try:
+                await self.reconcile()
+            except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError) as e:
+                self.log.warning("position sync failed: %s", e)
+
+    async def config_reload_task(self) -> None:
+        while True:
+            await asyncio.sleep(self.config_interval)
+            self.reload_config()
+
+    def reload_config(self) -> bool:
+        try:
+            mtime = self.config_path.stat().st_mtime
+            if mtime == self._config_mtime:
+                return False
+            cfg = load_config(self.config_path)
+        except (ConfigError, OSError) as e:
+            msg = str(e)
+            if msg != self._config_error_logged:
+                self.log.error("config reload rejected, keeping the last good config: %s", msg)
+                self._config_error_logged = msg
+            return False
+        self._config_mtime = mtime
+        self._config_error_logged = None
+        self.config = cfg
+        self.strategy.update_config(cfg)
+        self.log.info("설정 파일 재로드: %s" if _lang_ko() else "Config reloaded: %s", self.config_path.name)
+        return True
+
+    async def websocket_handler(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self._stream_once()
+                backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:   # noqa: BLE001 - any stream failure: reconnect
+                self.log.warning("websocket: %s; reconnecting in %.0f s", str(e)[:200] or type(e).__name__, backoff)
+            self.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60.0)
+            try:
+                await self.reconcile()
+            except Exception as e:   # noqa: BLE001
+                self.log.warning("reconcile after reconnect failed: %s", e)
+
+    async def _stream_once(self) -> None:
+        bsm = self.venue.socket_manager()
+        sym = self.symbol.lower()
+        market = bsm.futures_multiplex_socket([f"{sym}@kline_1m"], futures_type=_usdm())
+        user = bsm.futures_user_socket()
+        async with market as ms, user as us:
+            await self.reconcile()
+            mt = asyncio.create_task(self._pump(ms, self._on_market))
+            ut = asyncio.create_task(self._pump(us, self._on_user))
+            done, pending = await asyncio.wait([mt, ut], return_when=asyncio.FIRST_COMPLETED)
+            for t in pending:
+                t.cancel()
+            for t in done:
+                t.result()
+
+    async def _pump(self, socket: Any, handler) -> None:
+        while True:
+            msg = await socket.recv()
+            if not isinstance(msg, dict):
+                continue
+            if msg.get("e") == "error":
+                raise ConnectionError(f"{msg.get('type')}: {msg.get('m')}")
+            await handler(msg.get("data", msg) if "stream" in msg else msg)
+
+    async def _on_market(self, msg: dict[str, Any]) -> None:
+        if msg.get("e") != "kline":
+            return
+        k = msg["k"]
+        price = float(k["c"])
+        self.last_price = price
+        async with self.lock:
+            if k.get("x"):
+                await self.strategy.on_candle_closed(price)
+            await self.strategy.on_price(price)
+
+    async def _on_user(self, msg: dict[str, Any]) -> None:
+        e = msg.get("e")
+        if e == "ORDER_TRADE_UPDATE":
+            u = order_update_from_binance(msg)
+            if u.symbol != self.symbol:
+                return
+            async with self.lock:
+                await self.strategy.on_order_update(u)
+        elif e == "listenKeyExpired":
+            raise ConnectionError("listenKey expired")
+
+
+def _usdm():
+    from binance.enums import FuturesType
+    return FuturesType.USD_M
+
+
+def _order_filled(o, t: dict[str, Any]) -> bool:
+    return o.qty <= 0 or float(t["qty"]) >= o.qty - 1e-12
+
+
+def _role_of(cid: str) -> str:
+    parsed = parse_client_order_id(cid)
+    if not parsed:
+        return "EXTERNAL"
+    return f"ENTRY{parsed[3]}" if parsed[2] == "E" else parsed[2]
+
+
+def _lang_ko() -> bool:
+    return not (os.environ.get("LOG_LANGUAGE") or "ko").lower().startswith("en")
+
+
+# ---------------------------------------------------------------------- process
+
+
+def acquire_lock(path: Path) -> Any:
+    """One instance per symbol: an exclusive flock held for the process's life."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise Fatal(f"another instance already runs for this symbol (lock {path})") from None
+    return fh
+
+
+def read_keys(env_path: Path, log: logging.Logger | None = None) -> tuple[str, str]:
+    if env_path.exists():
+        mode = env_path.stat().st_mode
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            msg = f"{env_path} is readable by other users; run: chmod 600 {env_path}"
+            (log.warning(msg) if log else print(f"warning: {msg}", file=sys.stderr))
+    values = dotenv_values(env_path) if env_path.exists() else {}
+    key = os.environ.get("BINANCE_API_KEY") or values.get("BINANCE_API_KEY") or ""
+    secret = os.environ.get("BINANCE_API_SECRET") or values.get("BINANCE_API_SECRET") or ""
+    for k in ("BINANCE_BASE_URL", "BINANCE_WS_URL", "BINANCE_TESTNET", "LOG_LANGUAGE"):
+        if values.get(k) and not os.environ.get(k):
+            os.environ[k] = values[k]
+    if not key or not secret:
+        raise Fatal(f"BINANCE_API_KEY and BINANCE_API_SECRET must be set in {env_path} (see .env.example)")
+    return key.strip(), secret.strip()
+
+
+def build_parser(short: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"trade_{short}.py",
+                                description=f"Grid-martingale daemon for {short.upper()}USDC perpetual futures.")
+    p.add_argument("--config", help=f"config file (default config_{short}.txt)")
+    p.add_argument("--base-url", help="REST base URL of another venue (e.g. the local exchange)")
+    p.add_argument("--ws-url", help="WebSocket base URL of another venue")
+    p.add_argument("--env", default=str(ROOT / ".env"), help="file with BINANCE_API_KEY / BINANCE_API_SECRET")
+    p.add_argument("--cancel-on-exit", action="store_true", help="cancel this symbol's orders on SIGINT/SIGTERM")
+    p.add_argument("--root", default=str(ROOT), help="folder holding state/, logs/, trades/")
+    p.add_argument("--demo", action="store_true", help="offline demo on the embedded local exchange")
+    p.add_argument("--demo-data", nargs="+", metavar="CSV", help="demo over these kline CSVs instead of synthetic")
+    p.add_argument("--demo-minutes", type=int, help="stop the demo after N simulated minutes")
+    p.add_argument("--demo-speed", type=float, default=20.0, help="demo candles per second (default 20)")
+    p.add_argument("--demo-seed", type=int, default=7, help="synthetic market seed (default 7)")
+    p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
+    p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true", help="log to the file only")
+    return p
+
+
+def main(symbol: str, argv: list[str] | None = None) -> int:
+    short = symbol[:-4].lower()
+    args = build_parser(short).parse_args(argv)
+    root = Path(args.root)
+    paths = Paths(root)
+    config_path = Path(args.config) if args.config else root / f"config_{short}.txt"
+    if not config_path.is_absolute() and not config_path.exists():
+        config_path = ROOT / config_path
+    try:
+        if args.demo:
+            from demo import run_demo
+            return run_demo(symbol, args, paths, config_path)
+        load_config(config_path)                       # fail fast, one line
+        key, secret = read_keys(Path(args.env))
+        lock = acquire_lock(paths.lock(short))
+    except (ConfigError, Fatal) as e:
+        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        return 2
+    log = setup_logging(short, paths.logs, (key, secret), console=not args.quiet)
+    base_url, ws_url, testnet = venue_urls_from_env(args.base_url, args.ws_url)
+    try:
+        paths.pid(short).write_text(f"{os.getpid()}\n")
+        return asyncio.run(_run(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log))
+    except (Fatal, ConfigurationError) as e:
+        log.error("%s", e)
+        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        try:
+            paths.pid(short).unlink()
+        except OSError:
+            pass
+        lock.close()
+
+
+async def _run(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log,
+               capital=None, on_started=None) -> int:
+    d = Daemon(symbol, config_path, key, secret, base_url=base_url, ws_url=ws_url, testnet=testnet,
+               paths=paths, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
+               sync_interval=args.sync_interval, config_interval=args.config_interval)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, d.stopping.set)
+    try:
+        await d.start()
+        log.info("시작: %s %s" if _lang_ko() else "Started: %s %s", symbol, d.config.trade_direction)
+        if on_started is not None:
+            on_started(d)
+        await d.run()
+    except ExchangeError as e:
+        raise Fatal(f"exchange rejected a start-up request: {e}") from None
+    finally:
+        await d.shutdown()
+        log.info("종료" if _lang_ko() else "Stopped")
+    return 0

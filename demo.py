@@ -1,0 +1,102 @@
+"""The offline demo: the whole daemon, unchanged, against the embedded local
+exchange (synthetic market or kline CSVs, accelerated), with throwaway keys.
+
+Its state, logs and trades go under <root>/demo/ so a demo never touches a
+live state file.
+"""
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import secrets
+import shutil
+import sys
+from pathlib import Path
+
+from config import ConfigError, load_config
+
+DEMO_BALANCE = 3000.0      # with CAPITAL_RATIO 0.33 ≈ INITIAL_CAPITAL 1000
+
+
+def run_demo(symbol: str, args, paths, config_path: Path) -> int:
+    from daemon import Paths, _run
+    from records import setup_logging
+
+    short = symbol[:-4].lower()
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        return 2
+    demo_paths = Paths(paths.root / "demo")
+    for sub in ("state", "trades"):
+        target = demo_paths.root / sub
+        if target.exists():
+            shutil.rmtree(target)        # every demo starts fresh
+    key, secret = "demo-" + secrets.token_hex(16), secrets.token_hex(32)
+    log = setup_logging(short, demo_paths.logs, (key, secret), console=not args.quiet)
+    try:
+        return asyncio.run(_demo(symbol, cfg, config_path, key, secret, demo_paths, args, log))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
+    from daemon import _run
+    from local_exchange import LocalExchange
+
+    ex = LocalExchange(symbols=(symbol,), balance=DEMO_BALANCE, data=args.demo_data,
+                       synthetic_seed=None if args.demo_data else args.demo_seed,
+                       speed=args.demo_speed, api_key=key, api_secret=secret,
+                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee)
+    await ex.start(host="127.0.0.1", port=0)
+    print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
+          f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)
+    daemon_box: dict = {}
+    run = asyncio.create_task(_run(symbol, config_path, key, secret, ex.rest_url, ex.ws_url, False, demo_paths,
+                                   args, log, capital=cfg.initial_capital,
+                                   on_started=lambda d: daemon_box.setdefault("d", d)))
+    start_ms = None
+    try:
+        while not run.done():
+            await asyncio.sleep(0.2)
+            now = ex.sim.now_ms
+            start_ms = start_ms or now
+            if args.demo_minutes and now - start_ms >= args.demo_minutes * 60_000:
+                d = daemon_box.get("d")
+                if d is not None:
+                    d.stopping.set()
+                break
+            if getattr(ex, "finished", False):
+                d = daemon_box.get("d")
+                if d is not None:
+                    d.stopping.set()
+                break
+        await run
+    finally:
+        await ex.stop()
+    print_report(symbol, demo_paths, ex, start_ms)
+    return 0
+
+
+def print_report(symbol: str, paths, ex, start_ms) -> None:
+    short = symbol[:-4].lower()
+    rows = []
+    path = paths.trades(short)
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    roles: dict[str, int] = {}
+    for r in rows:
+        roles[r["role"]] = roles.get(r["role"], 0) + 1
+    realized = sum(float(r["realized_pnl"]) for r in rows)
+    fees = sum(float(r["fee"]) for r in rows)
+    pos = ex.sim.position(symbol)
+    minutes = (ex.sim.now_ms - start_ms) / 60_000 if start_ms else 0
+    print(f"\ndemo report — {symbol}, {minutes:,.0f} simulated minutes")
+    print(f"  fills           {len(rows)}  " + "  ".join(f"{k}={v}" for k, v in sorted(roles.items())))
+    print(f"  realized PnL    {realized:+.2f}   fees {fees:.2f}   net {realized - fees:+.2f}")
+    print(f"  position        {pos.qty:g} @ {pos.entry_price:.2f}")
+    print(f"  wallet          {ex.sim.wallet:.2f} (started {DEMO_BALANCE:.2f})")
+    print(f"  records         {path}, {paths.logs}/")

@@ -1,0 +1,150 @@
+"""The daemon's records: trades_<sym>.csv (one row per fill, never twice) and
+the daily log files logs/grid_martingale_<sym>_YYYY-MM-DD.log."""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from grid_strategy import FillRecord
+
+CSV_COLUMNS = ["time", "symbol", "side", "role", "price", "quantity", "fee", "realized_pnl",
+               "position_after", "avg_price_after", "client_order_id", "order_id", "trade_id"]
+
+
+class TradeRecorder:
+    """Appends fills to the CSV, keyed by the exchange's trade id.
+
+    A row is written and fsynced before the fill counts as recorded, so a
+    crash loses at most the row being written; a restart re-reads the ids and
+    never writes one twice.  A failed write (full disk) keeps the row pending
+    and retries it with the next write.
+    """
+
+    def __init__(self, path: str | Path, logger: logging.Logger | None = None):
+        self.path = Path(path)
+        self.log = logger or logging.getLogger("records")
+        self.seen: set[tuple[str, int]] = set()
+        self.pending: list[list[str]] = []
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    self.seen.add((row["symbol"], int(row["trade_id"])))
+                except (KeyError, ValueError, TypeError):
+                    continue   # a torn last line from a crash: its fill is re-recorded
+
+    def has(self, symbol: str, trade_id: int) -> bool:
+        return (symbol, trade_id) in self.seen
+
+    def record(self, r: FillRecord, price_fmt=str, qty_fmt=str) -> bool:
+        """Write one fill unless already recorded; True when newly recorded."""
+        key = (r.symbol, r.trade_id)
+        if r.trade_id and key in self.seen:
+            return False
+        self.seen.add(key)
+        self.pending.append([r.time_iso, r.symbol, r.side, r.role, price_fmt(r.price), qty_fmt(r.qty),
+                             f"{r.fee:.8f}", f"{r.realized_pnl:.8f}", qty_fmt(r.position_after),
+                             f"{r.avg_price_after:.8f}", r.client_id, str(r.order_id), str(r.trade_id)])
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                if new:
+                    w.writerow(CSV_COLUMNS)
+                w.writerows(self.pending)
+                fh.flush()
+                os.fsync(fh.fileno())
+            self.pending.clear()
+        except OSError as e:
+            self.log.error("trades CSV %s not writable (%s); %d row(s) kept for the next try",
+                           self.path, e.strerror or e, len(self.pending))
+
+
+class DailyFileHandler(logging.FileHandler):
+    """logs/grid_martingale_<sym>_YYYY-MM-DD.log, switching files at UTC midnight."""
+
+    def __init__(self, directory: str | Path, symbol_short: str):
+        self.directory = Path(directory)
+        self.symbol_short = symbol_short
+        self.day = self._today()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(self._path(self.day), encoding="utf-8", delay=False)
+
+    @staticmethod
+    def _today() -> str:
+        return datetime.now(timezone.utc).strftime("%Y-%m-%d")
+
+    def _path(self, day: str) -> Path:
+        return self.directory / f"grid_martingale_{self.symbol_short}_{day}.log"
+
+    def emit(self, record: logging.LogRecord) -> None:
+        day = self._today()
+        if day != self.day:
+            self.acquire()
+            try:
+                self.close()
+                self.day = day
+                self.baseFilename = os.path.abspath(self._path(day))
+                self.stream = self._open()
+            finally:
+                self.release()
+        super().emit(record)
+
+
+class SecretFilter(logging.Filter):
+    """Masks the API key and secret wherever they might appear in a log line."""
+
+    def __init__(self, *secrets: str):
+        super().__init__()
+        self.secrets = [s for s in secrets if s and len(s) >= 6]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            msg = record.getMessage()
+            masked = msg
+            for s in self.secrets:
+                masked = masked.replace(s, "***")
+            if masked != msg or record.exc_info:
+                record.msg, record.args = masked, None
+                if record.exc_info:
+                    text = logging.Formatter().formatException(record.exc_info)
+                    for s in self.secrets:
+                        text = text.replace(s, "***")
+                    record.exc_text, record.exc_info = text, None
+        return True
+
+
+def setup_logging(symbol_short: str, logs_dir: str | Path, secrets: tuple[str, ...] = (),
+                  console: bool = True) -> logging.Logger:
+    fmt = logging.Formatter("%(asctime)s - %(levelname)s - %(message)s", "%Y-%m-%d %H:%M:%S")
+    fmt.converter = time.gmtime
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    flt = SecretFilter(*secrets)
+    handlers: list[logging.Handler] = [DailyFileHandler(logs_dir, symbol_short)]
+    if console:
+        handlers.append(logging.StreamHandler())
+    for h in handlers:
+        h.setFormatter(fmt)
+        h.addFilter(flt)
+        root.addHandler(h)
+    for noisy in ("binance", "websockets", "aiohttp.access", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return logging.getLogger("grid")

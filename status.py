@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""What scripts/status.sh prints: per symbol, from the pid, state, trades and log files."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _running(pidfile: Path) -> tuple[int, float] | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid, time.time() - pidfile.stat().st_mtime
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
+
+
+def _pnl(path: Path) -> tuple[float, float, int]:
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    total = day = 0.0
+    n = 0
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    v = float(r["realized_pnl"]) - float(r["fee"])
+                except (KeyError, ValueError):
+                    continue
+                n += 1
+                total += v
+                if r.get("time", "").startswith(today):
+                    day += v
+    return day, total, n
+
+
+def _last_log_line(logs: Path, short: str) -> str:
+    files = sorted(logs.glob(f"grid_martingale_{short}_*.log"))
+    for f in reversed(files):
+        try:
+            lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        if lines:
+            return lines[-1]
+    return "(no log yet)"
+
+
+def status_lines(root: Path, short: str) -> list[str]:
+    sym = short.upper() + "USDC"
+    run = _running(root / "state" / f"{short}.pid")
+    out = [f"== {sym}: " + (f"running, pid {run[0]}, up {_uptime(run[1])}" if run else "not running")]
+    state_path = root / "state" / f"state_{short}.json"
+    try:
+        st = json.loads(state_path.read_text(encoding="utf-8"))
+        p = st["position"]
+        orders = st.get("orders", {})
+        by_role: dict[str, int] = {}
+        for o in orders.values():
+            by_role[o["role"]] = by_role.get(o["role"], 0) + 1
+        out.append(f"   direction {st['direction']}, capital ${st['capital']:.2f}, grid centre ${st['grid_center']:.2f}")
+        out.append(f"   position {p['qty']:.6f} @ ${p['avg_price']:.2f}, deepest level {p['deepest_level']}")
+        out.append(f"   open orders {len(orders)}" + (": " + ", ".join(f"{k}×{v}" for k, v in sorted(by_role.items()))
+                                                    if orders else ""))
+        out.append(f"   state updated {st.get('last_update', '?')}")
+    except FileNotFoundError:
+        out.append("   no state file yet")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        out.append(f"   state file unreadable: {type(e).__name__}")
+    day, total, n = _pnl(root / "trades" / f"trades_{short}.csv")
+    out.append(f"   realized PnL (after fees): today ${day:+.2f}, total ${total:+.2f} over {n} fills")
+    out.append(f"   last log: {_last_log_line(root / 'logs', short)}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="status.sh", description="Status of the grid-martingale daemons.")
+    p.add_argument("symbols", nargs="*", help="btc and/or eth (default both)")
+    p.add_argument("--root", default=str(ROOT))
+    args = p.parse_args(argv)
+    bad = [s for s in args.symbols if s not in ("btc", "eth")]
+    if bad:
+        p.error(f"unknown symbol {bad[0]!r} (use btc or eth)")
+    args.symbols = args.symbols or ["btc", "eth"]
+    for short in args.symbols:
+        print("\n".join(status_lines(Path(args.root), short)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+#!/usr/bin/env python3
+"""ETHUSDC grid-martingale daemon (see daemon.py). `python trade_btc.py --demo` runs offline."""
+import sys
+
+from daemon import main
+
+if __name__ == "__main__":
+    sys.exit(main("ETHUSDC"))
