@@ -324,13 +324,16 @@ class Daemon:
         user = bsm.futures_user_socket()
         async with market as ms, user as us:
             await self.reconcile()
-            mt = asyncio.create_task(self._pump(ms, self._on_market))
-            ut = asyncio.create_task(self._pump(us, self._on_user))
-            done, pending = await asyncio.wait([mt, ut], return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
-            for t in done:
-                t.result()
+            pumps = [asyncio.create_task(self._pump(ms, self._on_market)),
+                     asyncio.create_task(self._pump(us, self._on_user))]
+            try:
+                done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()          # raises what ended the stream: the caller reconnects
+            finally:
+                for t in pumps:
+                    t.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(self, socket: Any, handler) -> None:
         while True:
@@ -441,9 +444,7 @@ def main(symbol: str, argv: list[str] | None = None) -> int:
     args = build_parser(short).parse_args(argv)
     root = Path(args.root)
     paths = Paths(root)
-    config_path = Path(args.config) if args.config else root / f"config_{short}.txt"
-    if not config_path.is_absolute() and not config_path.exists():
-        config_path = ROOT / config_path
+    config_path = Path(args.config) if args.config else ROOT / f"config_{short}.txt"
     try:
         if args.demo:
             from demo import run_demo
