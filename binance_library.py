@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from typing import Any, Awaitable, Callable
@@ -29,7 +30,7 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from exchange_api import (
-    ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
+    ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
     OrderAck, Position, SymbolFilters,
 )
 
@@ -91,6 +92,7 @@ class BinanceFuturesClient(FuturesVenue):
         self._secret = api_secret
         self.client: AsyncClient | None = None
         self.filters = SymbolFilters(self.symbol, 0.1, 0.001, 0.001, 5.0)   # replaced from exchangeInfo
+        self.leverage = 20
         self.used_weight = 0
         self.peak_weight = 0
         self.weight_limit = WEIGHT_LIMIT_1M
@@ -200,6 +202,20 @@ class BinanceFuturesClient(FuturesVenue):
                 if e.code != ok:
                     raise
         await self._call(self.client.futures_change_leverage, symbol=self.symbol, leverage=int(leverage))
+        self.leverage = int(leverage)
+
+    async def first_rung_to_try(self, side: str, price: float, qty: float, tries: int) -> int:
+        """The rung the account's available balance affords, less RUNG_MARGIN rungs."""
+        try:
+            acct = await self._call(self.client.futures_account)
+            avail = float(acct.get("availableBalance", 0))
+        except (ExchangeError, UnknownResult, ValueError):
+            return 1
+        affordable = avail * self.leverage / price
+        if affordable >= qty:
+            return 1
+        k = math.floor((1.0 - affordable / qty) / ENTRY_RETRY_STEP) + 1 - RUNG_MARGIN
+        return max(1, min(tries, k))
 
     async def wallet_balance(self, asset: str = "USDC") -> float:
         for b in await self._call(self.client.futures_account_balance):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from config import ConfigError, load_config
 
-DEMO_BALANCE = 3000.0      # with CAPITAL_RATIO 0.33 ≈ INITIAL_CAPITAL 1000
 
 
 def run_demo(symbol: str, args, paths, config_path: Path) -> int:
@@ -46,10 +45,12 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
     from daemon import _run
     from local_exchange import LocalExchange
 
-    ex = LocalExchange(symbols=(symbol,), balance=DEMO_BALANCE, data=args.demo_data,
+    # The wallet is the capital, as in the backtest; replaying CSVs runs in
+    # lockstep so the daemon's orders land where the backtest places them.
+    ex = LocalExchange(symbols=(symbol,), balance=cfg.initial_capital, data=args.demo_data,
                        synthetic_seed=None if args.demo_data else args.demo_seed,
-                       speed=args.demo_speed, api_key=key, api_secret=secret,
-                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee)
+                       speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
+                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage)
     await ex.start(host="127.0.0.1", port=0)
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)
@@ -98,5 +99,5 @@ def print_report(symbol: str, paths, ex, start_ms) -> None:
     print(f"  fills           {len(rows)}  " + "  ".join(f"{k}={v}" for k, v in sorted(roles.items())))
     print(f"  realized PnL    {realized:+.2f}   fees {fees:.2f}   net {realized - fees:+.2f}")
     print(f"  position        {pos.qty:g} @ {pos.entry_price:.2f}")
-    print(f"  wallet          {ex.sim.wallet:.2f} (started {DEMO_BALANCE:.2f})")
+    print(f"  wallet          {ex.sim.wallet:.2f}")
     print(f"  records         {path}, {paths.logs}/")

@@ -39,6 +39,7 @@ ENTRY_RETRY_FLOOR = 0.30   # ... down to 30 % of it (SPEC §4)
 CLOSE_RETRY_STEP = 0.001   # -2022: shrink by 0.1 % per try ...
 CLOSE_RETRY_FLOOR = 0.50   # ... down to 50 %
 POSITION_READ_TRIES = 10
+RUNG_MARGIN = 10           # rungs of headroom above a venue's free-margin estimate
 
 _EPS = 1e-9
 
@@ -331,7 +332,12 @@ class FuturesVenue(ABC):
         f = self.filters
         tries = round((1.0 - ENTRY_RETRY_FLOOR) / ENTRY_RETRY_STEP)
         last_qty = qty
-        for k in range(1, tries + 1):
+        # Up to 700 rungs would break Binance's order-rate limit (300 / 10 s):
+        # start a little above the rung the venue's free margin points at.
+        k0 = await self.first_rung_to_try(side, price, qty, tries)
+        if k0 > 1:
+            last_qty = f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * (k0 - 1)))
+        for k in range(k0, tries + 1):
             q = f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * k))
             if q >= last_qty:        # the step is finer than stepSize: no smaller order yet
                 continue
@@ -346,6 +352,11 @@ class FuturesVenue(ABC):
         self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
                   self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, f.fmt_qty(qty))
         return None
+
+    async def first_rung_to_try(self, side: str, price: float, qty: float, tries: int) -> int:
+        """Where the -2019 ladder starts: 1 tries every rung; venues that can
+        estimate their free margin start RUNG_MARGIN rungs above its estimate."""
+        return 1
 
     async def place_limit_close(self, client_id: str, side: str, price: float, qty: float) -> OrderAck | None:
         """Reduce-only exit; on -2022 re-read the position and shrink by 0.1 % per try to 50 %."""

@@ -353,7 +353,8 @@ def trade_json(t: SimTrade, f: SymbolFilters, asset: str) -> dict[str, Any]:
 
 def kline_row(f: SymbolFilters, t: int, o: float, h: float, l: float, c: float, v: float) -> list[Any]:
     q = v * (o + h + l + c) / 4
-    return [t, f.fmt_price(o), f.fmt_price(h), f.fmt_price(l), f.fmt_price(c), f.fmt_qty(v), t + MINUTE_MS - 1,
+    # Replayed data may be finer than the symbol's tick: publish it exactly, as the backtest sees it.
+    return [t, _avg(f, o), _avg(f, h), _avg(f, l), _avg(f, c), f.fmt_qty(v), t + MINUTE_MS - 1,
             f"{q:.4f}", max(1, int(v * 10)), f.fmt_qty(v / 2), f"{q / 2:.4f}", "0"]
 
 
@@ -514,6 +515,7 @@ class LocalExchange:
         self._port = 0
         self._host = "127.0.0.1"
         self._stopping = False
+        self.finished = False           # the market data has run out
         self._next_ws_drop = 0.0
         self._routes = self._route_table()
 
@@ -620,6 +622,7 @@ class LocalExchange:
                 more = await self._play_candle(paced=True)
             if not more:
                 log.info("market data exhausted: the clock stops")
+                self.finished = True
                 return
             await asyncio.sleep(0)
 
@@ -781,7 +784,7 @@ class LocalExchange:
         self._trade_seq += 1
         q = b.filters.fmt_qty(b.filters.step_size)
         return {"e": "aggTrade", "E": self.sim.now_ms, "a": self._trade_seq, "s": symbol,
-                "p": b.filters.fmt_price(b.price), "q": q, "nq": q, "f": self._trade_seq, "l": self._trade_seq,
+                "p": _avg(b.filters, b.price), "q": q, "nq": q, "f": self._trade_seq, "l": self._trade_seq,
                 "T": self.sim.now_ms, "m": False}
 
     def _book_payload(self, symbol: str) -> dict[str, Any]:
