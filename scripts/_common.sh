@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Shared by the scripts: the project folder and its Python, from any current directory.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Where state/, logs/ and trades/ live: the project folder unless GM_ROOT says otherwise.
+DATA="${GM_ROOT:-$ROOT}"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
 
 start_symbol() {  # start_symbol btc|eth [args...]
   local sym="$1"; shift
-  local pidfile="$ROOT/state/$sym.pid"
+  local pidfile="$DATA/state/$sym.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "$sym: already running (pid $(cat "$pidfile"))"; return 0
   fi
-  mkdir -p "$ROOT/logs" "$ROOT/state"
-  nohup "$PY" "$ROOT/trade_$sym.py" --quiet "$@" >>"$ROOT/logs/${sym}_stdout.log" 2>&1 &
+  mkdir -p "$DATA/logs" "$DATA/state"
+  nohup "$PY" "$ROOT/trade_$sym.py" --quiet --root "$DATA" "$@" >>"$DATA/logs/${sym}_stdout.log" 2>&1 &
   local pid=$!
-  sleep 1
+  sleep 2
   if kill -0 "$pid" 2>/dev/null; then
     echo "$sym: started (pid $pid)"
   else
-    echo "$sym: failed to start; last lines of logs/${sym}_stdout.log:"; tail -n 5 "$ROOT/logs/${sym}_stdout.log"; return 1
+    echo "$sym: failed to start; last lines of logs/${sym}_stdout.log:"; tail -n 5 "$DATA/logs/${sym}_stdout.log"; return 1
   fi
 }
 
 stop_symbol() {  # stop_symbol btc|eth
-  local sym="$1" pidfile="$ROOT/state/$1.pid"
+  local sym="$1" pidfile="$DATA/state/$1.pid"
   if [ ! -f "$pidfile" ] || ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "$sym: not running"; return 0
   fi

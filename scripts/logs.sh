@@ -3,8 +3,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 day="$(date -u +%Y-%m-%d)"
 case "${1:-all}" in
-  btc|eth) files=("$ROOT/logs/grid_martingale_${1}_${day}.log") ;;
-  all) files=("$ROOT/logs/grid_martingale_btc_${day}.log" "$ROOT/logs/grid_martingale_eth_${day}.log") ;;
+  btc|eth) files=("$DATA/logs/grid_martingale_${1}_${day}.log") ;;
+  all) files=("$DATA/logs/grid_martingale_btc_${day}.log" "$DATA/logs/grid_martingale_eth_${day}.log") ;;
   *) echo "usage: logs.sh [btc|eth]" >&2; exit 2 ;;
 esac
 touch "${files[@]}"

@@ -3,8 +3,8 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 if [ "${1:-}" = "--demo" ]; then
   # Demos run in the foreground side by side until Ctrl-C.
-  "$PY" "$ROOT/trade_btc.py" "$@" --quiet & b=$!
-  "$PY" "$ROOT/trade_eth.py" "$@" --quiet & e=$!
+  "$PY" "$ROOT/trade_btc.py" --root "$DATA" "$@" --quiet & b=$!
+  "$PY" "$ROOT/trade_eth.py" --root "$DATA" "$@" --quiet & e=$!
   trap 'kill -INT $b $e 2>/dev/null' INT TERM
   wait $b; wait $e
   exit 0
