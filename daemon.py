@@ -322,6 +322,8 @@ class Daemon:
         sym = self.symbol.lower()
         market = bsm.futures_multiplex_socket([f"{sym}@kline_1m"], futures_type=_usdm())
         user = bsm.futures_user_socket()
+        for sock in (market, user):
+            sock.TIMEOUT = 1.0      # python-binance waits this long on exit; keep shutdown quick
         async with market as ms, user as us:
             await self.reconcile()
             pumps = [asyncio.create_task(self._pump(ms, self._on_market)),
@@ -431,7 +433,7 @@ def build_parser(short: str) -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true", help="offline demo on the embedded local exchange")
     p.add_argument("--demo-data", nargs="+", metavar="CSV", help="demo over these kline CSVs instead of synthetic")
     p.add_argument("--demo-minutes", type=int, help="stop the demo after N simulated minutes")
-    p.add_argument("--demo-speed", type=float, default=20.0, help="demo candles per second (default 20)")
+    p.add_argument("--demo-speed", type=float, default=50.0, help="demo candles per second (default 50)")
     p.add_argument("--demo-seed", type=int, default=7, help="synthetic market seed (default 7)")
     p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
