@@ -221,7 +221,7 @@ class SimulatedExchange:
         return ev
 
     def _parse_price(self, f: SymbolFilters, value: Any, name: str = "price") -> float:
-        v = _parse_decimal(value, name, f.price_decimals)
+        v = value if type(value) is float and math.isfinite(value) else _parse_decimal(value, name, f.price_decimals)
         if v <= 0:
             raise _err(-4013, "Price less than min price.")
         if abs(v / f.tick_size - round(v / f.tick_size)) > 1e-6:
@@ -229,7 +229,7 @@ class SimulatedExchange:
         return round(v / f.tick_size) * f.tick_size
 
     def _parse_qty(self, f: SymbolFilters, value: Any) -> float:
-        v = _parse_decimal(value, "quantity", f.qty_decimals)
+        v = value if type(value) is float and math.isfinite(value) else _parse_decimal(value, "quantity", f.qty_decimals)
         if v <= 0:
             raise _err(-4003, "Quantity less than or equal to zero.")
         if abs(v / f.step_size - round(v / f.step_size)) > 1e-6:
@@ -358,10 +358,9 @@ class SimulatedExchange:
             raise _err(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
 
         oid = self._new_id()
-        o = SimOrder(order_id=oid, client_id=cid, symbol=symbol, side=side, type=otype, orig_type=otype,
-                     price=px if otype == "LIMIT" else 0.0, qty=qty, reduce_only=reduce_only,
-                     time_in_force=tif, time=self.now_ms, update_time=self.now_ms,
-                     trigger=px, fires_below=(side == "BUY"), is_stop=False, seq=oid)
+        now = self.now_ms
+        o = SimOrder(oid, cid, symbol, side, otype, otype, px if otype == "LIMIT" else 0.0, qty, reduce_only,
+                     tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px, side == "BUY", False, oid)
         self.orders[oid] = o
         self._emit_order(o, "NEW")
         if marketable:
