@@ -5,10 +5,25 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${GM_ROOT:-$ROOT}"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
 
+root_from_args() {  # sets DATA from a --root DIR / --root=DIR among the arguments
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --root) [ $# -ge 2 ] && DATA="$2"; shift ;;
+      --root=*) DATA="${1#--root=}" ;;
+    esac
+    shift
+  done
+}
+
+is_daemon() {  # is_daemon PID SYM: alive and really trade_SYM.py (not a recycled pid)
+  kill -0 "$1" 2>/dev/null && grep -q "trade_$2.py" "/proc/$1/cmdline" 2>/dev/null
+}
+
 start_symbol() {  # start_symbol btc|eth [args...]
   local sym="$1"; shift
+  root_from_args "$@"
   local pidfile="$DATA/state/$sym.pid"
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+  if [ -f "$pidfile" ] && is_daemon "$(cat "$pidfile")" "$sym"; then
     echo "$sym: already running (pid $(cat "$pidfile"))"; return 0
   fi
   mkdir -p "$DATA/logs" "$DATA/state"
@@ -22,9 +37,11 @@ start_symbol() {  # start_symbol btc|eth [args...]
   fi
 }
 
-stop_symbol() {  # stop_symbol btc|eth
-  local sym="$1" pidfile="$DATA/state/$1.pid"
-  if [ ! -f "$pidfile" ] || ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+stop_symbol() {  # stop_symbol btc|eth [--root DIR]
+  local sym="$1"; shift
+  root_from_args "$@"
+  local pidfile="$DATA/state/$sym.pid"
+  if [ ! -f "$pidfile" ] || ! is_daemon "$(cat "$pidfile")" "$sym"; then
     echo "$sym: not running"; return 0
   fi
   local pid; pid="$(cat "$pidfile")"
