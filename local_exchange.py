@@ -975,7 +975,7 @@ class LocalExchange:
         until_ms = self.server_time() + int((state.ban_until - now) * 1000)
         return _Reply(418, -1003, f"Way too many requests; IP({ip}) banned until {until_ms}. "
                       "Please use the websocket for live updates to avoid bans.",
-                      {"Retry-After": str(max(1, math.ceil(state.ban_until - now)))})
+                      {"Retry-After": str(max(1, round(state.ban_until - now)))})  # whole seconds, no jitter
 
     def ban(self, seconds: float, ip: str = "127.0.0.1", bucket: str = "fapi", now: float | None = None) -> None:
         """Ban an IP for `seconds` (418 with Retry-After until then)."""
