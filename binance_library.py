@@ -61,7 +61,9 @@ def _client_class(base_url: str | None) -> type[AsyncClient]:
 
 
 def socket_manager(client: AsyncClient, ws_url: str | None) -> BinanceSocketManager:
-    bsm = BinanceSocketManager(client, user_timeout=300)
+    # A large queue: a burst of market messages while the daemon is busy
+    # placing orders must not end python-binance's read loop.
+    bsm = BinanceSocketManager(client, user_timeout=300, max_queue_size=5000)
     if ws_url:
         bsm.FSTREAM_URL = ws_url if ws_url.endswith("/") else ws_url + "/"
     return bsm

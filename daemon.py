@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
 CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
+STREAM_HEALTHY_S = 60.0          # a stream up this long resets the reconnect backoff
 
 
 @dataclass
@@ -156,8 +157,9 @@ class Daemon:
     async def _recover_missed_fills(self) -> None:
         st = self.strategy.state
         from_id = st.last_trade_id + 1 if st.last_trade_id else None
-        start_ms = None if from_id else int(time.time() * 1000) - 7 * 24 * 3600 * 1000
-        trades = await self.venue.user_trades(start_ms=start_ms, from_id=from_id)
+        # Without fromId the exchange answers its last 7 days itself: no startTime from
+        # the local clock, which may disagree with the exchange's trade times.
+        trades = await self.venue.user_trades(from_id=from_id)
         by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
         for t in sorted(trades, key=lambda t: int(t["id"])):
             tid = int(t["id"])
@@ -191,6 +193,9 @@ class Daemon:
     async def _reconcile_orders(self) -> None:
         strat = self.strategy
         st = strat.state
+        # Every fill so far was just recovered from the trade history: none is still to come,
+        # and what the position differs by (a trade by hand) is adopted below.
+        strat._unseen = 0.0
         pos = await self.venue.get_position_info_with_retry()
         open_orders = await self.venue.get_open_orders()
         on_exchange = {o.client_id: o for o in open_orders}
@@ -205,6 +210,10 @@ class Daemon:
         # Orders the state believes open but the exchange does not have.
         for cid in [c for c in st.orders if c not in on_exchange]:
             st.orders.pop(cid)
+        # Orders placed just before a crash, never acknowledged: learn their exchange ids.
+        for cid, o in st.orders.items():
+            if not o.order_id:
+                o.order_id = on_exchange[cid].order_id
         # Adopt the exchange's position.
         p = st.position
         qty = abs(pos.qty)
@@ -302,12 +311,15 @@ class Daemon:
     async def websocket_handler(self) -> None:
         backoff = 1.0
         while True:
+            started = time.monotonic()
             try:
                 await self._stream_once()
                 backoff = 1.0
             except asyncio.CancelledError:
                 raise
             except Exception as e:   # noqa: BLE001 - any stream failure: reconnect
+                if time.monotonic() - started >= STREAM_HEALTHY_S:
+                    backoff = 1.0   # a stream that ran a while: a fresh drop, not a flapping venue
                 self.log.warning("websocket: %s; reconnecting in %.0f s", str(e)[:200] or type(e).__name__, backoff)
             self.reconnects += 1
             await asyncio.sleep(backoff)
@@ -324,6 +336,10 @@ class Daemon:
         user = bsm.futures_user_socket()
         for sock in (market, user):
             sock.TIMEOUT = 1.0      # python-binance waits this long on exit; keep shutdown quick
+            # Reconnecting is ours (below, with a reconcile).  python-binance's own reconnect
+            # would race its exit: a socket that reconnects while being closed sets itself
+            # STREAMING again and __aexit__ then waits for its read loop forever.
+            sock.MAX_RECONNECTS = 0
         async with market as ms, user as us:
             await self.reconcile()
             pumps = [asyncio.create_task(self._pump(ms, self._on_market)),
@@ -363,6 +379,8 @@ class Daemon:
             u = order_update_from_binance(msg)
             if u.symbol != self.symbol:
                 return
+            if u.is_fill and u.trade_id and self.recorder.has(self.symbol, u.trade_id):
+                return      # already recovered from the trade history after a reconnect
             async with self.lock:
                 await self.strategy.on_order_update(u)
         elif e == "listenKeyExpired":

@@ -12,6 +12,7 @@ acknowledgement — or after a crash — is still recognised.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -71,6 +72,9 @@ class GridMartingaleStrategy:
                               capital=float(capital if capital is not None else config.initial_capital))
             state.position.reset(config.max_entry_level)
         self.state = state
+        # Position change shown by exchange reads but not yet by fill events: a read
+        # right after one fill may include the next fills, whose events follow.
+        self._unseen = 0.0
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -154,6 +158,10 @@ class GridMartingaleStrategy:
         qty, avg = abs(pos.qty), pos.entry_price
         if abs(qty - p.qty) > _EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
             self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
+        # Invariant: p.qty = (position from the fill events seen) + _unseen.
+        self._unseen += qty - p.qty
+        if abs(self._unseen) <= _EPS:
+            self._unseen = 0.0
         p.qty, p.avg_price = qty, avg
 
     # ------------------------------------------------------------------ market events
@@ -217,7 +225,16 @@ class GridMartingaleStrategy:
         p = self.state.position
         signed_before = p.qty * self.s
         signed = u.last_qty if u.side == "BUY" else -u.last_qty
-        new_qty, new_avg, _ = apply_fill(signed_before, p.avg_price, signed, u.last_price)
+        delta = signed * self.s                      # > 0 adds to the position, < 0 reduces it
+        if self._unseen * delta > 0:
+            # The last position read already counted (part of) this fill: do not count it twice.
+            seen = math.copysign(min(abs(delta), abs(self._unseen)), delta)
+            self._unseen = 0.0 if abs(self._unseen - seen) <= _EPS else self._unseen - seen
+            signed = (delta - seen) * self.s
+        if abs(signed) > _EPS:
+            new_qty, new_avg, _ = apply_fill(signed_before, p.avg_price, signed, u.last_price)
+        else:
+            new_qty, new_avg = signed_before, p.avg_price
         p.qty, p.avg_price = abs(new_qty), new_avg
         self.state.realized_pnl += u.realized_pnl
         self.state.fees += u.commission

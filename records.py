@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exchange_api import apply_fill
 from grid_strategy import FillRecord
 
 CSV_COLUMNS = ["time", "symbol", "side", "role", "price", "quantity", "fee", "realized_pnl",
@@ -29,6 +30,11 @@ class TradeRecorder:
         self.log = logger or logging.getLogger("records")
         self.seen: set[tuple[str, int]] = set()
         self.pending: list[list[str]] = []
+        # The position after each row comes from the rows themselves (a ledger over
+        # every fill in recording order), not from the strategy's running view: that
+        # view may already include later fills read from the exchange's position.
+        self.position = 0.0          # signed
+        self.avg_price = 0.0
         self._load()
 
     def _load(self) -> None:
@@ -38,6 +44,7 @@ class TradeRecorder:
             for row in csv.DictReader(fh):
                 try:
                     self.seen.add((row["symbol"], int(row["trade_id"])))
+                    self.position, self.avg_price = float(row["position_after"]), float(row["avg_price_after"])
                 except (KeyError, ValueError, TypeError):
                     continue   # a torn last line from a crash: its fill is re-recorded
 
@@ -50,9 +57,11 @@ class TradeRecorder:
         if r.trade_id and key in self.seen:
             return False
         self.seen.add(key)
+        signed = r.qty if r.side == "BUY" else -r.qty
+        self.position, self.avg_price, _ = apply_fill(self.position, self.avg_price, signed, r.price)
         self.pending.append([r.time_iso, r.symbol, r.side, r.role, price_fmt(r.price), qty_fmt(r.qty),
-                             f"{r.fee:.8f}", f"{r.realized_pnl:.8f}", qty_fmt(r.position_after),
-                             f"{r.avg_price_after:.8f}", r.client_id, str(r.order_id), str(r.trade_id)])
+                             f"{r.fee:.8f}", f"{r.realized_pnl:.8f}", qty_fmt(self.position),
+                             f"{self.avg_price:.8f}", r.client_id, str(r.order_id), str(r.trade_id)])
         self.flush()
         return True
 
@@ -147,4 +156,7 @@ def setup_logging(symbol_short: str, logs_dir: str | Path, secrets: tuple[str, .
         root.addHandler(h)
     for noisy in ("binance", "websockets", "aiohttp.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # A dropped stream is reported by the daemon (one WARNING, then its own reconnect);
+    # python-binance's socket would add ERROR lines for the same event.
+    logging.getLogger("binance.ws.reconnecting_websocket").setLevel(logging.CRITICAL)
     return logging.getLogger("grid")

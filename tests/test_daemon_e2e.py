@@ -1,0 +1,817 @@
+"""End to end: the real daemon (trade_btc.py) against the real local exchange
+(local_exchange.py), both as subprocesses over 127.0.0.1, driven through the
+exchange's admin API (/_sim/...).  Nothing is mocked: the daemon talks to the
+exchange with the unmodified python-binance client and streams.
+
+The exchange runs on a manual clock (--speed 0): `step()` plays candles and
+`price()` moves the price along a leg that fills what it crosses.  Every wait
+is a poll with a deadline; every process is killed when its test ends.  Each
+test has its own exchange and daemon root (a shared account would mix the
+tests' positions); a start costs about 0.3 s.
+
+Covered: first grid (ids, prices, sizes, state file, seed-style log lines),
+TP / BE / SL transitions with the stop on the Algo Order API, CSV rows against
+the exchange's fill history, restart after SIGKILL (with a fill and a stray
+order while down, and mid-placement), config reload (good and bad files),
+the -2019 / -2022 ladders, a lost user stream and an expired listenKey, bad
+keys, the per-symbol lock, SIGTERM, and a vanished exchange.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import json
+import math
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[1]
+SYM = "BTCUSDC"
+TICK = 0.1
+STEP = 0.001
+BALANCE = 10_000.0
+MAKER_FEE = 0.0002          # non-zero so the fee column is checked against the exchange
+TAKER_FEE = 0.0005
+
+CONFIG = """\
+INITIAL_CAPITAL=1000.0
+CAPITAL_RATIO=0.33
+LEVERAGE_LONG=20
+LEVERAGE_SHORT=5
+TRADE_DIRECTION=LONG
+GRID_RANGE_PCT=0.040
+MAX_ENTRY_LEVEL=4
+ENTRY_RATIOS=0.05,0.20,0.25,0.50
+LEVEL_DISTANCES=0.005,0.010,0.040,0.045
+SL_DISTANCE=0.05
+TP_PCT={tp}
+BE_PCT=0.001
+"""
+DISTANCES = (0.005, 0.010, 0.040, 0.045)
+RATIOS = (0.05, 0.20, 0.25, 0.50)
+CAPITAL = 0.33 * BALANCE
+LEVERAGE = 20
+
+
+# ---------------------------------------------------------------------------- small helpers
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+               diag: Callable[[], str] | None = None, interval: float = 0.05) -> Any:
+    """Poll `pred` until it returns something truthy; fail with `what` (and `diag()`) at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = f"\n{diag()}" if diag else ""
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def floor_tick(x: float) -> float:
+    return round(math.floor(x / TICK + 1e-9) * TICK, 1)
+
+
+def ceil_tick(x: float) -> float:
+    return round(math.ceil(x / TICK - 1e-9) * TICK, 1)
+
+
+def floor_step(x: float) -> float:
+    return round(math.floor(x / STEP + 1e-9) * STEP, 3)
+
+
+def level_qty(price: float, level: int) -> float:
+    return floor_step(RATIOS[level - 1] * CAPITAL * LEVERAGE / price)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BINANCE_") and k != "LOG_LANGUAGE"}
+    env.update(PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+# ---------------------------------------------------------------------------- the exchange
+
+
+class Exchange:
+    """local_exchange.py in a subprocess, on a free port, manual clock."""
+
+    def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | None = None):
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
+        self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
+        market = ["--data", str(data)] if data else ["--synthetic", str(seed)]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
+             "--speed", "0", "--symbols", SYM, "--balance", str(BALANCE), "--api-key", key,
+             "--maker-fee", str(MAKER_FEE), "--taker-fee", str(TAKER_FEE)],
+            cwd=workdir, stdout=self.out, stderr=self.err, env=clean_env(LOCAL_EXCHANGE_API_SECRET=secret))
+        line = wait_until(self._rest_line, 15, "the local exchange to print its URL", self.diag)
+        self.url = line.split()[1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.ws_url = f"ws://127.0.0.1:{self.port}/"
+
+    def _rest_line(self) -> str | None:
+        assert self.proc.poll() is None, f"local exchange exited: {self.err_path.read_text()[-2000:]}"
+        return next((ln for ln in self.out_path.read_text().splitlines() if ln.startswith("REST ")), None)
+
+    def diag(self) -> str:
+        return f"exchange stderr tail:\n{self.err_path.read_text()[-1500:]}"
+
+    def stop(self) -> None:
+        _terminate(self.proc)
+        for fh in (self.out, self.err):
+            if not fh.closed:
+                fh.close()
+
+    # admin API -------------------------------------------------------------
+    def _call(self, method: str, path: str, **params: Any) -> Any:
+        qs = "&".join(f"{k}={v}" for k, v in params.items())
+        req = urllib.request.Request(f"{self.url}{path}{'?' + qs if qs else ''}", method=method,
+                                     data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def state(self) -> dict[str, Any]:
+        return self._call("GET", "/_sim/state")
+
+    def stats(self) -> dict[str, Any]:
+        return self._call("GET", "/_sim/stats")
+
+    def step(self, n: int = 1) -> dict[str, Any]:
+        return self._call("POST", "/_sim/step", candles=n)
+
+    def price(self, p: float, fill: bool = True) -> None:
+        self._call("POST", "/_sim/price", symbol=SYM, price=f"{p:.1f}", **({} if fill else {"fill": "false"}))
+
+    def faults(self, **kw: Any) -> dict[str, Any]:
+        return self._call("POST", "/_sim/faults", **kw)
+
+    def signed(self, method: str, path: str, key: str, secret: str, **params: Any) -> Any:
+        """A signed REST request, as an account holder (or someone else) would send it by hand."""
+        params["timestamp"] = int(time.time() * 1000)
+        qs = urllib.parse.urlencode(params)
+        sig = hmac.new(secret.encode(), qs.encode(), hashlib.sha256).hexdigest()
+        req = urllib.request.Request(f"{self.url}{path}?{qs}&signature={sig}", method=method,
+                                     headers={"X-MBX-APIKEY": key}, data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    def ws_drop(self, kind: str = "all") -> int:
+        return self._call("POST", "/_sim/ws_drop", kind=kind)["dropped"]
+
+    # views -----------------------------------------------------------------
+    def open_orders(self) -> list[dict[str, Any]]:
+        return [o for o in self.state()["openOrders"] if o["symbol"] == SYM]
+
+    def open_algos(self) -> list[dict[str, Any]]:
+        return [a for a in self.state()["openAlgoOrders"] if a["symbol"] == SYM]
+
+    def position(self) -> float:
+        return float(self.state()["symbols"][SYM]["position"]["positionAmt"])
+
+    def entry_price(self) -> float:
+        return float(self.state()["symbols"][SYM]["position"]["entryPrice"])
+
+    def fills(self) -> list[dict[str, Any]]:
+        return [f for f in self.state()["fills"] if f["symbol"] == SYM]
+
+    def book(self) -> dict[str, dict[str, Any]]:
+        """Open plain orders by client id."""
+        return {o["clientOrderId"]: o for o in self.open_orders()}
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+class Daemon:
+    """trade_btc.py in a subprocess with its own root (state/, logs/, trades/)."""
+
+    def __init__(self, root: Path, ex: Exchange | None, key: str, secret: str, *, env_text: str | None = None,
+                 tp: float = 0.005, base_url: str | None = None, extra_env: dict[str, str] | None = None,
+                 write_config: bool = True, name: str = "daemon", sync_interval: float = 1.0):
+        self.root = root
+        self.sync_interval = sync_interval
+        self.name = name
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = root / "config_btc.txt"
+        if write_config:
+            self.config.write_text(CONFIG.format(tp=tp))
+        self.env_file = root / ".env"
+        if env_text is None:
+            env_text = f"BINANCE_API_KEY={key}\nBINANCE_API_SECRET={secret}\n"
+        self.env_file.write_text(env_text)
+        self.env_file.chmod(0o600)
+        self.key, self.secret = key, secret
+        self.base_url = base_url or (ex.url if ex else "http://127.0.0.1:9")
+        self.ws_url = ex.ws_url if ex else "ws://127.0.0.1:9/"
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self) -> "Daemon":
+        self.runs += 1
+        self.stdout_path = self.root / f"{self.name}{self.runs}.out"
+        self.stderr_path = self.root / f"{self.name}{self.runs}.err"
+        with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "trade_btc.py"), "--base-url", self.base_url, "--ws-url", self.ws_url,
+                 "--root", str(self.root), "--env", str(self.env_file), "--config", str(self.config), "--quiet",
+                 "--sync-interval", str(self.sync_interval), "--config-interval", "1"],
+                cwd=self.root, stdout=out, stderr=err, env=clean_env(**self.extra_env))
+        return self
+
+    def run_to_exit(self, timeout: float = 20.0) -> tuple[int, str, str]:
+        self.start()
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            self.kill()
+        return rc, self.stdout_path.read_text(), self.stderr_path.read_text()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    # files -----------------------------------------------------------------
+    def log(self) -> str:
+        return "".join(p.read_text(encoding="utf-8") for p in sorted((self.root / "logs").glob(
+            "grid_martingale_btc_*.log")))
+
+    def trades(self) -> list[dict[str, str]]:
+        path = self.root / "trades" / "trades_btc.csv"
+        if not path.exists():
+            return []
+        with open(path, newline="", encoding="utf-8") as fh:
+            return list(csv.DictReader(fh))
+
+    def state(self) -> dict[str, Any]:
+        return json.loads((self.root / "state" / "state_btc.json").read_text())
+
+    def diag(self) -> str:
+        err = self.stderr_path.read_text()[-1500:] if self.runs else ""
+        return f"daemon log tail:\n{self.log()[-3000:]}\ndaemon stderr tail:\n{err}"
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def keys() -> tuple[str, str]:
+    return "e2e-key-" + secrets.token_hex(8), "e2e-secret-" + secrets.token_hex(16)
+
+
+@pytest.fixture
+def exchange(tmp_path, keys):
+    ex = Exchange(tmp_path / "exchange", *keys)
+    yield ex
+    ex.stop()
+
+
+@pytest.fixture
+def daemons():
+    """Daemons started by a test; killed when it ends (before its exchange stops)."""
+    started: list[Daemon] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def start_daemon(ex: Exchange, root: Path, keys: tuple[str, str], daemons: list, **kw) -> Daemon:
+    """A daemon connected to both streams (so that the next candle reaches it)."""
+    d = Daemon(root, ex, *keys, **kw).start()
+    daemons.append(d)
+    both = lambda: d.alive() and (lambda ws: ws["user"] >= 1 and ws["market"] >= 1)(ex.stats()["websockets"])
+    wait_until(both, 15, "the daemon's market and user streams", d.diag)
+    return d
+
+
+@pytest.fixture
+def live(tmp_path, exchange, keys, daemons):
+    """A daemon with its first grid on the exchange: returns (exchange, daemon, grid centre)."""
+    def start(before_step: Callable[[Exchange], Any] | None = None, **kw) -> tuple[Exchange, Daemon, float]:
+        d = start_daemon(exchange, tmp_path / "root", keys, daemons, **kw)
+        if before_step is not None:
+            before_step(exchange)
+        exchange.step(1)
+        wait_until(lambda: len(exchange.open_orders()) == 4, 10, "the first grid", d.diag)
+        return exchange, d, d.state()["grid_center"]
+    return start
+
+
+def by_cid(orders: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["clientOrderId"]: o for o in orders}
+
+
+def entry_prices(center: float) -> list[float]:
+    return [floor_tick(center * (1 - d)) for d in DISTANCES]
+
+
+def exits(ex: Exchange) -> list[dict[str, Any]]:
+    return [o for o in ex.open_orders() if o["reduceOnly"]]
+
+
+def assert_csv_matches_exchange(d: Daemon, ex: Exchange) -> None:
+    """Every exchange fill exactly once in the CSV, with the exchange's price, qty, fee and PnL."""
+    rows = d.trades()
+    fills = ex.fills()
+    ids = [int(r["trade_id"]) for r in rows]
+    assert len(ids) == len(set(ids)), f"duplicated CSV rows: {ids}"
+    assert sorted(ids) == sorted(int(f["id"]) for f in fills)
+    by_id = {int(f["id"]): f for f in fills}
+    for r in rows:
+        f = by_id[int(r["trade_id"])]
+        assert r["client_order_id"] == f["clientOrderId"] and r["side"] == f["side"]
+        assert float(r["price"]) == float(f["price"]) and float(r["quantity"]) == float(f["qty"])
+        assert float(r["fee"]) == pytest.approx(float(f["commission"]), abs=1e-8)
+        assert float(r["realized_pnl"]) == pytest.approx(float(f["realizedPnl"]), abs=1e-8)
+        assert float(r["position_after"]) == pytest.approx(f["positionAfter"], abs=1e-9), r
+
+
+# ---------------------------------------------------------------------------- 1. first start, lock
+
+
+def test_first_start_places_the_grid_and_a_second_instance_is_refused(live, keys, daemons):
+    ex, d, center = live()
+    st = ex.state()
+    assert float(st["symbols"][SYM]["price"]) == center          # centre = the first closed candle's close
+    book = by_cid(ex.open_orders())
+    gen = d.state()["generation"]
+    expected = {f"GM-{SYM}-{gen}-E{i}": (entry_prices(center)[i - 1], level_qty(entry_prices(center)[i - 1], i))
+                for i in (1, 2, 3, 4)}
+    assert set(book) == set(expected)
+    for cid, (price, qty) in expected.items():
+        o = book[cid]
+        assert (o["side"], o["type"], o["reduceOnly"]) == ("BUY", "LIMIT", False)
+        assert float(o["price"]) == price and float(o["origQty"]) == qty
+    assert not ex.open_algos()
+    # The state file lists the same orders with their exchange ids; capital = ratio × wallet.
+    s = d.state()
+    assert s["capital"] == pytest.approx(CAPITAL) and s["grid_center"] == center
+    assert {cid: (o["price"], o["qty"], o["order_id"]) for cid, o in s["orders"].items()} == \
+        {cid: (float(o["price"]), float(o["origQty"]), o["orderId"]) for cid, o in book.items()}
+    assert {o["role"] for o in s["orders"].values()} == {"ENTRY_1", "ENTRY_2", "ENTRY_3", "ENTRY_4"}
+    log = d.log()
+    assert "운용 자본: $3300.00" in log and f"grid_center=${center:.2f}" in log
+    for i, (cid, (price, qty)) in enumerate(expected.items(), 1):
+        assert f"Level {i} 주문 설정: ${price:.2f}, 수량: {qty:.6f}" in log
+    assert (d.root / "state" / "btc.pid").read_text().strip() == str(d.proc.pid)
+
+    # A second instance for the same symbol: one clear line, exit 2, the first untouched.
+    second = Daemon(d.root, ex, *keys, write_config=False, name="second")
+    daemons.append(second)
+    rc, out, err = second.run_to_exit()
+    assert rc == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "another instance" in err and "Traceback" not in err
+    assert d.alive() and len(ex.open_orders()) == 4
+    assert (d.root / "state" / "btc.pid").read_text().strip() == str(d.proc.pid)
+
+    # SIGTERM: a prompt, clean exit; the orders stay (no --cancel-on-exit); the secret was never written.
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0 and time.monotonic() - t0 < 5
+    assert not (d.root / "state" / "btc.pid").exists() and "종료" in d.log()
+    assert len(ex.open_orders()) == 4
+    assert keys[1] not in _files_text(d.root)
+
+
+# ---------------------------------------------------------------------------- 2. TP, BE, SL
+
+
+def test_take_profit_round_trip_and_new_grid(live):
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    p1, p2 = entry_prices(center)[:2]
+    q1 = level_qty(p1, 1)
+    ex.price(p1 - 1.0)                                      # through level 1 only
+    tp = ceil_tick(p1 * 1.005)
+    wait_until(lambda: [(float(o["price"]), float(o["origQty"])) for o in exits(ex)] == [(tp, q1)], 10,
+               "one TP for the whole level-1 quantity", d.diag)
+    (tp_order,) = exits(ex)
+    assert tp_order["clientOrderId"].startswith(f"GM-{SYM}-{gen}-TP") and tp_order["side"] == "SELL"
+    assert ex.position() == q1 and len(ex.open_orders()) == 4   # E2..E4 + TP
+    ex.price(tp + 5.0)                                      # up through the TP
+    new_e1 = floor_tick(tp * (1 - DISTANCES[0]))
+    wait_until(lambda: f"GM-{SYM}-{gen + 1}-E1" in ex.book() and len(ex.open_orders()) == 4, 10,
+               "a new grid around the TP price", d.diag)
+    assert ex.position() == 0
+    book = ex.book()
+    assert sorted(book) == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (1, 2, 3, 4)]
+    assert [float(book[f"GM-{SYM}-{gen + 1}-E{i}"]["price"]) for i in (1, 2, 3, 4)] == entry_prices(tp)
+    assert float(book[f"GM-{SYM}-{gen + 1}-E1"]["price"]) == new_e1
+    rows = wait_until(lambda: len(d.trades()) == 2 and d.trades(), 5, "two CSV rows", d.diag)
+    assert [(r["role"], r["side"], float(r["price"]), float(r["quantity"])) for r in rows] == \
+        [("ENTRY1", "BUY", p1, q1), ("TP", "SELL", tp, q1)]
+    assert float(rows[1]["realized_pnl"]) == pytest.approx((tp - p1) * q1, abs=1e-6)
+    assert float(rows[0]["fee"]) == pytest.approx(p1 * q1 * MAKER_FEE, abs=1e-6)
+    assert float(rows[1]["fee"]) == pytest.approx(tp * q1 * MAKER_FEE, abs=1e-6)
+    assert_csv_matches_exchange(d, ex)
+    s = d.state()
+    assert s["grid_center"] == tp and s["position"]["qty"] == 0 and s["round_trips"] == 1
+    log = d.log()
+    assert f"TP 주문 설정: ${tp:.2f}, 수량: {q1:.6f}" in log and f"TP 체결: ${tp:.2f}" in log
+    assert f"그리드 재설정 (TP): new_center=${tp:.2f}" in log
+
+
+def test_break_even_keeps_level_one_and_regrids(live):
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    p1, p2, p3, p4 = entry_prices(center)
+    q1, q2 = level_qty(p1, 1), level_qty(p2, 2)
+    ex.price(p2 - 1.0)                                      # through levels 1 and 2
+    avg = (p1 * q1 + p2 * q2) / (q1 + q2)
+    be = ceil_tick(avg * 1.001)
+    wait_until(lambda: [(float(o["price"]), float(o["origQty"])) for o in exits(ex)] == [(be, q2)], 10,
+               "one BE for the position less the level-1 quantity", d.diag)
+    assert ex.position() == pytest.approx(q1 + q2)
+    assert sorted(c[-2:] for c in ex.book() if "-E" in c) == ["E3", "E4"] and not ex.open_algos()
+    ex.price(be + 2.0)                                      # up through the BE
+    wait_until(lambda: len(ex.open_orders()) == 4 and len(exits(ex)) == 1 and exits(ex)[0]["clientOrderId"].startswith(
+        f"GM-{SYM}-{gen + 1}-TP"), 10, "levels 2-4 re-placed and a TP", d.diag)
+    assert ex.position() == pytest.approx(q1)               # the level-1 quantity stays
+    assert ex.entry_price() == pytest.approx(avg)           # at the unchanged average
+    new_center = d.state()["grid_center"]
+    assert new_center == pytest.approx(avg / (1 - DISTANCES[0]))
+    book = ex.book()
+    assert sorted(c for c in book if "-E" in c) == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (2, 3, 4)]
+    for i in (2, 3, 4):
+        o = book[f"GM-{SYM}-{gen + 1}-E{i}"]
+        assert float(o["price"]) == entry_prices(new_center)[i - 1] and not o["reduceOnly"]
+    (tp_order,) = exits(ex)
+    assert float(tp_order["origQty"]) == q1 and float(tp_order["price"]) == ceil_tick(avg * 1.005)
+    rows = d.trades()
+    assert [r["role"] for r in rows] == ["ENTRY1", "ENTRY2", "BE"]
+    assert float(rows[2]["quantity"]) == q2 and float(rows[2]["position_after"]) == q1
+    assert_csv_matches_exchange(d, ex)
+    s = d.state()
+    assert s["position"]["deepest_level"] == 1 and s["position"]["level1_qty"] == pytest.approx(q1)
+    log = d.log()
+    assert "BE 체결" in log and "BE 후 그리드 재설정" in log and "Level 2 주문 재설정" in log
+    # The fill's line shows the real position, even when the exchange was read after both fills.
+    assert f"Level 2 체결: ${p2:.2f}, 평단가: ${avg:.2f}, 총 수량: {q1 + q2:.6f}" in log
+    assert f"BE 주문 준비: 바이낸스 포지션 {q1 + q2:.6f}, Level1 {q1:.6f}, 덜어내기 {q2:.6f}" in log
+
+
+def test_stop_loss_goes_through_the_algo_api_and_regrids(live):
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    prices = entry_prices(center)
+    qty = [level_qty(p, i) for i, p in enumerate(prices, 1)]
+    stop = floor_tick(center * 0.95)
+    ex.price(prices[3] - 1.0)                               # through all four levels
+    algos = wait_until(ex.open_algos, 10, "the stop", d.diag)
+    assert len(algos) == 1
+    a = algos[0]
+    assert (a["orderType"], a["side"], a["closePosition"], a["algoType"]) == ("STOP_MARKET", "SELL", True,
+                                                                               "CONDITIONAL")
+    assert float(a["triggerPrice"]) == stop and a["clientAlgoId"].startswith(f"GM-{SYM}-{gen}-SL")
+    # The stop never went to the plain order endpoint (it would be rejected with -4120).
+    assert not [o for o in ex.state()["orders"] if o["type"] != "LIMIT"]
+    assert ex.stats()["requests"].get("POST /fapi/v1/algoOrder", 0) >= 1
+    wait_until(lambda: len(exits(ex)) == 1 and float(exits(ex)[0]["origQty"]) == round(sum(qty[1:]), 3), 10,
+               "one BE for levels 2-4", d.diag)
+    assert ex.position() == pytest.approx(sum(qty))
+    ex.price(stop - 10.0)                                   # down through the stop
+    wait_until(lambda: len(ex.open_orders()) == 4 and f"GM-{SYM}-{gen + 1}-E1" in ex.book(), 10,
+               "a new grid after the stop", d.diag)
+    assert ex.position() == 0 and not ex.open_algos()
+    book = ex.book()
+    assert [float(book[f"GM-{SYM}-{gen + 1}-E{i}"]["price"]) for i in (1, 2, 3, 4)] == entry_prices(stop)
+    rows = d.trades()
+    assert [r["role"] for r in rows] == ["ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4", "SL"]
+    sl = rows[-1]
+    assert float(sl["price"]) == stop and float(sl["quantity"]) == pytest.approx(sum(qty))
+    assert float(sl["position_after"]) == 0 and float(sl["realized_pnl"]) < 0
+    assert float(sl["fee"]) == pytest.approx(stop * sum(qty) * TAKER_FEE, abs=1e-6)
+    assert_csv_matches_exchange(d, ex)
+    assert d.state()["grid_center"] == stop
+    assert f"SL 주문 설정: ${stop:.2f}" in d.log() and "그리드 재설정 (SL)" in d.log()
+
+
+# ---------------------------------------------------------------------------- 3. restart
+
+
+def test_restart_after_sigkill_keeps_orders_and_records_missed_fills_once(live):
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    p1, p2, p3, p4 = entry_prices(center)
+    q1, q2 = level_qty(p1, 1), level_qty(p2, 2)
+    ex.price(p1 - 1.0)
+    wait_until(lambda: len(exits(ex)) == 1, 10, "the TP", d.diag)
+    before = ex.book()
+    d.kill(signal.SIGKILL)
+
+    # Restart with an open position and orders: nothing is duplicated or lost.
+    d.start()
+    wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 2, 15, "the restart", d.diag)
+    time.sleep(1.5)                                         # a sync or two after the restart
+    assert d.alive()
+    assert ex.book().keys() == before.keys()                # same client ids, nothing re-placed
+    assert [o["orderId"] for o in ex.open_orders()] == [o["orderId"] for o in before.values()]
+    assert len(exits(ex)) == 1 and d.log().count("운용 자본") == 1   # capital kept from the state file
+    assert_csv_matches_exchange(d, ex)
+
+    # Killed again; level 2 fills while the daemon is down; a stray order of ours appears too.
+    d.kill(signal.SIGKILL)
+    ex.price(p2 - 1.0)
+    assert ex.position() == pytest.approx(q1 + q2)
+    stray = f"GM-{SYM}-{gen + 50}-E1"                     # an order of ours the state does not know
+    ex.signed("POST", "/fapi/v1/order", d.key, d.secret, symbol=SYM, side="BUY", type="LIMIT",
+              timeInForce="GTC", price=f"{p4 - 500:.1f}", quantity="0.010", newClientOrderId=stray)
+    assert stray in ex.book()
+    d.start()
+    avg = (p1 * q1 + p2 * q2) / (q1 + q2)
+    be = ceil_tick(avg * 1.001)
+    wait_until(lambda: [(o["clientOrderId"][:len(f"GM-{SYM}-{gen}-BE")], float(o["price"]), float(o["origQty"]))
+                        for o in exits(ex)] == [(f"GM-{SYM}-{gen}-BE", be, q2)], 15,
+               "the missed level-2 fill recovered: exactly one exit, the BE", d.diag)
+    time.sleep(1.5)
+    book = ex.book()
+    assert len(exits(ex)) == 1
+    assert sorted(c for c in book if "-E" in c) == [f"GM-{SYM}-{gen}-E3", f"GM-{SYM}-{gen}-E4"]
+    assert {c: book[c]["orderId"] for c in book if "-E" in c} == \
+        {c: before[c]["orderId"] for c in before if c.endswith(("E3", "E4"))}
+    wait_until(lambda: len(d.trades()) == 2, 5, "the missed fill in the CSV", d.diag)
+    assert [r["role"] for r in d.trades()] == ["ENTRY1", "ENTRY2"]
+    assert_csv_matches_exchange(d, ex)
+    assert "놓친 체결 복구" in d.log() and f"orphan order {stray}" in d.log()
+    s = d.state()
+    assert set(s["orders"]) == set(book) and s["position"]["deepest_level"] == 2
+    assert s["position"]["qty"] == pytest.approx(q1 + q2)
+
+    # Killed once more; the BE fills while it is down: the restart does what the BE fill would have done.
+    d.kill(signal.SIGKILL)
+    ex.price(be + 2.0)
+    assert ex.position() == pytest.approx(q1)
+    d.start()
+    wait_until(lambda: len(ex.open_orders()) == 4 and [o["clientOrderId"][:len(f"GM-{SYM}-{gen + 1}-TP")]
+                                                       for o in exits(ex)] == [f"GM-{SYM}-{gen + 1}-TP"], 15,
+               "levels 2-4 and a TP after the missed BE", d.diag)
+    time.sleep(1.2)
+    book = ex.book()
+    assert len(book) == 4 and sorted(c for c in book if "-E" in c) == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (2, 3, 4)]
+    (tp_order,) = exits(ex)
+    assert float(tp_order["origQty"]) == q1 and float(tp_order["price"]) == ceil_tick(avg * 1.005)
+    assert [r["role"] for r in d.trades()] == ["ENTRY1", "ENTRY2", "BE"]
+    assert_csv_matches_exchange(d, ex)
+    assert d.state()["grid_center"] == pytest.approx(avg / (1 - DISTANCES[0]))
+
+
+def test_kill_during_grid_placement_leaves_no_duplicate_grid(exchange, keys, tmp_path, daemons):
+    """SIGKILL while the grid's batch is in flight (placed on the exchange, not yet acknowledged)."""
+    ex = exchange
+    d = Daemon(tmp_path / "root", ex, *keys).start()
+    daemons.append(d)
+    wait_until(lambda: (lambda ws: ws["user"] >= 1 and ws["market"] >= 1)(ex.stats()["websockets"]), 15,
+               "the daemon's streams", d.diag)
+    ex.faults(delay_ms=1500)                                # every REST answer comes 1.5 s late
+    ex.step(1)
+    wait_until(lambda: len(ex.open_orders()) == 4, 10, "the batch on the exchange", d.diag)
+    state = d.state()
+    assert len(state["orders"]) == 4 and not any(o["order_id"] for o in state["orders"].values())
+    d.kill(signal.SIGKILL)                                  # before the acknowledgement arrived
+    ex.faults(delay_ms=0)
+    before = ex.book()
+    d.start()
+    wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 2 and d.state()["orders"] and all(
+        o["order_id"] for o in d.state()["orders"].values()), 15, "the restart to adopt the grid", d.diag)
+    time.sleep(1.5)
+    assert ex.book().keys() == before.keys() and len(ex.state()["orders"]) == 4   # never placed twice
+    assert {c: o["order_id"] for c, o in d.state()["orders"].items()} == {c: o["orderId"] for c, o in before.items()}
+
+
+# ---------------------------------------------------------------------------- 4. config reload
+
+
+def test_config_reload_applies_to_the_next_exit_and_a_bad_file_keeps_the_last_good(live):
+    ex, d, center = live()
+    p1 = entry_prices(center)[0]
+    d.config.write_text(CONFIG.format(tp=0.010))
+    wait_until(lambda: "설정 파일 재로드: config_btc.txt" in d.log(), 10, "the reload", d.diag)
+    # A bad file: TP_PCT changes too, but nothing of it may apply.
+    d.config.write_text(CONFIG.format(tp=0.020).replace("BE_PCT=0.001", "BE_PCT=zero point one"))
+    errors = lambda: [ln for ln in d.log().splitlines() if " - ERROR - " in ln]
+    wait_until(errors, 10, "the reload error", d.diag)
+    seen_at = time.monotonic()
+    ex.price(p1 - 1.0)
+    tp = ceil_tick(p1 * 1.010)                              # the last good TP_PCT, not 0.020 nor 0.005
+    wait_until(lambda: [float(o["price"]) for o in exits(ex)] == [tp], 10, "the TP at the reloaded TP_PCT",
+               d.diag)
+    time.sleep(max(0.0, 3.2 - (time.monotonic() - seen_at)))  # three more reload intervals
+    assert d.alive()
+    (line,) = errors()
+    assert "BE_PCT" in line and "config_btc.txt" in line and "last good" in line
+    assert "Traceback" not in d.log()
+    # Fixed again: reloaded (and a new error would be logged again).
+    d.config.write_text(CONFIG.format(tp=0.006))
+    wait_until(lambda: d.log().count("설정 파일 재로드") == 2, 10, "the second reload", d.diag)
+
+
+# ---------------------------------------------------------------------------- 5. -2019 and -2022 ladders
+
+
+def test_margin_and_reduce_only_rejections_shrink_the_order(live):
+    # The grid's batch and the first retries are refused for margin (-2019).
+    ex, d, center = live(before_step=lambda ex: ex.faults(margin_next=6))
+    assert ex.state()["faults"]["margin_next"] == 0
+    prices = entry_prices(center)
+    book = ex.book()
+    assert len(book) == 4
+    placed = {int(c[-1]): float(o["origQty"]) for c, o in book.items()}
+    for level, price in enumerate(prices, 1):
+        full = level_qty(price, level)
+        assert 0.30 * full <= placed[level] < full, (level, placed[level], full)
+        assert float(book[next(c for c in book if c.endswith(f"E{level}"))]["price"]) == price
+    # E1 (0.055): refused in the batch, then at 0.054 and 0.053 (0.1 % rungs floored to the step), 0.052 placed.
+    assert placed[1] == floor_step(level_qty(prices[0], 1) * (1 - 0.001 * 37)) == 0.052
+    s = d.state()
+    assert {int(c[-1]): o["qty"] for c, o in s["orders"].items()} == placed   # the state knows the real size
+
+    # The TP is refused as reduce-only (-2022) three times: re-placed smaller, never above the position.
+    ex.faults(reduce_only_next=3)
+    ex.price(prices[0] - 1.0)
+    pos = placed[1]
+    tp = wait_until(lambda: exits(ex), 10, "the TP after -2022", d.diag)
+    assert len(tp) == 1 and ex.state()["faults"]["reduce_only_next"] == 0
+    assert ex.position() == pos and 0.5 * pos <= float(tp[0]["origQty"]) < pos
+    assert float(tp[0]["price"]) == ceil_tick(prices[0] * 1.005)
+    time.sleep(1.2)                                         # a sync: the smaller TP is kept, not duplicated
+    assert len(exits(ex)) == 1 and d.alive()
+
+
+# ---------------------------------------------------------------------------- 6. user stream lost
+
+
+def _streams_up(ex: Exchange) -> bool:
+    ws = ex.stats()["websockets"]
+    return ws["user"] == 1 and ws["market"] == 1
+
+
+def test_fill_missed_while_the_user_stream_is_down_is_recovered_once(live):
+    # No periodic sync within the test: what is recovered, the reconnect recovers; what is not
+    # missed must arrive on the stream again.
+    ex, d, center = live(sync_interval=60)
+    gen = d.state()["generation"]
+    p1 = entry_prices(center)[0]
+    q1 = level_qty(p1, 1)
+    assert ex.ws_drop("user") == 1
+    ex.price(p1 - 1.0)                                      # level 1 fills with nobody listening
+    assert ex.stats()["websockets"]["user"] == 0 and ex.position() == q1
+    tp = ceil_tick(p1 * 1.005)
+    wait_until(lambda: [(float(o["price"]), float(o["origQty"])) for o in exits(ex)] == [(tp, q1)], 15,
+               "the TP after the missed fill", d.diag)
+    wait_until(lambda: _streams_up(ex), 15, "the user stream back", d.diag)
+    time.sleep(0.5)
+    assert len(exits(ex)) == 1 and [r["role"] for r in d.trades()] == ["ENTRY1"]
+    assert_csv_matches_exchange(d, ex)
+
+    # The stream works again: the TP fill arrives and the grid is reset.
+    ex.price(tp + 5.0)
+    wait_until(lambda: f"GM-{SYM}-{gen + 1}-E1" in ex.book(), 10, "a new grid after the TP", d.diag)
+
+    # listenKey expired early: the daemon takes a new key; a fill in the gap is recovered once.
+    new_p1 = entry_prices(d.state()["grid_center"])[0]
+    ex._call("POST", "/_sim/listen_key/expire")
+    ex.price(new_p1 - 1.0)
+    wait_until(lambda: len(exits(ex)) == 1 and ex.position() > 0, 15, "the TP after the second missed fill",
+               d.diag)
+    wait_until(lambda: _streams_up(ex) and len(d.trades()) == 3, 15, "the stream back and three rows", d.diag)
+    time.sleep(0.5)
+    assert [r["role"] for r in d.trades()] == ["ENTRY1", "TP", "ENTRY1"] and len(exits(ex)) == 1
+    assert_csv_matches_exchange(d, ex)
+    log = d.log()
+    assert log.count("놓친 체결 복구") == 2 and "놓친 체결 복구: GM-BTCUSDC-1-TP" not in log   # the TP came live
+    assert log.count("reconnecting in 1 s") == 1 and "listenKey expired; reconnecting" in log
+    assert d.alive() and "Traceback" not in log and " - ERROR - " not in log
+
+
+# ---------------------------------------------------------------------------- 7. keys
+
+
+def _one_clear_line(rc: int, out: str, err: str) -> str:
+    assert rc == 2, (rc, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("trade_btc.py: error: "), err
+    assert "Traceback" not in out + err
+    return lines[0]
+
+
+def _files_text(root: Path) -> str:
+    """Everything the daemon wrote (its .env, written by the test, excluded)."""
+    return "".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file() and p.name != ".env")
+
+
+def test_missing_keys_and_a_rejected_key_fail_with_one_line_and_never_show_the_secret(tmp_path, exchange, keys,
+                                                                                      daemons):
+    key, secret = keys
+    # No keys in .env (and none in the environment): no exchange needed to refuse.
+    d = Daemon(tmp_path / "nokeys", None, key, secret, env_text="BINANCE_API_KEY=\n# no secret\n")
+    daemons.append(d)
+    line = _one_clear_line(*d.run_to_exit())
+    assert "BINANCE_API_KEY" in line and "BINANCE_API_SECRET" in line and str(d.env_file) in line
+    # Only the secret is missing.
+    d = Daemon(tmp_path / "nosecret", None, key, secret, env_text=f"BINANCE_API_KEY={key}\n")
+    daemons.append(d)
+    assert "BINANCE_API_SECRET" in _one_clear_line(*d.run_to_exit())
+
+    # A key the exchange does not know: -2015 at the first signed request.
+    wrong_secret = "e2e-wrong-secret-" + secrets.token_hex(12)
+    d = Daemon(tmp_path / "badkey", exchange, "e2e-unknown-key", wrong_secret)
+    daemons.append(d)
+    rc, out, err = d.run_to_exit()
+    line = _one_clear_line(rc, out, err)
+    assert "-2015" in line and "API key rejected" in line
+    # The right key with a wrong secret: -1022 (bad signature), the same kind of answer.
+    d2 = Daemon(tmp_path / "badsecret", exchange, key, wrong_secret)
+    daemons.append(d2)
+    rc2, out2, err2 = d2.run_to_exit()
+    assert "-1022" in _one_clear_line(rc2, out2, err2)
+    for dd, texts in ((d, out + err), (d2, out2 + err2)):
+        written = _files_text(dd.root)
+        assert wrong_secret not in texts + written
+        assert "API key rejected" in dd.log()              # the same line in the log file
+        assert not (dd.root / "state" / "btc.pid").exists()  # removed on the way out
+    assert secret not in _files_text(tmp_path) + out + err + out2 + err2
+    assert not exchange.state()["orders"]                   # nothing was ever placed with bad keys
+
+
+# ---------------------------------------------------------------------------- the venue goes away
+
+
+def test_daemon_survives_a_vanished_exchange_and_still_stops_promptly(live):
+    ex, d, center = live()
+    ex.stop()                                               # the venue disappears (port closed)
+    wait_until(lambda: "reconnecting in" in d.log() and "position sync failed" in d.log(), 15,
+               "the daemon to notice", d.diag)
+    assert d.alive()
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(10) == 0 and time.monotonic() - t0 < 5
+    assert "Traceback" not in d.log() + d.stderr_path.read_text()
+
+
+# ---------------------------------------------------------------------------- range exit
+
+
+def test_flat_grid_follows_the_price_up_out_of_its_range(tmp_path, keys, daemons):
+    """The range exit reacts to the market stream (klines), so it needs candles: a hand-made CSV."""
+    from market_data import Candles, write_klines_csv
+    t0 = 1_700_000_000_000
+    rows = [(60_000.0, 60_000.0, 60_000.0, 60_000.0),       # centre 60 000, band 61 200
+            (60_000.0, 61_300.0, 60_000.0, 61_300.0),       # up through the band, no entry touched
+            (61_300.0, 61_300.0, 61_300.0, 61_300.0)]
+    o, h, lo, c = (list(x) for x in zip(*rows))
+    data = tmp_path / f"{SYM}-1m-e2e.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(len(rows))], o, h, lo, c,
+                                         [10.0] * len(rows)), data)
+    ex = Exchange(tmp_path / "exchange", *keys, data=data)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        gen = d.state()["generation"]
+        ex.step(1)
+        wait_until(lambda: sorted(ex.book()) == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (1, 2, 3, 4)], 10,
+                   "the grid re-centred at the band", d.diag)
+        band = 60_000.0 * 1.02
+        assert d.state()["grid_center"] == pytest.approx(band)
+        book = ex.book()
+        assert [float(book[f"GM-{SYM}-{gen + 1}-E{i}"]["price"]) for i in (1, 2, 3, 4)] == entry_prices(band)
+        assert not ex.fills() and "그리드 범위 이탈" in d.log()
+    finally:
+        for dd in daemons:
+            dd.kill()
+        ex.stop()
