@@ -10,7 +10,6 @@ import asyncio
 import csv
 import logging
 import secrets
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,10 +28,10 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
         print(f"trade_{short}.py: error: {e}", file=sys.stderr)
         return 2
     demo_paths = Paths(paths.root / "demo")
-    for sub in ("state", "trades"):
-        target = demo_paths.root / sub
-        if target.exists():
-            shutil.rmtree(target)        # every demo starts fresh
+    # Every demo starts fresh: forget this symbol's previous demo (only its own
+    # files, so `start_all.sh --demo` can run both symbols side by side).
+    for old in (demo_paths.state(short), demo_paths.trades(short)):
+        old.unlink(missing_ok=True)
     key, secret = "demo-" + secrets.token_hex(16), secrets.token_hex(32)
     log = setup_logging(short, demo_paths.logs, (key, secret), console=not args.quiet)
     try:
