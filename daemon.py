@@ -13,6 +13,10 @@ reconcile with the exchange; then three tasks, as the seed runs them:
 The exchange is the truth and the state file a cache: reconciliation
 recovers missed fills from userTrades (recorded once), cancels orphan orders
 of the symbol and re-places missing protective orders.
+
+Test hook: GM_CRASH_AFTER=<event>:<n> makes the process die at the n-th
+"place" (an order request answered, before the state save) or "fill" (a fill
+in the CSV, before its exit order); see binance_library.crash_point.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, venue_urls_from_env
+from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
     ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, OrderUpdate, order_update_from_binance,
@@ -106,7 +110,9 @@ class Daemon:
         await self.venue.prepare_account(self.config.leverage)
         state = self.state_mgr.load()
         if state is not None and state.symbol != self.symbol:
-            self.log.warning("state file belongs to %s, not %s; ignoring it", state.symbol, self.symbol)
+            aside = self.state_mgr.set_aside()
+            self.log.warning("state file belongs to %s, not %s; kept as %s, recovering from the exchange",
+                             state.symbol, self.symbol, aside.name)
             state = None
         if state is None:
             capital = self.capital_override
@@ -144,13 +150,19 @@ class Daemon:
 
     def _on_fill(self, r: FillRecord) -> None:
         f = self.venue.filters
-        if self.recorder.record(r, f.fmt_price, f.fmt_qty) and r.trade_id > self.strategy.state.last_trade_id:
+        self.recorder.record(r, f.fmt_price, f.fmt_qty)      # a row written before a crash is not written again
+        crash_point("fill")                                  # test hook (GM_CRASH_AFTER), no-op otherwise
+        # The state remembers the newest fill the strategy has acted on; it is
+        # saved with the strategy's reaction, so a fill recorded in the CSV but
+        # not yet acted on when the process died is replayed at restart.
+        if r.trade_id > self.strategy.state.last_trade_id:
             self.strategy.state.last_trade_id = r.trade_id
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> None:
         """Make the exchange and the strategy agree; the exchange wins."""
         async with self.lock:
+            self.recorder.flush()      # rows kept by a failed CSV write (full disk) go out once it is writable
             await self._recover_missed_fills()
             await self._reconcile_orders()
 
@@ -163,7 +175,7 @@ class Daemon:
         by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
         for t in sorted(trades, key=lambda t: int(t["id"])):
             tid = int(t["id"])
-            if self.recorder.has(self.symbol, tid) or tid <= st.last_trade_id:
+            if tid <= st.last_trade_id:
                 continue
             cid = by_order.get(int(t["orderId"]))
             if cid is None:
@@ -379,9 +391,9 @@ class Daemon:
             u = order_update_from_binance(msg)
             if u.symbol != self.symbol:
                 return
-            if u.is_fill and u.trade_id and self.recorder.has(self.symbol, u.trade_id):
-                return      # already recovered from the trade history after a reconnect
             async with self.lock:
+                if u.is_fill and u.trade_id and u.trade_id <= self.strategy.state.last_trade_id:
+                    return      # already acted on, from the trade history after a reconnect
                 await self.strategy.on_order_update(u)
         elif e == "listenKeyExpired":
             raise ConnectionError("listenKey expired")
@@ -422,12 +434,21 @@ def acquire_lock(path: Path) -> Any:
     return fh
 
 
-def read_keys(env_path: Path, log: logging.Logger | None = None) -> tuple[str, str]:
-    if env_path.exists():
+def env_permission_warning(env_path: Path) -> str | None:
+    """The start-up warning for a .env readable by others, or None."""
+    try:
         mode = env_path.stat().st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            msg = f"{env_path} is readable by other users; run: chmod 600 {env_path}"
-            (log.warning(msg) if log else print(f"warning: {msg}", file=sys.stderr))
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"{env_path} is readable by other users; run: chmod 600 {env_path}"
+    return None
+
+
+def read_keys(env_path: Path, log: logging.Logger | None = None, warn: bool = True) -> tuple[str, str]:
+    msg = env_permission_warning(env_path) if warn else None
+    if msg:
+        (log.warning(msg) if log else print(f"warning: {msg}", file=sys.stderr))
     values = dotenv_values(env_path) if env_path.exists() else {}
     key = os.environ.get("BINANCE_API_KEY") or values.get("BINANCE_API_KEY") or ""
     secret = os.environ.get("BINANCE_API_SECRET") or values.get("BINANCE_API_SECRET") or ""
@@ -470,12 +491,23 @@ def main(symbol: str, argv: list[str] | None = None) -> int:
             from demo import run_demo
             return run_demo(symbol, args, paths, config_path)
         load_config(config_path)                       # fail fast, one line
-        key, secret = read_keys(Path(args.env))
+        env_warning = env_permission_warning(Path(args.env))
+        key, secret = read_keys(Path(args.env), warn=False)   # the warning goes to the log below
         lock = acquire_lock(paths.lock(short))
     except (ConfigError, Fatal) as e:
         print(f"trade_{short}.py: error: {e}", file=sys.stderr)
         return 2
-    log = setup_logging(short, paths.logs, (key, secret), console=not args.quiet)
+    except OSError as e:                               # e.g. state/ under a regular file
+        print(f"trade_{short}.py: error: cannot use {paths.root / 'state'}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
+        log = setup_logging(short, paths.logs, (key, secret), console=not args.quiet)
+    except OSError as e:                               # logs/ not a writable directory: one line, exit 2
+        lock.close()
+        print(f"trade_{short}.py: error: cannot write logs in {paths.logs}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if env_warning:
+        log.warning("%s", env_warning)
     base_url, ws_url, testnet = venue_urls_from_env(args.base_url, args.ws_url)
     try:
         paths.pid(short).write_text(f"{os.getpid()}\n")
