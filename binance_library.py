@@ -43,6 +43,23 @@ UNKNOWN_RESULT_TRIES = 5
 BATCH_SIZE = 5
 
 
+def crash_point(event: str) -> None:
+    """Test hook for the crash suite (tests/chaos): with GM_CRASH_AFTER=<event>:<n> in the
+    environment the process dies (os._exit(137), like SIGKILL) at the n-th <event> of its life.
+    Events: "place" (an order request answered, its state not yet saved), "fill" (a fill
+    written to the CSV, its exit order not yet placed).  Unset: does nothing."""
+    spec = os.environ.get("GM_CRASH_AFTER", "")
+    name, _, n = spec.partition(":")
+    if not spec or name != event:
+        return
+    _CRASH_COUNTS[event] = _CRASH_COUNTS.get(event, 0) + 1
+    if _CRASH_COUNTS[event] >= int(n or 1):
+        os._exit(137)
+
+
+_CRASH_COUNTS: dict[str, int] = {}
+
+
 class UnknownResult(Exception):
     """The request may or may not have been executed (timeout, network, 5xx)."""
 
@@ -260,7 +277,9 @@ class BinanceFuturesClient(FuturesVenue):
         """Send; on an unknown result look the id up before sending again."""
         for attempt in range(UNKNOWN_RESULT_TRIES):
             try:
-                return await send()
+                r = await send()
+                crash_point("place")
+                return r
             except UnknownResult as e:
                 self.log.warning("%s %s: result unknown (%s); querying by client id", self.symbol,
                                  client_id, e)
@@ -293,6 +312,7 @@ class BinanceFuturesClient(FuturesVenue):
             try:
                 rows = await self._call(self.client.futures_place_batch_order,
                                         batchOrders=[self._order_params(o) for o in chunk])
+                crash_point("place")
             except UnknownResult:
                 # Settle each order on its own: query, then place what is missing.
                 for o in chunk:
