@@ -177,6 +177,32 @@ class SymbolBook:
     open_by_client: dict[str, SimOrder] = field(default_factory=dict)
     algo_by_client: dict[str, SimAlgoOrder] = field(default_factory=dict)
     realized_cum: float = 0.0
+    # price × remaining of resting non-reduce-only orders, per side (kept up to
+    # date as orders rest and leave, so the margin check needs no scan)
+    open_buy_notional: float = 0.0
+    open_sell_notional: float = 0.0
+
+    def rest(self, o: "SimOrder") -> None:
+        self.open_by_client[o.client_id] = o
+        self.resting[o.order_id] = o
+        if not o.reduce_only:
+            if o.side == "BUY":
+                self.open_buy_notional += o.price * o.remaining
+            else:
+                self.open_sell_notional += o.price * o.remaining
+
+    def unrest(self, o: "SimOrder", qty: float, done: bool) -> None:
+        """`qty` of a resting order leaves the book (filled or cancelled); `done`: all of it."""
+        if not o.reduce_only:
+            if o.side == "BUY":
+                self.open_buy_notional -= o.price * qty
+            else:
+                self.open_sell_notional -= o.price * qty
+        if done:
+            del self.open_by_client[o.client_id]
+            self.resting.pop(o.order_id, None)
+            if not self.open_by_client:
+                self.open_buy_notional = self.open_sell_notional = 0.0   # no drift left behind
 
 
 class SimulatedExchange:
@@ -199,8 +225,9 @@ class SimulatedExchange:
         self.trades: list[SimTrade] = []
         self.events: list[Event] = []
         self.total_fees = 0.0
-        # Placement and requested-cancel acknowledgements are streamed to user
-        # streams; an in-process driver that ignores them turns them off.
+        # Placement / requested-cancel acknowledgements, account and algo updates
+        # are streamed to user streams; an in-process driver that acts only on
+        # fills and expiries turns them off.
         self.ack_events = True
         self._next_id = 1_000_000
         self._next_trade_id = 1
@@ -263,15 +290,15 @@ class SimulatedExchange:
         return avail
 
     def _open_order_margin(self, b: SymbolBook) -> float:
+        """Margin of resting orders that add exposure (both sides while flat)."""
         pos = b.position.qty
-        lev = b.position.leverage
-        m = 0.0
-        for o in b.open_by_client.values():
-            if o.reduce_only:
-                continue
-            if pos == 0 or (pos > 0) == (o.side == "BUY"):
-                m += o.price * o.remaining / lev
-        return m
+        if pos > 0:
+            notional = b.open_buy_notional
+        elif pos < 0:
+            notional = b.open_sell_notional
+        else:
+            notional = b.open_buy_notional + b.open_sell_notional
+        return notional / b.position.leverage
 
     def _order_cost(self, b: SymbolBook, side: str, price: float, qty: float) -> float:
         """Initial margin of the part that adds exposure, plus the open loss (reference §5)."""
@@ -371,8 +398,7 @@ class SimulatedExchange:
         elif tif in ("IOC", "FOK"):
             self._finish(b, o, "EXPIRED")
         else:
-            b.open_by_client[cid] = o
-            b.resting[oid] = o
+            b.rest(o)
         return o
 
     def batch_orders(self, symbol_orders: list[dict[str, Any]]) -> list[SimOrder | ExchangeError]:
@@ -433,8 +459,7 @@ class SimulatedExchange:
         o.status = status
         o.update_time = self.now_ms
         if b.open_by_client.get(o.client_id) is o:
-            del b.open_by_client[o.client_id]
-        b.resting.pop(o.order_id, None)
+            b.unrest(o, o.remaining, done=True)
         self._emit_order(o, status)
 
     # ------------------------------------------------------------------ algo orders
@@ -589,9 +614,8 @@ class SimulatedExchange:
         if is_market:
             self._fill(b, o, fill_price, qty, maker=False)
             a.actual_price = fill_price
-        else:
-            b.open_by_client.setdefault(o.client_id, o)
-            b.resting[oid] = o
+        elif o.client_id not in b.open_by_client:
+            b.rest(o)
         a.status = "FINISHED"
         self._emit_algo(a)
 
@@ -610,24 +634,24 @@ class SimulatedExchange:
         self.wallet += realized - fee
         self.total_fees += fee
         b.realized_cum += realized
+        resting = b.open_by_client.get(o.client_id) is o
         o.executed_qty += qty
         o.cum_quote += price * qty
         o.update_time = self.now_ms
         o.status = "FILLED" if o.remaining <= _EPS * max(1.0, o.qty) else "PARTIALLY_FILLED"
+        if resting:
+            b.unrest(o, qty, done=o.status == "FILLED")
         tid = self._next_trade_id
         self._next_trade_id += 1
         self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
                                     realized, fee, maker, self.now_ms, p.qty, p.entry_price))
-        if o.status == "FILLED":
-            if b.open_by_client.get(o.client_id) is o:
-                del b.open_by_client[o.client_id]
-            b.resting.pop(o.order_id, None)
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "TRADE", o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
             o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
-        self.events.append(AccountUpdate("ORDER", o.symbol, self.wallet, p.qty, p.entry_price,
-                                         p.qty * (b.price - p.entry_price), b.realized_cum, self.now_ms))
+        if self.ack_events:
+            self.events.append(AccountUpdate("ORDER", o.symbol, self.wallet, p.qty, p.entry_price,
+                                             p.qty * (b.price - p.entry_price), b.realized_cum, self.now_ms))
         self._expire_stale_reduce_only(b)
 
     def _expire_stale_reduce_only(self, b: SymbolBook) -> None:
@@ -646,6 +670,8 @@ class SimulatedExchange:
             0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
 
     def _emit_algo(self, a: SimAlgoOrder) -> None:
+        if not self.ack_events:
+            return
         self.events.append(AlgoUpdate(a.symbol, a.client_algo_id, a.algo_id, a.side, a.order_type,
                                       a.status, a.trigger_price, a.qty, a.close_position, self.now_ms,
                                       a.actual_order_id))
@@ -736,7 +762,8 @@ class SimVenue(FuturesVenue):
                 "newClientOrderId": o.client_id}
 
     async def place_limit(self, order: LimitOrder) -> OrderAck:
-        o = self.exchange.new_order(**self._params(order))
+        o = self.exchange.new_order(self.symbol, order.side, "LIMIT", order.qty, order.price, "GTC",
+                                    order.reduce_only, order.client_id)
         return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)
 
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
