@@ -40,6 +40,7 @@ MAINNET_REST = "https://fapi.binance.com"
 WEIGHT_LIMIT_1M = 2400
 WEIGHT_SOFT_LIMIT = 0.8          # slow down above 80 % of the minute's weight
 UNKNOWN_RESULT_TRIES = 5
+ERR_DUPLICATE_ID = -4116         # "ClientOrderId is duplicated"
 BATCH_SIZE = 5
 
 
@@ -146,7 +147,7 @@ class BinanceFuturesClient(FuturesVenue):
             self.client = None
 
     async def resync_time(self) -> None:
-        res = await self.client.futures_time()
+        res = await self._call(self.client.futures_time)     # a 5xx here is an unknown result, not a crash
         self.client.timestamp_offset = int(res["serverTime"]) - int(time.time() * 1000)
 
     def socket_manager(self) -> BinanceSocketManager:
@@ -290,6 +291,16 @@ class BinanceFuturesClient(FuturesVenue):
                     continue
                 if existing is not None:
                     return existing
+            except ExchangeError as e:
+                if e.code != ERR_DUPLICATE_ID:
+                    raise
+                # The id is taken: an earlier send whose answer was lost (a batch answered
+                # "unknown", then settled order by order) placed it. It is this order: return it
+                # instead of reporting a rejection that would orphan it (and lose the level).
+                existing = await find(client_id)
+                if existing is None:
+                    raise
+                return existing
         raise UnknownResult(f"{client_id}: no definite answer after {UNKNOWN_RESULT_TRIES} tries")
 
     async def place_limit(self, order: LimitOrder) -> OrderAck:

@@ -49,7 +49,9 @@ ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
 CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
-STREAM_HEALTHY_S = 60.0          # a stream up this long resets the reconnect backoff
+STOP_GRACE_S = 5.0
+STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
+START_TRIES = 8                  # start-up attempts on transient exchange errors
 
 
 @dataclass
@@ -208,23 +210,30 @@ class Daemon:
         # Every fill so far was just recovered from the trade history: none is still to come,
         # and what the position differs by (a trade by hand) is adopted below.
         strat._unseen = 0.0
-        pos = await self.venue.get_position_info_with_retry()
         open_orders = await self.venue.get_open_orders()
         on_exchange = {o.client_id: o for o in open_orders}
-        # Orphans: orders of this symbol the state does not know.
-        for o in open_orders:
-            if o.client_id not in st.orders:
-                self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
-                if o.is_algo:
-                    await self.venue.cancel_algo_order(o.client_id)
-                else:
-                    await self.venue.cancel_order(o.client_id)
-        # Orders the state believes open but the exchange does not have.
-        for cid in [c for c in st.orders if c not in on_exchange]:
-            st.orders.pop(cid)
+        known = set(st.orders)
+        orphans = [o for o in open_orders if o.client_id not in known]     # orders the state does not know
+        vanished = [c for c in known if c not in on_exchange]               # known, but gone from the book
+        # A fill between the trade-history read above and this open-orders read took its order
+        # off the book: read the history again, so that the order is acted on as filled rather
+        # than dropped below as vanished (its fill would then be ignored and never recorded).
+        # Orders the strategy places meanwhile are not in the snapshot: only the lists above count.
+        await self._recover_missed_fills()
+        pos = await self.venue.get_position_info_with_retry()
+        for o in orphans:
+            if o.client_id in st.orders:
+                continue
+            self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
+            if o.is_algo:
+                await self.venue.cancel_algo_order(o.client_id)
+            else:
+                await self.venue.cancel_order(o.client_id)
+        for cid in vanished:
+            st.orders.pop(cid, None)
         # Orders placed just before a crash, never acknowledged: learn their exchange ids.
         for cid, o in st.orders.items():
-            if not o.order_id:
+            if not o.order_id and cid in on_exchange:
                 o.order_id = on_exchange[cid].order_id
         # Adopt the exchange's position.
         p = st.position
@@ -243,6 +252,14 @@ class Daemon:
         # Mend what is missing.
         roles = {o.role for o in st.orders.values()}
         if qty > 0:
+            if (p.deepest_level >= 2 and ROLE_BE not in roles
+                    and strat.filters.qty_down(qty - p.level_filled[0]) <= 0):
+                # Only level 1's quantity is left: the BE filled, but its reaction (cancel,
+                # re-grid from level 2, TP) was cut short by an error. Finish it; a zero-size
+                # BE could never be placed and the position would stay without TP.
+                await strat.reset_grid_after_partial_close(self.last_price or pos.entry_price)
+                self._save()
+                return
             if p.deepest_level <= 1 and ROLE_TP not in roles:
                 await strat._set_tp_order()
             elif p.deepest_level >= 2 and ROLE_BE not in roles:
@@ -272,7 +289,11 @@ class Daemon:
         done, _ = await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A socket library that does not honour cancellation must not keep the
+        # daemon from stopping: give the tasks a bounded time to unwind.
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        if stuck:
+            self.log.warning("stopping without waiting for: %s", ", ".join(t.get_name() for t in stuck))
         for t in done:
             if t is not stop and t.exception():
                 raise t.exception()
@@ -293,7 +314,8 @@ class Daemon:
             await asyncio.sleep(self.sync_interval)
             try:
                 await self.reconcile()
-            except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError) as e:
+            except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError, RuntimeError) as e:
+                # RuntimeError: the position stayed unreadable after its retries; try next time.
                 self.log.warning("position sync failed: %s", e)
 
     async def config_reload_task(self) -> None:
@@ -385,6 +407,14 @@ class Daemon:
                 await self.strategy.on_candle_closed(price)
             await self.strategy.on_price(price)
 
+    def _reconcile_soon(self) -> None:
+        async def go() -> None:
+            try:
+                await self.reconcile()
+            except Exception as e:   # noqa: BLE001 - the periodic sync tries again
+                self.log.warning("reconcile after an unexpected fill failed: %s", e)
+        self._soon = asyncio.ensure_future(go())     # kept referenced until done
+
     async def _on_user(self, msg: dict[str, Any]) -> None:
         e = msg.get("e")
         if e == "ORDER_TRADE_UPDATE":
@@ -392,6 +422,17 @@ class Daemon:
             if u.symbol != self.symbol:
                 return
             async with self.lock:
+                if u.is_fill and u.trade_id and u.client_id not in self.strategy.state.orders:
+                    # A fill of an order the state already forgot (cancelled by us while it
+                    # filled): the strategy ignores it, but the CSV must have it; the position
+                    # is adopted by the reconcile scheduled here.
+                    if not self.recorder.has(self.symbol, u.trade_id):
+                        self._on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side,
+                                                 _role_of(u.client_id), u.last_price, u.last_qty, u.commission,
+                                                 u.realized_pnl, 0.0, 0.0, u.client_id, u.order_id, u.trade_id))
+                        self._save()
+                        asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
+                    return
                 if u.is_fill and u.trade_id and u.trade_id <= self.strategy.state.last_trade_id:
                     return      # already acted on, from the trade history after a reconnect
                 await self.strategy.on_order_update(u)
@@ -445,6 +486,19 @@ def env_permission_warning(env_path: Path) -> str | None:
     return None
 
 
+def _mask_keys(text: str, env_path: Path) -> str:
+    """`text` with the API key and secret (from the environment or .env) replaced by ***."""
+    try:
+        values = dotenv_values(env_path) if env_path.is_file() else {}
+    except (OSError, ValueError):
+        values = {}
+    for k in ("BINANCE_API_KEY", "BINANCE_API_SECRET"):
+        v = (os.environ.get(k) or values.get(k) or "").strip()
+        if len(v) >= 6:
+            text = text.replace(v, "***")
+    return text
+
+
 def read_keys(env_path: Path, log: logging.Logger | None = None, warn: bool = True) -> tuple[str, str]:
     msg = env_permission_warning(env_path) if warn else None
     if msg:
@@ -495,7 +549,8 @@ def main(symbol: str, argv: list[str] | None = None) -> int:
         key, secret = read_keys(Path(args.env), warn=False)   # the warning goes to the log below
         lock = acquire_lock(paths.lock(short))
     except (ConfigError, Fatal) as e:
-        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        # The config is checked before the keys are read: mask them in case a value quotes one.
+        print(f"trade_{short}.py: error: {_mask_keys(str(e), Path(args.env))}", file=sys.stderr)
         return 2
     except OSError as e:                               # e.g. state/ under a regular file
         print(f"trade_{short}.py: error: cannot use {paths.root / 'state'}: {e.strerror or e}", file=sys.stderr)
@@ -533,7 +588,21 @@ async def _run(symbol, config_path, key, secret, base_url, ws_url, testnet, path
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, d.stopping.set)
     try:
-        await d.start()
+        for attempt in range(START_TRIES):
+            try:
+                await d.start()
+                break
+            except (UnknownResult, OSError, asyncio.TimeoutError) as e:
+                # A transient failure (5xx, timeout, rate limit) while starting: start over, not a crash.
+                if attempt == START_TRIES - 1:
+                    raise Fatal(f"the exchange did not answer at start-up: {e}") from None
+                log.warning("start-up request failed (%s); retrying in %d s", e, min(2 ** attempt, 30))
+                await d.venue.close()
+                try:
+                    await asyncio.wait_for(d.stopping.wait(), min(2 ** attempt, 30))
+                    return 0
+                except asyncio.TimeoutError:
+                    pass
         log.info("시작: %s %s" if _lang_ko() else "Started: %s %s", symbol, d.config.trade_direction)
         if on_started is not None:
             on_started(d)

@@ -73,7 +73,10 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
                 if d is not None:
                     d.stopping.set()
                 break
-        await run
+        try:
+            await asyncio.wait_for(run, timeout=30)   # the daemon stops within seconds; never hang the demo
+        except asyncio.TimeoutError:
+            print("demo: the daemon did not stop within 30 s; stopping the exchange anyway", file=sys.stderr)
     finally:
         await ex.stop()
     print_report(symbol, demo_paths, ex, start_ms)

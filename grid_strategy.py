@@ -334,8 +334,11 @@ class GridMartingaleStrategy:
                 self.state.orders.pop(order.client_id, None)
                 raise
             # The stop would fire at once: do what it would have done.
-            self._info("sl_market")
             await self._sync_position()
+            if self.state.position.qty <= _EPS:
+                self.state.orders.pop(order.client_id, None)     # nothing left to protect
+                return
+            self._info("sl_market")
             ack = await self.venue.place_market_close(order.client_id, self.exit_side, self.state.position.qty)
             self._acknowledge(order, ack)
 

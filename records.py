@@ -30,6 +30,7 @@ class TradeRecorder:
         self.log = logger or logging.getLogger("records")
         self.seen: set[tuple[str, int]] = set()
         self.pending: list[list[str]] = []
+        self._failing = False         # a write failed and rows are pending
         # The position after each row comes from the rows themselves (a ledger over
         # every fill in recording order), not from the strategy's running view: that
         # view may already include later fills read from the exchange's position.
@@ -66,22 +67,35 @@ class TradeRecorder:
         return True
 
     def flush(self) -> None:
+        """Write the pending rows; on failure keep them (ERROR logged once per outage) for the next call."""
         if not self.pending:
             return
-        new = not self.path.exists() or self.path.stat().st_size == 0
+        size = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            size = self.path.stat().st_size if self.path.exists() else 0
             with open(self.path, "a", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh)
-                if new:
+                if size == 0:
                     w.writerow(CSV_COLUMNS)
                 w.writerows(self.pending)
                 fh.flush()
                 os.fsync(fh.fileno())
-            self.pending.clear()
         except OSError as e:
-            self.log.error("trades CSV %s not writable (%s); %d row(s) kept for the next try",
-                           self.path, e.strerror or e, len(self.pending))
+            if size and self.path.is_file():
+                try:                     # drop a partly written tail, so the retry leaves no torn row
+                    os.truncate(self.path, size)
+                except OSError:
+                    pass
+            if not self._failing:
+                self.log.error("trades CSV %s not writable (%s); %d row(s) kept for the next try",
+                               self.path, e.strerror or e, len(self.pending))
+            self._failing = True
+            return
+        if self._failing:
+            self.log.warning("trades CSV %s writable again: %d kept row(s) written", self.path, len(self.pending))
+            self._failing = False
+        self.pending.clear()
 
 
 class DailyFileHandler(logging.FileHandler):

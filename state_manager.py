@@ -102,15 +102,25 @@ class StateManager:
         try:
             with open(self.path, "r", encoding="utf-8") as fh:
                 return GridState.from_json(json.load(fh))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-            try:
-                os.replace(self.path, aside)
-            except OSError:
-                aside = self.path
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            aside = self.set_aside()
             log.warning("state file %s unreadable (%s); kept as %s, recovering from the exchange",
                         self.path, str(e).splitlines()[0] if str(e) else type(e).__name__, aside.name)
             return None
+
+    def set_aside(self) -> Path:
+        """Move the file aside as <name>.corrupt-<UTC timestamp> (never over an earlier one); the new path."""
+        stamp = time.strftime('%Y%m%d-%H%M%S', time.gmtime())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
+        try:
+            os.replace(self.path, aside)
+        except OSError:
+            return self.path
+        return aside
 
     def save(self, state: GridState) -> None:
         state.last_update = datetime.now(timezone.utc).isoformat(timespec="seconds")

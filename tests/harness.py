@@ -101,16 +101,17 @@ def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 
 class Exchange:
-    """local_exchange.py in a subprocess, on a free port, manual clock."""
+    """local_exchange.py in a subprocess, on a free port; manual clock unless `speed` (candles/s)."""
 
-    def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | None = None):
+    def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | None = None,
+                 speed: float = 0.0, faults: str = ""):
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
         market = ["--data", str(data)] if data else ["--synthetic", str(seed)]
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
-             "--speed", "0", "--symbols", SYM, "--balance", str(BALANCE), "--api-key", key,
+             "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", SYM, "--balance", str(BALANCE), "--api-key", key,
              "--maker-fee", str(MAKER_FEE), "--taker-fee", str(TAKER_FEE)],
             cwd=workdir, stdout=self.out, stderr=self.err, env=clean_env(LOCAL_EXCHANGE_API_SECRET=secret))
         line = wait_until(self._rest_line, 15, "the local exchange to print its URL", self.diag)

@@ -1,0 +1,47 @@
+"""The long crash test and the fault soak (issue 5): prints their figures.
+
+    python bench/chaos_soak.py [--kills 200] [--seed 1] [--speed 40] [--soak-minutes 1440] [--no-soak]
+
+Same code as tests/chaos (chaos_lib.run_crash_test / run_fault_soak); exit code 1
+when an invariant is violated."""
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "chaos"))
+from chaos_lib import run_crash_test, run_fault_soak  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--speed", type=float, default=40.0, help="candles per second")
+    p.add_argument("--soak-minutes", type=int, default=1440)
+    p.add_argument("--no-soak", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    a = p.parse_args()
+    keys = ("bench-key-" + secrets.token_hex(8), "bench-secret-" + secrets.token_hex(16))
+    work = Path(tempfile.mkdtemp(prefix="chaos_soak_"))
+    failed = False
+    print(f"crash test: {a.kills} kills, seed {a.seed}, {a.speed:g} candles/s (work folder {work})")
+    rep = run_crash_test(work / "crash", keys, kills=a.kills, seed=a.seed, speed=a.speed)
+    print(rep.figures(), flush=True)
+    failed |= bool(rep.violations)
+    if not a.no_soak:
+        print(f"\nfault soak: {a.soak_minutes} simulated minutes, seed {a.seed}, {a.speed:g} candles/s")
+        rep = run_fault_soak(work / "soak", keys, minutes=a.soak_minutes, seed=a.seed, speed=a.speed)
+        print(rep.figures(), flush=True)
+        failed |= bool(rep.violations)
+    if not a.keep and not failed:
+        import shutil
+        shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
