@@ -165,19 +165,21 @@ class Daemon:
         """Make the exchange and the strategy agree; the exchange wins."""
         async with self.lock:
             self.recorder.flush()      # rows kept by a failed CSV write (full disk) go out once it is writable
-            await self._recover_missed_fills()
+            await self._recover_missed_fills(check_csv=startup)
             await self._reconcile_orders()
 
-    async def _recover_missed_fills(self) -> None:
+    async def _recover_missed_fills(self, check_csv: bool = False) -> None:
+        """Act on fills after the last one acted on; with check_csv (at start) also
+        write the CSV rows a previous life acted on but could not write (full disk)."""
         st = self.strategy.state
-        from_id = st.last_trade_id + 1 if st.last_trade_id else None
+        from_id = st.last_trade_id + 1 if st.last_trade_id and not check_csv else None
         # Without fromId the exchange answers its last 7 days itself: no startTime from
         # the local clock, which may disagree with the exchange's trade times.
         trades = await self.venue.user_trades(from_id=from_id)
         by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
         for t in sorted(trades, key=lambda t: int(t["id"])):
             tid = int(t["id"])
-            if tid <= st.last_trade_id:
+            if tid <= st.last_trade_id and self.recorder.has(self.symbol, tid):
                 continue
             cid = by_order.get(int(t["orderId"]))
             if cid is None:
@@ -186,9 +188,10 @@ class Daemon:
                     cid = o.get("clientOrderId", "")
                 except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
                     cid = ""
-            if cid not in st.orders:
-                # Not an order the strategy knows (placed by hand, or by a previous
-                # life of the state): record it; the position is adopted below.
+            if tid <= st.last_trade_id or cid not in st.orders:
+                # Acted on already but its row was lost, or an order the strategy does not
+                # know (placed by hand, or by a lost state): record it; the position is
+                # adopted below.
                 self._on_fill(FillRecord(int(t["time"]), self.symbol, t["side"], _role_of(cid),
                                          float(t["price"]), float(t["qty"]), float(t["commission"]),
                                          float(t["realizedPnl"]), 0.0, 0.0, cid, int(t["orderId"]), tid))
