@@ -45,3 +45,25 @@ async def client_for():
     yield make
     for c in clients:
         await c.close_connection()
+
+
+# ---------------------------------------------------------------------- subprocess harness fixtures
+# (tests/harness.py: local_exchange.py and trade_btc.py as real processes)
+
+
+@pytest.fixture
+def exchange(tmp_path, keys):
+    """A local_exchange.py subprocess (manual clock) with the module's `keys`."""
+    from harness import Exchange
+    ex = Exchange(tmp_path / "exchange", *keys)
+    yield ex
+    ex.stop()
+
+
+@pytest.fixture
+def daemons():
+    """Daemons started by a test; killed when it ends (before its exchange stops)."""
+    started: list = []
+    yield started
+    for d in started:
+        d.kill()

@@ -48,21 +48,6 @@ def keys() -> tuple[str, str]:
     return new_keys()
 
 
-@pytest.fixture
-def exchange(tmp_path, keys):
-    ex = Exchange(tmp_path / "exchange", *keys)
-    yield ex
-    ex.stop()
-
-
-@pytest.fixture
-def daemons():
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
 def start_daemon(ex: Exchange, root: Path, keys, daemons: list, **kw) -> Daemon:
     d = Daemon(root, ex, *keys, **kw).start()
     daemons.append(d)

@@ -42,22 +42,6 @@ def keys() -> tuple[str, str]:
     return "e2e-key-" + secrets.token_hex(8), "e2e-secret-" + secrets.token_hex(16)
 
 
-@pytest.fixture
-def exchange(tmp_path, keys):
-    ex = Exchange(tmp_path / "exchange", *keys)
-    yield ex
-    ex.stop()
-
-
-@pytest.fixture
-def daemons():
-    """Daemons started by a test; killed when it ends (before its exchange stops)."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.kill()
-
-
 def start_daemon(ex: Exchange, root: Path, keys: tuple[str, str], daemons: list, **kw) -> Daemon:
     """A daemon connected to both streams (so that the next candle reaches it)."""
     d = Daemon(root, ex, *keys, **kw).start()
