@@ -29,7 +29,7 @@ from exchange_api import (
     LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
     order_update_to_binance,
 )
-from fill_model import candle_path, next_trigger
+from fill_model import next_trigger
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
 DEFAULT_FILTERS = {
@@ -579,9 +579,6 @@ class SimulatedExchange:
         else:
             self._fill(b, r, fill_price, r.remaining, maker=True)
         return True
-
-    def candle_legs(self, o: float, h: float, l: float, c: float) -> tuple[float, float, float, float]:
-        return candle_path(o, h, l, c)
 
     def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: float) -> None:
         a.status = "TRIGGERED"
