@@ -38,8 +38,8 @@ from dotenv import dotenv_values
 from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
-    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, OrderUpdate, order_update_from_binance,
-    parse_client_order_id,
+    ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
+    order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from records import TradeRecorder, setup_logging
@@ -105,6 +105,7 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.reconnects = 0
         self.last_price = 0.0
+        self._replaying = False
 
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
@@ -145,6 +146,8 @@ class Daemon:
                                  st.capital, level, self.venue.filters.fmt_qty(q), self.venue.filters.fmt_price(p))
 
     def _save(self) -> None:
+        if self._replaying:
+            return          # saved once the replay is done: a crash mid-replay replays again
         try:
             self.state_mgr.save(self.strategy.state)
         except OSError as e:
@@ -176,6 +179,30 @@ class Daemon:
         # Without fromId the exchange answers its last 7 days itself: no startTime from
         # the local clock, which may disagree with the exchange's trade times.
         trades = await self.venue.user_trades(from_id=from_id)
+        if not any(int(t["id"]) > st.last_trade_id for t in trades):
+            await self._replay_fills(trades)            # only rows to write, nothing to act on
+            return
+        # Missed fills are acted on in order, each against the position of the fills before
+        # it, with the orders their reactions place held back: a reaction to an old fill must
+        # not put an order where the market has been since (it would fill at once, beside
+        # the later fills still to replay).  Held entries are sent at the end; the exits and
+        # the stop the final position needs are re-placed by the reconcile that follows.
+        held = _HeldPlacements(self.venue, self.strategy)
+        self.strategy.venue, self._replaying = held, True
+        try:
+            await self._replay_fills(trades)
+        finally:
+            self.strategy.venue, self._replaying = self.venue, False
+        for c in held.ids:
+            if c in st.orders and not st.orders[c].is_entry:
+                del st.orders[c]
+        entries = [o for c, o in st.orders.items() if c in held.ids]
+        self._save()
+        if entries:
+            await self.strategy.place_entries(entries)
+
+    async def _replay_fills(self, trades: list[dict[str, Any]]) -> None:
+        st = self.strategy.state
         by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
         for t in sorted(trades, key=lambda t: int(t["id"])):
             tid = int(t["id"])
@@ -188,7 +215,8 @@ class Daemon:
                     cid = o.get("clientOrderId", "")
                 except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
                     cid = ""
-            if tid <= st.last_trade_id or cid not in st.orders:
+            late_entry = _late_entry_level(cid, self.symbol) if tid > st.last_trade_id and cid not in st.orders else 0
+            if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
                 # Acted on already but its row was lost, or an order the strategy does not
                 # know (placed by hand, or by a lost state): record it; the position is
                 # adopted below.
@@ -198,14 +226,18 @@ class Daemon:
                 continue
             self.log.info("놓친 체결 복구: %s %s @ %s" if _lang_ko() else "Recovered missed fill: %s %s @ %s",
                           cid, t["qty"], t["price"])
-            o = st.orders[cid]
+            o = st.orders.get(cid)
+            price, qty = (o.price, o.qty) if o else (float(t["price"]), float(t["qty"]))
             u = OrderUpdate(self.symbol, cid, int(t["orderId"]), t["side"], "LIMIT", "TRADE",
-                            "FILLED" if _order_filled(o, t) else "PARTIALLY_FILLED", o.price, o.qty,
+                            "FILLED" if o is None or _order_filled(o, t) else "PARTIALLY_FILLED", price, qty,
                             float(t["qty"]), float(t["price"]), float(t["qty"]), float(t["price"]),
                             float(t["commission"]), float(t["realizedPnl"]), bool(t.get("maker")),
-                            o.role in (ROLE_TP, ROLE_BE), o.role == ROLE_SL, 0.0, tid,
-                            int(t["time"]), int(t["time"]))
-            await self.strategy.on_order_update(u)
+                            o is not None and o.role in (ROLE_TP, ROLE_BE), o is not None and o.role == ROLE_SL,
+                            0.0, tid, int(t["time"]), int(t["time"]))
+            if o is None:
+                await self.strategy.on_late_entry_fill(late_entry, u)
+            else:
+                await self.strategy.on_order_update(u)
 
     async def _reconcile_orders(self) -> None:
         strat = self.strategy
@@ -244,7 +276,7 @@ class Daemon:
         if qty > 0 and (pos.qty > 0) != (strat.s > 0):
             self.log.error("exchange position %.6f is against the configured direction; leaving it alone", pos.qty)
             return
-        if abs(qty - p.qty) > 1e-12 or abs(pos.entry_price - p.avg_price) > 1e-9:
+        if abs(qty - p.qty) > 1e-12 or abs(pos.entry_price - p.avg_price) > 1e-9 * max(1.0, pos.entry_price):
             self.log.info("포지션 동기화: 평단가 $%.2f → $%.2f, 수량 %.6f → %.6f" if _lang_ko() else
                           "Position sync: average $%.2f → $%.2f, quantity %.6f → %.6f",
                           p.avg_price, pos.entry_price, p.qty, qty)
@@ -427,9 +459,16 @@ class Daemon:
             async with self.lock:
                 if u.is_fill and u.trade_id and u.client_id not in self.strategy.state.orders:
                     # A fill of an order the state already forgot (cancelled by us while it
-                    # filled): the strategy ignores it, but the CSV must have it; the position
-                    # is adopted by the reconcile scheduled here.
-                    if not self.recorder.has(self.symbol, u.trade_id):
+                    # filled).  One of our entries counts as a fill of its level; any other
+                    # is not the strategy's, but the CSV must have it, and the position is
+                    # adopted by the reconcile scheduled here.
+                    if self.recorder.has(self.symbol, u.trade_id):
+                        return
+                    acted_on = u.trade_id <= self.strategy.state.last_trade_id
+                    level = 0 if acted_on else _late_entry_level(u.client_id, self.symbol)
+                    if level and await self.strategy.on_late_entry_fill(level, u):
+                        self._save()
+                    else:
                         self._on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side,
                                                  _role_of(u.client_id), u.last_price, u.last_qty, u.commission,
                                                  u.realized_pnl, 0.0, 0.0, u.client_id, u.order_id, u.trade_id))
@@ -450,6 +489,50 @@ def _usdm():
 
 def _order_filled(o, t: dict[str, Any]) -> bool:
     return o.qty <= 0 or float(t["qty"]) >= o.qty - 1e-12
+
+
+class _HeldPlacements:
+    """The venue as the strategy sees it while missed fills are replayed: cancels go out,
+    new orders are only acknowledged (the state keeps them, the daemon sends or drops them
+    afterwards), and the position read is that of the fills replayed so far."""
+
+    def __init__(self, venue: BinanceFuturesClient, strategy: GridMartingaleStrategy) -> None:
+        self._venue, self._strategy = venue, strategy
+        self.ids: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._venue, name)
+
+    def _hold(self, client_id: str, price: float, qty: float) -> OrderAck:
+        self.ids.add(client_id)
+        return OrderAck(client_id, 0, price, qty)
+
+    async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck]:
+        return [self._hold(o.client_id, o.price, o.qty) for o in orders]
+
+    async def place_limit_close(self, client_id: str, side: str, price: float, qty: float) -> OrderAck:
+        return self._hold(client_id, price, qty)
+
+    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+        return self._hold(client_id, trigger_price, 0.0)
+
+    async def cancel_order(self, client_id: str) -> bool:
+        if client_id in self.ids:
+            return True
+        return await self._venue.cancel_order(client_id)
+
+    async def get_position_info_with_retry(self, tries: int = 10) -> Position:
+        strat = self._strategy
+        p = strat.state.position
+        qty = p.qty - strat._unseen
+        avg = (strat._seen_avg if strat._unseen else p.avg_price) if qty > 0 else 0.0
+        return Position(qty * strat.s, avg)
+
+
+def _late_entry_level(cid: str, symbol: str) -> int:
+    """The level of one of our entry orders of `symbol`, 0 for any other id."""
+    parsed = parse_client_order_id(cid)
+    return parsed[3] if parsed and parsed[0] == symbol and parsed[2] == ROLE_ENTRY else 0
 
 
 def _role_of(cid: str) -> str:

@@ -75,6 +75,7 @@ class GridMartingaleStrategy:
         # Position change shown by exchange reads but not yet by fill events: a read
         # right after one fill may include the next fills, whose events follow.
         self._unseen = 0.0
+        self._seen_avg = 0.0          # average of the position of the fills seen, while _unseen != 0
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -159,6 +160,8 @@ class GridMartingaleStrategy:
         if abs(qty - p.qty) > _EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
             self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
         # Invariant: p.qty = (position from the fill events seen) + _unseen.
+        if self._unseen == 0.0:
+            self._seen_avg = p.avg_price
         self._unseen += qty - p.qty
         if abs(self._unseen) <= _EPS:
             self._unseen = 0.0
@@ -225,6 +228,11 @@ class GridMartingaleStrategy:
         p = self.state.position
         signed_before = p.qty * self.s
         signed = u.last_qty if u.side == "BUY" else -u.last_qty
+        # The record shows the position after this very fill: that of the fills seen so far,
+        # not that of a position read which may already hold the next fills.
+        seen_avg = self._seen_avg if self._unseen else p.avg_price
+        seen_qty, seen_avg, _ = apply_fill((p.qty - self._unseen) * self.s, seen_avg, signed, u.last_price)
+        self._seen_avg = seen_avg
         delta = signed * self.s                      # > 0 adds to the position, < 0 reduces it
         if self._unseen * delta > 0:
             # The last position read already counted (part of) this fill: do not count it twice.
@@ -241,7 +249,7 @@ class GridMartingaleStrategy:
         if self.on_fill is not None:
             role = f"ENTRY{o.level}" if o.is_entry else o.role
             self.on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side, role, u.last_price,
-                                    u.last_qty, u.commission, u.realized_pnl, new_qty, new_avg,
+                                    u.last_qty, u.commission, u.realized_pnl, seen_qty, seen_avg,
                                     u.client_id, u.order_id, u.trade_id))
 
     async def on_entry_filled(self, o: OrderState, u: OrderUpdate) -> None:
@@ -265,6 +273,34 @@ class GridMartingaleStrategy:
                 p.deepest_level >= self.levels
                 or not any(x.is_entry and x.level > p.deepest_level for x in self.state.orders.values())):
             await self._set_stop_order()
+
+    async def on_late_entry_fill(self, level: int, u: OrderUpdate) -> bool:
+        """A fill of one of our entry orders that the state had already dropped: it filled
+        while our cancel was on its way, or while the process was down.  The position holds
+        it, so it counts as a fill of its level (SPEC §3.2: L is the deepest level with any
+        fill) and gets its BE and stop.  Returns False for a fill that is not an entry."""
+        if u.side != self.entry_side or not 1 <= level <= self.levels:
+            return False
+        o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
+        self._record_fill(o, u)
+        # Open entries at this level or above it stand for exposure the position now holds.
+        for x in [x for x in self.state.orders.values() if x.is_entry and x.level <= level]:
+            await self.venue.cancel_order(x.client_id)
+            self.state.orders.pop(x.client_id, None)
+        await self.on_entry_filled(o, u)
+        self._changed()
+        return True
+
+    def _forget_lookahead(self) -> None:
+        """After a position read that holds entry fills whose events are still to come
+        (a fill racing our cancel, or a later fill of a trade-history replay), go back to
+        the position of the fills seen: those fills are then acted on as they arrive, as
+        entries of their level, instead of being folded into the level-1 quantity."""
+        if self._unseen > _EPS:
+            p = self.state.position
+            p.qty = max(0.0, p.qty - self._unseen)
+            p.avg_price = self._seen_avg if p.qty > _EPS else 0.0
+            self._unseen = 0.0
 
     async def on_tp_filled(self, u: OrderUpdate) -> None:
         self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
@@ -359,9 +395,13 @@ class GridMartingaleStrategy:
             planned.append(o)
             self._register(o)
         self._changed()
+        await self.place_entries(planned, "level_reset" if first_level > 1 else "level_set")
+
+    async def place_entries(self, planned: list[OrderState], log_key: str | None = None) -> None:
+        """Send registered entry orders in one batch; -2019 goes down the margin ladder."""
+        st = self.state
         results = await self.venue.place_limits(
             [LimitOrder(o.client_id, o.side, o.price, o.qty) for o in planned])
-        key = "level_reset" if first_level > 1 else "level_set"
         for o, r in zip(planned, results):
             if isinstance(r, ExchangeError):
                 ack = None
@@ -372,8 +412,8 @@ class GridMartingaleStrategy:
                 self._acknowledge(o, ack)
             else:
                 self._acknowledge(o, r)
-            if o.client_id in st.orders:
-                self._info(key, level=o.level, price=o.price, qty=o.qty)
+            if o.client_id in st.orders and log_key:
+                self._info(log_key, level=o.level, price=o.price, qty=o.qty)
         self._changed()
 
     async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:
@@ -383,6 +423,7 @@ class GridMartingaleStrategy:
         st.orders.clear()
         st.round_trips += 1
         await self._sync_position()
+        self._forget_lookahead()
         if st.position.qty > _EPS:
             # Not flat after all (a partial exit live): protect what is left.
             self.log.warning("%s exit left %.6f open; re-placing its exit", reason, st.position.qty)
@@ -400,6 +441,7 @@ class GridMartingaleStrategy:
         st.orders.clear()
         self._info("be_cancelled")
         await self._sync_position()
+        self._forget_lookahead()
         p = st.position
         if p.qty <= _EPS:
             await self.reset_grid_after_full_close(exit_price, "BE")

@@ -293,6 +293,101 @@ def test_restart_after_sigkill_keeps_orders_and_records_missed_fills_once(live):
     assert d.state()["grid_center"] == pytest.approx(avg / (1 - DISTANCES[0]))
 
 
+def test_entries_filled_after_a_be_while_down_count_as_their_levels_and_get_the_stop(live):
+    """Found by the crash test: killed with a BE open; while it is down the BE fills and then
+    the old grid's levels 3 and 4 fill too.  The restart replays the BE (re-grid from level 2,
+    TP), then must act on the two later fills as entries of levels 3 and 4 (BE for all but
+    the level-1 quantity, and the stop), not fold them into level 1 and leave the deepest
+    level without a stop."""
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    p1, p2, p3, p4 = entry_prices(center)
+    q1, q2, q3, q4 = (level_qty(p, i) for i, p in enumerate((p1, p2, p3, p4), 1))
+    ex.price(p2 - 1.0)
+    avg = (p1 * q1 + p2 * q2) / (q1 + q2)
+    be = ceil_tick(avg * 1.001)
+    wait_until(lambda: [float(o["price"]) for o in exits(ex)] == [be], 10, "the BE", d.diag)
+    d.kill(signal.SIGKILL)
+    ex.price(be + 2.0)                                      # the BE fills while the daemon is down,
+    ex.price(p4 - 1.0)                                      # then the old levels 3 and 4
+    assert ex.position() == pytest.approx(q1 + q3 + q4)
+    d.start()
+    algos = wait_until(ex.open_algos, 15, "the stop after the late level-4 fill", d.diag)
+    wait_until(lambda: len(exits(ex)) == 1 and exits(ex)[0]["clientOrderId"].startswith(f"GM-{SYM}-{gen + 1}-BE"),
+               10, "one BE", d.diag)
+    time.sleep(1.5)                                         # a sync or two: nothing changes
+    (a,) = ex.open_algos()
+    assert a["clientAlgoId"] == algos[0]["clientAlgoId"] and a["orderType"] == "STOP_MARKET"
+    new_center = avg / (1 - DISTANCES[0])
+    assert float(a["triggerPrice"]) == floor_tick(new_center * 0.95)
+    (be_order,) = exits(ex)
+    assert float(be_order["origQty"]) == pytest.approx(q3 + q4)      # all but the level-1 quantity
+    assert not [c for c in ex.book() if "-E" in c]          # levels 2-4 of the new grid: taken by the fills
+    s = d.state()
+    assert s["position"]["deepest_level"] == 4 and s["position"]["level1_qty"] == pytest.approx(q1)
+    assert s["position"]["qty"] == pytest.approx(q1 + q3 + q4)
+    assert set(s["orders"]) == set(ex.book()) | {a["clientAlgoId"]}
+    assert [r["role"] for r in d.trades()] == ["ENTRY1", "ENTRY2", "BE", "ENTRY3", "ENTRY4"]
+    assert_csv_matches_exchange(d, ex)                      # positions after each fill included
+
+
+def test_the_whole_old_grid_filled_after_a_tp_while_down_gets_its_be_and_stop(live):
+    """Killed with a TP open; while it is down the TP fills, then the price falls through all
+    old levels 2-4 (nobody cancelled them).  The restart replays the TP (flat: new centre, new
+    grid held back), then the three late fills as entries of levels 2-4: the position gets one
+    BE (no level-1 quantity to keep) and the stop, and no new entry is placed on top of it."""
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    prices = entry_prices(center)
+    qty = [level_qty(p, i) for i, p in enumerate(prices, 1)]
+    ex.price(prices[0] - 1.0)
+    tp = ceil_tick(prices[0] * 1.005)
+    wait_until(lambda: [float(o["price"]) for o in exits(ex)] == [tp], 10, "the TP", d.diag)
+    d.kill(signal.SIGKILL)
+    ex.price(tp + 1.0)                                      # the TP fills while the daemon is down,
+    ex.price(prices[3] - 1.0)                               # then the old levels 2-4
+    assert ex.position() == pytest.approx(sum(qty[1:]))
+    d.start()
+    wait_until(lambda: ex.open_algos() and len(exits(ex)) == 1, 15, "the stop and one exit", d.diag)
+    time.sleep(1.5)
+    (a,) = ex.open_algos()
+    assert float(a["triggerPrice"]) == floor_tick(tp * 0.95)           # the centre is the TP's fill price
+    (be_order,) = exits(ex)
+    assert be_order["clientOrderId"].startswith(f"GM-{SYM}-{gen + 1}-BE")
+    assert float(be_order["origQty"]) == pytest.approx(sum(qty[1:]))
+    assert not [c for c in ex.book() if "-E" in c]
+    assert ex.position() == pytest.approx(sum(qty[1:]))     # nothing was added by a new grid
+    assert [r["role"] for r in d.trades()] == ["ENTRY1", "TP", "ENTRY2", "ENTRY3", "ENTRY4"]
+    assert_csv_matches_exchange(d, ex)
+    s = d.state()
+    assert s["position"]["deepest_level"] == 4 and s["grid_center"] == tp
+
+
+def test_a_fill_of_an_entry_the_state_forgot_counts_as_its_level(live):
+    """A fill that raced our cancel reaches the user stream after the state dropped its order
+    (here: an old generation's level-3 id, filled at once).  It is an entry of level 3: BE
+    for the position, the new grid's levels 1-3 cancelled (the position holds that exposure),
+    level 4 kept, no stop while a deeper level exists."""
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    p1, p2, p3, p4 = entry_prices(center)
+    late = f"GM-{SYM}-{gen - 1}-E3"
+    price_now = float(ex.state()["symbols"][SYM]["price"])
+    ex.signed("POST", "/fapi/v1/order", d.key, d.secret, symbol=SYM, side="BUY", type="LIMIT",
+              timeInForce="GTC", price=f"{price_now + 50:.1f}", quantity="0.100", newClientOrderId=late)
+    wait_until(lambda: len(exits(ex)) == 1 and sorted(ex.book()) == sorted([f"GM-{SYM}-{gen}-E4",
+               exits(ex)[0]["clientOrderId"]]), 10, "a BE and level 4 only", d.diag)
+    (be_order,) = exits(ex)
+    assert "-BE" in be_order["clientOrderId"] and float(be_order["origQty"]) == 0.1
+    assert float(be_order["price"]) == ceil_tick(ex.entry_price() * 1.001)
+    assert not ex.open_algos()
+    time.sleep(1.5)                                         # the syncs agree
+    assert len(exits(ex)) == 1 and not ex.open_algos() and f"GM-{SYM}-{gen}-E4" in ex.book()
+    assert [r["role"] for r in d.trades()] == ["ENTRY3"]
+    assert_csv_matches_exchange(d, ex)
+    assert d.state()["position"]["deepest_level"] == 3
+
+
 def test_kill_during_grid_placement_leaves_no_duplicate_grid(exchange, keys, tmp_path, daemons):
     """SIGKILL while the grid's batch is in flight (placed on the exchange, not yet acknowledged)."""
     ex = exchange
