@@ -38,12 +38,12 @@ from dotenv import dotenv_values
 from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
-    ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
+    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
     order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from records import TradeRecorder, setup_logging
-from state_manager import GridState, StateManager
+from state_manager import StateManager
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
@@ -215,7 +215,7 @@ class Daemon:
                     cid = o.get("clientOrderId", "")
                 except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
                     cid = ""
-            late_entry = _late_entry_level(cid, self.symbol) if tid > st.last_trade_id and cid not in st.orders else 0
+            late_entry = self.strategy.late_entry_level(cid) if tid > st.last_trade_id else 0
             if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
                 # Acted on already but its row was lost, or an order the strategy does not
                 # know (placed by hand, or by a lost state): record it; the position is
@@ -234,10 +234,7 @@ class Daemon:
                             float(t["commission"]), float(t["realizedPnl"]), bool(t.get("maker")),
                             o is not None and o.role in (ROLE_TP, ROLE_BE), o is not None and o.role == ROLE_SL,
                             0.0, tid, int(t["time"]), int(t["time"]))
-            if o is None:
-                await self.strategy.on_late_entry_fill(late_entry, u)
-            else:
-                await self.strategy.on_order_update(u)
+            await self.strategy.on_order_update(u)
 
     async def _reconcile_orders(self) -> None:
         strat = self.strategy
@@ -465,8 +462,8 @@ class Daemon:
                     if self.recorder.has(self.symbol, u.trade_id):
                         return
                     acted_on = u.trade_id <= self.strategy.state.last_trade_id
-                    level = 0 if acted_on else _late_entry_level(u.client_id, self.symbol)
-                    if level and await self.strategy.on_late_entry_fill(level, u):
+                    if not acted_on and self.strategy.late_entry_level(u.client_id) and u.side == self.strategy.entry_side:
+                        await self.strategy.on_order_update(u)
                         self._save()
                     else:
                         self._on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side,
@@ -527,12 +524,6 @@ class _HeldPlacements:
         qty = p.qty - strat._unseen
         avg = (strat._seen_avg if strat._unseen else p.avg_price) if qty > 0 else 0.0
         return Position(qty * strat.s, avg)
-
-
-def _late_entry_level(cid: str, symbol: str) -> int:
-    """The level of one of our entry orders of `symbol`, 0 for any other id."""
-    parsed = parse_client_order_id(cid)
-    return parsed[3] if parsed and parsed[0] == symbol and parsed[2] == ROLE_ENTRY else 0
 
 
 def _role_of(cid: str) -> str:

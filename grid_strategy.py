@@ -20,7 +20,7 @@ from typing import Callable
 from config import GridConfig
 from exchange_api import (
     ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
-    FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id,
+    FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id, parse_client_order_id,
 )
 from messages import catalog
 from state_manager import GridState, OrderState
@@ -200,7 +200,12 @@ class GridMartingaleStrategy:
     # ------------------------------------------------------------------ order events
     async def on_order_update(self, u: OrderUpdate) -> None:
         o = self.state.orders.get(u.client_id)
-        if o is None or u.symbol != self.symbol:
+        if u.symbol != self.symbol:
+            return
+        if o is None:
+            level = self.late_entry_level(u.client_id)
+            if level and u.exec_type == "TRADE" and u.last_qty > 0:
+                await self.on_late_entry_fill(level, u)
             return
         if u.exec_type == "TRADE" and u.last_qty > 0:
             self._record_fill(o, u)
@@ -274,12 +279,19 @@ class GridMartingaleStrategy:
                 or not any(x.is_entry and x.level > p.deepest_level for x in self.state.orders.values())):
             await self._set_stop_order()
 
+    def late_entry_level(self, client_id: str) -> int:
+        """The level of one of our entry orders the state no longer holds, else 0."""
+        parsed = parse_client_order_id(client_id)
+        if client_id in self.state.orders or not parsed or parsed[0] != self.symbol or parsed[2] != ROLE_ENTRY:
+            return 0
+        return parsed[3] if 1 <= parsed[3] <= self.levels else 0
+
     async def on_late_entry_fill(self, level: int, u: OrderUpdate) -> bool:
         """A fill of one of our entry orders that the state had already dropped: it filled
         while our cancel was on its way, or while the process was down.  The position holds
         it, so it counts as a fill of its level (SPEC §3.2: L is the deepest level with any
         fill) and gets its BE and stop.  Returns False for a fill that is not an entry."""
-        if u.side != self.entry_side or not 1 <= level <= self.levels:
+        if u.side != self.entry_side:
             return False
         o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
         self._record_fill(o, u)

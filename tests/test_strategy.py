@@ -291,3 +291,24 @@ def test_config_reload_applies_at_next_grid():
     assert h.exits() == [("TP", 100495.0, 0.010)]        # new TP % for the new exit order
     h.move(100_600.0)                                    # TP fills → new grid uses new distances
     assert [p for _, p, _ in h.entries()][:2] == [99490.0, 98485.1]  # centre 100495 × (1 − 0.01 / 0.02)
+
+
+def test_an_entry_filled_while_the_tp_reaction_cancels_counts_as_its_level():
+    """A race of live trading: the TP fills, and before its event is handled an entry of the
+    old grid fills too (our cancel came too late).  The TP's reaction reads the position with
+    that fill in it: it must still see the TP as a full close (new centre, new grid), and the
+    late fill, whose order the state has dropped, as an entry of its level: BE, the new grid's
+    levels up to it cancelled, records with the position after each fill."""
+    h = make("LONG")
+    h.move(99_400.0)                                       # level 1, TP at 99997.5
+    while h.sim.advance(h.symbol, 100_000.0):              # the TP fills; its event waits
+        pass
+    h.sim.new_order(h.symbol, "BUY", "LIMIT", quantity="0.100", price="100010.0", timeInForce="GTC",
+                    newClientOrderId="GM-BTCUSDC-0-E3")    # an old level 3, filled at once
+    assert h.position() == (0.1, 100000.0)
+    h.deliver()
+    assert [(f.role, f.position_after) for f in h.fills] == [("ENTRY1", 0.01), ("TP", 0.0), ("ENTRY3", 0.1)]
+    st = h.strategy.state
+    assert st.grid_center == 99997.5 and st.position.deepest_level == 3 and st.position.qty == pytest.approx(0.1)
+    assert [lvl for lvl, _, _ in h.entries()] == [4]       # levels 1-3 of the new grid: held by the fill
+    assert h.exits() == [("BE", 100100.0, 0.1)] and h.stops() == []
