@@ -47,8 +47,9 @@ BATCH_SIZE = 5
 def crash_point(event: str) -> None:
     """Test hook for the crash suite (tests/chaos): with GM_CRASH_AFTER=<event>:<n> in the
     environment the process dies (os._exit(137), like SIGKILL) at the n-th <event> of its life.
-    Events: "place" (an order request answered, its state not yet saved), "fill" (a fill
-    written to the CSV, its exit order not yet placed).  Unset: does nothing."""
+    Events: "send" (an order request about to go out, its state saved), "place" (an order
+    request answered, its state not yet saved), "fill" (a fill written to the CSV, its exit
+    order not yet placed).  Unset: does nothing."""
     spec = os.environ.get("GM_CRASH_AFTER", "")
     name, _, n = spec.partition(":")
     if not spec or name != event:
@@ -278,6 +279,7 @@ class BinanceFuturesClient(FuturesVenue):
         """Send; on an unknown result look the id up before sending again."""
         for attempt in range(UNKNOWN_RESULT_TRIES):
             try:
+                crash_point("send")
                 r = await send()
                 crash_point("place")
                 return r
@@ -321,6 +323,7 @@ class BinanceFuturesClient(FuturesVenue):
                     out.append(e)
                 continue
             try:
+                crash_point("send")
                 rows = await self._call(self.client.futures_place_batch_order,
                                         batchOrders=[self._order_params(o) for o in chunk])
                 crash_point("place")

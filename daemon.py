@@ -261,12 +261,24 @@ class Daemon:
                 await self.venue.cancel_algo_order(o.client_id)
             else:
                 await self.venue.cancel_order(o.client_id)
+        never_sent = []
         for cid in vanished:
+            o = st.orders.get(cid)
+            # An entry saved before its request went out, and never acknowledged: if the
+            # exchange never had its id, the process died before sending it. Send it now (the
+            # same id: were it in flight after all, the exchange refuses it as a duplicate).
+            if o is not None and o.is_entry and not o.order_id and await self.venue.find_order(cid) is None:
+                never_sent.append(o)
+                continue
             st.orders.pop(cid, None)
         # Orders placed just before a crash, never acknowledged: learn their exchange ids.
         for cid, o in st.orders.items():
             if not o.order_id and cid in on_exchange:
                 o.order_id = on_exchange[cid].order_id
+        if never_sent:
+            self.log.warning("%d entry order(s) saved but never sent (a crash before the request); sending them",
+                             len(never_sent))
+            await strat.place_entries(never_sent)
         # Adopt the exchange's position.
         p = st.position
         qty = abs(pos.qty)

@@ -411,6 +411,34 @@ def test_kill_during_grid_placement_leaves_no_duplicate_grid(exchange, keys, tmp
     assert {c: o["order_id"] for c, o in d.state()["orders"].items()} == {c: o["orderId"] for c, o in before.items()}
 
 
+def test_grid_saved_but_never_sent_before_a_crash_is_sent_at_restart(live):
+    """Killed between saving the BE's new grid and sending it (GM_CRASH_AFTER=send:4: the
+    grid, the TP, the BE, then the new grid's batch).  The exchange never had those ids, so
+    the restart sends them, with the same ids, instead of leaving the position without a grid."""
+    ex, d, center = live(extra_env={"GM_CRASH_AFTER": "send:4"})
+    gen = d.state()["generation"]
+    p1, p2, p3, p4 = entry_prices(center)
+    q1, q2 = level_qty(p1, 1), level_qty(p2, 2)
+    ex.price(p2 - 1.0)
+    be = ceil_tick((p1 * q1 + p2 * q2) / (q1 + q2) * 1.001)
+    wait_until(lambda: [float(o["price"]) for o in exits(ex)] == [be], 10, "the BE", d.diag)
+    ex.price(be + 2.0)
+    wait_until(lambda: not d.alive(), 10, "the crash before the new grid's request", d.diag)
+    assert d.proc.returncode == 137 and not ex.book()       # nothing of the new grid went out
+    saved = {c for c, o in d.state()["orders"].items() if "-E" in c}
+    assert saved == {f"GM-{SYM}-{gen + 1}-E{i}" for i in (2, 3, 4)}
+    d.extra_env = {}
+    d.start()
+    wait_until(lambda: len(ex.open_orders()) == 4 and len(exits(ex)) == 1, 15, "levels 2-4 and the TP", d.diag)
+    time.sleep(1.2)
+    book = ex.book()
+    # the first grid, TP, BE, the new grid once, its TP
+    assert {c for c in book if "-E" in c} == saved and len(ex.state()["orders"]) == 4 + 1 + 1 + 3 + 1
+    assert "never sent" in d.log()
+    assert ex.position() == pytest.approx(q1)
+    assert_csv_matches_exchange(d, ex)
+
+
 # ---------------------------------------------------------------------------- 4. config reload
 
 

@@ -275,7 +275,7 @@ def _finish(rep: Report, ex: Exchange, d: Daemon) -> None:
 def run_crash_test(workdir: Path, keys: tuple[str, str], kills: int = 20, seed: int = 1, speed: float = 40.0,
                    mean_life_s: float = 1.2) -> Report:
     """SIGKILL the daemon `kills` times at seeded random instants (and through the
-    GM_CRASH_AFTER hook right after an order request / a fill), restarting it each time;
+    GM_CRASH_AFTER hook just before an order request, right after one, or after a fill), restarting it each time;
     then let the market end, settle, and check the invariants."""
     rng = random.Random(seed)
     t0 = time.monotonic()
@@ -287,10 +287,10 @@ def run_crash_test(workdir: Path, keys: tuple[str, str], kills: int = 20, seed: 
     rep = Report()
     try:
         for i in range(kills):
-            mode = rng.choices(["random", "place", "fill"], weights=[5, 3, 2])[0]
+            mode = rng.choices(["random", "send", "place", "fill"], weights=[5, 2, 2, 2])[0]
             d.extra_env = {}
-            if mode == "place":
-                d.extra_env = {"GM_CRASH_AFTER": f"place:{rng.randint(1, 6)}"}
+            if mode in ("send", "place"):
+                d.extra_env = {"GM_CRASH_AFTER": f"{mode}:{rng.randint(1, 6)}"}
             elif mode == "fill":
                 d.extra_env = {"GM_CRASH_AFTER": "fill:1"}
             d.start()

@@ -1,5 +1,5 @@
 """Issue 5, items 1 and 2: the crash test (20 SIGKILLs at seeded random instants, some
-right after an order request or a fill through the GM_CRASH_AFTER hook) and the fault
+just before or right after an order request, or after a fill, through the GM_CRASH_AFTER hook) and the fault
 soak (one simulated day under WebSocket drops, 5xx / unknown results, a 429 burst and
 a 418 ban, clock skew, early listenKey expiry, -2019 / -2022 waves).  The invariants
 are checked against the exchange's own records; see chaos_lib.py.
