@@ -202,11 +202,15 @@ class BinanceFuturesClient(FuturesVenue):
         self._banned_until = max(self._banned_until, time.monotonic() + wait)
         self.log.warning("rate limited (HTTP %d, code %s): pausing %.1f s", status, e.code, wait)
 
+    def weight_pressed(self) -> bool:
+        """Above the soft share of the minute's request weight (as of the last answer)."""
+        return self.used_weight > self.weight_limit * WEIGHT_SOFT_LIMIT
+
     async def _respect_limits(self) -> None:
         now = time.monotonic()
         if self._banned_until > now:
             await asyncio.sleep(self._banned_until - now)
-        elif self.used_weight > self.weight_limit * WEIGHT_SOFT_LIMIT:
+        elif self.weight_pressed():
             # Close to the minute's budget: spread the remaining requests out.
             await asyncio.sleep(min(2.0, 60.0 * (self.used_weight / self.weight_limit - WEIGHT_SOFT_LIMIT)))
 

@@ -354,8 +354,14 @@ class Daemon:
         await self.venue.close()
 
     async def position_sync_task(self) -> None:
+        last = time.monotonic()
         while True:
             await asyncio.sleep(self.sync_interval)
+            # Close to the minute's request weight, a routine sync gives way to the reactions
+            # to fills, which need the budget most; never for longer than SYNC_INTERVAL_S.
+            if self.venue.weight_pressed() and time.monotonic() - last < SYNC_INTERVAL_S:
+                continue
+            last = time.monotonic()
             try:
                 await self.reconcile()
             except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError, RuntimeError) as e:

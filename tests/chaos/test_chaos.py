@@ -33,7 +33,7 @@ def test_crash_20_kills(tmp_path, keys):
 
 @pytest.mark.timeout(150)
 def test_fault_soak_one_day(tmp_path, keys):
-    rep = run_fault_soak(tmp_path, keys, minutes=1440, seed=5, speed=60.0)   # the bench runs it at 40
+    rep = run_fault_soak(tmp_path, keys, minutes=1440, seed=5)
     print(rep.figures())
     assert rep.fills > 0
     assert not rep.violations, rep.figures()
