@@ -438,8 +438,14 @@ class Daemon:
                 await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(self, socket: Any, handler) -> None:
+        me = asyncio.current_task()
         while True:
             msg = await socket.recv()
+            # python-binance's recv() waits with asyncio.wait_for, which on Python 3.11 can
+            # swallow a cancellation that arrives as a message does (gh-86296): the pump
+            # would then read on forever and hold up the stop. Honour the request here.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             if not isinstance(msg, dict):
                 continue
             if msg.get("e") == "error":
