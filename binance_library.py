@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from typing import Any, Awaitable, Callable
 
 import aiohttp
@@ -38,7 +39,9 @@ log = logging.getLogger("binance_library")
 
 MAINNET_REST = "https://fapi.binance.com"
 WEIGHT_LIMIT_1M = 2400
-WEIGHT_SOFT_LIMIT = 0.8          # slow down above 80 % of the minute's weight
+WEIGHT_SOFT_LIMIT = 0.8          # slow down above 80 % of the minute's weight (and order counts)
+ORDER_LIMIT_10S = 300            # Binance USD-M defaults, replaced from exchangeInfo
+ORDER_LIMIT_1M = 1200
 UNKNOWN_RESULT_TRIES = 5
 ERR_DUPLICATE_ID = -4116         # "ClientOrderId is duplicated"
 BATCH_SIZE = 5
@@ -60,6 +63,35 @@ def crash_point(event: str) -> None:
 
 
 _CRASH_COUNTS: dict[str, int] = {}
+
+
+class OrderBudget:
+    """Our orders in a sliding window, kept under a share of the exchange's limit.  The
+    exchange's own count, on each order's answer, tops the window up with orders this
+    process did not send (an earlier life's), taken as sent just now: the safe side."""
+
+    def __init__(self, window_s: float, limit: int) -> None:
+        self.window_s, self.limit = window_s, limit
+        self.times: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        while self.times and self.times[0] <= now - self.window_s:
+            self.times.popleft()
+
+    def seen(self, count: int, now: float) -> None:
+        self._trim(now)
+        self.times.extend([now] * max(0, count - len(self.times)))
+
+    def add(self, n: int, now: float) -> None:
+        self.times.extend([now] * n)
+
+    def wait_for(self, n: int, now: float) -> float:
+        """Seconds until n more orders fit under the soft share of the limit (0: now)."""
+        self._trim(now)
+        over = len(self.times) + n - int(self.limit * WEIGHT_SOFT_LIMIT)
+        if over <= 0 or not self.times:
+            return 0.0
+        return max(0.01, self.times[min(over, len(self.times)) - 1] + self.window_s - now)
 
 
 class UnknownResult(Exception):
@@ -117,6 +149,8 @@ class BinanceFuturesClient(FuturesVenue):
         self.used_weight = 0
         self.peak_weight = 0
         self.weight_limit = WEIGHT_LIMIT_1M
+        # Order-count budgets per 10 s and per minute (X-MBX-ORDER-COUNT-10S / -1M).
+        self.order_budgets = {"10S": OrderBudget(10.0, ORDER_LIMIT_10S), "1M": OrderBudget(60.0, ORDER_LIMIT_1M)}
         self._banned_until = 0.0
         self._lock = asyncio.Lock()
 
@@ -136,6 +170,10 @@ class BinanceFuturesClient(FuturesVenue):
         for rl in info.get("rateLimits", []):
             if rl.get("rateLimitType") == "REQUEST_WEIGHT" and rl.get("interval") == "MINUTE":
                 self.weight_limit = int(rl.get("limit", WEIGHT_LIMIT_1M))
+            elif rl.get("rateLimitType") == "ORDERS":
+                key = f"{rl.get('intervalNum', 1)}{str(rl.get('interval', ''))[:1]}"
+                if key in self.order_budgets:
+                    self.order_budgets[key].limit = int(rl.get("limit", self.order_budgets[key].limit))
         sym = next((s for s in info.get("symbols", []) if s.get("symbol") == self.symbol), None)
         if sym is None:
             raise ConfigurationError(f"symbol {self.symbol} is not listed by the exchange")
@@ -157,8 +195,14 @@ class BinanceFuturesClient(FuturesVenue):
     # ------------------------------------------------------------------ calls
     async def _call(self, fn: Callable[..., Awaitable[Any]], **params: Any) -> Any:
         """One request with rate-limit, clock and unknown-result handling."""
+        # What the request costs on the order counts (10 s, 1 min): a batch is 5 and 1.
+        cost = (0, 0)
+        if fn in (self.client.futures_create_order, self.client.futures_create_algo_order):
+            cost = (1, 1)
+        elif fn == self.client.futures_place_batch_order:
+            cost = (5, 1)
         for attempt in range(4):
-            await self._respect_limits()
+            await self._respect_limits(cost)
             try:
                 result = await fn(**params)
                 self._read_weight()
@@ -191,6 +235,10 @@ class BinanceFuturesClient(FuturesVenue):
         if w and w.isdigit():
             self.used_weight = int(w)
             self.peak_weight = max(self.peak_weight, self.used_weight)
+        for key, budget in self.order_budgets.items():
+            n = resp.headers.get(f"X-MBX-ORDER-COUNT-{key}")
+            if n and n.isdigit():
+                budget.seen(int(n), time.monotonic())
 
     def _back_off(self, e: BinanceAPIException, status: int) -> None:
         retry_after = 0.0
@@ -206,13 +254,25 @@ class BinanceFuturesClient(FuturesVenue):
         """Above the soft share of the minute's request weight (as of the last answer)."""
         return self.used_weight > self.weight_limit * WEIGHT_SOFT_LIMIT
 
-    async def _respect_limits(self) -> None:
+    async def _respect_limits(self, order_cost: tuple[int, int] = (0, 0)) -> None:
         now = time.monotonic()
         if self._banned_until > now:
             await asyncio.sleep(self._banned_until - now)
         elif self.weight_pressed():
             # Close to the minute's budget: spread the remaining requests out.
             await asyncio.sleep(min(2.0, 60.0 * (self.used_weight / self.weight_limit - WEIGHT_SOFT_LIMIT)))
+        if order_cost[0]:
+            # Orders have their own budgets: near one, wait for its window to move on
+            # rather than run into a 429.
+            budgets = list(zip(self.order_budgets.values(), order_cost))
+            while True:
+                now = time.monotonic()
+                wait = max(b.wait_for(n, now) for b, n in budgets)
+                if wait <= 0:
+                    break
+                await asyncio.sleep(wait)
+            for b, n in budgets:
+                b.add(n, time.monotonic())
 
     # ------------------------------------------------------------------ account setup
     async def prepare_account(self, leverage: int) -> None:

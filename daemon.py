@@ -38,7 +38,8 @@ from dotenv import dotenv_values
 from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
-    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
+    ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_NO_SUCH_ORDER, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
+    ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
     order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
@@ -47,6 +48,9 @@ from state_manager import StateManager
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
+# Refusals of one order (not of the account or the symbol): the daemon runs on and retries.
+ORDER_REJECTIONS = {ERR_PRECISION, ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER, ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER,
+                    ERR_REDUCE_ONLY_REJECTED, ERR_MIN_NOTIONAL, -4014, -4023, -4004, -4116, -2025}
 CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0
@@ -131,7 +135,15 @@ class Daemon:
         if state is None:
             self._save()
         self._warn_if_capital_small()
-        await self.reconcile(startup=True)
+        try:
+            await self.reconcile(startup=True)
+        except ExchangeError as e:
+            # An order the mend tried was refused (margin, reduce-only, filters...): the
+            # market moved under it. That is no reason not to run; the next sync mends again.
+            # Keys, permissions and symbol errors come earlier and still stop the start.
+            if e.code not in ORDER_REJECTIONS:
+                raise
+            self.log.warning("start-up reconciliation: an order was refused (%s); the next sync retries", e)
 
     def _warn_if_capital_small(self) -> None:
         st = self.strategy.state

@@ -46,10 +46,16 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
 
     # The wallet is the capital, as in the backtest; replaying CSVs runs in
     # lockstep so the daemon's orders land where the backtest places them.
+    # Order-count limits are per real second; the demo's clock runs speed × 60 times faster,
+    # so Binance's 300 per 10 s and 1,200 a minute are scaled with it.  Unscaled, a busy
+    # stretch of the market would make the daemon wait for its order budget while lockstep
+    # waits for the daemon, and the fills would drift from the backtest's.
+    accel = max(1.0, args.demo_speed * 60.0)
     ex = LocalExchange(symbols=(symbol,), balance=cfg.initial_capital, data=args.demo_data,
                        synthetic_seed=None if args.demo_data else args.demo_seed,
                        speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
-                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage)
+                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage,
+                       order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel))
     await ex.start(host="127.0.0.1", port=0)
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)

@@ -19,7 +19,7 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
+    ERR_MARGIN_INSUFFICIENT, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
     FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id, parse_client_order_id,
 )
 from messages import catalog
@@ -28,6 +28,7 @@ from state_manager import GridState, OrderState
 log = logging.getLogger("grid")
 
 _EPS = 1e-9
+MARKET_CLOSE_TRIES = 3           # a market close refused as reduce-only: read the position again
 
 
 @dataclass(slots=True)
@@ -382,13 +383,23 @@ class GridMartingaleStrategy:
                 self.state.orders.pop(order.client_id, None)
                 raise
             # The stop would fire at once: do what it would have done.
-            await self._sync_position()
-            if self.state.position.qty <= _EPS:
-                self.state.orders.pop(order.client_id, None)     # nothing left to protect
-                return
             self._info("sl_market")
-            ack = await self.venue.place_market_close(order.client_id, self.exit_side, self.state.position.qty)
-            self._acknowledge(order, ack)
+            for attempt in range(MARKET_CLOSE_TRIES):
+                await self._sync_position()
+                if self.state.position.qty <= _EPS:
+                    self.state.orders.pop(order.client_id, None)     # nothing left to protect
+                    return
+                try:
+                    ack = await self.venue.place_market_close(order.client_id, self.exit_side,
+                                                              self.state.position.qty)
+                except ExchangeError as e2:
+                    # -2022: an exit filled between the position read and the close; read again.
+                    if e2.code != ERR_REDUCE_ONLY_REJECTED or attempt == MARKET_CLOSE_TRIES - 1:
+                        self.state.orders.pop(order.client_id, None)
+                        raise
+                    continue
+                self._acknowledge(order, ack)
+                return
 
     # ------------------------------------------------------------------ grids
     async def setup_grid_orders(self, first_level: int = 1) -> None:

@@ -439,6 +439,36 @@ def test_grid_saved_but_never_sent_before_a_crash_is_sent_at_restart(live):
     assert_csv_matches_exchange(d, ex)
 
 
+def test_stop_passed_while_down_closes_at_market_even_through_reduce_only_refusals(live):
+    """Found by the 200-kill run: the restart's mend found the stop missing and the price already
+    through it; its market close was refused (-2022: an exit filled between the position read
+    and the close) and the refusal ended the start-up with exit code 2.  Now a refused close
+    reads the position again and retries, and a refusal at start-up is logged, not fatal: the
+    next sync closes the position and the grid starts over at the exit price."""
+    ex, d, center = live()
+    gen = d.state()["generation"]
+    prices = entry_prices(center)
+    stop = floor_tick(center * 0.95)
+    ex.price(prices[3] - 1.0)                               # all four levels: BE and stop
+    (sl,) = wait_until(ex.open_algos, 10, "the stop", d.diag)
+    d.kill(signal.SIGKILL)
+    ex.signed("DELETE", "/fapi/v1/algoOrder", d.key, d.secret, clientAlgoId=sl["clientAlgoId"])
+    ex.price(stop - 50.0)                                   # through the stop, which is gone
+    assert ex.position() > 0 and not ex.open_algos()
+    ex.faults(reduce_only_next=5)                           # 3 refusals at start-up, 2 at the next sync
+    d.start()
+    wait_until(lambda: ex.position() == 0 and f"GM-{SYM}-{gen + 1}-E1" in ex.book(), 15,
+               "the position closed and a new grid", d.diag)
+    time.sleep(1.2)
+    assert d.alive()
+    log = d.log()
+    assert "start-up reconciliation: an order was refused" in log and "-2022" in log
+    assert [r["role"] for r in d.trades()][-1] == "SL"
+    assert float(d.trades()[-1]["position_after"]) == 0
+    assert_csv_matches_exchange(d, ex)
+    assert len([o for o in ex.open_orders() if "-E" in o["clientOrderId"]]) == 4 and not exits(ex)
+
+
 # ---------------------------------------------------------------------------- 4. config reload
 
 

@@ -1,0 +1,63 @@
+"""BinanceFuturesClient's order-count budget: the sliding window it keeps (pure logic, with
+explicit clocks), and, against the local exchange with the real python-binance client, the
+limits it learns from exchangeInfo and the counts it reads from each order's answer."""
+from __future__ import annotations
+
+import pytest
+
+from binance_library import BinanceFuturesClient, OrderBudget
+from exchange_api import LimitOrder
+from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_budget_waits_for_the_oldest_orders_to_leave_the_window():
+    b = OrderBudget(10.0, 10)                       # soft share: 8 orders per 10 s
+    for t in range(8):
+        assert b.wait_for(1, 100.0 + t) == 0.0
+        b.add(1, 100.0 + t)
+    assert b.wait_for(1, 108.0) == pytest.approx(2.0)    # the first leaves at 110
+    assert b.wait_for(3, 108.0) == pytest.approx(4.0)    # three must leave: the third at 112
+    assert b.wait_for(1, 110.0) == 0.0                    # 100 is out of the window now
+
+
+def test_budget_counts_orders_it_did_not_send_as_just_sent():
+    b = OrderBudget(10.0, 10)
+    b.add(2, 50.0)
+    b.seen(7, 51.0)                                 # the exchange counts 5 more (an earlier life)
+    assert len(b.times) == 7
+    assert b.wait_for(2, 51.0) == pytest.approx(9.0)      # one must leave: the first, at 60
+    b.seen(3, 52.0)                                 # a lower count never removes what we sent
+    assert len(b.times) == 7
+    assert b.wait_for(30, 52.0) > 0                 # more than the share: waits for the window
+    assert OrderBudget(10.0, 10).wait_for(30, 0.0) == 0.0  # ... unless it is empty: then it goes
+
+
+async def test_limits_learned_and_counts_read_from_the_exchange(start_exchange):
+    ex = await start_exchange(order_limit_10s=50)
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url,
+                                 ws_url=ex.ws_url)
+    await venue.connect()
+    try:
+        assert (venue.order_budgets["10S"].limit, venue.order_budgets["1M"].limit) == (50, 1200)
+        price = float(ex.sim.books["BTCUSDC"].price)
+        orders = [LimitOrder(f"GM-BTCUSDC-1-E{i}", "BUY", round(price * 0.9, 1), 0.001) for i in (1, 2, 3)]
+        await venue.place_limits(orders)                     # one batch: 5 on the 10 s count, 1 a minute
+        await venue.place_limit(LimitOrder("GM-BTCUSDC-1-E4", "BUY", round(price * 0.9, 1), 0.001))
+        assert len(venue.order_budgets["10S"].times) == 6 == ex.stats()["orderCount10s"]
+        assert len(venue.order_budgets["1M"].times) == 2 == ex.stats()["orderCount1m"]
+        # Another process (an earlier life) places six (a batch of five, then one): the next
+        # answer tells this one.
+        other = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+        await other.connect()
+        try:
+            await other.place_limits([LimitOrder(f"GM-BTCUSDC-2-E{i}", "BUY", round(price * 0.9, 1), 0.001)
+                                      for i in range(1, 7)])
+        finally:
+            await other.close()
+        await venue.place_limit(LimitOrder("GM-BTCUSDC-1-E5", "BUY", round(price * 0.9, 1), 0.001))
+        assert len(venue.order_budgets["10S"].times) == 6 + 6 + 1 == ex.stats()["orderCount10s"]
+        assert len(venue.order_budgets["1M"].times) == 2 + 2 + 1 == ex.stats()["orderCount1m"]
+    finally:
+        await venue.close()
