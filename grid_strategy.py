@@ -234,11 +234,13 @@ class GridMartingaleStrategy:
         p = self.state.position
         signed_before = p.qty * self.s
         signed = u.last_qty if u.side == "BUY" else -u.last_qty
-        # The record shows the position after this very fill: that of the fills seen so far,
-        # not that of a position read which may already hold the next fills.
-        seen_avg = self._seen_avg if self._unseen else p.avg_price
-        seen_qty, seen_avg, _ = apply_fill((p.qty - self._unseen) * self.s, seen_avg, signed, u.last_price)
-        self._seen_avg = seen_avg
+        lookahead = self._unseen != 0.0
+        if lookahead:
+            # The record shows the position after this very fill: that of the fills seen so
+            # far, not that of a position read which already holds the next fills.
+            seen_qty, seen_avg, _ = apply_fill((p.qty - self._unseen) * self.s, self._seen_avg, signed,
+                                               u.last_price)
+            self._seen_avg = seen_avg
         delta = signed * self.s                      # > 0 adds to the position, < 0 reduces it
         if self._unseen * delta > 0:
             # The last position read already counted (part of) this fill: do not count it twice.
@@ -250,6 +252,8 @@ class GridMartingaleStrategy:
         else:
             new_qty, new_avg = signed_before, p.avg_price
         p.qty, p.avg_price = abs(new_qty), new_avg
+        if not lookahead:
+            seen_qty, seen_avg = new_qty, new_avg
         self.state.realized_pnl += u.realized_pnl
         self.state.fees += u.commission
         if self.on_fill is not None:

@@ -753,22 +753,22 @@ class SimVenue(FuturesVenue):
         p = self.exchange.books[self.symbol].position
         return Position(p.qty, p.entry_price)
 
-    def _params(self, o: LimitOrder) -> dict[str, Any]:
-        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "quantity": o.qty,
-                "price": o.price, "timeInForce": "GTC", "reduceOnly": o.reduce_only,
-                "newClientOrderId": o.client_id}
-
     async def place_limit(self, order: LimitOrder) -> OrderAck:
         o = self.exchange.new_order(self.symbol, order.side, "LIMIT", order.qty, order.price, "GTC",
                                     order.reduce_only, order.client_id)
         return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)
 
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
+        """A batch: each order placed or refused on its own (batch_orders without the dicts)."""
         out: list[OrderAck | ExchangeError] = []
-        for i in range(0, len(orders), MAX_BATCH_ORDERS):
-            for r in self.exchange.batch_orders([self._params(o) for o in orders[i:i + MAX_BATCH_ORDERS]]):
-                out.append(r if isinstance(r, ExchangeError)
-                           else OrderAck(r.client_id, r.order_id, r.price, r.qty, r.status))
+        new_order, symbol = self.exchange.new_order, self.symbol
+        for o in orders:
+            try:
+                r = new_order(symbol, o.side, "LIMIT", o.qty, o.price, "GTC", o.reduce_only, o.client_id)
+            except ExchangeError as e:
+                out.append(e)
+                continue
+            out.append(OrderAck(r.client_id, r.order_id, r.price, r.qty, r.status))
         return out
 
     async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:

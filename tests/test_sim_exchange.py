@@ -479,27 +479,17 @@ def test_user_trades_report_realized_pnl_and_commission():
 # ---------------------------------------------------------------- SimVenue
 
 
-class CountingExchange(SimulatedExchange):
-    """A real simulated exchange that also records the size of each batch."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.batches: list[int] = []
-
-    def batch_orders(self, symbol_orders):
-        self.batches.append(len(symbol_orders))
-        return super().batch_orders(symbol_orders)
-
-
-def test_sim_venue_place_limits_six_orders_two_batches():
-    ex = CountingExchange([BTC], balance=10_000.0, maker_fee=MAKER, taker_fee=TAKER)
-    ex.set_price(SYM, 100.0)
+def test_sim_venue_place_limits_each_order_stands_alone():
+    """As in a Binance batch, one refused order does not stop the others (the venue calls
+    the simulator per order: the backtest's hot path, without batch_orders' dicts)."""
+    ex = make_ex(price=100.0, balance=10_000.0)
     v = SimVenue(ex, SYM)
     orders = [LimitOrder(f"E{i}", "BUY", 99.0 - i, 0.1) for i in range(1, 6)]
-    orders.append(LimitOrder("E6", "BUY", 93.05, 0.1))          # off tick
+    orders.insert(2, LimitOrder("E6", "BUY", 93.05, 0.1))          # off tick, in the middle
     res = run_sync(v.place_limits(orders))
-    assert ex.batches == [5, 1]
     assert len(res) == 6
+    assert isinstance(res[2], ExchangeError) and res[2].code == -4014
+    res = res[:2] + res[3:] + [res[2]]
     assert all(isinstance(r, OrderAck) for r in res[:5])
     assert [(r.client_id, r.price, r.status) for r in res[:5]] == [
         ("E1", 98.0, "NEW"), ("E2", 97.0, "NEW"), ("E3", 96.0, "NEW"), ("E4", 95.0, "NEW"), ("E5", 94.0, "NEW")]
