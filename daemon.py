@@ -39,7 +39,8 @@ from binance_library import BinanceFuturesClient, ConfigurationError, UnknownRes
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
     ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_NO_SUCH_ORDER, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
-    ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
+    ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
+    OrderUpdate, Position,
     order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
@@ -498,7 +499,8 @@ class Daemon:
                     if self.recorder.has(self.symbol, u.trade_id):
                         return
                     acted_on = u.trade_id <= self.strategy.state.last_trade_id
-                    if not acted_on and self.strategy.late_entry_level(u.client_id) and u.side == self.strategy.entry_side:
+                    strat = self.strategy
+                    if not acted_on and strat.late_entry_level(u.client_id) and u.side == strat.entry_side:
                         await self.strategy.on_order_update(u)
                         self._save()
                     else:

@@ -19,8 +19,9 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    ERR_MARGIN_INSUFFICIENT, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
-    FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id, parse_client_order_id,
+    ERR_MARGIN_INSUFFICIENT, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL,
+    ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id,
+    parse_client_order_id,
 )
 from messages import catalog
 from state_manager import GridState, OrderState
@@ -300,7 +301,7 @@ class GridMartingaleStrategy:
             return False
         o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
         self._record_fill(o, u)
-        # Open entries at this level or above it stand for exposure the position now holds.
+        # Open entries of this level or a shallower one stand for exposure the position now holds.
         for x in [x for x in self.state.orders.values() if x.is_entry and x.level <= level]:
             await self.venue.cancel_order(x.client_id)
             self.state.orders.pop(x.client_id, None)
