@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import logging
 import secrets
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from config import ConfigError, load_config
 
 
 def run_demo(symbol: str, args, paths, config_path: Path) -> int:
-    from daemon import Paths, _run
+    from daemon import Paths
     from records import setup_logging
 
     short = symbol[:-4].lower()
@@ -55,29 +54,25 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
                        synthetic_seed=None if args.demo_data else args.demo_seed,
                        speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
                        maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage,
-                       order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel))
-    await ex.start(host="127.0.0.1", port=0)
+                       order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel),
+                       max_candles=args.demo_minutes or None)
+    await ex.start(host="127.0.0.1", port=0, clock=False)   # the market starts once the daemon listens
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)
     daemon_box: dict = {}
     run = asyncio.create_task(_run(symbol, config_path, key, secret, ex.rest_url, ex.ws_url, False, demo_paths,
                                    args, log, capital=cfg.initial_capital,
                                    on_started=lambda d: daemon_box.setdefault("d", d)))
-    start_ms = None
     try:
         while not run.done():
-            await asyncio.sleep(0.2)
-            now = ex.sim.now_ms
-            start_ms = start_ms or now
-            if args.demo_minutes and now - start_ms >= args.demo_minutes * 60_000:
-                d = daemon_box.get("d")
-                if d is not None:
-                    d.stopping.set()
-                break
-            if getattr(ex, "finished", False):
-                d = daemon_box.get("d")
-                if d is not None:
-                    d.stopping.set()
+            await asyncio.sleep(0.02 if not ex.clock_started else 0.2)
+            d = daemon_box.get("d")
+            if d is None:
+                continue
+            if not ex.clock_started and ex.streams_connected():
+                ex.start_clock()
+            if ex.finished:         # the data ran out, or --demo-minutes candles were played
+                d.stopping.set()
                 break
         try:
             await asyncio.wait_for(run, timeout=30)   # the daemon stops within seconds; never hang the demo
@@ -85,11 +80,11 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
             print("demo: the daemon did not stop within 30 s; stopping the exchange anyway", file=sys.stderr)
     finally:
         await ex.stop()
-    print_report(symbol, demo_paths, ex, start_ms)
+    print_report(symbol, demo_paths, ex)
     return 0
 
 
-def print_report(symbol: str, paths, ex, start_ms) -> None:
+def print_report(symbol: str, paths, ex) -> None:
     short = symbol[:-4].lower()
     rows = []
     path = paths.trades(short)
@@ -102,8 +97,7 @@ def print_report(symbol: str, paths, ex, start_ms) -> None:
     realized = sum(float(r["realized_pnl"]) for r in rows)
     fees = sum(float(r["fee"]) for r in rows)
     pos = ex.sim.position(symbol)
-    minutes = (ex.sim.now_ms - start_ms) / 60_000 if start_ms else 0
-    print(f"\ndemo report — {symbol}, {minutes:,.0f} simulated minutes")
+    print(f"\ndemo report — {symbol}, {ex.candles_played:,} simulated minutes")
     print(f"  fills           {len(rows)}  " + "  ".join(f"{k}={v}" for k, v in sorted(roles.items())))
     print(f"  realized PnL    {realized:+.2f}   fees {fees:.2f}   net {realized - fees:+.2f}")
     print(f"  position        {pos.qty:g} @ {pos.entry_price:.2f}")

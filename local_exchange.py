@@ -462,7 +462,7 @@ class LocalExchange:
                  taker_fee: float = DEFAULT_TAKER_FEE, *, leverage: int = 20, grace_ms: float = 5.0,
                  weight_limit: int = 2400, order_limit_10s: int = 300, order_limit_1m: int = 1200,
                  ban_after_429s: int = 3, ban_s: float = 120.0, max_hold_s: float = 10.0,
-                 filters: Mapping[str, SymbolFilters] | None = None):
+                 filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
         missing = [s for s in symbols if s not in known]
         if missing:
@@ -515,7 +515,10 @@ class LocalExchange:
         self._port = 0
         self._host = "127.0.0.1"
         self._stopping = False
-        self.finished = False           # the market data has run out
+        self.finished = False           # the market data has run out (or max_candles were played)
+        self.max_candles = max_candles  # the running clock stops after this many candles
+        self.candles_played = 0         # by the running clock
+        self.clock_started = False
         self._next_ws_drop = 0.0
         self._routes = self._route_table()
 
@@ -523,7 +526,8 @@ class LocalExchange:
         return f"LocalExchange(symbols={self.symbols}, url={self.rest_url if self._port else None!r}, api_key={self.api_key!r})"
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "LocalExchange":
+    async def start(self, host: str = "127.0.0.1", port: int = 0, clock: bool = True) -> "LocalExchange":
+        """Serve on host:port; with clock=False the market waits for start_clock()."""
         app = web.Application()
         self._add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -534,10 +538,21 @@ class LocalExchange:
         self._port = self._runner.addresses[0][1]
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._housekeeping()))
-        if self.speed > 0:
-            self._tasks.append(loop.create_task(self._run_clock()))
+        if clock:
+            self.start_clock()
         log.info("local exchange on %s (ws %s)", self.rest_url, self.ws_url)
         return self
+
+    def start_clock(self) -> None:
+        """Start replaying the market at `speed` (once; no-op on a manual clock)."""
+        if self.speed > 0 and not self.clock_started:
+            self.clock_started = True
+            self._tasks.append(asyncio.get_running_loop().create_task(self._run_clock()))
+
+    def streams_connected(self) -> bool:
+        """A market and a user stream are open (a client is listening)."""
+        return any(c.category == "private" for c in self._conns) and \
+            any(c.category != "private" for c in self._conns)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -618,12 +633,17 @@ class LocalExchange:
     async def _run_clock(self) -> None:
         self._pace_deadline = time.monotonic()
         while not self._stopping:
+            if self.max_candles is not None and self.candles_played >= self.max_candles:
+                log.info("%d candles played: the clock stops", self.candles_played)
+                self.finished = True
+                return
             async with self._clock_lock:
                 more = await self._play_candle(paced=True)
             if not more:
                 log.info("market data exhausted: the clock stops")
                 self.finished = True
                 return
+            self.candles_played += 1
             await asyncio.sleep(0)
 
     async def _play_candle(self, paced: bool) -> bool:

@@ -125,7 +125,7 @@ def test_the_demo_ran_and_exited(runs):
     # It used to wait out its 5 s stop grace in about 1 run in 6 (a cancellation swallowed
     # inside python-binance's recv); 12 s leaves room for a busy machine all the same.
     assert runs["demo_rc"] == 0, f"demo exit: {runs['demo_rc']}\n" + (runs["demo_root"] / "demo.err").read_text()[-2000:]
-    assert "demo report" in (runs["demo_root"] / "demo.out").read_text()
+    assert "demo report — BTCUSDC, 30 simulated minutes" in (runs["demo_root"] / "demo.out").read_text()
     logs = "".join(p.read_text() for p in (runs["demo_root"] / "demo" / "logs").glob("*.log"))
     assert "stopping without waiting for" not in logs      # every task unwound when asked
 
