@@ -228,7 +228,7 @@ class Daemon:
                     cid = o.get("clientOrderId", "")
                 except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
                     cid = ""
-            late_entry = self.strategy.late_entry_level(cid) if tid > st.last_trade_id else 0
+            late_entry = self.strategy.late_entry_level(cid, t["side"]) if tid > st.last_trade_id else 0
             if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
                 # Acted on already but its row was lost, or an order the strategy does not
                 # know (placed by hand, or by a lost state): record it; the position is
@@ -499,8 +499,7 @@ class Daemon:
                     if self.recorder.has(self.symbol, u.trade_id):
                         return
                     acted_on = u.trade_id <= self.strategy.state.last_trade_id
-                    strat = self.strategy
-                    if not acted_on and strat.late_entry_level(u.client_id) and u.side == strat.entry_side:
+                    if not acted_on and self.strategy.late_entry_level(u.client_id, u.side):
                         await self.strategy.on_order_update(u)
                         self._save()
                     else:
@@ -557,11 +556,8 @@ class _HeldPlacements:
         return await self._venue.cancel_order(client_id)
 
     async def get_position_info_with_retry(self, tries: int = 10) -> Position:
-        strat = self._strategy
-        p = strat.state.position
-        qty = p.qty - strat._unseen
-        avg = (strat._seen_avg if strat._unseen else p.avg_price) if qty > 0 else 0.0
-        return Position(qty * strat.s, avg)
+        qty, avg = self._strategy.seen_position()
+        return Position(qty * self._strategy.s, avg)
 
 
 def _role_of(cid: str) -> str:

@@ -205,7 +205,7 @@ class GridMartingaleStrategy:
         if u.symbol != self.symbol:
             return
         if o is None:
-            level = self.late_entry_level(u.client_id)
+            level = self.late_entry_level(u.client_id, u.side)
             if level and u.exec_type == "TRADE" and u.last_qty > 0:
                 await self.on_late_entry_fill(level, u)
             return
@@ -285,20 +285,19 @@ class GridMartingaleStrategy:
                 or not any(x.is_entry and x.level > p.deepest_level for x in self.state.orders.values())):
             await self._set_stop_order()
 
-    def late_entry_level(self, client_id: str) -> int:
+    def late_entry_level(self, client_id: str, side: str) -> int:
         """The level of one of our entry orders the state no longer holds, else 0."""
         parsed = parse_client_order_id(client_id)
-        if client_id in self.state.orders or not parsed or parsed[0] != self.symbol or parsed[2] != ROLE_ENTRY:
+        if (client_id in self.state.orders or side != self.entry_side or not parsed or parsed[0] != self.symbol
+                or parsed[2] != ROLE_ENTRY):
             return 0
         return parsed[3] if 1 <= parsed[3] <= self.levels else 0
 
-    async def on_late_entry_fill(self, level: int, u: OrderUpdate) -> bool:
+    async def on_late_entry_fill(self, level: int, u: OrderUpdate) -> None:
         """A fill of one of our entry orders that the state had already dropped: it filled
         while our cancel was on its way, or while the process was down.  The position holds
         it, so it counts as a fill of its level (SPEC §3.2: L is the deepest level with any
-        fill) and gets its BE and stop.  Returns False for a fill that is not an entry."""
-        if u.side != self.entry_side:
-            return False
+        fill) and gets its BE and stop."""
         o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
         self._record_fill(o, u)
         # Open entries of this level or a shallower one stand for exposure the position now holds.
@@ -307,7 +306,6 @@ class GridMartingaleStrategy:
             self.state.orders.pop(x.client_id, None)
         await self.on_entry_filled(o, u)
         self._changed()
-        return True
 
     def _forget_lookahead(self) -> None:
         """After a position read that holds entry fills whose events are still to come
@@ -316,9 +314,17 @@ class GridMartingaleStrategy:
         entries of their level, instead of being folded into the level-1 quantity."""
         if self._unseen > _EPS:
             p = self.state.position
-            p.qty = max(0.0, p.qty - self._unseen)
-            p.avg_price = self._seen_avg if p.qty > _EPS else 0.0
+            p.qty, p.avg_price = self.seen_position()
             self._unseen = 0.0
+
+    def seen_position(self) -> tuple[float, float]:
+        """(quantity, average) of the fills seen so far: the position read less what it
+        already held of fills whose events are still to come."""
+        p = self.state.position
+        qty = max(0.0, p.qty - self._unseen)
+        if qty <= _EPS:
+            return qty, 0.0
+        return qty, self._seen_avg if self._unseen else p.avg_price
 
     async def on_tp_filled(self, u: OrderUpdate) -> None:
         self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)

@@ -42,6 +42,21 @@ SL_DISTANCE=0.05
 TP_PCT={tp}
 BE_PCT=0.001
 """
+# Tight distances make every role (entries 1–4, TP, BE, SL, range exits) happen within a
+# few hundred candles (the parity and chaos runs).
+TIGHT = {"LEVEL_DISTANCES": "0.002,0.004,0.008,0.010", "SL_DISTANCE": "0.012", "TP_PCT": "0.002",
+         "BE_PCT": "0.0005", "GRID_RANGE_PCT": "0.010"}
+
+
+def with_values(config_text: str, values: dict[str, str]) -> str:
+    """A config text with the given KEY=VALUE lines replaced (other lines kept as they are)."""
+    lines = []
+    for line in config_text.splitlines():
+        key = line.split("=", 1)[0].strip()
+        lines.append(f"{key}={values[key]}" if key in values else line)
+    return "\n".join(lines) + "\n"
+
+
 DISTANCES = (0.005, 0.010, 0.040, 0.045)
 RATIOS = (0.05, 0.20, 0.25, 0.50)
 CAPITAL = 0.33 * BALANCE

@@ -13,6 +13,7 @@ import pytest
 
 from backtest import run_backtest
 from config import load_config
+from harness import TIGHT, with_values
 from market_data import load_klines, synthetic_klines, write_klines_csv
 from sim_exchange import DEFAULT_FILTERS
 
@@ -20,23 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR", ROOT.parent / "shared" / "data"))
 BTC_FILE = DATA_DIR / "binanceus-spot-BTCUSD-1m-2023-03-01_21.csv"
 
-# Tight distances make every role (entries 1–4, TP, BE, SL, range exits) happen
-# within a few hundred candles, so a short lockstep replay exercises them all.
-TIGHT = {"LEVEL_DISTANCES": "0.002,0.004,0.008,0.010", "SL_DISTANCE": "0.012", "TP_PCT": "0.002",
-         "BE_PCT": "0.0005", "GRID_RANGE_PCT": "0.010"}
-
-
 def tight_config(tmp: Path, direction: str) -> Path:
-    lines = []
-    for line in (ROOT / "config_btc.txt").read_text(encoding="utf-8").splitlines():
-        key = line.split("=", 1)[0].strip()
-        if key in TIGHT:
-            line = f"{key}={TIGHT[key]}"
-        elif key == "TRADE_DIRECTION":
-            line = f"TRADE_DIRECTION={direction}"
-        lines.append(line)
+    text = (ROOT / "config_btc.txt").read_text(encoding="utf-8")
     path = tmp / f"config_{direction.lower()}.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(with_values(text, {**TIGHT, "TRADE_DIRECTION": direction}), encoding="utf-8")
     return path
 
 

@@ -30,24 +30,11 @@ if str(TESTS) not in sys.path:
 if str(TESTS.parent) not in sys.path:
     sys.path.insert(0, str(TESTS.parent))
 
-from harness import SYM, Daemon, Exchange, wait_until  # noqa: E402
+from harness import CONFIG, SYM, TIGHT, Daemon, Exchange, wait_until, with_values  # noqa: E402
 from market_data import synthetic_klines, write_klines_csv  # noqa: E402
 
 LEVELS = 4
-TIGHT_CONFIG = """\
-INITIAL_CAPITAL=1000.0
-CAPITAL_RATIO=0.33
-LEVERAGE_LONG=20
-LEVERAGE_SHORT=5
-TRADE_DIRECTION=LONG
-GRID_RANGE_PCT=0.010
-MAX_ENTRY_LEVEL=4
-ENTRY_RATIOS=0.05,0.20,0.25,0.50
-LEVEL_DISTANCES=0.002,0.004,0.008,0.010
-SL_DISTANCE=0.012
-TP_PCT=0.002
-BE_PCT=0.0005
-"""
+TIGHT_CONFIG = with_values(CONFIG.format(tp=TIGHT["TP_PCT"]), TIGHT)
 _CID = re.compile(r"^GM-([A-Z0-9]+)-(\d+)-(TP|BE|SL|E)(\d+)$")
 
 
@@ -251,12 +238,15 @@ class Report:
         return out
 
 
-def _keep_exchange_state(ex: Exchange, workdir: Path) -> None:
-    """The exchange's own records, kept next to the run for a post-mortem."""
+def _tear_down(ex: Exchange, d: Daemon, workdir: Path) -> None:
+    """Kill the daemon, keep the exchange's own records next to the run for a post-mortem,
+    stop the exchange."""
+    d.kill()
     try:
         (workdir / "exchange_state.json").write_text(json.dumps(ex.state(), indent=1))
     except Exception:  # noqa: BLE001 - diagnostics only
         pass
+    ex.stop()
 
 
 def _finish(rep: Report, ex: Exchange, d: Daemon) -> None:
@@ -326,9 +316,7 @@ def run_crash_test(workdir: Path, keys: tuple[str, str], kills: int = 20, seed: 
         rep.violations += bad
         _finish(rep, ex, d)
     finally:
-        d.kill()
-        _keep_exchange_state(ex, workdir)
-        ex.stop()
+        _tear_down(ex, d, workdir)
     rep.seconds = time.monotonic() - t0
     return rep
 
@@ -414,9 +402,7 @@ def run_fault_soak(workdir: Path, keys: tuple[str, str], minutes: int = 1440, se
             rep.violations.append(f"{rep.faults['HTTP 429 answered'] - injected_429} HTTP 429 beyond the "
                                   f"{injected_429} injected: the daemon went over a rate limit")
     finally:
-        d.kill()
-        _keep_exchange_state(ex, workdir)
-        ex.stop()
+        _tear_down(ex, d, workdir)
     rep.seconds = time.monotonic() - t0
     return rep
 
