@@ -319,7 +319,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     def _order_params(self, o: LimitOrder) -> dict[str, str]:
         f = self.filters
-        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "timeInForce": "GTC",
+        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "timeInForce": "GTX" if o.post_only else "GTC",
                 "quantity": f.fmt_qty(o.qty), "price": f.fmt_price(o.price),
                 "reduceOnly": "true" if o.reduce_only else "false", "newClientOrderId": o.client_id}
 
@@ -444,6 +444,30 @@ class BinanceFuturesClient(FuturesVenue):
             if o is not None and o.get("status") in ("NEW", "PARTIALLY_FILLED"):
                 return await self.cancel_order(client_id)
             return o is not None
+
+    async def cancel_order_confirmed(self, client_id: str) -> float:
+        for _ in range(UNKNOWN_RESULT_TRIES):
+            try:
+                r = await self._call(self.client.futures_cancel_order, symbol=self.symbol,
+                                     origClientOrderId=client_id)
+                return _f(r, "executedQty")
+            except ExchangeError as e:
+                if e.code not in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
+                    raise
+            except UnknownResult:
+                pass
+            # Not open any more (filled, expired, cancelled), or the answer was lost: ask.
+            o = await self.find_order(client_id)
+            if o is None:
+                return 0.0                      # never placed
+            if o.get("status") not in ("NEW", "PARTIALLY_FILLED"):
+                return _f(o, "executedQty")
+        raise UnknownResult(f"{client_id}: cancel not confirmed after {UNKNOWN_RESULT_TRIES} tries")
+
+    async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
+        """The cancels go out together (one round trip for the grid, not four)."""
+        done = await asyncio.gather(*(self.cancel_order_confirmed(c) for c in client_ids))
+        return dict(zip(client_ids, done))
 
     async def cancel_algo_order(self, client_id: str) -> bool:
         try:

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from dotenv import dotenv_values
 
@@ -46,6 +46,7 @@ from exchange_api import (
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from records import TradeRecorder, setup_logging
 from state_manager import StateManager
+from stream_dispatch import StreamDispatcher
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
@@ -57,6 +58,7 @@ LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0
 STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
 START_TRIES = 8                  # start-up attempts on transient exchange errors
+TRADE_PAGE = 1000                # userTrades' largest page
 
 
 @dataclass
@@ -111,6 +113,7 @@ class Daemon:
         self.reconnects = 0
         self.last_price = 0.0
         self._replaying = False
+        self.dispatcher: StreamDispatcher | None = None
 
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
@@ -188,10 +191,7 @@ class Daemon:
         """Act on fills after the last one acted on; with check_csv (at start) also
         write the CSV rows a previous life acted on but could not write (full disk)."""
         st = self.strategy.state
-        from_id = st.last_trade_id + 1 if st.last_trade_id and not check_csv else None
-        # Without fromId the exchange answers its last 7 days itself: no startTime from
-        # the local clock, which may disagree with the exchange's trade times.
-        trades = await self.venue.user_trades(from_id=from_id)
+        trades = await self._trade_history(check_csv)
         if not any(int(t["id"]) > st.last_trade_id for t in trades):
             await self._replay_fills(trades)            # only rows to write, nothing to act on
             return
@@ -213,6 +213,26 @@ class Daemon:
         self._save()
         if entries:
             await self.strategy.place_entries(entries)
+
+    async def _trade_history(self, check_csv: bool) -> list[dict[str, Any]]:
+        """The trades after the last one acted on (at start: after the last one in the CSV, if
+        that is older), paged by fromId: no 1,000-trade or 7-day window.  With no trade acted
+        on yet, the exchange's last 7 days (no startTime from the local clock, which may
+        disagree with the exchange's trade times)."""
+        st = self.strategy.state
+        last = st.last_trade_id
+        if check_csv and last:
+            last = min(last, self.recorder.last_id(self.symbol))
+        if not last:
+            return await self.venue.user_trades()
+        out: list[dict[str, Any]] = []
+        from_id = last + 1
+        while True:
+            page = await self.venue.user_trades(from_id=from_id, limit=TRADE_PAGE)
+            out += page
+            if len(page) < TRADE_PAGE:
+                return out
+            from_id = max(int(t["id"]) for t in page) + 1
 
     async def _replay_fills(self, trades: list[dict[str, Any]]) -> None:
         st = self.strategy.state
@@ -260,20 +280,20 @@ class Daemon:
         known = set(st.orders)
         orphans = [o for o in open_orders if o.client_id not in known]     # orders the state does not know
         vanished = [c for c in known if c not in on_exchange]               # known, but gone from the book
+        # Orphans go first, each cancel confirmed: one that filled meanwhile is then in the
+        # trade history read next, and the position read after it holds it.
+        for o in orphans:
+            self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
+            if o.is_algo:
+                await self.venue.cancel_algo_order(o.client_id)
+            else:
+                await self.venue.cancel_order_confirmed(o.client_id)
         # A fill between the trade-history read above and this open-orders read took its order
         # off the book: read the history again, so that the order is acted on as filled rather
         # than dropped below as vanished (its fill would then be ignored and never recorded).
         # Orders the strategy places meanwhile are not in the snapshot: only the lists above count.
         await self._recover_missed_fills()
         pos = await self.venue.get_position_info_with_retry()
-        for o in orphans:
-            if o.client_id in st.orders:
-                continue
-            self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
-            if o.is_algo:
-                await self.venue.cancel_algo_order(o.client_id)
-            else:
-                await self.venue.cancel_order(o.client_id)
         never_sent = []
         for cid in vanished:
             o = st.orders.get(cid)
@@ -306,35 +326,9 @@ class Daemon:
             if qty > 0 and p.deepest_level == 0:
                 p.deepest_level = 1
                 p.level_filled[0] = p.level1_qty = qty
-        # Mend what is missing.
-        roles = {o.role for o in st.orders.values()}
-        if qty > 0:
-            if (p.deepest_level >= 2 and ROLE_BE not in roles
-                    and strat.filters.qty_down(qty - p.level_filled[0]) <= 0):
-                # Only level 1's quantity is left: the BE filled, but its reaction (cancel,
-                # re-grid from level 2, TP) was cut short by an error. Finish it; a zero-size
-                # BE could never be placed and the position would stay without TP.
-                await strat.reset_grid_after_partial_close(self.last_price or pos.entry_price)
-                self._save()
-                return
-            if p.deepest_level <= 1 and ROLE_TP not in roles:
-                await strat._set_tp_order()
-            elif p.deepest_level >= 2 and ROLE_BE not in roles:
-                await strat._set_be_order()
-            deeper = any(o.is_entry and o.level > p.deepest_level for o in st.orders.values())
-            if ROLE_SL not in roles and (p.deepest_level >= strat.levels or (p.deepest_level >= 2 and not deeper)):
-                await strat._set_stop_order()
-        elif st.grid_center > 0:
-            if p.deepest_level > 0 or any(q > 0 for q in p.level_filled):
-                # Flat now, but the state remembered fills: the exit happened while away.
-                st.position.reset(strat.levels)
-                for o in list(st.orders.values()):
-                    if not o.is_entry:
-                        st.orders.pop(o.client_id)
-            if not any(o.is_entry for o in st.orders.values()):
-                await self.venue.cancel_all_orders()
-                st.orders.clear()
-                await strat.setup_grid_orders()
+        # Mend the difference between what the strategy wants resting and what rests: the same
+        # rule (desired_orders) the strategy's reactions follow.
+        await strat.mend()
         self._save()
 
     # ------------------------------------------------------------------ tasks
@@ -439,8 +433,10 @@ class Daemon:
             sock.MAX_RECONNECTS = 0
         async with market as ms, user as us:
             await self.reconcile()
-            pumps = [asyncio.create_task(self._pump(ms, self._on_market)),
-                     asyncio.create_task(self._pump(us, self._on_user))]
+            self.dispatcher = StreamDispatcher(self._on_user, self._on_market)
+            pumps = [asyncio.create_task(self._pump(ms, self.dispatcher.put_market)),
+                     asyncio.create_task(self._pump(us, self.dispatcher.put_user)),
+                     asyncio.create_task(self.dispatcher.run())]
             try:
                 done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -450,7 +446,8 @@ class Daemon:
                     t.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
 
-    async def _pump(self, socket: Any, handler) -> None:
+    async def _pump(self, socket: Any, put: Callable[[dict[str, Any]], None]) -> None:
+        """Move a socket's messages to the dispatcher as they come (it decides the order)."""
         me = asyncio.current_task()
         while True:
             msg = await socket.recv()
@@ -463,17 +460,15 @@ class Daemon:
                 continue
             if msg.get("e") == "error":
                 raise ConnectionError(f"{msg.get('type')}: {msg.get('m')}")
-            await handler(msg.get("data", msg) if "stream" in msg else msg)
+            put(msg.get("data", msg) if "stream" in msg else msg)
 
-    async def _on_market(self, msg: dict[str, Any]) -> None:
-        if msg.get("e") != "kline":
-            return
-        k = msg["k"]
-        price = float(k["c"])
+    async def _on_market(self, msg: dict[str, Any], closed: float | None) -> None:
+        """The newest kline update (and the close of the newest closed candle since the last one)."""
+        price = float(msg["k"]["c"])
         self.last_price = price
         async with self.lock:
-            if k.get("x"):
-                await self.strategy.on_candle_closed(price)
+            if closed is not None:
+                await self.strategy.on_candle_closed(closed)
             await self.strategy.on_price(price)
 
     def _reconcile_soon(self) -> None:
@@ -554,6 +549,11 @@ class _HeldPlacements:
         if client_id in self.ids:
             return True
         return await self._venue.cancel_order(client_id)
+
+    async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
+        held = {c: 0.0 for c in client_ids if c in self.ids}          # never sent: nothing filled
+        sent = [c for c in client_ids if c not in self.ids]
+        return {**held, **(await self._venue.cancel_orders_confirmed(sent) if sent else {})}
 
     async def get_position_info_with_retry(self, tries: int = 10) -> Position:
         qty, avg = self._strategy.seen_position()

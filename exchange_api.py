@@ -33,6 +33,7 @@ ERR_WOULD_TRIGGER = -2021
 ERR_REDUCE_ONLY_REJECTED = -2022
 ERR_MIN_NOTIONAL = -4164
 ERR_USE_ALGO_API = -4120
+ERR_POST_ONLY_REJECTED = -5022   # a GTX (post-only) order that would have taken liquidity
 
 ENTRY_RETRY_STEP = 0.001   # -2019: shrink by 0.1 % of the original per try ...
 ENTRY_RETRY_FLOOR = 0.30   # ... down to 30 % of it (SPEC §4)
@@ -271,6 +272,7 @@ class LimitOrder:
     price: float
     qty: float
     reduce_only: bool = False
+    post_only: bool = False     # GTX: refused (-5022) instead of filled at once as taker
 
 
 class FuturesVenue(ABC):
@@ -306,6 +308,16 @@ class FuturesVenue(ABC):
     async def cancel_algo_order(self, client_id: str) -> bool: ...
 
     @abstractmethod
+    async def cancel_order_confirmed(self, client_id: str) -> float:
+        """Cancel a plain order and return how much of it had filled by then (0.0: none).
+        An order the venue no longer has open is looked up for its executed quantity; an id
+        the venue never had counts as 0.0."""
+
+    async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
+        """cancel_order_confirmed for several orders (concurrently where the venue allows)."""
+        return {c: await self.cancel_order_confirmed(c) for c in client_ids}
+
+    @abstractmethod
     async def cancel_all_orders(self) -> None:
         """Cancel every open order of the symbol, plain and algo."""
 
@@ -315,7 +327,8 @@ class FuturesVenue(ABC):
 
     # the seed's methods, shared by all venues ---------------------------
     async def place_limit_entry(self, client_id: str, side: str, price: float, qty: float) -> OrderAck:
-        return await self.place_limit(LimitOrder(client_id, side, price, qty, False))
+        # Entries are post-only: one the market has already passed is refused, never taken.
+        return await self.place_limit(LimitOrder(client_id, side, price, qty, False, True))
 
     async def place_limit_entry_with_retry(self, client_id: str, side: str, price: float,
                                            qty: float) -> OrderAck | None:

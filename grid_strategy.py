@@ -19,7 +19,8 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    ERR_MARGIN_INSUFFICIENT, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL,
+    ERR_MARGIN_INSUFFICIENT, ERR_POST_ONLY_REJECTED, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE,
+    ROLE_ENTRY, ROLE_SL,
     ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id,
     parse_client_order_id,
 )
@@ -53,6 +54,16 @@ class FillRecord:
     @property
     def time_iso(self) -> str:
         return datetime.fromtimestamp(self.time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """One order the current state wants resting (`GridMartingaleStrategy.desired_orders`)."""
+
+    role: str            # ENTRY_n, TP, BE, SL
+    level: int           # entry level, 0 for exits
+    price: float         # limit price, or the stop's trigger
+    qty: float           # 0 for the closePosition stop
 
 
 class GridMartingaleStrategy:
@@ -194,7 +205,14 @@ class GridMartingaleStrategy:
         while (price > new_c * (1.0 + self.half_range)) if self.s > 0 else (price < new_c * (1.0 - self.half_range)):
             new_c *= 1.0 + self.s * self.half_range
         self._info("range_exit", price=price, old=c, center=new_c)
-        await self.venue.cancel_all_orders()
+        # Flat is what the state believes; the cancels' own results confirm it.  An entry that
+        # filled before its cancel means the grid is not flat: it stays in force (same centre)
+        # and its other levels wait for that fill's event, which the next events bring.
+        if await self._cancel_entries():
+            self.log.warning("range exit abandoned: an entry filled before its cancel; the grid stays at %s",
+                             self.filters.fmt_price(c))
+            self._defer_entries(1)
+            return
         self.state.orders.clear()
         self.state.grid_center = new_c
         await self.setup_grid_orders()
@@ -210,6 +228,7 @@ class GridMartingaleStrategy:
                 await self.on_late_entry_fill(level, u)
             return
         if u.exec_type == "TRADE" and u.last_qty > 0:
+            o.filled_qty += u.last_qty
             self._record_fill(o, u)
             if o.is_entry:
                 if u.status == "FILLED":
@@ -277,12 +296,7 @@ class GridMartingaleStrategy:
             await self._set_tp_order()
         else:
             await self._set_be_order()
-        # The stop guards the deepest level.  When deeper levels could not be
-        # placed (skipped below minimum size, or no margin), the deepest level
-        # that exists has filled: protect the position now rather than never.
-        if not self._orders_with_role(ROLE_SL) and (
-                p.deepest_level >= self.levels
-                or not any(x.is_entry and x.level > p.deepest_level for x in self.state.orders.values())):
+        if not self._orders_with_role(ROLE_SL) and self.wants_stop():
             await self._set_stop_order()
 
     def late_entry_level(self, client_id: str, side: str) -> int:
@@ -304,10 +318,14 @@ class GridMartingaleStrategy:
         for x in [x for x in self.state.orders.values() if x.is_entry and x.level <= level]:
             await self.venue.cancel_order(x.client_id)
             self.state.orders.pop(x.client_id, None)
+        # The levels a reaction held back for this fill: the deeper ones go out now, before
+        # the stop is decided (they are the deeper levels it would otherwise miss).
+        if self.state.pending_level:
+            await self.place_pending_entries(max(level, self.state.position.deepest_level) + 1)
         await self.on_entry_filled(o, u)
         self._changed()
 
-    def _forget_lookahead(self) -> None:
+    def _forget_lookahead(self) -> bool:
         """After a position read that holds entry fills whose events are still to come
         (a fill racing our cancel, or a later fill of a trade-history replay), go back to
         the position of the fills seen: those fills are then acted on as they arrive, as
@@ -316,6 +334,8 @@ class GridMartingaleStrategy:
             p = self.state.position
             p.qty, p.avg_price = self.seen_position()
             self._unseen = 0.0
+            return True
+        return False
 
     def seen_position(self) -> tuple[float, float]:
         """(quantity, average) of the fills seen so far: the position read less what it
@@ -412,11 +432,147 @@ class GridMartingaleStrategy:
                 self._acknowledge(order, ack)
                 return
 
+    # ------------------------------------------------------------------ what should rest
+    def desired_orders(self) -> list[Intent]:
+        """The one rule for what should rest now (SPEC §3.2), from the state alone: the grid's
+        remaining entries (those registered and those held back), the one exit the position
+        needs, and the stop.  Reactions and reconciliation both apply it."""
+        st, p = self.state, self.state.position
+        out = [Intent(o.role, o.level, o.price, o.qty) for o in st.orders.values() if o.is_entry]
+        out += [Intent(f"ENTRY_{lvl}", lvl, price, qty) for lvl, price, qty in self._pending_levels()]
+        if p.qty > _EPS:
+            exit_ = self._wanted_exit()
+            if exit_ is not None:
+                out.append(exit_)
+            if self.wants_stop():
+                out.append(Intent(ROLE_SL, 0, self.stop_price(), 0.0))
+        return out
+
+    def _wanted_exit(self) -> Intent | None:
+        p = self.state.position
+        if p.deepest_level <= 1:
+            return Intent(ROLE_TP, 0, self.filters.price_toward_profit(
+                p.avg_price * (1.0 + self.s * self.config.tp_pct), self.s), self.filters.qty_down(p.qty))
+        qty = self.filters.qty_down(p.qty - p.level_filled[0])
+        if qty <= 0:
+            return None         # only level 1 is left: the BE has filled (its reaction regrids)
+        return Intent(ROLE_BE, 0, self.filters.price_toward_profit(
+            p.avg_price * (1.0 + self.s * self.config.be_pct), self.s), qty)
+
+    def wants_stop(self) -> bool:
+        """The stop guards the deepest level.  When deeper levels could not be placed (below the
+        minimum size, no margin, or the price already beyond them), the deepest level that
+        exists has filled: protect the position now rather than never."""
+        p = self.state.position
+        if p.qty <= _EPS or p.deepest_level == 0 or self.state.grid_center <= 0:
+            return False        # (no centre: a position recovered without its grid has no stop level)
+        deeper = any(o.is_entry and o.level > p.deepest_level for o in self.state.orders.values()) or \
+            any(lvl > p.deepest_level for lvl, _, _ in self._pending_levels())
+        return p.deepest_level >= self.levels or not deeper
+
+    async def mend(self) -> None:
+        """Apply the difference between desired_orders() and what rests.  Called by the
+        reconciliation once the state's orders mirror the exchange's and its position is the
+        exchange's: places what is missing, replaces an exit of the wrong role or size,
+        cancels a stop nothing needs."""
+        st, p = self.state, self.state.position
+        if p.qty > _EPS:
+            if p.deepest_level >= 2 and not self._orders_with_role(ROLE_BE) and self._wanted_exit() is None:
+                # Only level 1's quantity is left: the BE filled, but its reaction (cancel,
+                # re-grid from level 2, TP) was cut short. Finish it.
+                await self.reset_grid_after_partial_close(p.avg_price)
+                return
+            if st.pending_level:
+                await self.place_pending_entries(p.deepest_level + 1)
+            want = self._wanted_exit()
+            have = [o for o in st.orders.values() if o.role in (ROLE_TP, ROLE_BE)]
+            if want is not None and not (len(have) == 1 and have[0].role == want.role
+                                         and abs(have[0].price - want.price) < _EPS
+                                         and abs(have[0].qty - want.qty) < _EPS):
+                await (self._set_tp_order() if want.role == ROLE_TP else self._set_be_order())
+            stops = self._orders_with_role(ROLE_SL)
+            if self.wants_stop() and not stops:
+                await self._set_stop_order()
+            elif stops and not self.wants_stop():
+                for o in stops:
+                    await self.venue.cancel_algo_order(o.client_id)
+                    st.orders.pop(o.client_id, None)
+        elif st.grid_center > 0:
+            if p.deepest_level > 0 or any(q > 0 for q in p.level_filled):
+                # Flat now, but the state remembered fills: the exit happened while away.
+                p.reset(self.levels)
+                for o in [o for o in st.orders.values() if not o.is_entry]:
+                    await self._cancel_any(o)
+                    st.orders.pop(o.client_id, None)
+            if st.pending_level:
+                await self.place_pending_entries(1)
+            elif not any(o.is_entry for o in st.orders.values()):
+                await self.venue.cancel_all_orders()
+                st.orders.clear()
+                await self.setup_grid_orders()
+        self._changed()
+
+    async def _cancel_any(self, o: OrderState) -> None:
+        if o.role == ROLE_SL:
+            await self.venue.cancel_algo_order(o.client_id)
+        else:
+            await self.venue.cancel_order(o.client_id)
+
     # ------------------------------------------------------------------ grids
+    async def _cancel_entries(self) -> bool:
+        """Cancel every entry of the state, each confirmed by its own result, and forget them.
+        True when one had filled beyond what its fill events showed: a fill raced the cancel,
+        and its event (or the trade history) is still to come."""
+        entries = [o for o in self.state.orders.values() if o.is_entry]
+        if not entries:
+            return False
+        executed = await self.venue.cancel_orders_confirmed([o.client_id for o in entries])
+        raced = False
+        for o in entries:
+            self.state.orders.pop(o.client_id, None)
+            if executed.get(o.client_id, 0.0) > o.filled_qty + _EPS:
+                raced = True
+                self.log.warning("level %d (%s) filled %s before its cancel", o.level, o.client_id,
+                                 self.filters.fmt_qty(executed[o.client_id]))
+        return raced
+
+    def _defer_entries(self, first_level: int) -> None:
+        """Hold the entry levels first_level..N of the grid in force until the raced fill is
+        acted on (its event, or the reconciliation's trade history): the position then says
+        which levels are left to place."""
+        self.state.pending_level = first_level
+        self.log.warning("entry levels %d-%d held back until the fill that raced the cancel is seen",
+                         first_level, self.levels)
+        self._changed()
+
+    def _pending_levels(self) -> list[tuple[int, float, float]]:
+        st = self.state
+        if not st.pending_level or st.grid_center <= 0:
+            return []
+        out = []
+        for level in range(max(st.pending_level, st.position.deepest_level + 1), self.levels + 1):
+            price = self.level_price(st.grid_center, level)
+            qty = self.level_qty(price, level)
+            if self.filters.tradable(price, qty):
+                out.append((level, price, qty))
+        return out
+
+    async def place_pending_entries(self, first_level: int) -> None:
+        """Place the held-back levels from first_level on (a new generation, same centre)."""
+        st = self.state
+        st.pending_level = max(st.pending_level, first_level)
+        levels = self._pending_levels()
+        st.pending_level = 0
+        if levels:
+            await self.setup_grid_orders(first_level=levels[0][0])
+        else:
+            self._changed()
+
     async def setup_grid_orders(self, first_level: int = 1) -> None:
         """Place entry levels first_level..N around the current centre, in one batch."""
         st = self.state
         st.generation += 1
+        st.pending_level = 0
         planned: list[OrderState] = []
         for level in range(first_level, self.levels + 1):
             price = self.level_price(st.grid_center, level)
@@ -434,13 +590,23 @@ class GridMartingaleStrategy:
     async def place_entries(self, planned: list[OrderState], log_key: str | None = None) -> None:
         """Send registered entry orders in one batch; -2019 goes down the margin ladder."""
         st = self.state
+        # Post-only: an entry the market already passed (the daemon lagged it) is refused, never
+        # filled at once as taker; the level is given up for this grid.
         results = await self.venue.place_limits(
-            [LimitOrder(o.client_id, o.side, o.price, o.qty) for o in planned])
+            [LimitOrder(o.client_id, o.side, o.price, o.qty, False, True) for o in planned])
         for o, r in zip(planned, results):
             if isinstance(r, ExchangeError):
                 ack = None
                 if r.code == ERR_MARGIN_INSUFFICIENT:
-                    ack = await self.venue.retry_entry_after_margin_error(o.client_id, o.side, o.price, o.qty)
+                    try:
+                        ack = await self.venue.retry_entry_after_margin_error(o.client_id, o.side, o.price, o.qty)
+                    except ExchangeError as e:
+                        r = e            # e.g. -5022: the price passed the level during the ladder
+                if ack is not None or r.code == ERR_MARGIN_INSUFFICIENT:
+                    pass
+                elif r.code == ERR_POST_ONLY_REJECTED:
+                    self.log.warning("Level %d not placed: the price is already beyond %s (post-only)",
+                                     o.level, self.filters.fmt_price(o.price))
                 else:
                     self.log.error("Level %d order rejected: %s", o.level, r)
                 self._acknowledge(o, ack)
@@ -453,11 +619,12 @@ class GridMartingaleStrategy:
     async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:
         """SPEC §3.3 / §3.5: flat again: cancel everything, re-centre at the exit, all levels."""
         st = self.state
-        await self.venue.cancel_all_orders()
+        raced = await self._cancel_entries()
+        await self.venue.cancel_all_orders()        # the exits and the stop
         st.orders.clear()
         st.round_trips += 1
         await self._sync_position()
-        self._forget_lookahead()
+        raced = self._forget_lookahead() or raced
         if st.position.qty > _EPS:
             # Not flat after all (a partial exit live): protect what is left.
             self.log.warning("%s exit left %.6f open; re-placing its exit", reason, st.position.qty)
@@ -466,16 +633,22 @@ class GridMartingaleStrategy:
         st.position.reset(self.levels)
         st.grid_center = exit_price
         self._info("full_close", reason=reason, center=exit_price)
+        if raced:
+            # An entry of the old grid filled before its cancel: the new grid waits for that
+            # fill's event (it counts as its level), so no level is placed on top of it.
+            self._defer_entries(1)
+            return
         await self.setup_grid_orders()
 
     async def reset_grid_after_partial_close(self, exit_price: float) -> None:
         """SPEC §3.4: the level-1 quantity remains at the unchanged average."""
         st = self.state
-        await self.venue.cancel_all_orders()
+        raced = await self._cancel_entries()
+        await self.venue.cancel_all_orders()        # the exits and the stop
         st.orders.clear()
         self._info("be_cancelled")
         await self._sync_position()
-        self._forget_lookahead()
+        raced = self._forget_lookahead() or raced
         p = st.position
         if p.qty <= _EPS:
             await self.reset_grid_after_full_close(exit_price, "BE")
@@ -489,5 +662,8 @@ class GridMartingaleStrategy:
         self._info("be_state", avg=p.avg_price, qty=p.qty)
         st.grid_center = p.avg_price / (1.0 - self.s * self.config.level_distances[0])
         self._info("be_regrid", center=st.grid_center)
-        await self.setup_grid_orders(first_level=2)
+        if raced:
+            self._defer_entries(2)      # as after a full close: they wait for the raced fill
+        else:
+            await self.setup_grid_orders(first_level=2)
         await self._set_tp_order()

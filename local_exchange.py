@@ -91,6 +91,7 @@ WS_PING_S = 180.0                     # Binance pings every 3 minutes
 SPOT_WEIGHT_LIMIT = 6000
 MAX_BAN_S = 3 * 24 * 3600.0
 JSON_SEP = (",", ":")
+TRADES_DEFAULT_WINDOW_MS = 7 * 24 * 3600 * 1000   # userTrades without startTime / fromId
 MAX_WS_BACKLOG = 10_000               # a consumer this far behind is dropped, as Binance drops slow clients
 
 MSG_UNKNOWN = "Unknown error, please check your request or try again later."
@@ -1373,10 +1374,12 @@ class LocalExchange:
         end = int(p["endTime"]) if p.get("endTime") else None
         from_id = int(p["fromId"]) if p.get("fromId") else None
         limit = max(1, min(1000, int(p.get("limit") or 500)))
+        if start is None and end is None and from_id is None:
+            start = self.sim.now_ms - TRADES_DEFAULT_WINDOW_MS     # Binance: the last 7 days
         rows = [t for t in self.sim.trades if t.symbol == sym and (oid is None or t.order_id == oid)
                 and (start is None or t.time >= start) and (end is None or t.time <= end)
                 and (from_id is None or t.id >= from_id)]
-        rows = rows[:limit] if from_id is not None or start is not None else rows[-limit:]
+        rows = rows[:limit] if from_id is not None or p.get("startTime") else rows[-limit:]
         return [trade_json(t, self._filters(sym), self.sim.asset) for t in rows]
 
     def _new_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
@@ -1574,7 +1577,8 @@ class LocalExchange:
         fills = []
         for tr in sim.trades:
             d = trade_json(tr, self._filters(tr.symbol), sim.asset)
-            d.update({"clientOrderId": tr.client_id, "positionAfter": tr.position_after, "entryAfter": tr.entry_after})
+            d.update({"clientOrderId": tr.client_id, "positionAfter": tr.position_after, "entryAfter": tr.entry_after,
+                      "lastOrderId": tr.last_order_id})
             fills.append(d)
         now = time.monotonic()
         return {

@@ -52,6 +52,10 @@ class TradeRecorder:
     def has(self, symbol: str, trade_id: int) -> bool:
         return (symbol, trade_id) in self.seen
 
+    def last_id(self, symbol: str) -> int:
+        """The newest trade id recorded for the symbol (0: none)."""
+        return max((i for s, i in self.seen if s == symbol), default=0)
+
     def record(self, r: FillRecord, price_fmt=str, qty_fmt=str) -> bool:
         """Write one fill unless already recorded; True when newly recorded."""
         key = (r.symbol, r.trade_id)

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Union
 
 from exchange_api import (
     ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
-    ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ERR_WOULD_TRIGGER, ExchangeError, FuturesVenue,
+    ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ERR_WOULD_TRIGGER, ExchangeError, FuturesVenue,
     LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
     order_update_to_binance,
 )
@@ -134,6 +134,7 @@ class SimTrade:
     time: int
     position_after: float
     entry_after: float
+    last_order_id: int = 0      # newest order id assigned when this trade happened (orders placed before it)
 
 
 @dataclass(slots=True)
@@ -641,7 +642,7 @@ class SimulatedExchange:
         tid = self._next_trade_id
         self._next_trade_id += 1
         self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
-                                    realized, fee, maker, self.now_ms, p.qty, p.entry_price))
+                                    realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "TRADE", o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
@@ -754,8 +755,8 @@ class SimVenue(FuturesVenue):
         return Position(p.qty, p.entry_price)
 
     async def place_limit(self, order: LimitOrder) -> OrderAck:
-        o = self.exchange.new_order(self.symbol, order.side, "LIMIT", order.qty, order.price, "GTC",
-                                    order.reduce_only, order.client_id)
+        o = self.exchange.new_order(self.symbol, order.side, "LIMIT", order.qty, order.price,
+                                    "GTX" if order.post_only else "GTC", order.reduce_only, order.client_id)
         return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)
 
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
@@ -764,7 +765,8 @@ class SimVenue(FuturesVenue):
         new_order, symbol = self.exchange.new_order, self.symbol
         for o in orders:
             try:
-                r = new_order(symbol, o.side, "LIMIT", o.qty, o.price, "GTC", o.reduce_only, o.client_id)
+                r = new_order(symbol, o.side, "LIMIT", o.qty, o.price, "GTX" if o.post_only else "GTC",
+                              o.reduce_only, o.client_id)
             except ExchangeError as e:
                 out.append(e)
                 continue
@@ -789,6 +791,20 @@ class SimVenue(FuturesVenue):
             if e.code == ERR_UNKNOWN_ORDER:
                 return False
             raise
+
+    async def cancel_order_confirmed(self, client_id: str) -> float:
+        ex = self.exchange
+        try:
+            return ex.cancel_order(self.symbol, origClientOrderId=client_id).executed_qty
+        except ExchangeError as e:
+            if e.code != ERR_UNKNOWN_ORDER:
+                raise
+        try:
+            return ex.get_order(self.symbol, origClientOrderId=client_id).executed_qty
+        except ExchangeError as e:
+            if e.code != ERR_NO_SUCH_ORDER:
+                raise
+            return 0.0
 
     async def cancel_algo_order(self, client_id: str) -> bool:
         try:

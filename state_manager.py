@@ -33,6 +33,7 @@ class OrderState:
     qty: float           # 0 for the closePosition stop
     order_id: int = 0    # 0 until the exchange acknowledged it
     level: int = 0       # entry level, 0 for exits
+    filled_qty: float = 0.0   # filled so far, as the fill events showed it
 
     @property
     def is_entry(self) -> bool:
@@ -67,6 +68,9 @@ class GridState:
     fees: float = 0.0
     round_trips: int = 0
     last_trade_id: int = 0           # newest exchange trade id recorded in the CSV
+    # Entry levels from this one on are still to be placed around grid_center (0: none): a
+    # reaction found a fill that raced its cancels and waits for it before placing them.
+    pending_level: int = 0
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -83,7 +87,7 @@ class GridState:
         fields = {k: d[k] for k in ("symbol", "direction", "capital", "grid_center", "generation",
                                     "exit_seq", "realized_pnl", "fees", "round_trips",
                                     "last_trade_id", "last_update")}
-        st = cls(position=pos, orders=orders, **fields)
+        st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)), **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")
         return st

@@ -1,6 +1,12 @@
-"""The long crash test and the fault soak (issue 5): prints their figures.
+"""The long crash test and the fault soak (issue 5), and the fast market (issue 8): prints their figures.
 
     python bench/chaos_soak.py [--kills 200] [--seed 1] [--speed 40] [--soak-minutes 1440] [--no-soak]
+    python bench/chaos_soak.py --fast-market [--minutes 30] [--speed 20] [--kills 60] [--synthetic] [--loose]
+
+--fast-market: BTCUSDC LONG and ETHUSDC SHORT daemons against the local exchange running its
+own clock (no lockstep) over the BTCUSDC March 2023 file from the USDC de-peg on (or the
+synthetic market with jumps), killed at random; prints fills, the maximum position as a share
+of the ladder of the grid in force, and the violations.
 
 Same code as tests/chaos (chaos_lib.run_crash_test / run_fault_soak); exit code 1
 when an invariant is violated."""
@@ -13,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "chaos"))
-from chaos_lib import run_crash_test, run_fault_soak  # noqa: E402
+from chaos_lib import run_crash_test, run_fast_market, run_fault_soak  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main() -> int:
@@ -24,10 +32,28 @@ def main() -> int:
     p.add_argument("--soak-minutes", type=int, default=1440)
     p.add_argument("--no-soak", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    p.add_argument("--fast-market", action="store_true", help="the fast-market run instead (see above)")
+    p.add_argument("--minutes", type=float, default=30.0, help="fast market: real minutes of market")
+    p.add_argument("--synthetic", action="store_true", help="fast market: the synthetic market")
+    p.add_argument("--loose", action="store_true", help="fast market: the shipped distances, not the tight ones")
     a = p.parse_args()
     keys = ("bench-key-" + secrets.token_hex(8), "bench-secret-" + secrets.token_hex(16))
     work = Path(tempfile.mkdtemp(prefix="chaos_soak_"))
     failed = False
+    if a.fast_market:
+        speed = a.speed if a.speed != 40.0 else 20.0
+        candles = int(a.minutes * 60 * speed)
+        print(f"fast market: {a.minutes:g} min at {speed:g} candles/s ({candles} candles), "
+              f"{'synthetic' if a.synthetic else 'BTCUSDC March 2023'}, {a.kills} kills (work folder {work})",
+              flush=True)
+        rep = run_fast_market(work, keys, data_dir=None if a.synthetic else DATA, speed=speed, candles=candles,
+                              seed=a.seed, kills=a.kills, tight=not a.loose)
+        print(rep.figures(), flush=True)
+        failed = bool(rep.violations)
+        if not a.keep and not failed:
+            import shutil
+            shutil.rmtree(work, ignore_errors=True)
+        return 1 if failed else 0
     print(f"crash test: {a.kills} kills, seed {a.seed}, {a.speed:g} candles/s (work folder {work})")
     rep = run_crash_test(work / "crash", keys, kills=a.kills, seed=a.seed, speed=a.speed)
     print(rep.figures(), flush=True)

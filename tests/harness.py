@@ -118,15 +118,16 @@ def _terminate(proc: subprocess.Popen, grace: float = 5.0) -> None:
 class Exchange:
     """local_exchange.py in a subprocess, on a free port; manual clock unless `speed` (candles/s)."""
 
-    def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | None = None,
-                 speed: float = 0.0, faults: str = ""):
+    def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | list[Path] | None = None,
+                 speed: float = 0.0, faults: str = "", symbols: str | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
-        market = ["--data", str(data)] if data else ["--synthetic", str(seed)]
+        files = data if isinstance(data, list) else [data] if data else []
+        market = ["--data", *map(str, files)] if files else ["--synthetic", str(seed)]
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
-             "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", SYM, "--balance", str(BALANCE), "--api-key", key,
+             "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", symbols or SYM, "--balance", str(BALANCE), "--api-key", key,
              "--maker-fee", str(MAKER_FEE), "--taker-fee", str(TAKER_FEE)],
             cwd=workdir, stdout=self.out, stderr=self.err, env=clean_env(LOCAL_EXCHANGE_API_SECRET=secret))
         line = wait_until(self._rest_line, 15, "the local exchange to print its URL", self.diag)
@@ -212,12 +213,15 @@ class Daemon:
 
     def __init__(self, root: Path, ex: Exchange | None, key: str, secret: str, *, env_text: str | None = None,
                  tp: float = 0.005, base_url: str | None = None, extra_env: dict[str, str] | None = None,
-                 write_config: bool = True, name: str = "daemon", sync_interval: float = 1.0):
+                 write_config: bool = True, name: str = "daemon", sync_interval: float = 1.0,
+                 symbol: str | None = None):
         self.root = root
+        self.symbol = symbol = symbol or "BTCUSDC"   # trade_btc.py unless told (a test may patch SYM)
+        self.short = symbol[:-4].lower()
         self.sync_interval = sync_interval
         self.name = name
         root.mkdir(parents=True, exist_ok=True)
-        self.config = root / "config_btc.txt"
+        self.config = root / f"config_{self.short}.txt"
         if write_config:
             self.config.write_text(CONFIG.format(tp=tp))
         self.env_file = root / ".env"
@@ -238,7 +242,7 @@ class Daemon:
         self.stderr_path = self.root / f"{self.name}{self.runs}.err"
         with open(self.stdout_path, "w") as out, open(self.stderr_path, "w") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, str(REPO / "trade_btc.py"), "--base-url", self.base_url, "--ws-url", self.ws_url,
+                [sys.executable, str(REPO / f"trade_{self.short}.py"), "--base-url", self.base_url, "--ws-url", self.ws_url,
                  "--root", str(self.root), "--env", str(self.env_file), "--config", str(self.config), "--quiet",
                  "--sync-interval", str(self.sync_interval), "--config-interval", "1"],
                 cwd=self.root, stdout=out, stderr=err, env=clean_env(**self.extra_env))
@@ -267,17 +271,17 @@ class Daemon:
     # files -----------------------------------------------------------------
     def log(self) -> str:
         return "".join(p.read_text(encoding="utf-8") for p in sorted((self.root / "logs").glob(
-            "grid_martingale_btc_*.log")))
+            f"grid_martingale_{self.short}_*.log")))
 
     def trades(self) -> list[dict[str, str]]:
-        path = self.root / "trades" / "trades_btc.csv"
+        path = self.root / "trades" / f"trades_{self.short}.csv"
         if not path.exists():
             return []
         with open(path, newline="", encoding="utf-8") as fh:
             return list(csv.DictReader(fh))
 
     def state(self) -> dict[str, Any]:
-        return json.loads((self.root / "state" / "state_btc.json").read_text())
+        return json.loads((self.root / "state" / f"state_{self.short}.json").read_text())
 
     def diag(self) -> str:
         err = self.stderr_path.read_text()[-1500:] if self.runs else ""

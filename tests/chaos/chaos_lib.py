@@ -14,6 +14,7 @@ returns the violations as readable strings (an empty list = all hold).
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import signal
@@ -122,6 +123,71 @@ def check_invariants(ex_state: dict[str, Any], d_state: dict[str, Any], csv_rows
     return bad
 
 
+@dataclass
+class Exposure:
+    """The exposure invariant along a fill history (docs/RELIABILITY.md): at every fill,
+    |position| <= the sum of the configured level quantities of the grid in force."""
+
+    fills: int = 0
+    max_share: float = 0.0          # max |position| / ladder over the fills
+    violations: list[str] = field(default_factory=list)
+
+
+def check_exposure(ex_state: dict[str, Any], symbol: str, ratios: list[float], leverage: int,
+                   capital: float, step: float) -> Exposure:
+    """Walk the exchange's fills in trade order.  The grid in force at a fill is made of the
+    newest generation of entry orders placed before it (order ids up to the fill's lastOrderId):
+    a generation with level 1 is a fresh grid and replaces every level; one without (after a
+    BE, or the deeper levels re-placed after a raced fill) replaces its own levels and keeps
+    the shallower ones in force.  A level's configured quantity is ratio × capital × leverage
+    / its price, floored to the step: a level shrunk by the -2019 ladder counts as placed in
+    full, a level never placed does not count."""
+    gens: dict[int, dict[int, float]] = {}     # generation -> level -> configured quantity
+    first_id: dict[int, int] = {}
+    for o in ex_state["orders"]:
+        r = _role(o["clientOrderId"]) if o["symbol"] == symbol else None
+        if not r or r[1] != "E" or not 1 <= r[2] <= len(ratios):
+            continue
+        price = float(o["price"])
+        q = math.floor(ratios[r[2] - 1] * capital * leverage / price / step + 1e-9) * step
+        gens.setdefault(r[0], {})[r[2]] = q
+        first_id[r[0]] = min(first_id.get(r[0], o["orderId"]), o["orderId"])
+    order = sorted(gens, key=lambda g: first_id[g])
+    rep = Exposure()
+    in_force: dict[int, float] = {}
+    k = 0
+    for f in ex_state["fills"]:
+        if f["symbol"] != symbol:
+            continue
+        while k < len(order) and first_id[order[k]] <= f["lastOrderId"]:
+            g = gens[order[k]]
+            in_force = dict(g) if 1 in g else {**in_force, **g}
+            k += 1
+        rep.fills += 1
+        ladder = sum(in_force.values())
+        pos = abs(float(f["positionAfter"]))
+        if ladder > 0:
+            rep.max_share = max(rep.max_share, pos / ladder)
+        if pos > ladder + step / 2:
+            rep.violations.append(f"{symbol} trade {f['id']} ({f['clientOrderId']}): position {pos:.6g} "
+                                  f"> ladder {ladder:.6g} ({pos / ladder if ladder else float('inf'):.2f}×)")
+    return rep
+
+
+def exposure_of(ex_state: dict[str, Any], d: Daemon) -> Exposure:
+    """check_exposure with the daemon's configuration and capital."""
+    from config import load_config
+    cfg = load_config(d.config)
+    lev = cfg.leverage_long if cfg.trade_direction == "LONG" else cfg.leverage_short
+    try:
+        capital = float(d.state()["capital"])
+    except (OSError, ValueError, KeyError):
+        capital = 0.33 * 10_000.0
+    from sim_exchange import DEFAULT_FILTERS
+    return check_exposure(ex_state, d.symbol, list(cfg.entry_ratios), lev, capital,
+                          DEFAULT_FILTERS[d.symbol].step_size)
+
+
 def check_no_duplicates(ex_state: dict[str, Any], csv_rows: list[dict[str, str]], symbol: str = SYM) -> list[str]:
     """What must hold at every instant, even mid-crash: no duplicate orders, no CSV row twice
     or unknown to the exchange (a fill may still be missing: the next life recovers it)."""
@@ -131,6 +197,7 @@ def check_no_duplicates(ex_state: dict[str, Any], csv_rows: list[dict[str, str]]
 
 
 def snapshot(ex: Exchange, d: Daemon) -> tuple[dict, dict, list]:
+    """The exchange's state, the daemon's state file and its CSV rows."""
     ex_state = ex.state()
     try:
         d_state = d.state()
@@ -139,7 +206,7 @@ def snapshot(ex: Exchange, d: Daemon) -> tuple[dict, dict, list]:
     return ex_state, d_state, d.trades()
 
 
-def settle_and_check(ex: Exchange, d: Daemon, timeout: float = 60.0) -> tuple[list[str], int]:
+def settle_and_check(ex: Exchange, d: Daemon, timeout: float = 60.0, symbol: str = SYM) -> tuple[list[str], int]:
     """Poll until the invariants hold on one snapshot (the daemon's reconcile runs every
     --sync-interval); returns (violations of the last snapshot, snapshots checked).  The
     timeout is generous: after 20 restarts in a minute the daemon is near the exchange's
@@ -148,7 +215,7 @@ def settle_and_check(ex: Exchange, d: Daemon, timeout: float = 60.0) -> tuple[li
     n = 0
     while True:
         n += 1
-        bad = check_invariants(*snapshot(ex, d))
+        bad = check_invariants(*snapshot(ex, d), symbol=symbol)
         if not bad or time.monotonic() >= deadline:
             return bad, n
         time.sleep(0.5)
@@ -194,13 +261,13 @@ def make_daemon(root: Path, ex: Exchange, keys: tuple[str, str], sync_interval: 
     return d
 
 
-def streams_up(ex: Exchange) -> bool:
+def streams_up(ex: Exchange, n: int = 1) -> bool:
     ws = ex.stats()["websockets"]
-    return ws["user"] >= 1 and ws["market"] >= 1
+    return ws["user"] >= n and ws["market"] >= n
 
 
-def market_done(ex: Exchange, candles: int) -> bool:
-    return ex.state()["symbols"][SYM]["candleIndex"] >= candles
+def market_done(ex: Exchange, candles: int, symbol: str = SYM) -> bool:
+    return ex.state()["symbols"][symbol]["candleIndex"] >= candles
 
 
 @dataclass
@@ -217,11 +284,13 @@ class Report:
     faults: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     unrequested_429: int = 0
+    max_share: float = 0.0          # max |position| / ladder of the grid in force, over every fill
 
     def figures(self) -> str:
         lines = [f"kills survived            {self.kills}  ({dict(self.kills_by_mode)})" if self.kills else None,
                  f"crash-hook exits (137)    {self.crash_hook_exits}" if self.kills else None,
                  f"exchange fills / CSV rows {self.fills} / {self.csv_rows}",
+                 f"max position / ladder     {self.max_share:.1%}" if self.max_share else None,
                  f"orders placed (exchange)  {self.orders_placed}",
                  f"invariant checks run      {self.checks}",
                  f"violations                {len(self.violations)}",
@@ -259,6 +328,9 @@ def _finish(rep: Report, ex: Exchange, d: Daemon) -> None:
     rep.unrequested_429 = int(rep.stats["responses"].get("429", 0))   # the soak subtracts its injected ones
     rep.violations += rate_problems(rep.stats)
     rep.violations += log_problems(d)
+    e = exposure_of(st, d)          # the exposure invariant along the whole fill history
+    rep.max_share = e.max_share
+    rep.violations += e.violations
 
 
 # ---------------------------------------------------------------------------- 1. crash test
@@ -410,3 +482,111 @@ def run_fault_soak(workdir: Path, keys: tuple[str, str], minutes: int = 1440, se
 def dump(rep: Report, path: Path) -> None:
     d = {k: (dict(v) if isinstance(v, Counter) else v) for k, v in rep.__dict__.items()}
     path.write_text(json.dumps(d, indent=1, default=str))
+
+
+# ---------------------------------------------------------------------------- 3. fast market
+
+BTC_FILE = "binanceus-spot-BTCUSDC-1m-2023-03-01_21.csv"
+BTC_WINDOW = 14_340            # 2023-03-10 23:00 UTC: the USDC de-peg, the widest swings of the file
+
+
+@dataclass
+class FastReport(Report):
+    exposure: dict[str, Exposure] = field(default_factory=dict)
+    stale_ticks: int = 0
+
+    def figures(self) -> str:
+        out = super().figures()
+        for sym, e in self.exposure.items():
+            out += (f"\n{sym:<9} fills {e.fills}, max position {e.max_share:.1%} of the ladder, "
+                    f"exposure violations {len(e.violations)}")
+        return out
+
+
+def fast_market_data(workdir: Path, data_dir: Path | None, candles: int, seed: int,
+                     symbols: tuple[str, ...]) -> list[Path]:
+    """The same candles for every symbol: a window of the BTCUSDC de-peg file, or the synthetic
+    market (GARCH volatility with jumps) when data_dir is None."""
+    from market_data import load_klines
+    if data_dir is not None:
+        src = load_klines([data_dir / BTC_FILE])
+        start = max(0, min(BTC_WINDOW, len(src) - candles))       # a long run starts earlier
+        c = src.slice(start, start + candles)
+    else:
+        c = synthetic_klines(candles, seed, start_price=60_000.0, tick=0.1)
+    out = []
+    for sym in symbols:
+        p = workdir / "data" / f"{sym}-fast.csv"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_klines_csv(c, p)
+        out.append(p)
+    return out
+
+
+def run_fast_market(workdir: Path, keys: tuple[str, str], *, data_dir: Path | None, speed: float,
+                    candles: int, seed: int = 3, kills: int = 0, tight: bool = True,
+                    directions: dict[str, str] | None = None, mean_life_s: float | None = None) -> FastReport:
+    """The daemons against the local exchange running its own clock (no lockstep): BTCUSDC
+    LONG and ETHUSDC SHORT on the same candles, optionally killed at random; then the exposure
+    invariant along the exchange's whole fill history and the settled invariants."""
+    directions = directions or {"BTCUSDC": "LONG", "ETHUSDC": "SHORT"}
+    rng = random.Random(seed)
+    t0 = time.monotonic()
+    syms = tuple(directions)
+    files = fast_market_data(workdir, data_dir, candles, seed, syms)
+    ex = Exchange(workdir / "exchange", *keys, data=files, speed=speed, symbols=",".join(syms))
+    ds = []
+    for sym, direction in directions.items():
+        d = Daemon(workdir / f"root_{sym}", ex, *keys, write_config=False, sync_interval=1.0, symbol=sym)
+        base = TIGHT_CONFIG if tight else CONFIG.format(tp="0.005")
+        d.config.write_text(with_values(base, {"TRADE_DIRECTION": direction}))
+        ds.append(d)
+    rep = FastReport()
+    if mean_life_s is None:                          # the kills spread over the whole run
+        mean_life_s = (candles / speed) / (kills + 1) if kills else 0.0
+    try:
+        for d in ds:
+            d.start()
+        end = time.monotonic() + candles / speed
+        while kills and rep.kills < kills and time.monotonic() < end - 2:
+            time.sleep(rng.uniform(0.3, max(0.6, 2 * mean_life_s - 0.3)))
+            d = rng.choice(ds)
+            if d.alive():
+                d.kill(signal.SIGKILL)
+                rep.kills += 1
+                rep.kills_by_mode["random"] += 1
+            d.start()
+        wait_until(lambda: all(market_done(ex, candles, d.symbol) for d in ds), candles / speed + 90,
+                   "the market to end", ds[0].diag)
+        for d in ds:
+            if not d.alive():
+                rep.violations.append(f"{d.symbol}: the daemon died (exit {d.proc.returncode}):\n{d.diag()}")
+                d.start()
+        wait_until(lambda: streams_up(ex, len(ds)), 20, "the daemons' streams", ds[0].diag)
+        st = ex.state()
+        for d in ds:
+            bad, n = settle_and_check(ex, d, symbol=d.symbol)
+            rep.checks += n
+            rep.violations += [f"{d.symbol}: {v}" for v in bad]
+        st = ex.state()
+        for d in ds:
+            e = exposure_of(st, d)
+            rep.exposure[d.symbol] = e
+            rep.violations += e.violations
+            rep.fills += e.fills
+            rep.csv_rows += len(d.trades())
+            rep.violations += [f"{d.symbol}: {v}" for v in log_problems(d)]
+            rep.stale_ticks += d.log().count("stale")
+        rep.orders_placed = len(st["orders"]) + len(st["algoOrders"])
+        rep.stats = ex.stats()
+        rep.violations += rate_problems(rep.stats)
+    finally:
+        for d in ds:
+            d.kill()
+        try:
+            (workdir / "exchange_state.json").write_text(json.dumps(ex.state(), indent=1))
+        except Exception:  # noqa: BLE001 - diagnostics only
+            pass
+        ex.stop()
+    rep.seconds = time.monotonic() - t0
+    return rep
