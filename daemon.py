@@ -59,6 +59,7 @@ STOP_GRACE_S = 5.0
 STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
 START_TRIES = 8                  # start-up attempts on transient exchange errors
 TRADE_PAGE = 1000                # userTrades' largest page
+HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Daemon:
         self.last_price = 0.0
         self._replaying = False
         self.dispatcher: StreamDispatcher | None = None
+        self._held_check = False
 
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
@@ -187,14 +189,16 @@ class Daemon:
             await self._recover_missed_fills(check_csv=startup)
             await self._reconcile_orders()
 
-    async def _recover_missed_fills(self, check_csv: bool = False) -> None:
+    async def _recover_missed_fills(self, check_csv: bool = False) -> int:
         """Act on fills after the last one acted on; with check_csv (at start) also
-        write the CSV rows a previous life acted on but could not write (full disk)."""
+        write the CSV rows a previous life acted on but could not write (full disk).
+        Returns how many trades were new (0: the history holds nothing not acted on)."""
         st = self.strategy.state
         trades = await self._trade_history(check_csv)
-        if not any(int(t["id"]) > st.last_trade_id for t in trades):
+        new = sum(int(t["id"]) > st.last_trade_id for t in trades)
+        if not new:
             await self._replay_fills(trades)            # only rows to write, nothing to act on
-            return
+            return 0
         # Missed fills are acted on in order, each against the position of the fills before
         # it, with the orders their reactions place held back: a reaction to an old fill must
         # not put an order where the market has been since (it would fill at once, beside
@@ -213,6 +217,7 @@ class Daemon:
         self._save()
         if entries:
             await self.strategy.place_entries(entries)
+        return new
 
     async def _trade_history(self, check_csv: bool) -> list[dict[str, Any]]:
         """The trades after the last one acted on (at start: after the last one in the CSV, if
@@ -244,10 +249,13 @@ class Daemon:
             cid = by_order.get(int(t["orderId"]))
             if cid is None:
                 try:
-                    o = await self.venue.client.futures_get_order(symbol=self.symbol, orderId=int(t["orderId"]))
+                    o = await self.venue._call(self.venue.client.futures_get_order, symbol=self.symbol,
+                                               orderId=int(t["orderId"]))
                     cid = o.get("clientOrderId", "")
-                except Exception:   # noqa: BLE001 - an unknown order is recorded without a role
+                except ExchangeError:     # the exchange does not know the order: recorded without a role
                     cid = ""
+                # A failed lookup (5xx, timeout) ends this replay: taking one of our fills for a
+                # stranger's would lose its reaction.  The next reconcile replays it.
             late_entry = self.strategy.late_entry_level(cid, t["side"]) if tid > st.last_trade_id else 0
             if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
                 # Acted on already but its row was lost, or an order the strategy does not
@@ -293,7 +301,13 @@ class Daemon:
         # than dropped below as vanished (its fill would then be ignored and never recorded).
         # Orders the strategy places meanwhile are not in the snapshot: only the lists above count.
         await self._recover_missed_fills()
-        pos = await self.venue.get_position_info_with_retry()
+        # The position read must hold exactly the fills acted on: a fill between the history
+        # read and the position read would be adopted here and counted again by its event.
+        # Read the history after the position until it brings nothing new.
+        for _ in range(5):
+            pos = await self.venue.get_position_info_with_retry()
+            if not await self._recover_missed_fills():
+                break
         never_sent = []
         for cid in vanished:
             o = st.orders.get(cid)
@@ -378,7 +392,8 @@ class Daemon:
     async def config_reload_task(self) -> None:
         while True:
             await asyncio.sleep(self.config_interval)
-            self.reload_config()
+            async with self.lock:          # never in the middle of a reaction
+                self.reload_config()
 
     def reload_config(self) -> bool:
         try:
@@ -470,6 +485,20 @@ class Daemon:
             if closed is not None:
                 await self.strategy.on_candle_closed(closed)
             await self.strategy.on_price(price)
+        self._reconcile_if_held()
+
+    def _reconcile_if_held(self) -> None:
+        """Levels held back for a raced fill: if its event does not come within a second
+        (a stalled user stream), the trade history brings it."""
+        st = self.strategy.state
+        if (st.pending_level or st.raced) and not self._held_check:
+            self._held_check = True
+
+            def go() -> None:
+                self._held_check = False
+                if st.pending_level or st.raced:
+                    self._reconcile_soon()
+            asyncio.get_running_loop().call_later(HELD_RECONCILE_S, go)
 
     def _reconcile_soon(self) -> None:
         async def go() -> None:
@@ -480,6 +509,10 @@ class Daemon:
         self._soon = asyncio.ensure_future(go())     # kept referenced until done
 
     async def _on_user(self, msg: dict[str, Any]) -> None:
+        await self._handle_user(msg)
+        self._reconcile_if_held()
+
+    async def _handle_user(self, msg: dict[str, Any]) -> None:
         e = msg.get("e")
         if e == "ORDER_TRADE_UPDATE":
             u = order_update_from_binance(msg)

@@ -107,7 +107,7 @@ class GridMartingaleStrategy:
         """A reloaded config: distances and ratios apply at the next grid placement, TP/BE
         percentages to the next exit order; direction and leverage only while flat."""
         if config.trade_direction != self.state.direction:
-            if self.state.position.qty == 0 and not self._any_entry_filled():
+            if self.is_flat_and_unfilled():
                 self.state.direction = config.trade_direction
             else:
                 self.log.warning("TRADE_DIRECTION change to %s waits until the position is flat",
@@ -131,7 +131,10 @@ class GridMartingaleStrategy:
         return any(q > 0 for q in self.state.position.level_filled)
 
     def is_flat_and_unfilled(self) -> bool:
-        return self.state.position.qty <= _EPS and not self._any_entry_filled()
+        """No position, no entry fill, and no raced fill still to come (levels held back)."""
+        st = self.state
+        return st.position.qty <= _EPS and not self._any_entry_filled() and not st.pending_level \
+            and not st.raced and self._unseen <= _EPS
 
     def level_price(self, center: float, level: int) -> float:
         d = self.config.level_distances[level - 1]
@@ -208,7 +211,7 @@ class GridMartingaleStrategy:
         # Flat is what the state believes; the cancels' own results confirm it.  An entry that
         # filled before its cancel means the grid is not flat: it stays in force (same centre)
         # and its other levels wait for that fill's event, which the next events bring.
-        if await self._cancel_entries():
+        if self._note_raced(await self._cancel_entries()):
             self.log.warning("range exit abandoned: an entry filled before its cancel; the grid stays at %s",
                              self.filters.fmt_price(c))
             self._defer_entries(1)
@@ -284,6 +287,11 @@ class GridMartingaleStrategy:
 
     async def on_entry_filled(self, o: OrderState, u: OrderUpdate) -> None:
         """SPEC §3.2: TP for level 1 alone, BE from level 2, and the stop at the last level."""
+        self._count_entry_fill(o, u)
+        await self._protect()
+
+    def _count_entry_fill(self, o: OrderState, u: OrderUpdate) -> None:
+        """The level bookkeeping of an entry fill (before anything is saved or sent)."""
         p = self.state.position
         if p.deepest_level == 0:
             self._info("first_entry", direction=self.state.direction)
@@ -292,6 +300,10 @@ class GridMartingaleStrategy:
             p.level1_qty = p.level_filled[0]
         p.deepest_level = max(p.deepest_level, o.level)
         self._info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
+
+    async def _protect(self) -> None:
+        """The exit the position needs, and the stop if it needs one."""
+        p = self.state.position
         if p.deepest_level == 1:
             await self._set_tp_order()
         else:
@@ -312,17 +324,23 @@ class GridMartingaleStrategy:
         while our cancel was on its way, or while the process was down.  The position holds
         it, so it counts as a fill of its level (SPEC §3.2: L is the deepest level with any
         fill) and gets its BE and stop."""
+        st = self.state
         o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
         self._record_fill(o, u)
-        # Open entries of this level or a shallower one stand for exposure the position now holds.
-        for x in [x for x in self.state.orders.values() if x.is_entry and x.level <= level]:
-            await self.venue.cancel_order(x.client_id)
-            self.state.orders.pop(x.client_id, None)
-        # The levels a reaction held back for this fill: the deeper ones go out now, before
-        # the stop is decided (they are the deeper levels it would otherwise miss).
-        if self.state.pending_level:
-            await self.place_pending_entries(max(level, self.state.position.deepest_level) + 1)
-        await self.on_entry_filled(o, u)
+        self._count_entry_fill(o, u)
+        left = st.raced.get(u.client_id, 0.0) - u.last_qty
+        if left > _EPS:
+            st.raced[u.client_id] = left
+        else:
+            st.raced.pop(u.client_id, None)
+        # Open entries of this level or a shallower one stand for exposure the position now
+        # holds: cancelled, confirmed (one that filled meanwhile is one more raced fill).
+        self._note_raced(await self._cancel_entries(lambda x: x.level <= level))
+        # The levels a reaction held back: once every raced fill is acted on, the ones deeper
+        # than the position holds go out, before the stop is decided.
+        if st.pending_level and not st.raced:
+            await self.place_pending_entries(st.position.deepest_level + 1)
+        await self._protect()
         self._changed()
 
     def _forget_lookahead(self) -> bool:
@@ -477,6 +495,11 @@ class GridMartingaleStrategy:
         cancels a stop nothing needs."""
         st, p = self.state, self.state.position
         if p.qty > _EPS:
+            if p.deepest_level == 0:
+                # A position whose level was never counted (adopted, or a crash before the
+                # bookkeeping): it is level 1 (TP) until a deeper level fills.
+                p.deepest_level = 1
+                p.level_filled[0] = p.level1_qty = p.qty
             if p.deepest_level >= 2 and not self._orders_with_role(ROLE_BE) and self._wanted_exit() is None:
                 # Only level 1's quantity is left: the BE filled, but its reaction (cancel,
                 # re-grid from level 2, TP) was cut short. Finish it.
@@ -519,22 +542,30 @@ class GridMartingaleStrategy:
             await self.venue.cancel_order(o.client_id)
 
     # ------------------------------------------------------------------ grids
-    async def _cancel_entries(self) -> bool:
-        """Cancel every entry of the state, each confirmed by its own result, and forget them.
-        True when one had filled beyond what its fill events showed: a fill raced the cancel,
-        and its event (or the trade history) is still to come."""
-        entries = [o for o in self.state.orders.values() if o.is_entry]
+    async def _cancel_entries(self, which: Callable[[OrderState], bool] = lambda o: True) -> dict[str, float]:
+        """Cancel the state's entries (those `which` selects), each confirmed by its own result,
+        and forget them.  Returns the ones that had filled beyond what their fill events showed,
+        with that quantity: fills that raced the cancel, whose events (or trade history) are
+        still to come."""
+        entries = [o for o in self.state.orders.values() if o.is_entry and which(o)]
         if not entries:
-            return False
+            return {}
         executed = await self.venue.cancel_orders_confirmed([o.client_id for o in entries])
-        raced = False
+        raced: dict[str, float] = {}
         for o in entries:
             self.state.orders.pop(o.client_id, None)
-            if executed.get(o.client_id, 0.0) > o.filled_qty + _EPS:
-                raced = True
+            extra = executed.get(o.client_id, 0.0) - o.filled_qty
+            if extra > _EPS:
+                raced[o.client_id] = extra
                 self.log.warning("level %d (%s) filled %s before its cancel", o.level, o.client_id,
                                  self.filters.fmt_qty(executed[o.client_id]))
         return raced
+
+    def _note_raced(self, raced: dict[str, float]) -> bool:
+        """Remember raced fills until their events are acted on; True if there were any."""
+        for cid, q in raced.items():
+            self.state.raced[cid] = self.state.raced.get(cid, 0.0) + q
+        return bool(raced)
 
     def _defer_entries(self, first_level: int) -> None:
         """Hold the entry levels first_level..N of the grid in force until the raced fill is
@@ -563,6 +594,7 @@ class GridMartingaleStrategy:
         st.pending_level = max(st.pending_level, first_level)
         levels = self._pending_levels()
         st.pending_level = 0
+        st.raced.clear()
         if levels:
             await self.setup_grid_orders(first_level=levels[0][0])
         else:
@@ -619,7 +651,7 @@ class GridMartingaleStrategy:
     async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:
         """SPEC §3.3 / §3.5: flat again: cancel everything, re-centre at the exit, all levels."""
         st = self.state
-        raced = await self._cancel_entries()
+        raced = self._note_raced(await self._cancel_entries())
         await self.venue.cancel_all_orders()        # the exits and the stop
         st.orders.clear()
         st.round_trips += 1
@@ -643,7 +675,7 @@ class GridMartingaleStrategy:
     async def reset_grid_after_partial_close(self, exit_price: float) -> None:
         """SPEC §3.4: the level-1 quantity remains at the unchanged average."""
         st = self.state
-        raced = await self._cancel_entries()
+        raced = self._note_raced(await self._cancel_entries())
         await self.venue.cancel_all_orders()        # the exits and the stop
         st.orders.clear()
         self._info("be_cancelled")

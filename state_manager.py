@@ -71,6 +71,9 @@ class GridState:
     # Entry levels from this one on are still to be placed around grid_center (0: none): a
     # reaction found a fill that raced its cancels and waits for it before placing them.
     pending_level: int = 0
+    # Fills that raced our cancels, by client id: the quantity whose fill events are still to
+    # come.  The held levels go out once every one of them has been acted on.
+    raced: dict[str, float] = field(default_factory=dict)
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -87,7 +90,8 @@ class GridState:
         fields = {k: d[k] for k in ("symbol", "direction", "capital", "grid_center", "generation",
                                     "exit_seq", "realized_pnl", "fees", "round_trips",
                                     "last_trade_id", "last_update")}
-        st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)), **fields)
+        st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)),
+                 raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()}, **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")
         return st

@@ -239,3 +239,52 @@ async def test_pumps_get_the_loop_before_a_tick_is_handled():
     await d.drain()
     await task
     assert seen == [("user", "fill-3"), ("tick", 100.0, None)]
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+def test_two_raced_fills_hold_the_grid_until_both_are_acted_on(direction):
+    """Old levels 2 and 3 both fill while the TP reaction's cancels are on the wire.  The
+    held levels stay held after the first late event (a level placed then could fill beside
+    the second); after both, only level 4 goes out, and a crash stays within one ladder."""
+    h, v = racing(direction)
+    s = S[direction]
+    h.move(100_000.0 * (1 - s * 0.006))                      # level 1 → TP
+    tp = h.exits()[0][1]
+    run_leg(h, tp + s * 10)                                 # the TP fills; its event waits
+    v.before_cancel = lambda: run_leg(h, (96_000.0 - 0.5) if s > 0 else 104_000.5)   # old L2 and L3
+    events = [e for e in h.sim.drain_events() if isinstance(e, OrderUpdate)]
+    run_sync(h.strategy.on_order_update(events[0]))          # the TP's event only
+    late = [e for e in h.sim.drain_events() + events[1:] if isinstance(e, OrderUpdate) and e.is_fill]
+    assert [e.client_id[-2:] for e in late] == ["E2", "E3"]
+    st = h.strategy.state
+    run_sync(h.strategy.on_order_update(late[0]))
+    assert h.entries() == [] and st.pending_level and set(st.raced) == {late[1].client_id}
+    run_sync(h.strategy.on_order_update(late[1]))
+    h.deliver()
+    assert entry_levels(h) == [4] and not st.raced and not st.pending_level
+    assert st.position.deepest_level == 3 and [r for r, _, _ in h.exits()] == ["BE"]
+    run_leg(h, 100_000.0 * (1 - s * 0.08))
+    h.deliver()
+    assert max_position(h) <= LADDER[direction] * 1.01
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+def test_no_range_exit_while_levels_are_held(direction):
+    """Levels are held for a raced fill whose event is late (a stalled stream): the state
+    looks flat, but a tick beyond the band must not place a fresh grid on top of that fill."""
+    h, v = racing(direction)
+    s = S[direction]
+    st = h.strategy.state
+    h.move(100_000.0 * (1 - s * 0.006))
+    tp = h.exits()[0][1]
+    run_leg(h, tp + s * 10)
+    v.before_cancel = lambda: run_leg(h, 100_000.0 * (1 - s * 0.0105))     # old L2 races
+    events = [e for e in h.sim.drain_events() if isinstance(e, OrderUpdate)]
+    run_sync(h.strategy.on_order_update(events[0]))          # L2's event does not come
+    assert st.pending_level == 1
+    centre = st.grid_center
+    band = centre * (1 + s * 0.021)
+    run_leg(h, band)
+    run_sync(h.strategy.on_price(band))
+    assert h.entries() == [] and st.pending_level == 1 and st.grid_center == centre
+    assert not h.strategy.is_flat_and_unfilled()
