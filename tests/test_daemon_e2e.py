@@ -313,8 +313,9 @@ def test_entries_filled_after_a_be_while_down_count_as_their_levels_and_get_the_
     assert ex.position() == pytest.approx(q1 + q3 + q4)
     d.start()
     algos = wait_until(ex.open_algos, 15, "the stop after the late level-4 fill", d.diag)
-    wait_until(lambda: len(exits(ex)) == 1 and exits(ex)[0]["clientOrderId"].startswith(f"GM-{SYM}-{gen + 1}-BE"),
-               10, "one BE", d.diag)
+    # One BE: the new grid's levels were held back for the raced fills, and once levels 3-4
+    # were acted on nothing deeper was left to place (no new generation).
+    wait_until(lambda: len(exits(ex)) == 1 and "-BE" in exits(ex)[0]["clientOrderId"], 10, "one BE", d.diag)
     time.sleep(1.5)                                         # a sync or two: nothing changes
     (a,) = ex.open_algos()
     assert a["clientAlgoId"] == algos[0]["clientAlgoId"] and a["orderType"] == "STOP_MARKET"
@@ -353,7 +354,7 @@ def test_the_whole_old_grid_filled_after_a_tp_while_down_gets_its_be_and_stop(li
     (a,) = ex.open_algos()
     assert float(a["triggerPrice"]) == floor_tick(tp * 0.95)           # the centre is the TP's fill price
     (be_order,) = exits(ex)
-    assert be_order["clientOrderId"].startswith(f"GM-{SYM}-{gen + 1}-BE")
+    assert "-BE" in be_order["clientOrderId"] and d.state()["pending_level"] == 0
     assert float(be_order["origQty"]) == pytest.approx(sum(qty[1:]))
     assert not [c for c in ex.book() if "-E" in c]
     assert ex.position() == pytest.approx(sum(qty[1:]))     # nothing was added by a new grid
