@@ -288,3 +288,42 @@ def test_no_range_exit_while_levels_are_held(direction):
     run_sync(h.strategy.on_price(band))
     assert h.entries() == [] and st.pending_level == 1 and st.grid_center == centre
     assert not h.strategy.is_flat_and_unfilled()
+
+
+# ---------------------------------------------------------------------------- one rule for what rests
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+def test_desired_orders_is_what_the_reactions_place_and_mend_restores_it(direction):
+    """desired_orders() after level 1, level 2 and level 4 equals what rests on the exchange;
+    with the exits and the stop removed behind the strategy's back, mend() puts back exactly
+    that (the reconciliation's path), and a second mend() changes nothing."""
+    h = make(direction)
+    s = S[direction]
+    strat = h.strategy
+
+    def resting():
+        book = sorted((r, round(p, 1), q) for r, p, q in h.exits())
+        return book + [("SL", p, 0.0) for p in h.stops()]
+
+    def desired():
+        out = [(i.role, round(i.price, 1), round(i.qty, 6)) for i in strat.desired_orders() if i.level == 0]
+        return sorted(x for x in out if x[0] != "SL") + [x for x in out if x[0] == "SL"]
+
+    for depth in (0.006, 0.0105, 0.0455):                     # level 1, level 2, level 4
+        h.move(100_000.0 * (1 - s * depth))
+        assert desired() == resting(), depth
+        want_entries = sorted((i.level, round(i.price, 2), round(i.qty, 6)) for i in strat.desired_orders()
+                              if i.level)
+        assert want_entries == h.entries()
+    h.sim.cancel_all_orders(h.symbol)                         # someone cancels the exits, and the stop
+    h.sim.cancel_all_algo_orders(h.symbol)
+    h.sim.drain_events()
+    for o in [o for o in strat.state.orders.values() if not o.is_entry]:
+        del strat.state.orders[o.client_id]                   # as the reconciliation drops vanished orders
+    run_sync(strat.mend())
+    h.deliver()
+    assert desired() == resting() and len(h.stops()) == 1 and [r for r, _, _ in h.exits()] == ["BE"]
+    placed = len(h.sim.orders) + len(h.sim.algo_orders)
+    run_sync(strat.mend())
+    assert len(h.sim.orders) + len(h.sim.algo_orders) == placed   # nothing to do: nothing placed
