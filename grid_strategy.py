@@ -89,6 +89,9 @@ class GridMartingaleStrategy:
         # right after one fill may include the next fills, whose events follow.
         self._unseen = 0.0
         self._seen_avg = 0.0          # average of the position of the fills seen, while _unseen != 0
+        # The last fresh grid had every entry refused as post-only (the market had passed its
+        # levels while none rested): flat with nothing resting, it is placed again at the market.
+        self.grid_refused = False
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -201,6 +204,16 @@ class GridMartingaleStrategy:
         c = self.state.grid_center
         if c <= 0:
             return
+        if self.grid_refused:
+            if self.is_flat_and_unfilled() and not any(o.is_entry for o in self.state.orders.values()):
+                # Nothing rests and nothing filled (the refused orders never existed): a grid
+                # at the market, or the daemon would wait for a price that may never return.
+                self.log.warning("no entry rests (the market passed the grid at %s): new grid at %s",
+                                 self.filters.fmt_price(c), self.filters.fmt_price(price))
+                self.state.grid_center = price
+                await self.setup_grid_orders()
+                return
+            self.grid_refused = False
         band = c * (1.0 + self.s * self.half_range)
         if (price <= band if self.s > 0 else price >= band) or not self.is_flat_and_unfilled():
             return
@@ -646,6 +659,8 @@ class GridMartingaleStrategy:
                 self._acknowledge(o, r)
             if o.client_id in st.orders and log_key:
                 self._info(log_key, level=o.level, price=o.price, qty=o.qty)
+        refused = any(isinstance(r, ExchangeError) and r.code == ERR_POST_ONLY_REJECTED for r in results)
+        self.grid_refused = refused and not any(o.is_entry for o in st.orders.values())
         self._changed()
 
     async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:

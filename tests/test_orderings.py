@@ -327,3 +327,30 @@ def test_desired_orders_is_what_the_reactions_place_and_mend_restores_it(directi
     placed = len(h.sim.orders) + len(h.sim.algo_orders)
     run_sync(strat.mend())
     assert len(h.sim.orders) + len(h.sim.algo_orders) == placed   # nothing to do: nothing placed
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+def test_a_grid_the_market_passed_whole_is_placed_again_at_the_market(direction):
+    """The market ran through every level of a new grid before it went out: all four are
+    refused (post-only), nothing rests, nothing filled.  The next price tick places a grid
+    at the market instead of waiting for a price that may never come back."""
+    h, v = racing(direction)
+    s = S[direction]
+    h.move(100_000.0 * (1 - s * 0.006))                       # level 1 → TP
+    tp = h.exits()[0][1]
+    far = tp * (1 - s * 0.06)                                 # beyond the new grid's level 4
+    orig = v.place_limits
+
+    async def place(orders):
+        h.sim.set_price(h.symbol, far)                        # the jump happens while we send
+        return await orig(orders)
+
+    v.place_limits = place
+    h.move(tp + s * 10)
+    v.place_limits = orig
+    assert h.entries() == [] and h.strategy.grid_refused and h.sim.position(h.symbol).qty == 0
+    run_sync(h.strategy.on_price(far))
+    h.deliver()
+    st = h.strategy.state
+    assert st.grid_center == far and entry_levels(h) == [1, 2, 3, 4]
+    assert not h.strategy.grid_refused
