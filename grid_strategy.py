@@ -66,6 +66,11 @@ class Intent:
     qty: float           # 0 for the closePosition stop
 
 
+def _rests_as(o: OrderState, role: str, price: float, qty: float) -> bool:
+    """Whether a resting order is the intended one (same role, price and size)."""
+    return o.role == role and abs(o.price - price) < _EPS and abs(o.qty - qty) < _EPS
+
+
 class GridMartingaleStrategy:
     def __init__(self, config: GridConfig, venue: FuturesVenue, state: GridState | None = None,
                  capital: float | None = None, logger: logging.Logger | None = None,
@@ -396,7 +401,7 @@ class GridMartingaleStrategy:
         for o in list(self.state.orders.values()):
             if o.role not in (ROLE_TP, ROLE_BE):
                 continue
-            if keep is None and o.role == role and abs(o.price - price) < _EPS and abs(o.qty - qty) < _EPS:
+            if keep is None and _rests_as(o, role, price, qty):
                 keep = o
                 continue
             await self.venue.cancel_order(o.client_id)
@@ -522,9 +527,7 @@ class GridMartingaleStrategy:
                 await self.place_pending_entries(p.deepest_level + 1)
             want = self._wanted_exit()
             have = [o for o in st.orders.values() if o.role in (ROLE_TP, ROLE_BE)]
-            if want is not None and not (len(have) == 1 and have[0].role == want.role
-                                         and abs(have[0].price - want.price) < _EPS
-                                         and abs(have[0].qty - want.qty) < _EPS):
+            if want is not None and not (len(have) == 1 and _rests_as(have[0], want.role, want.price, want.qty)):
                 await (self._set_tp_order() if want.role == ROLE_TP else self._set_be_order())
             stops = self._orders_with_role(ROLE_SL)
             if self.wants_stop() and not stops:
@@ -643,16 +646,14 @@ class GridMartingaleStrategy:
             if isinstance(r, ExchangeError):
                 ack = None
                 if r.code == ERR_MARGIN_INSUFFICIENT:
-                    try:
+                    try:      # the ladder logs its own give-up
                         ack = await self.venue.retry_entry_after_margin_error(o.client_id, o.side, o.price, o.qty)
                     except ExchangeError as e:
                         r = e            # e.g. -5022: the price passed the level during the ladder
-                if ack is not None or r.code == ERR_MARGIN_INSUFFICIENT:
-                    pass
-                elif r.code == ERR_POST_ONLY_REJECTED:
+                if ack is None and r.code == ERR_POST_ONLY_REJECTED:
                     self.log.warning("Level %d not placed: the price is already beyond %s (post-only)",
                                      o.level, self.filters.fmt_price(o.price))
-                else:
+                elif ack is None and r.code != ERR_MARGIN_INSUFFICIENT:
                     self.log.error("Level %d order rejected: %s", o.level, r)
                 self._acknowledge(o, ack)
             else:

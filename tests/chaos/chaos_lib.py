@@ -307,10 +307,11 @@ class Report:
         return out
 
 
-def _tear_down(ex: Exchange, d: Daemon, workdir: Path) -> None:
-    """Kill the daemon, keep the exchange's own records next to the run for a post-mortem,
+def _tear_down(ex: Exchange, daemons: Daemon | list[Daemon], workdir: Path) -> None:
+    """Kill the daemons, keep the exchange's own records next to the run for a post-mortem,
     stop the exchange."""
-    d.kill()
+    for d in daemons if isinstance(daemons, list) else [daemons]:
+        d.kill()
     try:
         (workdir / "exchange_state.json").write_text(json.dumps(ex.state(), indent=1))
     except Exception:  # noqa: BLE001 - diagnostics only
@@ -493,7 +494,6 @@ BTC_WINDOW = 14_340            # 2023-03-10 23:00 UTC: the USDC de-peg, the wide
 @dataclass
 class FastReport(Report):
     exposure: dict[str, Exposure] = field(default_factory=dict)
-    stale_ticks: int = 0
 
     def figures(self) -> str:
         out = super().figures()
@@ -577,17 +577,10 @@ def run_fast_market(workdir: Path, keys: tuple[str, str], *, data_dir: Path | No
             rep.fills += e.fills
             rep.csv_rows += len(d.trades())
             rep.violations += [f"{d.symbol}: {v}" for v in log_problems(d)]
-            rep.stale_ticks += d.log().count("stale")
         rep.orders_placed = len(st["orders"]) + len(st["algoOrders"])
         rep.stats = ex.stats()
         rep.violations += rate_problems(rep.stats)
     finally:
-        for d in ds:
-            d.kill()
-        try:
-            (workdir / "exchange_state.json").write_text(json.dumps(ex.state(), indent=1))
-        except Exception:  # noqa: BLE001 - diagnostics only
-            pass
-        ex.stop()
+        _tear_down(ex, ds, workdir)
     rep.seconds = time.monotonic() - t0
     return rep
