@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -28,10 +29,12 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from fill_model import TriggerScanner, candle_path
+from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, candle_ticks
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market_data import Candles, DataError, load_klines
-from sim_exchange import DEFAULT_FILTERS, SimulatedExchange, SimVenue
+from brackets import BracketError, BracketTable, load_brackets, table_for
+from funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
+from sim_exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
 LEG_MS = 20_000   # fills on leg k of a candle are stamped open_time + k × 20 s
 
@@ -55,13 +58,45 @@ class BacktestResult:
     replayed_candles: int
     elapsed_s: float
     summary: dict = field(default_factory=dict)
+    funding: list[FundingSettlement] = field(default_factory=list)
+    liquidations: list[Liquidation] = field(default_factory=list)
+    brackets: BracketTable | None = None
+
+
+def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candle index (the 1-minute candle that starts at T, or the first after it when that
+    minute is missing) and rate of every settlement T inside the candles."""
+    if len(series) == 0 or len(times) == 0:
+        return np.zeros(0, np.int64), np.zeros(0)
+    k = np.searchsorted(times, series.times, side="left")
+    keep = (series.times >= times[0]) & (k < len(times))
+    return k[keep].astype(np.int64), series.rates[keep]
+
+
+def align_mark(mark: Candles, candles: Candles, filters: SymbolFilters,
+               contract: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Mark-price klines in ticks, aligned to the candles' minutes (a missing mark minute
+    takes the contract candle's prices)."""
+    mo, mh, ml, mc = candle_ticks(mark.open, mark.high, mark.low, mark.close, filters.tick_size)
+    idx = np.searchsorted(mark.open_time, candles.open_time)
+    idx_c = np.minimum(idx, len(mark) - 1)
+    found = (idx < len(mark)) & (mark.open_time[idx_c] == candles.open_time)
+    return tuple(np.where(found, m[idx_c], c) for m, c in zip((mo, mh, ml, mc), contract))
 
 
 def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                  capital: float | None = None, maker_fee: float | None = None,
                  taker_fee: float | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> BacktestResult:
-    """Drive the strategy over `candles`; the first candle's close is the first centre."""
+                 progress: Callable[[int, int], None] | None = None,
+                 funding: FundingSeries | None = None, mark: Candles | None = None,
+                 brackets: BracketTable | None = None, liquidation: bool = True) -> BacktestResult:
+    """Drive the strategy over `candles`; the first candle's close is the first centre.
+
+    `funding`: settlements charged on the position held at each funding time, at the mark
+    (the `mark` klines' open of that minute, else the candle's open).  `liquidation`: the
+    account is liquidated as Binance does it (cross margin, `brackets` or the symbol's
+    shipped table), triggered by the mark price (`mark` klines, else the last price).
+    """
     t0 = time.perf_counter()
     capital = float(capital if capital is not None else config.initial_capital)
     sim = SimulatedExchange([filters], balance=capital,
@@ -69,20 +104,33 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                             taker_fee=config.taker_fee if taker_fee is None else taker_fee,
                             leverage=config.leverage)
     sim.ack_events = False      # the strategy acts on fills and expiries only
+    sim.liquidation_enabled = liquidation
     symbol = filters.symbol
     book = sim.books[symbol]
+    if brackets is not None:
+        book.brackets = brackets
     fills: list[FillRecord] = []
     quiet = logging.getLogger("grid.backtest")
-    quiet.setLevel(logging.CRITICAL)  # a backtest reports through its summary, not logs
+    quiet.setLevel(logging.CRITICAL + 10)  # a backtest reports through its summary, not logs
     venue = SimVenue(sim, symbol)
     venue.log = quiet
     strategy = GridMartingaleStrategy(config, venue, capital=capital, logger=quiet, on_fill=fills.append)
     n = len(candles)
     if n == 0:
         raise DataError("no candles to backtest")
-    opens, highs, lows, closes, times = (candles.open, candles.high, candles.low, candles.close,
-                                         candles.open_time)
+    # The engine works in integer ticks: the candles are converted once, here.
+    opens, highs, lows, closes = candle_ticks(candles.open, candles.high, candles.low, candles.close,
+                                              filters.tick_size)
+    times = candles.open_time
+    from_ticks = filters.from_ticks
     s = strategy.s
+    mark_ticks = align_mark(mark, candles, filters, (opens, highs, lows, closes)) if mark is not None else None
+    if mark_ticks is not None:
+        sim.drive_mark(symbol)
+    f_idx, f_rate = funding_schedule(funding, times) if funding is not None else (np.zeros(0, np.int64), None)
+    f_idx_l = f_idx.tolist()
+    nf = len(f_idx_l)
+    fi = 0
 
     def deliver() -> None:
         while sim.events:
@@ -107,18 +155,23 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
         return sim.wallet + pos.qty * (price - pos.entry_price)
 
     sim.now_ms = int(times[0])
-    sim.set_price(symbol, float(closes[0]))
-    run_sync(strategy.on_candle_closed(float(closes[0])))
+    sim.set_price_ticks(symbol, int(closes[0]))
+    if mark_ticks is not None:
+        sim.set_mark_ticks(symbol, int(mark_ticks[3][0]))
+    run_sync(strategy.on_candle_closed(from_ticks(int(closes[0]))))
     deliver()
     mark_segment(1)
 
     scanner = TriggerScanner(highs, lows)
+    mark_scanner = TriggerScanner(mark_ticks[1], mark_ticks[2]) if mark_ticks is not None else None
     replayed = 0
     i = 1
     next_report = n // 100 if progress else n + 1
-    inf = math.inf
+    tick = filters.tick_size
+    advance = sim.advance_ticks
+    advance_mark = sim.advance_mark_ticks
     while i < n:
-        up, down = inf, -inf
+        up, down = NO_UP, NO_DOWN
         for r in book.resting.values():
             if r.fires_below:
                 if r.trigger > down:
@@ -126,38 +179,81 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
             elif r.trigger < up:
                 up = r.trigger
         if strategy.is_flat_and_unfilled():
-            band = strategy.range_band()
+            if strategy.halted and not book.resting:
+                break           # liquidated and stopped: nothing more can happen
+            # The range exit fires strictly beyond the band: the first tick past it.
+            band = strategy.range_band() / tick
             if s > 0:
-                up = min(up, band)
+                up = min(up, math.floor(band + 1e-9) + 1)
             else:
-                down = max(down, band)
+                down = max(down, math.ceil(band - 1e-9) - 1)
         j = scanner.find(i, up, down)
+        if mark_scanner is not None and book.mark_resting:
+            mup, mdown = NO_UP, NO_DOWN
+            for r in book.mark_resting.values():
+                if r.fires_below:
+                    mdown = max(mdown, r.trigger)
+                else:
+                    mup = min(mup, r.trigger)
+            jm = mark_scanner.find(i, mup, mdown)
+            if jm >= 0 and (j < 0 or jm < j):
+                j = jm
+        # Funding settlements due up to this event (at candle j's open, before its path).
+        lim = j if j >= 0 else n - 1
+        if fi < nf and f_idx_l[fi] <= lim:
+            if not pos.steps:
+                while fi < nf and f_idx_l[fi] <= lim:
+                    fi += 1     # flat until this event: nothing to settle
+            else:
+                k = f_idx_l[fi]
+                rate = float(f_rate[fi])
+                fi += 1
+                sim.now_ms = int(times[k])
+                sim.set_price_ticks(symbol, int(opens[k]))
+                if mark_ticks is not None:
+                    sim.set_mark_ticks(symbol, int(mark_ticks[0][k]))
+                sim.settle_funding(symbol, rate, sim.mark_of(book))
+                deliver()
+                mark_segment(k)
+                i = k           # the wallet moved the liquidation price: scan again from T
+                continue
         if j < 0:
             break
         replayed += 1
-        o, h, l, c = float(opens[j]), float(highs[j]), float(lows[j]), float(closes[j])
+        o, h, l, c = int(opens[j]), int(highs[j]), int(lows[j]), int(closes[j])
         t = int(times[j])
         sim.now_ms = t
-        sim.set_price(symbol, o)
+        sim.set_price_ticks(symbol, o)
         # Between events the position is constant and each leg monotone, so
         # the equity is linear there: its minimum is at a vertex or a fill.
-        worst_eq = account(o)
+        worst_eq = account(book.price)
         flat = strategy.is_flat_and_unfilled
         if flat():          # the range exit is the only thing on_price does
-            run_sync(strategy.on_price(o))
+            run_sync(strategy.on_price(book.price))
             deliver()
+        if mark_ticks is not None:
+            # The mark's own path first (its triggers: liquidation, MARK_PRICE stops), then
+            # the last price's: the adverse mark events of a minute are not deferred.
+            mpath = candle_path(int(mark_ticks[0][j]), int(mark_ticks[1][j]), int(mark_ticks[2][j]),
+                                int(mark_ticks[3][j]))
+            sim.set_mark_ticks(symbol, mpath[0])
+            for k in (1, 2, 3):
+                sim.now_ms = t + (k - 1) * LEG_MS
+                while advance_mark(symbol, mpath[k]):
+                    deliver()
+                    worst_eq = min(worst_eq, account(book.price))
         path = candle_path(o, h, l, c)
         for k in (1, 2, 3):
             end = path[k]
             sim.now_ms = t + (k - 1) * LEG_MS
-            while sim.advance(symbol, end):
+            while advance(symbol, end):
                 deliver()
                 worst_eq = min(worst_eq, account(book.price))
-            worst_eq = min(worst_eq, account(end))
+            worst_eq = min(worst_eq, account(book.price))
             if flat():
-                run_sync(strategy.on_price(end))
+                run_sync(strategy.on_price(book.price))
                 deliver()
-        worst_at[j] = worst_eq
+        worst_at[j] = max(0.0, worst_eq) if liquidation else worst_eq
         mark_segment(j)
         i = j + 1
         if j >= next_report:
@@ -166,18 +262,26 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     if progress:
         progress(n, n)
 
-    equity, worst = _equity_curves(candles, seg_start, seg_state)
+    equity, worst = _equity_curves(filters.prices_of_ticks(closes), filters.prices_of_ticks(lows),
+                                   filters.prices_of_ticks(highs), seg_start, seg_state)
     if worst_at:
         worst[np.fromiter(worst_at.keys(), np.int64, len(worst_at))] = np.fromiter(
             worst_at.values(), np.float64, len(worst_at))
+    if liquidation:
+        # A cross account's loss stops at its wallet (the insurance fund covers the rest).
+        np.maximum(equity, 0.0, out=equity)
+        np.maximum(worst, 0.0, out=worst)
     p = book.position
     return BacktestResult(config, filters, candles, capital, fills, equity, worst, sim.wallet, p.qty,
-                          p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0)
+                          p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0,
+                          funding=list(sim.funding), liquidations=list(sim.liquidations),
+                          brackets=book.brackets)
 
 
-def _equity_curves(candles: Candles, starts: list[int], states: list[tuple[float, float, float]]
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    n = len(candles)
+def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],
+                   states: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Equity at each candle's close and at its adverse extreme (the candles as the engine played them)."""
+    n = len(close)
     st = np.asarray(starts + [n], dtype=np.int64)
     st = np.minimum(st, n)
     lengths = np.diff(st)
@@ -185,8 +289,8 @@ def _equity_curves(candles: Candles, starts: list[int], states: list[tuple[float
     wallet = np.repeat(arr[:, 0], lengths)
     qty = np.repeat(arr[:, 1], lengths)
     avg = np.repeat(arr[:, 2], lengths)
-    equity = wallet + qty * (candles.close - avg)
-    adverse = np.where(qty > 0, candles.low, candles.high)
+    equity = wallet + qty * (close - avg)
+    adverse = np.where(qty > 0, low, high)
     worst = wallet + qty * (adverse - avg)
     return equity, worst
 
@@ -205,12 +309,21 @@ def summarize(res: BacktestResult) -> dict:
     last_close = float(res.candles.close[-1])
     unrealized = res.final_qty * (last_close - res.final_avg)
     n = len(res.candles)
+    funding_paid = sum(x.amount for x in res.funding)
+    clearance = sum(x.clearance for x in res.liquidations)
     return {
         "candles": n,
         "replayed_candles": res.replayed_candles,
         "fills": len(fills),
         "roles": dict(sorted(roles.items())),
-        "net_pnl": round(realized - res.fees, 8),
+        "net_pnl": round(realized - res.fees - funding_paid - clearance, 8),
+        "funding_paid": round(funding_paid, 8),
+        "funding_settlements": len(res.funding),
+        "liquidations": [{"time": _iso(x.time), "mark_price": round(x.mark_price, 8), "qty": round(x.qty, 12),
+                          "price": round(x.price, 8), "insurance_clearance": round(x.clearance, 8)}
+                         for x in res.liquidations],
+        "min_equity": round(float(res.equity_worst.min()), 8) if len(res.equity_worst) else res.capital,
+        "brackets": res.brackets.source if res.brackets else None,
         "realized_pnl": round(realized, 8),
         "fees": round(res.fees, 8),
         "unrealized_pnl": round(unrealized, 8),
@@ -229,6 +342,24 @@ def summarize(res: BacktestResult) -> dict:
         "elapsed_s": round(res.elapsed_s, 6),
         "candles_per_s": round(n / res.elapsed_s) if res.elapsed_s > 0 else None,
     }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+FUNDING_COLUMNS = ["time", "rate", "mark_price", "position", "amount"]
+
+
+def write_funding_csv(res: BacktestResult, path: Path) -> None:
+    """One row per settlement with a position: amount > 0 paid, < 0 received."""
+    f = res.filters
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(FUNDING_COLUMNS)
+        for x in res.funding:
+            w.writerow([_iso(x.time), f"{x.rate:.8f}", f"{x.mark_price:.8f}", f.fmt_qty(x.position),
+                        f"{x.amount:.8f}"])
 
 
 def write_trades_csv(res: BacktestResult, path: Path) -> None:
@@ -264,13 +395,21 @@ def write_chart(res: BacktestResult, path: Path) -> None:
             arr = np.asarray(pts)
             ax1.scatter(arr[:, 0].astype("datetime64[ms]"), arr[:, 1], marker=marker, s=18, color=color,
                         label=f"{label} ({len(pts)})", zorder=3, alpha=0.8)
+    for x in res.liquidations:
+        ax1.scatter([np.datetime64(int(x.time), "ms")], [x.price], marker="X", s=160, color="#67001f", zorder=5,
+                    label="LIQUIDATION")
+        ax1.annotate("liquidated", (np.datetime64(int(x.time), "ms"), x.price), textcoords="offset points",
+                     xytext=(6, -14), color="#67001f", fontsize=9, weight="bold")
+        ax2.axvline(np.datetime64(int(x.time), "ms"), color="#67001f", lw=1.2, ls="--")
     ax1.set_ylabel("price")
-    ax1.legend(loc="upper left", fontsize=8, ncol=5)
+    ax1.legend(loc="upper left", fontsize=8, ncol=6)
     ax1.grid(alpha=0.3)
     s = res.summary
+    liq = f", LIQUIDATED ×{len(res.liquidations)}" if res.liquidations else ""
     ax1.set_title(f"{res.filters.symbol} {res.config.trade_direction} grid martingale  —  net PnL "
-                  f"{s.get('net_pnl', 0):+.2f}, max drawdown {s.get('max_drawdown', 0):.2f} "
-                  f"({s.get('max_drawdown_pct', 0):.1f} %), {s.get('fills', 0)} fills")
+                  f"{s.get('net_pnl', 0):+.2f} (funding {-s.get('funding_paid', 0):+.2f}), max drawdown "
+                  f"{s.get('max_drawdown', 0):.2f} ({s.get('max_drawdown_pct', 0):.1f} %), "
+                  f"{s.get('fills', 0)} fills{liq}")
     ax2.plot(t, res.equity[::step], color="#2166ac", lw=0.9, label="equity")
     ax2.axhline(res.capital, color="#999", lw=0.6, ls="--")
     ax2.set_ylabel("equity")
@@ -297,8 +436,12 @@ def print_summary(s: dict, out: Path | None) -> None:
         ("period", f"{s['start']} → {s['end']}"),
         ("candles", f"{s['candles']:,} ({s['replayed_candles']:,} replayed)"),
         ("fills", f"{s['fills']:,}  " + "  ".join(f"{k}={v}" for k, v in s["roles"].items())),
-        ("net PnL (realized − fees)", f"{s['net_pnl']:+,.2f}"),
+        ("net PnL (realized − fees − funding − liq.)", f"{s['net_pnl']:+,.2f}"),
         ("fees", f"{s['fees']:,.2f}"),
+        ("funding paid", f"{s['funding_paid']:+,.2f} ({s['funding_settlements']:,} settlements with a position)"),
+        ("liquidations", "none" if not s["liquidations"] else "  ".join(
+            f"{x['time']} at {x['price']:g} (mark {x['mark_price']:g})" for x in s["liquidations"])),
+        ("min equity", f"{s['min_equity']:,.2f}"),
         ("final equity", f"{s['final_equity']:,.2f} ({s['return_pct']:+.2f} %)"),
         ("max drawdown", f"{s['max_drawdown']:,.2f} ({s['max_drawdown_pct']:.2f} %)"),
         ("max position notional", f"{s['max_position_notional']:,.2f}"),
@@ -327,6 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-notional", type=float, default=d.min_notional)
     p.add_argument("--maker-fee", type=float, help="default: MAKER_FEE of the config")
     p.add_argument("--taker-fee", type=float, help="default: TAKER_FEE of the config")
+    p.add_argument("--funding", nargs="+", metavar="FILE",
+                   help="funding rates: Binance's dump CSV (calc_time,funding_interval_hours,last_funding_rate) "
+                        "or REST fundingRate JSON; default: a constant --funding-rate")
+    p.add_argument("--funding-rate", type=float, default=BASELINE_RATE,
+                   help=f"constant rate per 8 h at 00/08/16 UTC when no --funding (default {BASELINE_RATE}, "
+                        "Binance's baseline; 0 turns funding off)")
+    p.add_argument("--mark", nargs="+", metavar="CSV", help="mark-price 1m klines (default: the last price)")
+    p.add_argument("--brackets", metavar="FILE", help="leverage brackets: GET /fapi/v1/leverageBracket JSON "
+                   "(default: the shipped BTCUSDC/ETHUSDC table)")
+    p.add_argument("--no-liquidation", action="store_true", help="do not liquidate (for comparison only)")
     p.add_argument("--out", default="backtest_out", help="output folder (default backtest_out)")
     p.add_argument("--no-chart", action="store_true", help="skip equity.png")
     return p
@@ -357,16 +510,34 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         candles = load_klines(args.data)
         load_s = time.perf_counter() - t0
-    except (ConfigError, DataError, ValueError) as e:
+        if not math.isfinite(args.funding_rate) or abs(args.funding_rate) > 0.05:
+            raise ValueError(f"--funding-rate must be a rate per 8 h such as 0.0001 (got {args.funding_rate})")
+        if args.funding:
+            funding = load_funding(args.funding)
+        elif args.funding_rate:
+            funding = constant_funding(args.funding_rate, int(candles.open_time[0]), int(candles.open_time[-1]))
+        else:
+            funding = None
+        mark = load_klines(args.mark) if args.mark else None
+        if args.brackets:
+            brackets = load_brackets(args.brackets, filters.symbol)
+        else:
+            brackets, shipped = table_for(filters.symbol)
+            if not shipped:
+                print(f"backtest.py: note: no leverage brackets shipped for {filters.symbol}: using "
+                      f"{brackets.symbol}'s (pass --brackets FILE for its own)", file=sys.stderr)
+    except (ConfigError, DataError, FundingError, BracketError, ValueError) as e:
         print(f"backtest.py: error: {e}", file=sys.stderr)
         return 2
     progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
-    res = run_backtest(cfg, candles, filters, progress=progress)
+    res = run_backtest(cfg, candles, filters, progress=progress, funding=funding, mark=mark, brackets=brackets,
+                       liquidation=not args.no_liquidation)
     res.summary = summarize(res)
     res.summary["load_s"] = round(load_s, 6)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_trades_csv(res, out / "trades.csv")
+    write_funding_csv(res, out / "funding.csv")
     (out / "summary.json").write_text(json.dumps(res.summary, indent=2) + "\n", encoding="utf-8")
     if not args.no_chart:
         write_chart(res, out / "equity.png")

@@ -414,10 +414,11 @@ class BinanceFuturesClient(FuturesVenue):
                 return None
             raise
 
-    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float,
+                               working_type: str = "CONTRACT_PRICE") -> OrderAck:
         params = {"symbol": self.symbol, "side": side, "type": "STOP_MARKET", "algoType": "CONDITIONAL",
                   "triggerPrice": self.filters.fmt_price(trigger_price), "closePosition": "true",
-                  "workingType": "CONTRACT_PRICE", "clientAlgoId": client_id}
+                  "workingType": working_type, "clientAlgoId": client_id}
         r = await self._place_once_safely(
             lambda: self._call(self.client.futures_create_algo_order, **params), client_id,
             self.find_algo_order)

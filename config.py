@@ -39,10 +39,14 @@ _KEYS: dict[str, tuple[str, str]] = {
     "BE_PCT": ("be_pct", "float"),
     "MAKER_FEE": ("maker_fee", "float"),
     "TAKER_FEE": ("taker_fee", "float"),
+    "SL_WORKING_TYPE": ("sl_working_type", "working_type"),
+    "AFTER_LIQUIDATION": ("after_liquidation", "after_liquidation"),
 }
 _FIELD_TO_KEY = {field: key for key, (field, _) in _KEYS.items()}
-_DEFAULTS: dict[str, Any] = {"CAPITAL_RATIO": 0.33, "MAKER_FEE": 0.0, "TAKER_FEE": 0.0004}
+_DEFAULTS: dict[str, Any] = {"CAPITAL_RATIO": 0.33, "MAKER_FEE": 0.0, "TAKER_FEE": 0.0004,
+                             "SL_WORKING_TYPE": "CONTRACT_PRICE", "AFTER_LIQUIDATION": "STOP"}
 _DIRECTIONS = ("LONG", "SHORT")
+_CHOICES = {"working_type": ("CONTRACT_PRICE", "MARK_PRICE"), "after_liquidation": ("STOP", "CONTINUE")}
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
@@ -80,6 +84,8 @@ class GridConfig:
     be_pct: float
     maker_fee: float
     taker_fee: float
+    sl_working_type: str = "CONTRACT_PRICE"  # the stop's trigger price: last (Binance's default) or mark
+    after_liquidation: str = "STOP"          # STOP: no new grid until a person restarts; CONTINUE
     source: str = ""  # path the config was read from, for messages
 
     @property
@@ -183,6 +189,10 @@ def _convert(text: str, kind: str, source: str, lineno: int, key: str) -> Any:
         if text.upper() not in _DIRECTIONS:
             raise fail("must be LONG or SHORT")
         return text.upper()
+    if kind in _CHOICES:
+        if text.upper() not in _CHOICES[kind]:
+            raise fail(f"must be {' or '.join(_CHOICES[kind])}")
+        return text.upper()
     if kind == "float":
         number = _to_float(text)
         if number is None:
@@ -233,6 +243,8 @@ def _validate(cfg: GridConfig, raw: Mapping[str, tuple[int, str]]) -> None:
             raise fail(key, "must be a list of finite numbers")
         if kind == "direction" and value not in _DIRECTIONS:
             raise fail(key, "must be LONG or SHORT")
+        if kind in _CHOICES and value not in _CHOICES[kind]:
+            raise fail(key, f"must be {' or '.join(_CHOICES[kind])}")
 
     if not cfg.initial_capital > 0:
         raise fail("INITIAL_CAPITAL", "must be > 0")

@@ -575,7 +575,8 @@ class _HeldPlacements:
     async def place_limit_close(self, client_id: str, side: str, price: float, qty: float) -> OrderAck:
         return self._hold(client_id, price, qty)
 
-    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float,
+                            working_type: str = "CONTRACT_PRICE") -> OrderAck:
         return self._hold(client_id, trigger_price, 0.0)
 
     async def cancel_order(self, client_id: str) -> bool:

@@ -63,12 +63,26 @@ def _decimals(step: Decimal) -> int:
     return max(0, -step.normalize().as_tuple().exponent)
 
 
+def format_units(units: int, decimals: int) -> str:
+    """An integer count of 10^-decimals as a decimal string, with no float in between."""
+    if decimals == 0:
+        return str(units)
+    q, r = divmod(abs(units), 10 ** decimals)
+    return f"{'-' if units < 0 else ''}{q}.{r:0{decimals}d}"
+
+
 @dataclass(frozen=True)
 class SymbolFilters:
-    """PRICE_FILTER / LOT_SIZE / MIN_NOTIONAL of one symbol.
+    """PRICE_FILTER / LOT_SIZE / MIN_NOTIONAL of one symbol, and its integer grid.
 
-    Rounding works in integer ticks with a tiny epsilon, so float noise
-    (0.3 / 0.1 = 2.9999999999999996) never moves a price by a whole tick.
+    Inside the engine a price is an integer count of ticks and a quantity an
+    integer count of steps: orders are matched and compared as integers.
+    Floats appear only as the *canonical* value of a tick count — the double
+    nearest to its exact decimal, the same double `float("3.816")` gives — so
+    a price read from a file or a decimal string compares equal to the level
+    computed by the strategy.  `ticks_down` / `ticks_up` carry a tiny epsilon
+    so float noise (0.3 / 0.1 = 2.9999999999999996) never moves a price by a
+    whole tick.
     """
 
     symbol: str
@@ -78,17 +92,87 @@ class SymbolFilters:
     min_notional: float
     price_decimals: int = field(init=False)
     qty_decimals: int = field(init=False)
+    _tick_units: int = field(init=False, repr=False)    # tick size in units of 10^-price_decimals
+    _price_scale: int = field(init=False, repr=False)   # 10^price_decimals
+    _step_units: int = field(init=False, repr=False)
+    _qty_scale: int = field(init=False, repr=False)
+    steps_of_min_qty: int = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "price_decimals", _decimals(Decimal(repr(self.tick_size))))
-        object.__setattr__(self, "qty_decimals", _decimals(Decimal(repr(self.step_size))))
+        tick, step = Decimal(repr(self.tick_size)), Decimal(repr(self.step_size))
+        pd, qd = _decimals(tick), _decimals(step)
+        set_ = object.__setattr__
+        set_(self, "price_decimals", pd)
+        set_(self, "qty_decimals", qd)
+        set_(self, "_price_scale", 10 ** pd)
+        set_(self, "_tick_units", int(tick * 10 ** pd))
+        set_(self, "_qty_scale", 10 ** qd)
+        set_(self, "_step_units", int(step * 10 ** qd))
+        set_(self, "steps_of_min_qty", math.ceil(self.min_qty / self.step_size - _EPS))
+
+    # integer grid ---------------------------------------------------------
+    def to_ticks(self, price: float) -> int:
+        """The tick count of a price that is on the grid (a boundary value)."""
+        return round(price / self.tick_size)
+
+    def ticks_down(self, price: float) -> int:
+        return math.floor(price / self.tick_size + _EPS)
+
+    def ticks_up(self, price: float) -> int:
+        return math.ceil(price / self.tick_size - _EPS)
+
+    def from_ticks(self, ticks: int) -> float:
+        # int / int is correctly rounded: the double nearest to ticks × tickSize.
+        return ticks * self._tick_units / self._price_scale
+
+    def prices_of_ticks(self, ticks: "Any") -> "Any":
+        """`from_ticks` of a numpy int64 array (exact below 2^53 units: one correctly rounded division)."""
+        return ticks.astype("float64") * self._tick_units / self._price_scale
+
+    def fmt_ticks(self, ticks: int) -> str:
+        return format_units(ticks * self._tick_units, self.price_decimals)
+
+    def ticks_of_decimal(self, text: str) -> int | None:
+        """Exact tick count of a decimal string, or None when it is not a multiple of tickSize."""
+        units = Decimal(text) * self._price_scale
+        if units != units.to_integral_value() or int(units) % self._tick_units:
+            return None
+        return int(units) // self._tick_units
+
+    def to_steps(self, qty: float) -> int:
+        return round(qty / self.step_size)
+
+    def steps_down(self, qty: float) -> int:
+        return math.floor(qty / self.step_size + _EPS)
+
+    def from_steps(self, steps: int) -> float:
+        return steps * self._step_units / self._qty_scale
+
+    def fmt_steps(self, steps: int) -> str:
+        return format_units(steps * self._step_units, self.qty_decimals)
+
+    def steps_of_decimal(self, text: str) -> int | None:
+        units = Decimal(text) * self._qty_scale
+        if units != units.to_integral_value() or int(units) % self._step_units:
+            return None
+        return int(units) // self._step_units
+
+    def same_price(self, a: float, b: float) -> bool:
+        return self.to_ticks(a) == self.to_ticks(b)
+
+    def same_qty(self, a: float, b: float) -> bool:
+        return self.to_steps(a) == self.to_steps(b)
+
+    def qty_round(self, qty: float) -> float:
+        """The canonical value of a quantity that sums fills (drops the float noise of the sum)."""
+        return self.from_steps(self.to_steps(qty))
 
     # prices -------------------------------------------------------------
     def price_down(self, price: float) -> float:
-        return math.floor(price / self.tick_size + _EPS) * self.tick_size
+        return self.from_ticks(self.ticks_down(price))
 
     def price_up(self, price: float) -> float:
-        return math.ceil(price / self.tick_size - _EPS) * self.tick_size
+        return self.from_ticks(self.ticks_up(price))
 
     def price_away_from_market(self, price: float, side_sign: int) -> float:
         """Entries and stop triggers: LONG rounds down, SHORT up (never more aggressive)."""
@@ -99,13 +183,13 @@ class SymbolFilters:
         return self.price_up(price) if side_sign > 0 else self.price_down(price)
 
     def qty_down(self, qty: float) -> float:
-        return math.floor(qty / self.step_size + _EPS) * self.step_size
+        return self.from_steps(self.steps_down(qty))
 
     def fmt_price(self, price: float) -> str:
-        return f"{price:.{self.price_decimals}f}"
+        return self.fmt_ticks(self.to_ticks(price))
 
     def fmt_qty(self, qty: float) -> str:
-        return f"{qty:.{self.qty_decimals}f}"
+        return self.fmt_steps(self.to_steps(qty))
 
     def tradable(self, price: float, qty: float) -> bool:
         """Whether a non-reduce-only order passes minQty and minNotional."""
@@ -193,7 +277,12 @@ class OrderUpdate:
 
     @property
     def is_fill(self) -> bool:
-        return self.exec_type == "TRADE" and self.last_qty > 0
+        return self.exec_type in ("TRADE", "CALCULATED") and self.last_qty > 0
+
+    @property
+    def is_liquidation(self) -> bool:
+        """The exchange's forced close (`autoclose-` id; x=CALCULATED on Binance)."""
+        return self.client_id.startswith("autoclose-") and self.last_qty > 0
 
 
 def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
@@ -294,8 +383,10 @@ class FuturesVenue(ABC):
         """Place several orders in as few requests as the venue allows."""
 
     @abstractmethod
-    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
-        """A STOP_MARKET closePosition order through the Algo Order API."""
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float,
+                               working_type: str = "CONTRACT_PRICE") -> OrderAck:
+        """A STOP_MARKET closePosition order through the Algo Order API, triggered by the last
+        price (CONTRACT_PRICE, Binance's default) or the mark price (MARK_PRICE)."""
 
     @abstractmethod
     async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck: ...
@@ -412,8 +503,9 @@ class FuturesVenue(ABC):
                 await self.retry_pause(attempt)
         raise RuntimeError(f"{self.symbol}: position unreadable after {tries} tries: {last}")
 
-    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
-        return await self.place_stop_close(client_id, side, trigger_price)
+    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float,
+                            working_type: str = "CONTRACT_PRICE") -> OrderAck:
+        return await self.place_stop_close(client_id, side, trigger_price, working_type)
 
     async def retry_pause(self, attempt: int) -> None:
         """Pause between retries; the simulator overrides it with no pause."""

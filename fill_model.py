@@ -8,6 +8,10 @@ simulated exchange (and so by the backtest and the local exchange).
   its trigger.  An order the leg starts beyond (a gap) fills at once: a stop
   at the leg's start price, a limit at its limit price.
 
+Prices here are integer ticks (`candle_ticks` converts a candle series once,
+at the boundary), so a touch is an integer comparison: a level at 3.816 and a
+high of 3.816 are the same tick, whatever their binary floats.
+
 `TriggerScanner` is the backtest's fast path: between events it finds, with
 numpy, the next candle whose range reaches any resting trigger, so quiet
 candles cost no Python at all.
@@ -19,28 +23,51 @@ from typing import Iterable, Protocol
 import numpy as np
 
 
+# "No threshold" for the scanner: integer sentinels keep the comparisons in int64.
+NO_UP = 1 << 62
+NO_DOWN = -(1 << 62)
+
+
+def candle_ticks(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
+                 tick_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A candle series as int64 ticks of `tick_size`.
+
+    A file whose prices sit on the tick converts exactly.  A finer-ticked file
+    (spot data backtested at the futures tick) keeps every touch honest: the
+    high rounds down and the low up (an order fills only if the real range
+    reached its tick), open and close to the nearest tick inside that range.
+    """
+    eps = 1e-9
+    h = np.floor(np.asarray(high, np.float64) / tick_size + eps).astype(np.int64)
+    l = np.ceil(np.asarray(low, np.float64) / tick_size - eps).astype(np.int64)
+    l = np.minimum(l, h)        # a range narrower than one tick collapses to it
+    o = np.clip(np.rint(np.asarray(open_, np.float64) / tick_size).astype(np.int64), l, h)
+    c = np.clip(np.rint(np.asarray(close, np.float64) / tick_size).astype(np.int64), l, h)
+    return o, h, l, c
+
+
 class Resting(Protocol):
     """What the fill model needs to know about a resting order."""
 
-    trigger: float      # limit price, or stop trigger price
+    trigger: int        # limit price, or stop trigger price, in integer ticks
     fires_below: bool   # True: triggers when price <= trigger (buy limit, sell stop)
     is_stop: bool       # stops fill at the trigger (or the gapped leg start); limits at the limit
     seq: int            # placement order, to break ties between equal prices
 
 
-def candle_path(o: float, h: float, l: float, c: float) -> tuple[float, float, float, float]:
+def candle_path(o: int, h: int, l: int, c: int) -> tuple[int, int, int, int]:
     """The four vertices of a candle's intrabar path (three monotone legs)."""
     return (o, l, h, c) if c >= o else (o, h, l, c)
 
 
-def next_trigger(cur: float, end: float, resting: Iterable[Resting]) -> tuple[Resting, float, float] | None:
+def next_trigger(cur: int, end: int, resting: Iterable[Resting]) -> tuple[Resting, int, int] | None:
     """The first resting order the leg cur → end reaches.
 
     Returns (order, fill price, price where the leg stands after the fill) or
     None when the leg completes without touching any order.
     """
     best: Resting | None = None
-    best_dist = 0.0
+    best_dist = 0
     down = end < cur
     up = end > cur
     for r in resting:
@@ -62,7 +89,7 @@ def next_trigger(cur: float, end: float, resting: Iterable[Resting]) -> tuple[Re
             best, best_dist = r, dist
     if best is None:
         return None
-    if best_dist <= 0.0:
+    if best_dist <= 0:
         # Already at or beyond the order where the leg starts.
         return best, (cur if best.is_stop else best.trigger), cur
     return best, best.trigger, best.trigger
@@ -78,24 +105,24 @@ class TriggerScanner:
     """
 
     def __init__(self, high: np.ndarray, low: np.ndarray, block: int = 256):
-        self.high = np.ascontiguousarray(high, dtype=np.float64)
-        self.low = np.ascontiguousarray(low, dtype=np.float64)
+        self.high = np.ascontiguousarray(high, dtype=np.int64)
+        self.low = np.ascontiguousarray(low, dtype=np.int64)
         self.n = len(self.high)
         self.block = block
         nblocks = (self.n + block - 1) // block
         pad = nblocks * block - self.n
-        hp = np.concatenate([self.high, np.full(pad, -np.inf)]) if pad else self.high
-        lp = np.concatenate([self.low, np.full(pad, np.inf)]) if pad else self.low
+        hp = np.concatenate([self.high, np.full(pad, NO_DOWN, np.int64)]) if pad else self.high
+        lp = np.concatenate([self.low, np.full(pad, NO_UP, np.int64)]) if pad else self.low
         self.bmax = hp.reshape(nblocks, block).max(axis=1)
         self.bmin = lp.reshape(nblocks, block).min(axis=1)
         self.nblocks = nblocks
 
-    def _first_in(self, start: int, stop: int, up: float, down: float) -> int:
+    def _first_in(self, start: int, stop: int, up: int, down: int) -> int:
         hit = (self.high[start:stop] >= up) | (self.low[start:stop] <= down)
         k = int(hit.argmax())
         return start + k if hit[k] else -1
 
-    def find(self, start: int, up: float, down: float) -> int:
+    def find(self, start: int, up: int, down: int) -> int:
         """First index i >= start with high[i] >= up or low[i] <= down, else -1."""
         if start >= self.n:
             return -1

@@ -21,7 +21,8 @@ from config import GridConfig
 from exchange_api import (
     ERR_MARGIN_INSUFFICIENT, ERR_POST_ONLY_REJECTED, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE,
     ROLE_ENTRY, ROLE_SL,
-    ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, apply_fill, client_order_id,
+    ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, SymbolFilters, apply_fill,
+    client_order_id,
     parse_client_order_id,
 )
 from messages import catalog
@@ -66,9 +67,9 @@ class Intent:
     qty: float           # 0 for the closePosition stop
 
 
-def _rests_as(o: OrderState, role: str, price: float, qty: float) -> bool:
-    """Whether a resting order is the intended one (same role, price and size)."""
-    return o.role == role and abs(o.price - price) < _EPS and abs(o.qty - qty) < _EPS
+def _rests_as(o: OrderState, role: str, price: float, qty: float, f: SymbolFilters) -> bool:
+    """Whether a resting order is the intended one (same role, tick and step count)."""
+    return o.role == role and f.to_ticks(o.price) == f.to_ticks(price) and f.to_steps(o.qty) == f.to_steps(qty)
 
 
 class GridMartingaleStrategy:
@@ -97,6 +98,9 @@ class GridMartingaleStrategy:
         # The last fresh grid had every entry refused as post-only (the market had passed its
         # levels while none rested): flat with nothing resting, it is placed again at the market.
         self.grid_refused = False
+        # After a liquidation with AFTER_LIQUIDATION=STOP: no new grid until a person restarts
+        # the daemon (in memory on purpose: a restart is that person's decision).
+        self.halted = False
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -207,7 +211,7 @@ class GridMartingaleStrategy:
         here in one step, is the same for a tick stream and a candle path.
         """
         c = self.state.grid_center
-        if c <= 0:
+        if c <= 0 or self.halted:
             return
         if self.grid_refused:
             if self.is_flat_and_unfilled() and not any(o.is_entry for o in self.state.orders.values()):
@@ -240,9 +244,12 @@ class GridMartingaleStrategy:
 
     # ------------------------------------------------------------------ order events
     async def on_order_update(self, u: OrderUpdate) -> None:
-        o = self.state.orders.get(u.client_id)
         if u.symbol != self.symbol:
             return
+        if u.is_liquidation:
+            await self.on_liquidation(u)
+            return
+        o = self.state.orders.get(u.client_id)
         if o is None:
             level = self.late_entry_level(u.client_id, u.side)
             if level and u.exec_type == "TRADE" and u.last_qty > 0:
@@ -292,7 +299,7 @@ class GridMartingaleStrategy:
             new_qty, new_avg, _ = apply_fill(signed_before, p.avg_price, signed, u.last_price)
         else:
             new_qty, new_avg = signed_before, p.avg_price
-        p.qty, p.avg_price = abs(new_qty), new_avg
+        p.qty, p.avg_price = self.filters.qty_round(abs(new_qty)), new_avg   # on the step grid: no float drift
         if not lookahead:
             seen_qty, seen_avg = new_qty, new_avg
         self.state.realized_pnl += u.realized_pnl
@@ -313,7 +320,7 @@ class GridMartingaleStrategy:
         p = self.state.position
         if p.deepest_level == 0:
             self._info("first_entry", direction=self.state.direction)
-        p.level_filled[o.level - 1] += u.last_qty
+        p.level_filled[o.level - 1] = self.filters.qty_round(p.level_filled[o.level - 1] + u.last_qty)
         if o.level == 1:
             p.level1_qty = p.level_filled[0]
         p.deepest_level = max(p.deepest_level, o.level)
@@ -382,6 +389,32 @@ class GridMartingaleStrategy:
             return qty, 0.0
         return qty, self._seen_avg if self._unseen else p.avg_price
 
+    async def on_liquidation(self, u: OrderUpdate) -> None:
+        """The exchange closed the position by force (every open order was cancelled first).
+        Recorded as a LIQUIDATION fill; then AFTER_LIQUIDATION: STOP halts (no new grid until
+        a person restarts the daemon), CONTINUE starts a fresh grid at the liquidation price."""
+        st = self.state
+        side = "BUY" if u.side == "BUY" else "SELL"
+        o = OrderState(u.client_id, "LIQUIDATION", side, u.last_price, u.last_qty)
+        self._record_fill(o, u)
+        self._unseen = 0.0
+        self.log.critical("LIQUIDATED: %s %s %s at %s (realized %.4f); every open order was cancelled by "
+                          "the exchange", self.symbol, u.side, self.filters.fmt_qty(u.last_qty),
+                          self.filters.fmt_price(u.last_price), u.realized_pnl)
+        st.liquidated_at = u.trade_time or u.event_time
+        st.orders.clear()
+        st.raced.clear()
+        st.pending_level = 0
+        st.position.reset(self.levels)
+        st.position.qty, st.position.avg_price = 0.0, 0.0
+        if self.config.after_liquidation == "STOP":
+            self.halted = True
+            self.log.critical("AFTER_LIQUIDATION=STOP: no new grid until the daemon is restarted by hand")
+        else:
+            self.log.warning("AFTER_LIQUIDATION=CONTINUE: a new grid at %s", self.filters.fmt_price(u.last_price))
+            await self.reset_grid_after_full_close(u.last_price, "LIQUIDATION")
+        self._changed()
+
     async def on_tp_filled(self, u: OrderUpdate) -> None:
         self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
         await self.reset_grid_after_full_close(u.last_price, "TP")
@@ -401,7 +434,7 @@ class GridMartingaleStrategy:
         for o in list(self.state.orders.values()):
             if o.role not in (ROLE_TP, ROLE_BE):
                 continue
-            if keep is None and _rests_as(o, role, price, qty):
+            if keep is None and _rests_as(o, role, price, qty, self.filters):
                 keep = o
                 continue
             await self.venue.cancel_order(o.client_id)
@@ -442,7 +475,8 @@ class GridMartingaleStrategy:
         self._register(order)
         self._changed()
         try:
-            ack = await self.venue.set_stop_loss(order.client_id, self.exit_side, trigger)
+            ack = await self.venue.set_stop_loss(order.client_id, self.exit_side, trigger,
+                                                 self.config.sl_working_type)
             self._acknowledge(order, ack)
             self._info("sl_set", price=trigger)
         except ExchangeError as e:
@@ -512,6 +546,8 @@ class GridMartingaleStrategy:
         exchange's: places what is missing, replaces an exit of the wrong role or size,
         cancels a stop nothing needs."""
         st, p = self.state, self.state.position
+        if self.halted and p.qty <= _EPS:
+            return          # liquidated and stopped: nothing is wanted
         if p.qty > _EPS:
             if p.deepest_level == 0:
                 # A position whose level was never counted (adopted, or a crash before the
@@ -527,7 +563,7 @@ class GridMartingaleStrategy:
                 await self.place_pending_entries(p.deepest_level + 1)
             want = self._wanted_exit()
             have = [o for o in st.orders.values() if o.role in (ROLE_TP, ROLE_BE)]
-            if want is not None and not (len(have) == 1 and _rests_as(have[0], want.role, want.price, want.qty)):
+            if want is not None and not (len(have) == 1 and _rests_as(have[0], want.role, want.price, want.qty, self.filters)):
                 await (self._set_tp_order() if want.role == ROLE_TP else self._set_be_order())
             stops = self._orders_with_role(ROLE_SL)
             if self.wants_stop() and not stops:
@@ -619,6 +655,8 @@ class GridMartingaleStrategy:
     async def setup_grid_orders(self, first_level: int = 1) -> None:
         """Place entry levels first_level..N around the current centre, in one batch."""
         st = self.state
+        if self.halted:
+            return          # liquidated, AFTER_LIQUIDATION=STOP: nothing new until restarted
         st.generation += 1
         st.pending_level = 0
         planned: list[OrderState] = []

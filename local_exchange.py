@@ -71,7 +71,7 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError, SymbolFilters
-from fill_model import candle_path
+from fill_model import candle_path, candle_ticks
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
 from sim_exchange import (DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_BATCH_ORDERS, SimAlgoOrder,
                           SimOrder, SimTrade, SimulatedExchange, SymbolBook, to_binance_event)
@@ -206,8 +206,11 @@ class _Reply(Exception):
 class _Series:
     """One symbol's candles (as Python lists: the engine reads them one by one) and the replay cursor."""
 
-    def __init__(self, symbol: str, candles: Candles, extend: Callable[["_Series"], Candles] | None = None):
+    def __init__(self, symbol: str, candles: Candles, extend: Callable[["_Series"], Candles] | None = None,
+                 tick: float = 0.1):
         self.symbol = symbol
+        self.tick = tick
+        self.ticks: list[tuple[int, int, int, int]] = []   # (o, h, l, c) in integer ticks: what is played
         self.t: list[int] = []
         self.o: list[float] = []
         self.h: list[float] = []
@@ -225,6 +228,7 @@ class _Series:
         self.l += c.low.tolist()
         self.c += c.close.tolist()
         self.v += c.volume.tolist()
+        self.ticks += list(zip(*(a.tolist() for a in candle_ticks(c.open, c.high, c.low, c.close, self.tick))))
 
     def has_next(self) -> bool:
         if self.cursor >= len(self.t) and self._extend is not None:
@@ -263,7 +267,7 @@ def _synthetic_series(symbol: str, seed: int, tick: float) -> _Series:
         return synthetic_klines(SYNTHETIC_CHUNK, (sym_seed * 1_000_003 + chunks[0]) % 2**63,
                                 start_price=s.c[-1], start_time_ms=s.t[-1] + MINUTE_MS, tick=tick)
 
-    return _Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend)
+    return _Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend, tick)
 
 
 def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mapping[str, Sequence[str | Path]]
@@ -491,7 +495,7 @@ class LocalExchange:
         self.series = self._load_series(data, synthetic_seed)
         self.live: dict[str, _Live] = {}
         for s in self.series.values():
-            self.sim.set_price(s.symbol, s.o[0])
+            self.sim.set_price_ticks(s.symbol, s.ticks[0][0])
         self.sim.now_ms = self.series[self.symbols[0]].t[0]
 
         self._ips: dict[tuple[str, str], _IpState] = {}
@@ -598,7 +602,7 @@ class LocalExchange:
         out: dict[str, _Series] = {}
         for sym in self.symbols:
             if sym in files:
-                out[sym] = _Series(sym, load_klines(files[sym]))
+                out[sym] = _Series(sym, load_klines(files[sym]), tick=self.sim.books[sym].filters.tick_size)
             else:
                 out[sym] = _synthetic_series(sym, seed or 0, self.sim.books[sym].filters.tick_size)
             if not out[sym].t:
@@ -624,7 +628,7 @@ class LocalExchange:
         self.sim.book(symbol)  # -1121 for an unknown symbol
         async with self._clock_lock:
             if fill:
-                await self._run_leg(symbol, float(price))
+                await self._run_leg(symbol, self.sim.books[symbol].filters.to_ticks(float(price)))
             else:
                 self.sim.set_price(symbol, float(price))
                 if symbol in self.live:
@@ -652,14 +656,14 @@ class LocalExchange:
         active = [s for s in self.series.values() if s.has_next()]
         if not active:
             return False
-        paths: dict[str, tuple[float, float, float, float]] = {}
+        paths: dict[str, tuple[int, int, int, int]] = {}
         for s in active:
             i = s.cursor
-            o, h, l, c = s.o[i], s.h[i], s.l[i], s.c[i]
-            paths[s.symbol] = candle_path(o, h, l, c)
-            self.live[s.symbol] = _Live(s.t[i], o, o, o, o, s.v[i])
+            paths[s.symbol] = candle_path(*s.ticks[i])
             self.sim.now_ms = s.t[i]
-            self.sim.set_price(s.symbol, o)  # a jump between candles fills nothing (as the backtest)
+            self.sim.set_price_ticks(s.symbol, s.ticks[i][0])  # a jump between candles fills nothing (as the backtest)
+            o = self.sim.books[s.symbol].price
+            self.live[s.symbol] = _Live(s.t[i], o, o, o, o, s.v[i])
         await self._vertex(active, closed=False, paced=paced)
         for k in (1, 2, 3):
             for s in active:
@@ -676,18 +680,19 @@ class LocalExchange:
             del self.live[s.symbol]
         return True
 
-    async def _run_leg(self, symbol: str, end: float) -> None:
-        """Advance along a monotone leg; after each fill, publish it and let the client react."""
+    async def _run_leg(self, symbol: str, end: int) -> None:
+        """Advance along a monotone leg (to `end` ticks); after each fill, publish it and let the
+        client react."""
         live = self.live.get(symbol)
-        while self.sim.advance(symbol, end):
-            price = self.sim.books[symbol].price
+        book = self.sim.books[symbol]
+        while self.sim.advance_ticks(symbol, end):
             if live is not None:
-                live.touch(price)
+                live.touch(book.price)
             self._flush_events()
             self._market_tick(symbol, kline=False)
             await self._after_fill()
         if live is not None:
-            live.touch(end)
+            live.touch(book.price)
 
     async def _vertex(self, active: list[_Series], closed: bool, paced: bool) -> None:
         for s in active:

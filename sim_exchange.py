@@ -29,6 +29,7 @@ from exchange_api import (
     LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
     order_update_to_binance,
 )
+from brackets import BracketTable, liquidation_price, table_for
 from fill_model import next_trigger
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
@@ -43,6 +44,8 @@ MAX_BATCH_ORDERS = 5
 _CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 _ALGO_TYPES = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
 _EPS = 1e-9
+LIQ_KEY = -1                    # the liquidation trigger's key among a book's resting orders
+LIQ_SEQ = 1 << 62               # at the same tick, the account's own stop goes first
 
 
 def _err(code: int, msg: str, status: int = 400) -> ExchangeError:
@@ -68,8 +71,8 @@ class SimOrder:
     cum_quote: float = 0.0
     close_position: bool = False
     stop_price: float = 0.0
-    # fill-model view (fill_model.Resting)
-    trigger: float = 0.0
+    # fill-model view (fill_model.Resting): the trigger in integer ticks
+    trigger: int = 0
     fires_below: bool = False
     is_stop: bool = False
     seq: int = 0
@@ -103,8 +106,10 @@ class SimAlgoOrder:
     trigger_time: int = 0
     actual_order_id: int = 0
     actual_price: float = 0.0
-    # fill-model view
-    trigger: float = 0.0
+    limit_t: int = 0            # STOP / TAKE_PROFIT limit price, in ticks
+    working_mark: bool = False  # workingType MARK_PRICE: triggered by the mark price
+    # fill-model view: the trigger in integer ticks
+    trigger: int = 0
     fires_below: bool = False
     is_stop: bool = True
     seq: int = 0
@@ -112,7 +117,8 @@ class SimAlgoOrder:
 
 @dataclass(slots=True)
 class SimPosition:
-    qty: float = 0.0
+    qty: float = 0.0            # signed; always from_steps(steps)
+    steps: int = 0              # the truth: signed integer count of stepSize
     entry_price: float = 0.0
     leverage: int = 20
     margin_type: str = "CROSSED"
@@ -152,6 +158,54 @@ class AlgoUpdate:
     actual_order_id: int = 0
 
 
+@dataclass(slots=True, eq=False)
+class LiquidationTrigger:
+    """The liquidation price as one more resting trigger (fill_model.Resting): a stop that
+    closes the whole position when the mark price reaches it."""
+
+    trigger: int                # ticks: long ≤ floor(LP), short ≥ ceil(LP)
+    fires_below: bool
+    price: float                # the exact liquidation price
+    is_stop: bool = True
+    seq: int = LIQ_SEQ
+
+
+@dataclass(slots=True)
+class Liquidation:
+    time: int
+    symbol: str
+    mark_price: float           # the mark when it triggered
+    price: float                # where the position was closed
+    qty: float                  # signed position closed
+    clearance: float            # what the insurance fund took (the remaining maintenance margin)
+    order_id: int
+    client_id: str
+
+
+@dataclass(slots=True)
+class FundingSettlement:
+    time: int
+    symbol: str
+    rate: float
+    mark_price: float
+    position: float             # signed position held at the funding time
+    amount: float               # paid (> 0) or received (< 0)
+
+
+@dataclass(slots=True)
+class Income:
+    """One `GET /fapi/v1/income` record (income > 0: received)."""
+
+    tran_id: int
+    symbol: str
+    income_type: str
+    income: float
+    asset: str
+    time: int
+    info: str = ""
+    trade_id: str = ""
+
+
 @dataclass(slots=True)
 class AccountUpdate:
     reason: str
@@ -172,7 +226,16 @@ class SymbolBook:
     """Per-symbol market and order state."""
 
     filters: SymbolFilters
-    price: float = 0.0
+    price: float = 0.0          # last (contract) price: always from_ticks(price_t)
+    price_t: int = 0            # the truth, in integer ticks
+    # The mark price: the last price unless a mark series drives it (mark_driven), in which
+    # case MARK_PRICE stops and the liquidation trigger rest in mark_resting.
+    mark_driven: bool = False
+    mark: float = 0.0
+    mark_t: int = 0
+    mark_resting: dict[int, Any] = field(default_factory=dict)
+    brackets: BracketTable | None = None
+    liq_price: float = 0.0      # 0: no liquidation price (flat, or covered)
     position: SimPosition = field(default_factory=SimPosition)
     resting: dict[int, Union[SimOrder, SimAlgoOrder]] = field(default_factory=dict)  # by id
     open_by_client: dict[str, SimOrder] = field(default_factory=dict)
@@ -214,7 +277,8 @@ class SimulatedExchange:
                  asset: str = "USDC", leverage: int = 20):
         self.books: dict[str, SymbolBook] = {}
         for f in (filters if filters is not None else DEFAULT_FILTERS.values()):
-            self.books[f.symbol] = SymbolBook(f, position=SimPosition(leverage=leverage))
+            self.books[f.symbol] = SymbolBook(f, position=SimPosition(leverage=leverage),
+                                              brackets=table_for(f.symbol)[0])
         self.wallet = float(balance)
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
@@ -232,6 +296,12 @@ class SimulatedExchange:
         self.ack_events = True
         self._next_id = 1_000_000
         self._next_trade_id = 1
+        self._next_tran_id = 1
+        self.liquidations: list[Liquidation] = []
+        self.funding: list[FundingSettlement] = []      # settlements with a position
+        self.income: list[Income] = []                  # FUNDING_FEE and INSURANCE_CLEAR records
+        self.liquidation_enabled = True
+        self._multi = len(self.books) > 1
 
     # ------------------------------------------------------------------ helpers
     def book(self, symbol: str) -> SymbolBook:
@@ -248,24 +318,43 @@ class SimulatedExchange:
         ev, self.events = self.events, []
         return ev
 
-    def _parse_price(self, f: SymbolFilters, value: Any, name: str = "price") -> float:
+    def _parse_price(self, f: SymbolFilters, value: Any, name: str = "price") -> int:
+        """A price from a request, as integer ticks: a decimal string exactly, an in-process
+        float by its nearest tick (it must be one of the canonical values)."""
+        if type(value) is str:
+            units = _parse_units(value, name, f.price_decimals, f._price_scale)
+            if units <= 0:
+                raise _err(-4013, "Price less than min price.")
+            if units % f._tick_units:
+                raise _err(-4014, "Price not increased by tick size.")
+            return units // f._tick_units
         v = value if type(value) is float and math.isfinite(value) else _parse_decimal(value, name, f.price_decimals)
         if v <= 0:
             raise _err(-4013, "Price less than min price.")
-        if abs(v / f.tick_size - round(v / f.tick_size)) > 1e-6:
+        t = round(v / f.tick_size)
+        if abs(v / f.tick_size - t) > 1e-6:
             raise _err(-4014, "Price not increased by tick size.")
-        return round(v / f.tick_size) * f.tick_size
+        return t
 
-    def _parse_qty(self, f: SymbolFilters, value: Any) -> float:
-        v = value if type(value) is float and math.isfinite(value) else _parse_decimal(value, "quantity", f.qty_decimals)
-        if v <= 0:
-            raise _err(-4003, "Quantity less than or equal to zero.")
-        if abs(v / f.step_size - round(v / f.step_size)) > 1e-6:
-            raise _err(-4023, "Quantity not increased by step size.")
-        v = round(v / f.step_size) * f.step_size
-        if v + _EPS < f.min_qty:
+    def _parse_qty(self, f: SymbolFilters, value: Any) -> int:
+        """A quantity from a request, as integer steps."""
+        if type(value) is str:
+            units = _parse_units(value, "quantity", f.qty_decimals, f._qty_scale)
+            if units <= 0:
+                raise _err(-4003, "Quantity less than or equal to zero.")
+            if units % f._step_units:
+                raise _err(-4023, "Quantity not increased by step size.")
+            steps = units // f._step_units
+        else:
+            v = value if type(value) is float and math.isfinite(value) else _parse_decimal(value, "quantity", f.qty_decimals)
+            if v <= 0:
+                raise _err(-4003, "Quantity less than or equal to zero.")
+            steps = round(v / f.step_size)
+            if abs(v / f.step_size - steps) > 1e-6:
+                raise _err(-4023, "Quantity not increased by step size.")
+        if steps < f.steps_of_min_qty:
             raise _err(-4004, "Quantity less than min quantity.")
-        return v
+        return steps
 
     def _check_client_id(self, b: SymbolBook, cid: str | None) -> str:
         if cid is None or cid == "":
@@ -277,8 +366,19 @@ class SimulatedExchange:
         return cid
 
     # ------------------------------------------------------------------ account
+    @staticmethod
+    def mark_of(b: SymbolBook) -> float:
+        return b.mark if b.mark_driven else b.price
+
     def unrealized(self) -> float:
-        return sum(b.position.qty * (b.price - b.position.entry_price) for b in self.books.values())
+        """uPnL at the mark price, all symbols."""
+        return sum(b.position.qty * (self.mark_of(b) - b.position.entry_price) for b in self.books.values())
+
+    def maint_margin(self, b: SymbolBook) -> float:
+        return b.brackets.maint_margin(b.position.qty * self.mark_of(b)) if b.brackets and b.position.steps else 0.0
+
+    def margin_balance(self) -> float:
+        return self.wallet + self.unrealized()
 
     def available_balance(self) -> float:
         """Wallet + uPnL − position margin − open-order margin (cross, one-way)."""
@@ -286,7 +386,8 @@ class SimulatedExchange:
         for b in self.books.values():
             p = b.position
             lev = p.leverage
-            avail += p.qty * (b.price - p.entry_price) - abs(p.qty) * b.price / lev
+            m = self.mark_of(b)
+            avail += p.qty * (m - p.entry_price) - abs(p.qty) * m / lev
             avail -= self._open_order_margin(b)
         return avail
 
@@ -359,27 +460,29 @@ class SimulatedExchange:
         cid = self._check_client_id(b, newClientOrderId)
         if quantity is None or quantity == "":
             raise _err(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
-        qty = self._parse_qty(f, quantity)
+        qty_s = self._parse_qty(f, quantity)
+        qty = f.from_steps(qty_s)
         if otype == "LIMIT":
             if price is None or price == "":
                 raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-            px = self._parse_price(f, price)
+            px_t = self._parse_price(f, price)
             tif = (timeInForce or "").upper()
             if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
                 raise _err(-1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
         else:
-            if not b.price:
+            if not b.price_t:
                 raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-            px, tif = b.price, "GTC"
+            px_t, tif = b.price_t, "GTC"
+        px = f.from_ticks(px_t)
         if not reduce_only and px * qty + _EPS < f.min_notional:
             raise _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
                        "(unless you choose reduce only).")
-        pos = b.position.qty
-        if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty > abs(pos) + _EPS):
+        pos = b.position.steps
+        if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty_s > abs(pos)):
             raise _err(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         if len(b.open_by_client) >= MAX_OPEN_ORDERS:
             raise _err(-2025, "Reach max open order limit.")
-        marketable = otype == "MARKET" or (b.price and (px >= b.price if side == "BUY" else px <= b.price))
+        marketable = otype == "MARKET" or (b.price_t and (px_t >= b.price_t if side == "BUY" else px_t <= b.price_t))
         if marketable and tif == "GTX":
             raise _err(-5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.")
         if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + _EPS:
@@ -388,12 +491,12 @@ class SimulatedExchange:
         oid = self._new_id()
         now = self.now_ms
         o = SimOrder(oid, cid, symbol, side, otype, otype, px if otype == "LIMIT" else 0.0, qty, reduce_only,
-                     tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px, side == "BUY", False, oid)
+                     tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px_t, side == "BUY", False, oid)
         self.orders[oid] = o
         self._emit_order(o, "NEW")
         if marketable:
             # Takes liquidity at the current price (better than or at the limit).
-            self._fill(b, o, b.price, o.qty, maker=False)
+            self._fill(b, o, b.price_t, o.qty, maker=False)
             if o.status != "FILLED":
                 self._finish(b, o, "EXPIRED")
         elif tif in ("IOC", "FOK"):
@@ -456,12 +559,12 @@ class SimulatedExchange:
         books = [self.book(symbol)] if symbol else list(self.books.values())
         return [o for b in books for o in b.open_by_client.values()]
 
-    def _finish(self, b: SymbolBook, o: SimOrder, status: str) -> None:
+    def _finish(self, b: SymbolBook, o: SimOrder, status: str, force: bool = False) -> None:
         o.status = status
         o.update_time = self.now_ms
         if b.open_by_client.get(o.client_id) is o:
             b.unrest(o, o.remaining, done=True)
-        self._emit_order(o, status)
+        self._emit_order(o, status, force)
 
     # ------------------------------------------------------------------ algo orders
     def new_algo_order(self, symbol: str, side: str, type: str, triggerPrice: Any = None,
@@ -484,13 +587,15 @@ class SimulatedExchange:
             raise _err(-4061, "Order's position side does not match user's setting.")
         if triggerPrice in (None, ""):
             raise _err(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")
-        trig = self._parse_price(f, triggerPrice, "triggerPrice")
+        trig_t = self._parse_price(f, triggerPrice, "triggerPrice")
+        trig = f.from_ticks(trig_t)
         close_pos = _parse_bool(closePosition)
         reduce_only = _parse_bool(reduceOnly)
         if close_pos and (quantity not in (None, "") or reduce_only):
             raise _err(-1106, "Parameter 'quantity' sent when not required.")
-        qty = 0.0 if close_pos else self._parse_qty(f, quantity)
-        limit = self._parse_price(f, price) if otype in ("STOP", "TAKE_PROFIT") else 0.0
+        qty = 0.0 if close_pos else f.from_steps(self._parse_qty(f, quantity))
+        limit_t = self._parse_price(f, price) if otype in ("STOP", "TAKE_PROFIT") else 0
+        limit = f.from_ticks(limit_t)
         cid = clientAlgoId or f"sim_algo_{self._next_id + 1}"
         if not _CLIENT_ID_RE.match(cid):
             raise _err(-4015, "Client order id is not valid.")
@@ -499,17 +604,21 @@ class SimulatedExchange:
         # STOP types fire BUY at price >= trigger, SELL at <=; TAKE_PROFIT types the reverse.
         is_stop_type = otype.startswith("STOP")
         fires_below = (side == "SELL") if is_stop_type else (side == "BUY")
-        if b.price and (b.price <= trig if fires_below else b.price >= trig):
+        if b.price_t and (b.price_t <= trig_t if fires_below else b.price_t >= trig_t):
+            raise _err(ERR_WOULD_TRIGGER, "Order would immediately trigger.")
+        on_mark = (workingType or "CONTRACT_PRICE").upper() == "MARK_PRICE"
+        if on_mark and b.mark_driven and b.mark_t and (b.mark_t <= trig_t if fires_below else b.mark_t >= trig_t):
             raise _err(ERR_WOULD_TRIGGER, "Order would immediately trigger.")
         aid = self._new_id()
         a = SimAlgoOrder(algo_id=aid, client_algo_id=cid, symbol=symbol, side=side, order_type=otype,
                          trigger_price=trig, price=limit, qty=qty, close_position=close_pos,
                          reduce_only=reduce_only, time_in_force=timeInForce or "GTC",
-                         working_type=workingType or "CONTRACT_PRICE", create_time=self.now_ms,
-                         update_time=self.now_ms, trigger=trig, fires_below=fires_below, seq=aid)
+                         working_type=(workingType or "CONTRACT_PRICE").upper(), create_time=self.now_ms,
+                         update_time=self.now_ms, limit_t=limit_t, working_mark=on_mark, trigger=trig_t,
+                         fires_below=fires_below, seq=aid)
         self.algo_orders[aid] = a
         b.algo_by_client[cid] = a
-        b.resting[aid] = a
+        self._resting_for(b, a)[aid] = a
         self._emit_algo(a)
         return a
 
@@ -549,43 +658,217 @@ class SimulatedExchange:
         books = [self.book(symbol)] if symbol else list(self.books.values())
         return [a for b in books for a in b.algo_by_client.values()]
 
-    def _end_algo(self, a: SimAlgoOrder, status: str) -> None:
+    def _end_algo(self, a: SimAlgoOrder, status: str, force: bool = False) -> None:
         b = self.books[a.symbol]
         a.status = status
         a.update_time = self.now_ms
         if b.algo_by_client.get(a.client_algo_id) is a:
             del b.algo_by_client[a.client_algo_id]
         b.resting.pop(a.algo_id, None)
-        self._emit_algo(a)
+        b.mark_resting.pop(a.algo_id, None)
+        self._emit_algo(a, force)
 
     # ------------------------------------------------------------------ market
+    @staticmethod
+    def _resting_for(b: SymbolBook, r: Any) -> dict[int, Any]:
+        """Where a mark-triggered order rests: with the orders of the last price, unless a mark
+        series drives this book."""
+        return b.mark_resting if b.mark_driven and (isinstance(r, LiquidationTrigger) or
+                                                    getattr(r, "working_mark", False)) else b.resting
+
+    def drive_mark(self, symbol: str, driven: bool = True) -> None:
+        """A mark series moves this book's mark (`set_mark_ticks` / `advance_mark_ticks`);
+        without one the mark is the last price."""
+        b = self.book(symbol)
+        movers = [r for r in list(b.resting.values()) + list(b.mark_resting.values())
+                  if isinstance(r, LiquidationTrigger) or getattr(r, "working_mark", False)]
+        for r in movers:
+            key = LIQ_KEY if isinstance(r, LiquidationTrigger) else r.algo_id
+            b.resting.pop(key, None)
+            b.mark_resting.pop(key, None)
+        b.mark_driven = driven
+        if driven and not b.mark_t:
+            b.mark_t, b.mark = b.price_t, b.price
+        for r in movers:
+            self._resting_for(b, r)[LIQ_KEY if isinstance(r, LiquidationTrigger) else r.algo_id] = r
+
+    def set_mark_ticks(self, symbol: str, ticks: int) -> None:
+        """Move the mark (a jump: triggers nothing until the next leg)."""
+        b = self.books[symbol]
+        b.mark_t = ticks
+        b.mark = b.filters.from_ticks(ticks)
+
+    def advance_mark_ticks(self, symbol: str, end: int) -> bool:
+        """Move a driven mark along a monotone leg; stops after the first mark-triggered event."""
+        b = self.books[symbol]
+        hit = next_trigger(b.mark_t, end, b.mark_resting.values()) if b.mark_resting else None
+        if hit is None:
+            b.mark_t = end
+            b.mark = b.filters.from_ticks(end)
+            return False
+        r, fill_price, b.mark_t = hit
+        b.mark = b.filters.from_ticks(b.mark_t)
+        self._fire(b, r, fill_price)
+        return True
+
+    def _fire(self, b: SymbolBook, r: Any, fill_price: int) -> None:
+        if isinstance(r, LiquidationTrigger):
+            self._liquidate(b, fill_price)
+        elif isinstance(r, SimAlgoOrder):
+            self._trigger_algo(b, r, fill_price)
+        else:
+            self._fill(b, r, fill_price, r.remaining, maker=True)
+
+    def _after_move(self) -> None:
+        """Cross margin: a move of one symbol moves the others' liquidation prices."""
+        if sum(1 for b in self.books.values() if b.position.steps) > 1:
+            self.update_liquidation()
+
+    # ------------------------------------------------------------------ liquidation
+    def update_liquidation(self) -> None:
+        """Recompute every position's liquidation price (after a fill, a funding payment, or a
+        move of another symbol's mark) and liquidate at once a position already past it."""
+        if not self.liquidation_enabled:
+            return
+        books = [b for b in self.books.values() if b.position.steps]
+        for b in self.books.values():
+            if not b.position.steps and b.liq_price:
+                b.liq_price = 0.0
+                b.resting.pop(LIQ_KEY, None)
+                b.mark_resting.pop(LIQ_KEY, None)
+        for b in books:
+            if not b.position.steps or b.brackets is None:
+                continue
+            others = self.wallet + sum(o.position.qty * (self.mark_of(o) - o.position.entry_price)
+                                       - self.maint_margin(o) for o in books if o is not b)
+            p = b.position
+            lp = liquidation_price(b.brackets, p.qty, p.entry_price, others)
+            b.liq_price = lp
+            b.resting.pop(LIQ_KEY, None)
+            b.mark_resting.pop(LIQ_KEY, None)
+            if lp <= 0:
+                continue
+            f = b.filters
+            long = p.steps > 0
+            trig = f.ticks_down(lp) if long else f.ticks_up(lp)
+            mark_t = b.mark_t if b.mark_driven else b.price_t
+            if (mark_t <= trig) if long else (mark_t >= trig):
+                self._liquidate(b, mark_t)          # already past it: the engine closes it now
+                return
+            t = LiquidationTrigger(trig, long, lp)
+            self._resting_for(b, t)[LIQ_KEY] = t
+
+    def _liquidate(self, b: SymbolBook, price_t: int) -> None:
+        """Binance's forced close (cross margin): every open order of the account is cancelled,
+        the whole position is closed at the liquidation price (or where a gap put the mark),
+        and the insurance fund takes the remaining maintenance margin; the wallet never goes
+        below zero (the fund covers a bankrupt account)."""
+        for book in self.books.values():
+            for o in list(book.open_by_client.values()):
+                self._finish(book, o, "CANCELED", force=True)
+            for a in list(book.algo_by_client.values()):
+                self._end_algo(a, "CANCELED", force=True)
+        b.resting.pop(LIQ_KEY, None)
+        b.mark_resting.pop(LIQ_KEY, None)
+        p, f = b.position, b.filters
+        qty = abs(p.qty)
+        signed = p.qty
+        mark = self.mark_of(b)
+        mm = b.brackets.maint_margin(qty * f.from_ticks(price_t)) if b.brackets else 0.0
+        oid = self._new_id()
+        cid = f"autoclose-{self.now_ms}"
+        side = "SELL" if p.steps > 0 else "BUY"
+        o = SimOrder(oid, cid, b.filters.symbol, side, "LIQUIDATION", "LIQUIDATION", f.from_ticks(price_t), qty, True,
+                     "IOC", self.now_ms, self.now_ms, "NEW", 0.0, 0.0, False, 0.0, price_t, side == "BUY", False, oid)
+        self.orders[oid] = o
+        self._fill(b, o, price_t, qty, maker=False, exec_type="CALCULATED", check_liquidation=False)
+        clearance = max(0.0, min(mm, self.wallet))
+        bankrupt = min(0.0, self.wallet - clearance)    # the fund brings a negative wallet back to 0
+        self.wallet -= clearance + bankrupt
+        if clearance or bankrupt:
+            self._add_income(b.filters.symbol, "INSURANCE_CLEAR", -(clearance + bankrupt), "LIQUIDATION")
+            self._emit_account(b, "INSURANCE_CLEAR", force=True)
+        self.liquidations.append(Liquidation(self.now_ms, b.filters.symbol, mark, f.from_ticks(price_t), signed,
+                                             clearance + bankrupt, oid, cid))
+        self.update_liquidation()
+
+    # ------------------------------------------------------------------ funding
+    def settle_funding(self, symbol: str, rate: float, mark: float) -> float:
+        """One funding settlement of `symbol` on the position held now, at `mark`:
+        amount = position × mark × rate, paid (> 0) by a long at a positive rate, received by a
+        short.  Returns the amount paid (0.0 when flat: nothing is recorded)."""
+        b = self.book(symbol)
+        p = b.position
+        if not p.steps:
+            return 0.0
+        amount = p.qty * mark * rate
+        self.wallet -= amount
+        self.funding.append(FundingSettlement(self.now_ms, symbol, rate, mark, p.qty, amount))
+        self._add_income(symbol, "FUNDING_FEE", -amount, "FUNDING_FEE")
+        self._emit_account(b, "FUNDING_FEE")
+        self.update_liquidation()
+        return amount
+
+    def _add_income(self, symbol: str, kind: str, amount: float, info: str) -> None:
+        self.income.append(Income(self._next_tran_id, symbol, kind, amount, self.asset, self.now_ms, info))
+        self._next_tran_id += 1
+
+    def _emit_account(self, b: SymbolBook, reason: str, force: bool = False) -> None:
+        if not (self.ack_events or force):
+            return
+        p = b.position
+        self.events.append(AccountUpdate(reason, b.filters.symbol, self.wallet, p.qty, p.entry_price,
+                                         p.qty * (self.mark_of(b) - p.entry_price), b.realized_cum, self.now_ms))
+
+    def set_position(self, symbol: str, qty: float, entry_price: float) -> None:
+        """Put a position in place (tests and the local exchange's admin call), on the step grid."""
+        b = self.book(symbol)
+        p = b.position
+        p.steps = b.filters.to_steps(qty)
+        p.qty = b.filters.from_steps(p.steps)
+        p.entry_price = float(entry_price) if p.steps else 0.0
+
     def set_price(self, symbol: str, price: float) -> None:
-        """Move the last price without filling anything (a jump between candles)."""
-        self.book(symbol).price = float(price)
+        """Move the last price (its nearest tick) without filling anything (a jump between candles)."""
+        b = self.book(symbol)
+        self.set_price_ticks(symbol, b.filters.to_ticks(float(price)))
+
+    def set_price_ticks(self, symbol: str, ticks: int) -> None:
+        b = self.books[symbol]
+        b.price_t = ticks
+        b.price = b.filters.from_ticks(ticks)
+        if self._multi:
+            self._after_move()
 
     def advance(self, symbol: str, end: float) -> bool:
-        """Move the price along a monotone leg toward `end`.
+        """`advance_ticks` to the nearest tick of a price."""
+        return self.advance_ticks(symbol, self.books[symbol].filters.to_ticks(float(end)))
+
+    def advance_ticks(self, symbol: str, end: int) -> bool:
+        """Move the price along a monotone leg toward `end` (integer ticks).
 
         Stops after the first fill (returns True, price at the fill) so the
         caller can let the strategy react; returns False once at `end`.
         """
         b = self.books[symbol]
-        hit = next_trigger(b.price, end, b.resting.values())
+        hit = next_trigger(b.price_t, end, b.resting.values())
         if hit is None:
-            b.price = end
+            b.price_t = end
+            b.price = b.filters.from_ticks(end)
+            if self._multi:
+                self._after_move()
             return False
-        r, fill_price, b.price = hit
-        if isinstance(r, SimAlgoOrder):
-            self._trigger_algo(b, r, fill_price)
-        else:
-            self._fill(b, r, fill_price, r.remaining, maker=True)
+        r, fill_price, b.price_t = hit
+        b.price = b.filters.from_ticks(b.price_t)
+        self._fire(b, r, fill_price)
         return True
 
-    def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: float) -> None:
+    def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: int) -> None:
         a.status = "TRIGGERED"
         a.trigger_time = a.update_time = self.now_ms
         a.actual_order_id = self._next_id + 1      # the order the trigger is about to place
         b.resting.pop(a.algo_id, None)
+        b.mark_resting.pop(a.algo_id, None)
         del b.algo_by_client[a.client_algo_id]
         self._emit_algo(a)
         pos = b.position.qty
@@ -604,29 +887,38 @@ class SimulatedExchange:
                      price=0.0 if is_market else a.price, qty=qty,
                      reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
                      time=self.now_ms, update_time=self.now_ms, close_position=a.close_position,
-                     stop_price=a.trigger_price, trigger=a.price, fires_below=(a.side == "BUY"),
+                     stop_price=a.trigger_price, trigger=a.limit_t, fires_below=(a.side == "BUY"),
                      seq=oid)
         self.orders[oid] = o
         a.actual_order_id = oid
         self._emit_order(o, "NEW")
         if is_market:
             self._fill(b, o, fill_price, qty, maker=False)
-            a.actual_price = fill_price
+            a.actual_price = b.filters.from_ticks(fill_price)
         elif o.client_id not in b.open_by_client:
             b.rest(o)
         a.status = "FINISHED"
         self._emit_algo(a)
 
-    def _fill(self, b: SymbolBook, o: SimOrder, price: float, qty: float, maker: bool) -> None:
+    def _fill(self, b: SymbolBook, o: SimOrder, price_t: int, qty: float, maker: bool,
+              exec_type: str = "TRADE", check_liquidation: bool = True) -> None:
         p = b.position
+        f = b.filters
+        price = f.from_ticks(price_t)
+        qty_s = f.to_steps(qty)
         if o.reduce_only:
-            closes = p.qty != 0 and (p.qty > 0) == (o.side == "SELL")
-            qty = min(qty, abs(p.qty)) if closes else 0.0
-            if qty <= _EPS:
+            closes = p.steps != 0 and (p.steps > 0) == (o.side == "SELL")
+            qty_s = min(qty_s, abs(p.steps)) if closes else 0
+            if qty_s <= 0:
                 self._finish(b, o, "EXPIRED")
                 return
-        signed = qty if o.side == "BUY" else -qty
-        p.qty, p.entry_price, realized = apply_fill(p.qty, p.entry_price, signed, price)
+            qty = f.from_steps(qty_s)
+        signed_s = qty_s if o.side == "BUY" else -qty_s
+        _, p.entry_price, realized = apply_fill(p.qty, p.entry_price, f.from_steps(signed_s), price)
+        p.steps += signed_s
+        p.qty = f.from_steps(p.steps)
+        if p.steps == 0:
+            p.entry_price = 0.0
         p.update_time = self.now_ms
         fee = price * qty * (self.maker_fee if maker else self.taker_fee)
         self.wallet += realized - fee
@@ -636,7 +928,8 @@ class SimulatedExchange:
         o.executed_qty += qty
         o.cum_quote += price * qty
         o.update_time = self.now_ms
-        o.status = "FILLED" if o.remaining <= _EPS * max(1.0, o.qty) else "PARTIALLY_FILLED"
+        o.executed_qty = f.qty_round(o.executed_qty)
+        o.status = "FILLED" if f.to_steps(o.remaining) <= 0 else "PARTIALLY_FILLED"
         if resting:
             b.unrest(o, qty, done=o.status == "FILLED")
         tid = self._next_trade_id
@@ -644,31 +937,31 @@ class SimulatedExchange:
         self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
                                     realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
         self.events.append(OrderUpdate(
-            o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "TRADE", o.status, o.price, o.qty,
+            o.symbol, o.client_id, o.order_id, o.side, o.orig_type, exec_type, o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
             o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
-        if self.ack_events:
-            self.events.append(AccountUpdate("ORDER", o.symbol, self.wallet, p.qty, p.entry_price,
-                                             p.qty * (b.price - p.entry_price), b.realized_cum, self.now_ms))
+        self._emit_account(b, "ORDER")
         self._expire_stale_reduce_only(b)
+        if check_liquidation:
+            self.update_liquidation()
 
     def _expire_stale_reduce_only(self, b: SymbolBook) -> None:
         """Binance drops reduce-only orders that can no longer reduce the position."""
-        pos = b.position.qty
+        pos = b.position.steps
         for o in list(b.open_by_client.values()):
             if o.reduce_only and (pos == 0 or (pos > 0) == (o.side == "BUY")):
                 self._finish(b, o, "EXPIRED")
 
     # ------------------------------------------------------------------ events
-    def _emit_order(self, o: SimOrder, status: str) -> None:
-        if not self.ack_events and status in ("NEW", "CANCELED"):
+    def _emit_order(self, o: SimOrder, status: str, force: bool = False) -> None:
+        if not (self.ack_events or force) and status in ("NEW", "CANCELED"):
             return
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, status, status, o.price, o.qty,
             0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
 
-    def _emit_algo(self, a: SimAlgoOrder) -> None:
-        if not self.ack_events:
+    def _emit_algo(self, a: SimAlgoOrder, force: bool = False) -> None:
+        if not (self.ack_events or force):
             return
         self.events.append(AlgoUpdate(a.symbol, a.client_algo_id, a.algo_id, a.side, a.order_type,
                                       a.status, a.trigger_price, a.qty, a.close_position, self.now_ms,
@@ -684,6 +977,23 @@ class SimulatedExchange:
                and (start_ms is None or t.time >= start_ms) and (end_ms is None or t.time <= end_ms)
                and (from_id is None or t.id >= from_id)]
         return out[:limit] if from_id is not None else out[-limit:]
+
+
+_DECIMAL_RE = re.compile(r"^[+-]?(\d+)(?:\.(\d*))?$|^[+-]?\.(\d+)$")
+
+
+def _parse_units(text: str, name: str, max_decimals: int, scale: int) -> int:
+    """A decimal string as an exact integer count of 10^-max_decimals (no float on the way)."""
+    s = text.strip()
+    m = _DECIMAL_RE.match(s)
+    if m is None:
+        raise _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    whole, frac = (m.group(1) or "0"), (m.group(2) if m.group(1) is not None else m.group(3)) or ""
+    frac = frac.rstrip("0")
+    if len(frac) > max_decimals:
+        raise _err(ERR_PRECISION, "Precision is over the maximum defined for this asset.")
+    units = int(whole) * scale + (int(frac.ljust(max_decimals, "0")) if frac else 0)
+    return -units if s.startswith("-") else units
 
 
 def _parse_decimal(value: Any, name: str, max_decimals: int) -> float:
@@ -727,6 +1037,10 @@ def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
             "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": ev.close_position, "pP": False,
             "R": ev.close_position, "tt": 0, "gtd": 0}}
     f = filters
+    if ev.reason == "FUNDING_FEE":      # cross margin: the balance only
+        return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
+            "m": ev.reason, "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
+            "P": []}}
     return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
         "m": ev.reason,
         "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
@@ -773,9 +1087,10 @@ class SimVenue(FuturesVenue):
             out.append(OrderAck(r.client_id, r.order_id, r.price, r.qty, r.status))
         return out
 
-    async def place_stop_close(self, client_id: str, side: str, trigger_price: float) -> OrderAck:
+    async def place_stop_close(self, client_id: str, side: str, trigger_price: float,
+                               working_type: str = "CONTRACT_PRICE") -> OrderAck:
         a = self.exchange.new_algo_order(self.symbol, side, "STOP_MARKET", triggerPrice=trigger_price,
-                                         closePosition=True, clientAlgoId=client_id)
+                                         closePosition=True, clientAlgoId=client_id, workingType=working_type)
         return OrderAck(a.client_algo_id, a.algo_id, a.trigger_price, 0.0, a.status)
 
     async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:

@@ -74,6 +74,8 @@ class GridState:
     # Fills that raced our cancels, by client id: the quantity whose fill events are still to
     # come.  The held levels go out once every one of them has been acted on.
     raced: dict[str, float] = field(default_factory=dict)
+    liquidated_at: int = 0           # time (ms) of the last liquidation seen (0: never)
+    funding_paid: float = 0.0        # funding paid (> 0) or received since the state began
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -91,7 +93,9 @@ class GridState:
                                     "exit_seq", "realized_pnl", "fees", "round_trips",
                                     "last_trade_id", "last_update")}
         st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)),
-                 raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()}, **fields)
+                 raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()},
+                 liquidated_at=int(d.get("liquidated_at", 0) or 0),
+                 funding_paid=float(d.get("funding_paid", 0.0) or 0.0), **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")
         return st

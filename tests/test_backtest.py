@@ -52,7 +52,7 @@ def filters_for(path: Path) -> SymbolFilters:
     """Symbol filters of a real data file (see the data folder's README)."""
     name = path.name.upper()
     if "BTC" in name:
-        return BTC
+        return SymbolFilters("BTCUSDC", 0.01, 0.001, 0.001, 5.0)   # Binance.US spot: prices in cents
     for sym, tick, step in (("AVAXUSDT", 0.001, 1.0), ("FILUSDT", 0.001, 0.1), ("NEARUSDT", 0.001, 0.1),
                             ("DOTUSDT", 0.001, 0.1)):
         if sym in name:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from exchange_api import SymbolFilters
-from fill_model import TriggerScanner, candle_path, next_trigger
+from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, next_trigger
 from sim_exchange import SimulatedExchange
 
 SYM = "BTCUSDC"
@@ -279,33 +279,34 @@ def brute_find(high: list[float], low: list[float], start: int, up: float, down:
 
 @pytest.mark.parametrize("n,block,seed", [(1500, 256, 1), (1000, 7, 2), (777, 16, 3), (64, 64, 4), (1, 256, 5)])
 def test_trigger_scanner_matches_brute_force(n, block, seed):
+    # Prices in integer ticks (of 0.001), as the engine scans them.
     rng = np.random.default_rng(seed)
-    close = 100.0 + np.cumsum(rng.normal(0.0, 0.5, n))
-    high = close + rng.exponential(0.3, n)
-    low = close - rng.exponential(0.3, n)
+    close = np.rint((100.0 + np.cumsum(rng.normal(0.0, 0.5, n))) * 1000).astype(np.int64)
+    high = close + np.rint(rng.exponential(300, n)).astype(np.int64)
+    low = close - np.rint(rng.exponential(300, n)).astype(np.int64)
     sc = TriggerScanner(high, low, block=block)
     hl, ll = high.tolist(), low.tolist()
-    lo_all, hi_all = float(low.min()), float(high.max())
+    lo_all, hi_all = int(low.min()), int(high.max())
     queries = 1200
     hits = misses = 0
     for q in range(queries):
         start = int(rng.integers(0, n + 1))          # includes start == n
         kind = q % 6
         if kind == 0:                                # never reached
-            up, down = hi_all + 1.0, lo_all - 1.0
+            up, down = hi_all + 1, lo_all - 1
         elif kind == 1:                              # exactly a value in the data (>= / <=)
             j = int(rng.integers(0, n))
-            up, down = (hl[j], -np.inf) if q % 12 == 1 else (np.inf, ll[j])
+            up, down = (hl[j], NO_DOWN) if q % 12 == 1 else (NO_UP, ll[j])
         elif kind == 2:
-            up, down = float(rng.choice([np.inf, -np.inf])), float(rng.choice([np.inf, -np.inf]))
+            up, down = int(rng.choice([NO_UP, NO_DOWN])), int(rng.choice([NO_UP, NO_DOWN]))
         else:                                        # around the price at start
-            ref = close[min(start, n - 1)]
-            up = ref + float(rng.exponential(3.0))
-            down = ref - float(rng.exponential(3.0))
+            ref = int(close[min(start, n - 1)])
+            up = ref + int(rng.exponential(3000))
+            down = ref - int(rng.exponential(3000))
             if q % 7 == 0:
-                up = np.inf
+                up = NO_UP
             if q % 11 == 0:
-                down = -np.inf
+                down = NO_DOWN
         got = sc.find(start, up, down)
         want = brute_find(hl, ll, start, up, down)
         assert got == want, (start, up, down)
@@ -316,30 +317,30 @@ def test_trigger_scanner_matches_brute_force(n, block, seed):
 
 
 def test_trigger_scanner_hand_cases():
-    high = np.array([10.0, 11.0, 12.0, 13.0, 14.0])
-    low = np.array([9.0, 8.0, 7.0, 6.0, 5.0])
+    high = np.array([10, 11, 12, 13, 14])
+    low = np.array([9, 8, 7, 6, 5])
     sc = TriggerScanner(high, low, block=2)
-    assert sc.find(0, 13.0, -np.inf) == 3
-    assert sc.find(0, np.inf, 7.0) == 2
-    assert sc.find(3, 11.0, 0.0) == 3          # already above at start
-    assert sc.find(0, 14.5, 4.5) == -1
-    assert sc.find(5, -np.inf, np.inf) == -1   # start at the end
-    assert sc.find(4, -np.inf, np.inf) == 4
+    assert sc.find(0, 13, NO_DOWN) == 3
+    assert sc.find(0, NO_UP, 7) == 2
+    assert sc.find(3, 11, 0) == 3              # already above at start
+    assert sc.find(0, 15, 4) == -1
+    assert sc.find(5, NO_DOWN, NO_UP) == -1    # start at the end
+    assert sc.find(4, NO_DOWN, NO_UP) == 4
 
 
 @pytest.mark.parametrize("block", [256, 16, 5])
 def test_trigger_scanner_single_spike_at_block_edges(block):
     n = 4 * block + 3
     for idx in sorted({0, 1, block - 1, block, 2 * block - 1, 2 * block, 3 * block + 1, n - 1}):
-        high = np.full(n, 101.0)
-        low = np.full(n, 99.0)
-        high[idx] = 105.0
-        low[(idx + 7) % n] = 95.0           # a dip somewhere else
+        high = np.full(n, 1010)
+        low = np.full(n, 990)
+        high[idx] = 1050
+        low[(idx + 7) % n] = 950            # a dip somewhere else
         sc = TriggerScanner(high, low, block=block)
         dip = (idx + 7) % n
-        assert sc.find(0, 105.0, -np.inf) == idx
-        assert sc.find(idx, 104.9, 90.0) == idx
-        assert sc.find(idx + 1, 105.0, -np.inf) == -1
-        assert sc.find(0, np.inf, 95.0) == dip
-        assert sc.find(0, 105.0, 95.0) == min(idx, dip)
-        assert sc.find(0, 105.1, 94.9) == -1
+        assert sc.find(0, 1050, NO_DOWN) == idx
+        assert sc.find(idx, 1049, 900) == idx
+        assert sc.find(idx + 1, 1050, NO_DOWN) == -1
+        assert sc.find(0, NO_UP, 950) == dip
+        assert sc.find(0, 1050, 950) == min(idx, dip)
+        assert sc.find(0, 1051, 949) == -1

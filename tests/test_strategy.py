@@ -226,8 +226,7 @@ def test_seed_log_case_be_then_regrid_exact_prices():
     h = Harness("LONG", filters=f)
     st = h.strategy.state
     st.grid_center = 91_000.0
-    pos = h.sim.books["BTCUSDC"].position
-    pos.qty, pos.entry_price = 0.021, 90625.59
+    h.sim.set_position("BTCUSDC", 0.021, 90625.59)
     h.sim.set_price("BTCUSDC", 90_500.0)
     st.position.qty, st.position.avg_price = 0.021, 90625.59
     st.position.level_filled = [0.004, 0.017, 0.0, 0.0]
