@@ -63,14 +63,14 @@ class BacktestResult:
     brackets: BracketTable | None = None
 
 
-def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candle index (the 1-minute candle that starts at T, or the first after it when that
-    minute is missing) and rate of every settlement T inside the candles."""
+    minute is missing), time and rate of every settlement T inside the candles."""
     if len(series) == 0 or len(times) == 0:
-        return np.zeros(0, np.int64), np.zeros(0)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     k = np.searchsorted(times, series.times, side="left")
     keep = (series.times >= times[0]) & (k < len(times))
-    return k[keep].astype(np.int64), series.rates[keep]
+    return k[keep].astype(np.int64), series.times[keep], series.rates[keep]
 
 
 def align_mark(mark: Candles, candles: Candles, filters: SymbolFilters,
@@ -127,7 +127,8 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     mark_ticks = align_mark(mark, candles, filters, (opens, highs, lows, closes)) if mark is not None else None
     if mark_ticks is not None:
         sim.drive_mark(symbol)
-    f_idx, f_rate = funding_schedule(funding, times) if funding is not None else (np.zeros(0, np.int64), None)
+    f_idx, f_time, f_rate = funding_schedule(funding, times) if funding is not None else \
+        (np.zeros(0, np.int64), None, None)
     f_idx_l = f_idx.tolist()
     nf = len(f_idx_l)
     fi = 0
@@ -208,7 +209,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                 k = f_idx_l[fi]
                 rate = float(f_rate[fi])
                 fi += 1
-                sim.now_ms = int(times[k])
+                sim.now_ms = int(f_time[fi - 1])
                 sim.set_price_ticks(symbol, int(opens[k]))
                 if mark_ticks is not None:
                     sim.set_mark_ticks(symbol, int(mark_ticks[0][k]))

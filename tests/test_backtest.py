@@ -264,7 +264,17 @@ def test_cli_outputs_are_consistent(cli_runs, direction):
             rate = 0.0005 if r["role"] == "SL" else 0.0001
             assert fee == pytest.approx(rate * price * qty, abs=2e-8), r
     assert times == sorted(times)
-    assert summary["net_pnl"] == pytest.approx(realized - fees, abs=1e-6 * len(rows) + 1e-8)
+    # Funding is on by default (Binance's baseline 0.01 % per 8 h): funding.csv holds every settlement.
+    with open(out / "funding.csv", newline="", encoding="utf-8") as fh:
+        frows = list(csv.DictReader(fh))
+    for r in frows:
+        assert float(r["amount"]) == pytest.approx(float(r["position"]) * float(r["mark_price"]) * float(r["rate"]),
+                                                   abs=1e-8), r
+        assert float(r["rate"]) == 0.0001 and r["time"][11:19] in ("00:00:00", "08:00:00", "16:00:00"), r
+    paid = sum(float(r["amount"]) for r in frows)
+    assert frows and summary["funding_paid"] == pytest.approx(paid, abs=1e-6)
+    clearance = sum(x["insurance_clearance"] for x in summary["liquidations"])
+    assert summary["net_pnl"] == pytest.approx(realized - fees - paid - clearance, abs=1e-6 * len(rows) + 1e-8)
     assert summary["fees"] == pytest.approx(fees, abs=1e-6 * len(rows) + 1e-8)
     assert summary["max_position_notional"] == pytest.approx(max_notional, rel=1e-6)
     assert summary["final_open_qty"] == pytest.approx(float(rows[-1]["position_after"]), abs=1e-9)
