@@ -61,6 +61,8 @@ class BacktestResult:
     funding: list[FundingSettlement] = field(default_factory=list)
     liquidations: list[Liquidation] = field(default_factory=list)
     brackets: BracketTable | None = None
+    halted: bool = False          # liquidated with AFTER_LIQUIDATION=STOP
+    grids: int = 0                # grids placed (the strategy's generation count)
 
 
 def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,7 +278,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     return BacktestResult(config, filters, candles, capital, fills, equity, worst, sim.wallet, p.qty,
                           p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0,
                           funding=list(sim.funding), liquidations=list(sim.liquidations),
-                          brackets=book.brackets)
+                          brackets=book.brackets, halted=strategy.halted, grids=strategy.state.generation)
 
 
 def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],
