@@ -311,11 +311,12 @@ class BinanceFuturesClient(FuturesVenue):
     # ------------------------------------------------------------------ FuturesVenue primitives
     async def get_position(self) -> Position:
         rows = await self._call(self.client.futures_position_information, symbol=self.symbol)
-        qty, entry = 0.0, 0.0
+        qty, entry, liq, mark = 0.0, 0.0, 0.0, 0.0
         for r in rows:
             if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH":
                 qty, entry = _f(r, "positionAmt"), _f(r, "entryPrice")
-        return Position(qty, entry)
+                liq, mark = _f(r, "liquidationPrice"), _f(r, "markPrice")
+        return Position(qty, entry, liq, mark)
 
     def _order_params(self, o: LimitOrder) -> dict[str, str]:
         f = self.filters
@@ -501,6 +502,18 @@ class BinanceFuturesClient(FuturesVenue):
         elif start_ms is not None:
             params["startTime"] = start_ms
         return await self._call(self.client.futures_account_trades, **params)
+
+    async def income_history(self, income_type: str, start_ms: int | None = None,
+                             limit: int = 1000) -> list[dict[str, Any]]:
+        """GET /fapi/v1/income of this symbol, oldest first (no startTime: the last 7 days)."""
+        params: dict[str, Any] = {"symbol": self.symbol, "incomeType": income_type, "limit": limit}
+        if start_ms is not None:
+            params["startTime"] = start_ms
+        return await self._call(self.client.futures_income_history, **params)
+
+    async def leverage_brackets(self) -> list[dict[str, Any]] | dict[str, Any]:
+        """GET /fapi/v1/leverageBracket of this symbol (the account's own table)."""
+        return await self._call(self.client.futures_leverage_bracket, symbol=self.symbol)
 
 
 def filters_from_exchange_info(sym: dict[str, Any]) -> SymbolFilters:

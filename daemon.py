@@ -29,6 +29,7 @@ import signal
 import stat
 import sys
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -44,12 +45,13 @@ from exchange_api import (
     order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
-from records import TradeRecorder, setup_logging
+from records import FundingRecorder, TradeRecorder, setup_logging
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
+FUNDING_CHECK_S = 600.0          # the income history is read at least this often (and on each FUNDING_FEE)
 # Refusals of one order (not of the account or the symbol): the daemon runs on and retries.
 ORDER_REJECTIONS = {ERR_PRECISION, ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER, ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER,
                     ERR_REDUCE_ONLY_REJECTED, ERR_MIN_NOTIONAL, -4014, -4023, -4004, -4116, -2025}
@@ -78,6 +80,9 @@ class Paths:
     def trades(self, short: str) -> Path:
         return self.root / "trades" / f"trades_{short}.csv"
 
+    def funding(self, short: str) -> Path:
+        return self.root / "trades" / f"funding_{short}.csv"
+
     @property
     def logs(self) -> Path:
         return self.root / "logs"
@@ -105,6 +110,8 @@ class Daemon:
         self.config_interval = config_interval
         self.state_mgr = StateManager(paths.state(self.short))
         self.recorder = TradeRecorder(paths.trades(self.short), self.log)
+        self.funding = FundingRecorder(paths.funding(self.short), self.log)
+        self._funding_checked = 0.0         # monotonic time of the last income-history read
         self.config: GridConfig = load_config(config_path)
         self._config_mtime = config_path.stat().st_mtime
         self._config_error_logged: str | None = None
@@ -140,7 +147,11 @@ class Daemon:
                                                on_fill=self._on_fill, on_change=self._save)
         if state is None:
             self._save()
+        elif state.liquidated_at:
+            when = datetime.fromtimestamp(state.liquidated_at / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            self.log.warning("the last liquidation was at %s; started again by hand, trading resumes", when)
         self._warn_if_capital_small()
+        await self._recover_funding()
         try:
             await self.reconcile(startup=True)
         except ExchangeError as e:
@@ -180,6 +191,52 @@ class Daemon:
         # not yet acted on when the process died is replayed at restart.
         if r.trade_id > self.strategy.state.last_trade_id:
             self.strategy.state.last_trade_id = r.trade_id
+
+    async def _on_liquidation(self, u: OrderUpdate) -> None:
+        """The exchange liquidated the position: recorded (CSV row of role LIQUIDATION), logged
+        loudly, then AFTER_LIQUIDATION (the strategy: STOP halts until a restart by hand)."""
+        self.log.critical("=" * 72)
+        self.log.critical("%s LIQUIDATED by the exchange at %s (%s %s); wallet after it is the exchange's",
+                          self.symbol, self.venue.filters.fmt_price(u.last_price), u.side,
+                          self.venue.filters.fmt_qty(u.last_qty))
+        self.log.critical("=" * 72)
+        await self.strategy.on_order_update(u)
+        self._save()
+        asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
+
+    # ------------------------------------------------------------------ funding
+    async def _recover_funding(self) -> int:
+        """Write the funding settlements of this symbol the CSV does not hold yet, from the
+        exchange's income history (after a restart, a missed event, or any downtime); each
+        one is logged and counted in the state once.  Returns how many were new."""
+        self._funding_checked = time.monotonic()
+        start = self.funding.last_time or None
+        new = 0
+        try:
+            while True:
+                page = await self.venue.income_history("FUNDING_FEE", start_ms=start, limit=1000)
+                for rec in sorted(page, key=lambda r: (int(r["time"]), int(r["tranId"]))):
+                    if self.funding.record(rec):
+                        new += 1
+                        self._log_funding(rec)
+                if len(page) < 1000:
+                    break
+                start = max(int(r["time"]) for r in page)
+        except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError) as e:
+            self.log.warning("funding history unreadable (%s); read again at the next sync", e)
+        if new and self.strategy is not None:
+            self._save()
+        return new
+
+    def _log_funding(self, rec: dict[str, Any]) -> None:
+        income = float(rec["income"])
+        st = self.strategy.state if self.strategy is not None else None
+        if st is not None:
+            st.funding_paid -= income
+        when = datetime.fromtimestamp(int(rec["time"]) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.log.info(("펀딩비 %s: %+.6f %s (누적 지불 %.6f)" if _lang_ko() else
+                       "Funding fee %s: %+.6f %s (paid in total %.6f)"),
+                      when, income, rec.get("asset", "USDC"), st.funding_paid if st is not None else -income)
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> None:
@@ -256,6 +313,14 @@ class Daemon:
                     cid = ""
                 # A failed lookup (5xx, timeout) ends this replay: taking one of our fills for a
                 # stranger's would lose its reaction.  The next reconcile replays it.
+            if cid.startswith("autoclose-") and tid > st.last_trade_id:
+                # Liquidated while away (or while the stream was down): the same reaction.
+                await self._on_liquidation(OrderUpdate(
+                    self.symbol, cid, int(t["orderId"]), t["side"], "LIQUIDATION", "CALCULATED", "FILLED",
+                    float(t["price"]), float(t["qty"]), float(t["qty"]), float(t["price"]), float(t["qty"]),
+                    float(t["price"]), float(t["commission"]), float(t["realizedPnl"]), False, True, False, 0.0,
+                    tid, int(t["time"]), int(t["time"])))
+                continue
             late_entry = self.strategy.late_entry_level(cid, t["side"]) if tid > st.last_trade_id else 0
             if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
                 # Acted on already but its row was lost, or an order the strategy does not
@@ -308,6 +373,7 @@ class Daemon:
             pos = await self.venue.get_position_info_with_retry()
             if not await self._recover_missed_fills():
                 break
+        st.liquidation_price, st.mark_price = pos.liquidation_price, pos.mark_price   # for status.sh
         never_sent = []
         for cid in vanished:
             o = st.orders.get(cid)
@@ -385,6 +451,8 @@ class Daemon:
             last = time.monotonic()
             try:
                 await self.reconcile()
+                if time.monotonic() - self._funding_checked >= FUNDING_CHECK_S:
+                    await self._recover_funding()
             except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError, RuntimeError) as e:
                 # RuntimeError: the position stayed unreadable after its retries; try next time.
                 self.log.warning("position sync failed: %s", e)
@@ -519,6 +587,10 @@ class Daemon:
             if u.symbol != self.symbol:
                 return
             async with self.lock:
+                if u.is_liquidation:
+                    if not self.recorder.has(self.symbol, u.trade_id):
+                        await self._on_liquidation(u)
+                    return
                 if u.is_fill and u.trade_id and u.client_id not in self.strategy.state.orders:
                     # A fill of an order the state already forgot (cancelled by us while it
                     # filled).  One of our entries counts as a fill of its level; any other
@@ -540,6 +612,10 @@ class Daemon:
                 if u.is_fill and u.trade_id and u.trade_id <= self.strategy.state.last_trade_id:
                     return      # already acted on, from the trade history after a reconnect
                 await self.strategy.on_order_update(u)
+        elif e == "ACCOUNT_UPDATE" and (msg.get("a") or {}).get("m") == "FUNDING_FEE":
+            # A cross FUNDING_FEE update names no symbol: read this symbol's income history.
+            async with self.lock:
+                await self._recover_funding()
         elif e == "listenKeyExpired":
             raise ConnectionError("listenKey expired")
 
@@ -595,6 +671,8 @@ class _HeldPlacements:
 
 
 def _role_of(cid: str) -> str:
+    if cid.startswith("autoclose-"):
+        return "LIQUIDATION"
     parsed = parse_client_order_id(cid)
     if not parsed:
         return "EXTERNAL"
@@ -673,6 +751,10 @@ def build_parser(short: str) -> argparse.ArgumentParser:
     p.add_argument("--demo-minutes", type=int, help="stop the demo after N simulated minutes")
     p.add_argument("--demo-speed", type=float, default=50.0, help="demo candles per second (default 50)")
     p.add_argument("--demo-seed", type=int, default=7, help="synthetic market seed (default 7)")
+    p.add_argument("--demo-funding", nargs="+", metavar="FILE",
+                   help="demo funding rates (Binance dump CSV or REST JSON); default a constant --demo-funding-rate")
+    p.add_argument("--demo-funding-rate", type=float, default=0.0001,
+                   help="demo funding per 8 h at 00/08/16 UTC (default 0.0001, Binance's baseline; 0: none)")
     p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="log to the file only")

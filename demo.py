@@ -29,8 +29,17 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
     demo_paths = Paths(paths.root / "demo")
     # Every demo starts fresh: forget this symbol's previous demo (only its own
     # files, so `start_all.sh --demo` can run both symbols side by side).
-    for old in (demo_paths.state(short), demo_paths.trades(short)):
+    for old in (demo_paths.state(short), demo_paths.trades(short), demo_paths.funding(short)):
         old.unlink(missing_ok=True)
+    funding = None
+    if args.demo_funding:
+        from funding import FundingError, load_funding
+        try:
+            funding = {symbol: load_funding(args.demo_funding)}
+        except FundingError as e:
+            print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+            return 2
+    args.funding_series = funding
     key, secret = "demo-" + secrets.token_hex(16), secrets.token_hex(32)
     log = setup_logging(short, demo_paths.logs, (key, secret), console=not args.quiet)
     try:
@@ -55,7 +64,8 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
                        speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
                        maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage,
                        order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel),
-                       max_candles=args.demo_minutes or None)
+                       max_candles=args.demo_minutes or None, funding=args.funding_series,
+                       funding_rate=args.demo_funding_rate)
     await ex.start(host="127.0.0.1", port=0, clock=False)   # the market starts once the daemon listens
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)
@@ -101,5 +111,10 @@ def print_report(symbol: str, paths, ex) -> None:
     print(f"  fills           {len(rows)}  " + "  ".join(f"{k}={v}" for k, v in sorted(roles.items())))
     print(f"  realized PnL    {realized:+.2f}   fees {fees:.2f}   net {realized - fees:+.2f}")
     print(f"  position        {pos.qty:g} @ {pos.entry_price:.2f}")
-    print(f"  wallet          {ex.sim.wallet:.2f}")
+    funding = sum(x.amount for x in ex.sim.funding if x.symbol == symbol)
+    liqs = [x for x in ex.sim.liquidations if x.symbol == symbol]
+    print(f"  funding paid    {funding:+.4f} ({sum(1 for x in ex.sim.funding if x.symbol == symbol)} settlements)")
+    if liqs:
+        print(f"  LIQUIDATED      {len(liqs)}× (first at {liqs[0].price:.2f})")
+    print(f"  wallet          {ex.sim.wallet:.8f}")
     print(f"  records         {path}, {paths.logs}/")

@@ -225,6 +225,8 @@ def apply_fill(pos_qty: float, avg: float, fill_qty_signed: float, price: float)
 class Position:
     qty: float          # signed: > 0 long, < 0 short (one-way mode)
     entry_price: float
+    liquidation_price: float = 0.0   # as the venue reports it (0: none / not reported)
+    mark_price: float = 0.0
 
 
 @dataclass(slots=True)

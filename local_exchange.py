@@ -71,7 +71,9 @@ from urllib.parse import parse_qsl
 from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError, SymbolFilters
+from brackets import BracketTable
 from fill_model import candle_path, candle_ticks
+from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
 from sim_exchange import (DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_BATCH_ORDERS, SimAlgoOrder,
                           SimOrder, SimTrade, SimulatedExchange, SymbolBook, to_binance_event)
@@ -84,7 +86,6 @@ LEG_MS = 20_000                       # leg k of a candle is stamped open_time +
 SYNTHETIC_START = {"BTCUSDC": 60_000.0, "ETHUSDC": 3_000.0}
 SYNTHETIC_SEED_OFFSET = {"BTCUSDC": 0, "ETHUSDC": 1}
 SYNTHETIC_CHUNK = 30 * 1440           # candles generated at a time (30 days, ~20 ms)
-MAINT_MARGIN_RATE = 0.004             # reported only; liquidation is not modelled
 LISTEN_KEY_TTL_S = 3600.0
 MAX_CONNECTION_S = 24 * 3600.0
 WS_PING_S = 180.0                     # Binance pings every 3 minutes
@@ -291,6 +292,25 @@ def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mappi
 # ---------------------------------------------------------------------------- Binance JSON
 
 
+def _limit(p: Mapping[str, str], default: int, cap: int) -> int:
+    try:
+        n = int(p.get("limit") or default)
+    except ValueError:
+        raise _Reply(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.") from None
+    return max(1, min(n, cap))
+
+
+def _opt_int(p: Mapping[str, str], name: str) -> int | None:
+    v = p.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                     "'^[0-9]{1,20}$'.") from None
+
+
 def _f8(x: float) -> str:
     return f"{x + 0.0:.8f}"
 
@@ -467,7 +487,9 @@ class LocalExchange:
                  taker_fee: float = DEFAULT_TAKER_FEE, *, leverage: int = 20, grace_ms: float = 5.0,
                  weight_limit: int = 2400, order_limit_10s: int = 300, order_limit_1m: int = 1200,
                  ban_after_429s: int = 3, ban_s: float = 120.0, max_hold_s: float = 10.0,
-                 filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None):
+                 filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None,
+                 funding: FundingSeries | Mapping[str, FundingSeries] | None = None,
+                 funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
         missing = [s for s in symbols if s not in known]
         if missing:
@@ -475,6 +497,14 @@ class LocalExchange:
         self.symbols = tuple(symbols)
         self.sim = SimulatedExchange([known[s] for s in symbols], balance=balance, maker_fee=maker_fee,
                                      taker_fee=taker_fee, leverage=leverage)
+        for sym, table in (brackets or {}).items():
+            self.sim.book(sym).brackets = table
+        # Funding: a series per symbol, or a constant rate per 8 h (Binance's baseline by default).
+        self._funding_given = funding if isinstance(funding, Mapping) else {s: funding for s in symbols} \
+            if funding is not None else {}
+        self.funding_rate = float(funding_rate)
+        self._funding_done: dict[str, int] = {}       # last funding time settled, per symbol
+        self.funding_history: dict[str, list[tuple[int, float, float]]] = {s: [] for s in symbols}
         self.speed = float(speed)
         self.lockstep = lockstep
         self.quiet_ms = float(quiet_ms)
@@ -493,6 +523,13 @@ class LocalExchange:
         self.ban_after_429s = ban_after_429s
         self.ban_s = ban_s
         self.series = self._load_series(data, synthetic_seed)
+        self.funding_series: dict[str, FundingSeries | None] = {}
+        for sym, ser in self.series.items():
+            given = self._funding_given.get(sym)
+            self.funding_series[sym] = given if given is not None else (
+                constant_funding(self.funding_rate, ser.t[0], ser.t[0] + 10 * 365 * 86_400_000)
+                if self.funding_rate else None)
+            self._funding_done[sym] = ser.t[0] - 1
         self.live: dict[str, _Live] = {}
         for s in self.series.values():
             self.sim.set_price_ticks(s.symbol, s.ticks[0][0])
@@ -662,6 +699,7 @@ class LocalExchange:
             paths[s.symbol] = candle_path(*s.ticks[i])
             self.sim.now_ms = s.t[i]
             self.sim.set_price_ticks(s.symbol, s.ticks[i][0])  # a jump between candles fills nothing (as the backtest)
+            self._settle_funding_due(s.symbol, s.t[i])
             o = self.sim.books[s.symbol].price
             self.live[s.symbol] = _Live(s.t[i], o, o, o, o, s.v[i])
         await self._vertex(active, closed=False, paced=paced)
@@ -796,14 +834,41 @@ class LocalExchange:
                 raw = raw or json.dumps(payload, separators=JSON_SEP)
                 c.send(raw)
 
-    def _next_funding(self) -> int:
+    def _settle_funding_due(self, symbol: str, candle_t: int) -> None:
+        """Settle every funding time T in (last settled, candle_t] at this candle's open (the
+        position held at T: nothing has traded since the previous candle closed)."""
+        ser = self.funding_series.get(symbol)
+        if ser is None:
+            return
+        while True:
+            nxt = ser.next_after(self._funding_done[symbol])
+            if nxt is None or nxt[0] > candle_t:
+                return
+            t, rate = nxt
+            self._funding_done[symbol] = t
+            mark = self.sim.mark_of(self.sim.books[symbol])
+            now = self.sim.now_ms
+            self.sim.now_ms = t
+            self.sim.settle_funding(symbol, rate, mark)
+            self.sim.now_ms = now
+            self.funding_history[symbol].append((t, rate, mark))
+            self._flush_events()
+
+    def _next_funding(self, symbol: str | None = None) -> tuple[int, float]:
+        """(next funding time, its rate) of a symbol."""
+        sym = symbol or self.symbols[0]
+        ser = self.funding_series.get(sym)
+        nxt = ser.next_after(self._funding_done.get(sym, self.sim.now_ms)) if ser is not None else None
+        if nxt is not None:
+            return nxt
         period = 8 * 3600 * 1000
-        return (self.sim.now_ms // period + 1) * period
+        return (self.sim.now_ms // period + 1) * period, 0.0
 
     def _mark_payload(self, symbol: str) -> dict[str, Any]:
-        p = _f8(self.sim.books[symbol].price)
+        p = _f8(self.sim.mark_of(self.sim.books[symbol]))
+        t, rate = self._next_funding(symbol)
         return {"e": "markPriceUpdate", "E": self.sim.now_ms, "s": symbol, "p": p, "ap": p, "i": p, "P": p,
-                "r": "0.00000000", "T": self._next_funding()}
+                "r": _f8(rate), "T": t}
 
     def _agg_payload(self, symbol: str) -> dict[str, Any]:
         b = self.sim.books[symbol]
@@ -1081,6 +1146,9 @@ class LocalExchange:
             R("GET", "/fapi/v1/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v2/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v1/premiumIndex", self._premium_index, weight=per_symbol(1, 10)),
+            R("GET", "/fapi/v1/fundingRate", self._funding_rate_history),
+            R("GET", "/fapi/v1/income", self._income, "SIGNED", 30),
+            R("GET", "/fapi/v1/leverageBracket", self._leverage_bracket, "SIGNED", 1),
             R("GET", "/fapi/v2/balance", self._balance, "SIGNED", 5),
             R("GET", "/fapi/v3/balance", self._balance, "SIGNED", 5),
             R("GET", "/fapi/v2/account", lambda p: self._account(2), "SIGNED", 5),
@@ -1170,10 +1238,51 @@ class LocalExchange:
     def _premium_index(self, p: Mapping[str, str]) -> Any:
         out = []
         for s in self._symbols(p):
-            mark = _f8(self.sim.books[s].price)
+            mark = _f8(self.sim.mark_of(self.sim.books[s]))
+            t, rate = self._next_funding(s)
             out.append({"symbol": s, "markPrice": mark, "indexPrice": mark, "estimatedSettlePrice": mark,
-                        "lastFundingRate": "0.00000000", "interestRate": "0.00010000",
-                        "nextFundingTime": self._next_funding(), "time": self.sim.now_ms})
+                        "lastFundingRate": _f8(rate), "interestRate": "0.00010000",
+                        "nextFundingTime": t, "time": self.sim.now_ms})
+        return out[0] if p.get("symbol") else out
+
+    def _funding_rate_history(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        """GET /fapi/v1/fundingRate: settled funding times, oldest first (limit 100, max 1000)."""
+        limit = _limit(p, 100, 1000)
+        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        out = []
+        for sym in self._symbols(p):
+            f = self._filters(sym)
+            for t, rate, mark in self.funding_history[sym]:
+                if (start is None or t >= start) and (end is None or t <= end):
+                    out.append({"symbol": sym, "fundingTime": t, "fundingRate": _f8(rate),
+                                "markPrice": f"{mark:.{f.price_decimals}f}"})
+        out.sort(key=lambda d: d["fundingTime"])
+        return out[:limit] if start is not None else out[-limit:]
+
+    def _income(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        """GET /fapi/v1/income: FUNDING_FEE, INSURANCE_CLEAR, REALIZED_PNL and COMMISSION records,
+        oldest first; without startTime/endTime the last 7 days (limit 100, max 1000)."""
+        sym = self._symbol(p, required=False)
+        kind = (p.get("incomeType") or "").upper() or None
+        limit = _limit(p, 100, 1000)
+        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        if start is None and end is None:
+            start = self.sim.now_ms - 7 * 86_400_000
+        recs = [(i.time, i.tran_id, i.symbol, i.income_type, i.income, i.info, "") for i in self.sim.income]
+        for t in self.sim.trades:
+            if t.realized_pnl:
+                recs.append((t.time, 10**9 + 2 * t.id, t.symbol, "REALIZED_PNL", t.realized_pnl, "", str(t.id)))
+            if t.commission:
+                recs.append((t.time, 10**9 + 2 * t.id + 1, t.symbol, "COMMISSION", -t.commission, "", str(t.id)))
+        out = [{"symbol": s, "incomeType": k, "income": _f8(v), "asset": self.sim.asset, "info": info, "time": t,
+                "tranId": tid, "tradeId": trade}
+               for t, tid, s, k, v, info, trade in sorted(recs)
+               if (sym is None or s == sym) and (kind is None or k == kind)
+               and (start is None or t >= start) and (end is None or t <= end)]
+        return out[:limit]
+
+    def _leverage_bracket(self, p: Mapping[str, str]) -> Any:
+        out = [self.sim.books[s].brackets.to_binance() for s in self._symbols(p) if self.sim.books[s].brackets]
         return out[0] if p.get("symbol") else out
 
     # ------------------------------------------------------------------ account endpoints
@@ -1185,7 +1294,7 @@ class LocalExchange:
         oim = self.sim._open_order_margin(b)
         return {"qty": qty, "entry": pos.entry_price if qty else 0.0, "notional": notional,
                 "upnl": qty * (b.price - pos.entry_price) if qty else 0.0, "im": im, "oim": oim,
-                "mm": abs(notional) * MAINT_MARGIN_RATE}
+                "mm": self.sim.maint_margin(b), "liq": b.liq_price if qty else 0.0}
 
     def _totals(self) -> dict[str, float]:
         nums = [self._position_numbers(b) for b in self.sim.books.values()]
@@ -1259,7 +1368,7 @@ class LocalExchange:
                 continue  # v3: only symbols with a position or open orders
             d = {"symbol": sym, "positionSide": "BOTH", "positionAmt": f.fmt_qty(n["qty"]),
                  "entryPrice": _f8(n["entry"]), "breakEvenPrice": _f8(n["entry"]), "markPrice": _f8(b.price),
-                 "unRealizedProfit": _f8(n["upnl"]), "liquidationPrice": "0", "isolatedMargin": _f8(0.0),
+                 "unRealizedProfit": _f8(n["upnl"]), "liquidationPrice": _f8(n["liq"]), "isolatedMargin": _f8(0.0),
                  "notional": _f8(n["notional"]), "isolatedWallet": "0", "updateTime": b.position.update_time}
             if version == 3:
                 d.update({"marginAsset": self.sim.asset, "initialMargin": _f8(n["im"] + n["oim"]),
@@ -1651,6 +1760,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--maker-fee", type=float, default=DEFAULT_MAKER_FEE)
     p.add_argument("--taker-fee", type=float, default=DEFAULT_TAKER_FEE)
     p.add_argument("--weight-limit", type=int, default=2400)
+    p.add_argument("--funding", nargs="+", metavar="FILE", help="funding rates (Binance dump CSV or REST JSON) "
+                   "for the first symbol; default a constant --funding-rate for every symbol")
+    p.add_argument("--funding-rate", type=float, default=BASELINE_RATE,
+                   help=f"constant rate per 8 h (default {BASELINE_RATE}; 0: no funding)")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -1680,7 +1793,9 @@ async def _serve(args: argparse.Namespace) -> int:
                        balance=args.balance, data=args.data, synthetic_seed=args.synthetic, speed=args.speed,
                        lockstep=args.lockstep, quiet_ms=args.quiet_ms, api_key=args.api_key,
                        api_secret=args.api_secret, faults=args.faults or None, maker_fee=args.maker_fee,
-                       taker_fee=args.taker_fee, weight_limit=args.weight_limit)
+                       taker_fee=args.taker_fee, weight_limit=args.weight_limit,
+                       funding={args.symbols.split(",")[0].strip().upper(): load_funding(args.funding)}
+                       if args.funding else None, funding_rate=args.funding_rate)
     await ex.start(args.host, args.port)
     print(_banner(ex, args), flush=True)
     stop = asyncio.Event()

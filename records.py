@@ -16,6 +16,56 @@ CSV_COLUMNS = ["time", "symbol", "side", "role", "price", "quantity", "fee", "re
                "position_after", "avg_price_after", "client_order_id", "order_id", "trade_id"]
 
 
+FUNDING_COLUMNS = ["time", "symbol", "income", "asset", "tran_id"]
+
+
+class FundingRecorder:
+    """funding_<sym>.csv: one row per funding settlement (income > 0 received, < 0 paid),
+    keyed by the exchange's tranId — recovered from the income history after any downtime,
+    never written twice (the ids are re-read at start)."""
+
+    def __init__(self, path: str | Path, logger: logging.Logger | None = None):
+        self.path = Path(path)
+        self.log = logger or logging.getLogger("records")
+        self.seen: set[int] = set()
+        self.last_time = 0
+        self.total = 0.0            # income summed over the file
+        if self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                for row in csv.DictReader(fh):
+                    try:
+                        tid, t, v = int(row["tran_id"]), _parse_time(row["time"]), float(row["income"])
+                    except (KeyError, ValueError, TypeError):
+                        continue    # a torn last line from a crash: re-read from the income history
+                    self.seen.add(tid)
+                    self.last_time = max(self.last_time, t)
+                    self.total += v
+
+    def record(self, rec: dict, fmt=lambda v: f"{v:.8f}") -> bool:
+        """Write one income record unless already written; True when new."""
+        tid = int(rec["tranId"])
+        if tid in self.seen:
+            return False
+        t, v = int(rec["time"]), float(rec["income"])
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        with open(self.path, "a", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(FUNDING_COLUMNS)
+            w.writerow([datetime.fromtimestamp(t / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                        rec.get("symbol", ""), fmt(v), rec.get("asset", ""), tid])
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.seen.add(tid)
+        self.last_time = max(self.last_time, t)
+        self.total += v
+        return True
+
+
+def _parse_time(text: str) -> int:
+    return int(datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
 class TradeRecorder:
     """Appends fills to the CSV, keyed by the exchange's trade id.
 

@@ -76,6 +76,8 @@ class GridState:
     raced: dict[str, float] = field(default_factory=dict)
     liquidated_at: int = 0           # time (ms) of the last liquidation seen (0: never)
     funding_paid: float = 0.0        # funding paid (> 0) or received since the state began
+    liquidation_price: float = 0.0   # the exchange's, at the last position read (0: none)
+    mark_price: float = 0.0          # the mark price at that read
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -95,7 +97,9 @@ class GridState:
         st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)),
                  raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()},
                  liquidated_at=int(d.get("liquidated_at", 0) or 0),
-                 funding_paid=float(d.get("funding_paid", 0.0) or 0.0), **fields)
+                 funding_paid=float(d.get("funding_paid", 0.0) or 0.0),
+                 liquidation_price=float(d.get("liquidation_price", 0.0) or 0.0),
+                 mark_price=float(d.get("mark_price", 0.0) or 0.0), **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")
         return st

@@ -49,6 +49,25 @@ def _pnl(path: Path) -> tuple[float, float, int]:
     return day, total, n
 
 
+def _funding(path: Path) -> tuple[float, float, int]:
+    """Funding paid (> 0) today (UTC) and in total, from funding_<sym>.csv (income < 0: paid)."""
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    total = day = 0.0
+    n = 0
+    if path.exists():
+        with open(path, newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    v = -float(r["income"])
+                except (KeyError, ValueError):
+                    continue
+                n += 1
+                total += v
+                if r.get("time", "").startswith(today):
+                    day += v
+    return day, total, n
+
+
 def _last_log_line(logs: Path, short: str) -> str:
     files = sorted(logs.glob(f"grid_martingale_{short}_*.log"))
     for f in reversed(files):
@@ -77,6 +96,15 @@ def status_lines(root: Path, short: str) -> list[str]:
         out.append(f"   position {p['qty']:.6f} @ ${p['avg_price']:.2f}, deepest level {p['deepest_level']}")
         out.append(f"   open orders {len(orders)}" + (": " + ", ".join(f"{k}×{v}" for k, v in sorted(by_role.items()))
                                                     if orders else ""))
+        liq, mark = float(st.get("liquidation_price") or 0.0), float(st.get("mark_price") or 0.0)
+        if p["qty"] and liq > 0 and mark > 0:
+            out.append(f"   liquidation price ${liq:,.2f}, {abs(mark - liq) / mark * 100:.2f} % from the mark "
+                       f"${mark:,.2f}")
+        elif p["qty"]:
+            out.append("   liquidation price: none (the wallet covers the position)")
+        if st.get("liquidated_at"):
+            when = datetime.fromtimestamp(st["liquidated_at"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            out.append(f"   LIQUIDATED at {when}")
         out.append(f"   state updated {st.get('last_update', '?')}")
     except FileNotFoundError:
         out.append("   no state file yet")
@@ -84,6 +112,8 @@ def status_lines(root: Path, short: str) -> list[str]:
         out.append(f"   state file unreadable: {type(e).__name__}")
     day, total, n = _pnl(root / "trades" / f"trades_{short}.csv")
     out.append(f"   realized PnL (after fees): today ${day:+.2f}, total ${total:+.2f} over {n} fills")
+    fday, ftotal, fn = _funding(root / "trades" / f"funding_{short}.csv")
+    out.append(f"   funding paid: today ${fday:+.4f}, total ${ftotal:+.4f} over {fn} settlements")
     out.append(f"   last log: {_last_log_line(root / 'logs', short)}")
     return out
 

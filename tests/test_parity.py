@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+from datetime import datetime, timezone
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from backtest import run_backtest
 from config import load_config
 from harness import TIGHT, with_values
+from funding import load_funding
 from market_data import load_klines, synthetic_klines, write_klines_csv
 from sim_exchange import DEFAULT_FILTERS
 
@@ -28,10 +31,23 @@ def tight_config(tmp: Path, direction: str) -> Path:
     return path
 
 
-def start_demo(config: Path, data: Path, root: Path) -> subprocess.Popen:
+def funding_file(tmp: Path, data: Path) -> Path:
+    """An hourly funding series over the data (Binance's dump format, rates of both signs, a few
+    ms of calc_time jitter), so that several settlements fall on open positions."""
+    t = load_klines([data]).open_time
+    first = (int(t[0]) // 3_600_000 + 1) * 3_600_000
+    rows = ["calc_time,funding_interval_hours,last_funding_rate"]
+    for k, ts in enumerate(range(first, int(t[-1]), 3_600_000)):
+        rows.append(f"{ts + (k % 3) - 1},1,{(0.0003, -0.0002, 0.0001)[k % 3]:.8f}")
+    path = tmp / "funding.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def start_demo(config: Path, data: Path, root: Path, funding: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "trade_btc.py"), "--demo", "--demo-data", str(data), "--demo-speed", "400",
-         "--config", str(config), "--root", str(root), "--quiet"],
+         "--demo-funding", str(funding), "--config", str(config), "--root", str(root), "--quiet"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -40,25 +56,46 @@ def daemon_fills(root: Path) -> list[tuple]:
         return [(r["time"], r["role"], r["side"], r["price"], r["quantity"]) for r in csv.DictReader(fh)]
 
 
-def backtest_fills(config: Path, data: Path) -> list[tuple]:
+def daemon_funding(root: Path) -> list[tuple[str, float]]:
+    path = root / "demo" / "trades" / "funding_btc.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [(r["time"], -float(r["income"])) for r in csv.DictReader(fh)]
+
+
+def backtest_run(config: Path, data: Path, funding: Path):
     f = DEFAULT_FILTERS["BTCUSDC"]
-    res = run_backtest(load_config(config), load_klines([data]), f)
-    return [(r.time_iso, r.role, r.side, f.fmt_price(r.price), f.fmt_qty(r.qty)) for r in res.fills]
+    res = run_backtest(load_config(config), load_klines([data]), f, funding=load_funding([funding]))
+    fills = [(r.time_iso, r.role, r.side, f.fmt_price(r.price), f.fmt_qty(r.qty)) for r in res.fills]
+    paid = [(datetime.fromtimestamp(x.time / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), x.amount)
+            for x in res.funding]
+    return fills, paid, res.final_wallet
 
 
 def run_parity(tmp: Path, data: Path, directions=("LONG", "SHORT")) -> dict[str, tuple[list, list]]:
+    """Fills must be equal; with a funding series on, the settlements and the final wallet too."""
+    funding = funding_file(tmp, data)
     procs = {}
     for d in directions:
         cfg = tight_config(tmp, d)
-        procs[d] = (cfg, tmp / f"root_{d}", start_demo(cfg, data, tmp / f"root_{d}"))
+        procs[d] = (cfg, tmp / f"root_{d}", start_demo(cfg, data, tmp / f"root_{d}", funding))
     out = {}
     for d, (cfg, root, proc) in procs.items():
         try:
-            _, err = proc.communicate(timeout=150)
+            stdout, err = proc.communicate(timeout=150)
         finally:
             proc.kill()
         assert proc.returncode == 0, err[-2000:]
-        out[d] = (daemon_fills(root), backtest_fills(cfg, data))
+        fills, paid, wallet = backtest_run(cfg, data, funding)
+        live_paid = daemon_funding(root)
+        assert paid, f"{d}: no settlement on a position: funding parity untested"
+        assert [t for t, _ in live_paid] == [t for t, _ in paid], d
+        for (_, a), (_, b) in zip(live_paid, paid):
+            assert a == pytest.approx(b, abs=1e-8), d
+        demo_wallet = float(re.search(r"wallet\s+(-?[\d.]+)", stdout).group(1))
+        assert demo_wallet == pytest.approx(wallet, abs=1e-6), (d, demo_wallet, wallet)
+        out[d] = (daemon_fills(root), fills)
     return out
 
 
