@@ -300,7 +300,7 @@ def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
         "cp": u.close_position, "rp": f"{u.realized_pnl:.8f}", "pP": False, "si": 0, "ss": 0,
         "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": 0,
     }
-    if u.exec_type == "TRADE":
+    if u.exec_type in ("TRADE", "CALCULATED"):
         o["n"] = f"{u.commission:.8f}"
         o["N"] = u.commission_asset
     return {"e": "ORDER_TRADE_UPDATE", "E": u.event_time, "T": u.trade_time or u.event_time, "o": o}

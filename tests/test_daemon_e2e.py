@@ -672,3 +672,52 @@ def test_flat_grid_follows_the_price_up_out_of_its_range(tmp_path, keys, daemons
         for dd in daemons:
             dd.kill()
         ex.stop()
+
+
+# ---------------------------------------------------------------------------- liquidation
+
+
+def test_liquidation_is_recognised_recorded_and_stops_the_grid(tmp_path, exchange, keys, daemons):
+    """50× with a stop too far to help: the exchange liquidates; the daemon records the forced
+    close as a LIQUIDATION row, logs it loudly, shows it in status.sh, and (AFTER_LIQUIDATION=STOP)
+    places no new grid."""
+    import subprocess
+    import sys
+
+    from harness import REPO, with_values
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "config_btc.txt").write_text(with_values(CONFIG.format(tp=0.005),
+                                                     {"LEVERAGE_LONG": "50", "SL_DISTANCE": "0.30"}))
+    d = start_daemon(exchange, root, keys, daemons, write_config=False)
+    ex = exchange
+    ex.step(1)
+    wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+    center = d.state()["grid_center"]
+    ex.price(entry_prices(center)[3] - 1.0)                     # the whole ladder fills
+    wait_until(lambda: len(exits(ex)) == 1, 10, "the BE after level 4", d.diag)
+    [risk] = ex.signed("GET", "/fapi/v3/positionRisk", *keys, symbol=SYM)
+    lp = float(risk["liquidationPrice"])
+    assert 0 < lp < entry_prices(center)[3]
+    # The daemon's state carries the exchange's liquidation price and mark for status.sh.
+    wait_until(lambda: d.state().get("liquidation_price") == pytest.approx(lp, rel=1e-6), 10,
+               "the liquidation price in the state", d.diag)
+    out = subprocess.run([sys.executable, str(REPO / "status.py"), "--root", str(root), "btc"],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert f"liquidation price ${lp:,.2f}" in out and "% from the mark" in out, out
+    ex.price(lp - 50.0)                                           # through the liquidation price
+    wait_until(lambda: d.trades() and d.trades()[-1]["role"] == "LIQUIDATION", 10, "the LIQUIDATION row", d.diag)
+    row = d.trades()[-1]
+    assert row["client_order_id"].startswith("autoclose-") and float(row["position_after"]) == 0
+    assert abs(float(row["price"]) - lp) <= 0.1 + 1e-9
+    assert ex.position() == 0 and not ex.open_orders() and not ex.open_algos()
+    assert "LIQUIDATED" in d.log() and "AFTER_LIQUIDATION=STOP" in d.log()
+    # Halted: the market goes on, the daemon places nothing (its syncs run every second).
+    ex.step(3)
+    time.sleep(2.5)
+    assert d.alive() and not ex.open_orders() and not ex.open_algos()
+    assert d.state()["liquidated_at"] > 0
+    out = subprocess.run([sys.executable, str(REPO / "status.py"), "--root", str(root), "btc"],
+                         capture_output=True, text=True, timeout=20).stdout
+    assert "LIQUIDATED at" in out, out
+    assert_csv_matches_exchange(d, ex)
