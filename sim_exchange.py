@@ -473,7 +473,16 @@ class SimulatedExchange:
             if not b.price_t:
                 raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
             px_t, tif = b.price_t, "GTC"
+        return self.place_checked(b, cid, side, otype, px_t, qty_s, tif, reduce_only)
+
+    def place_checked(self, b: SymbolBook, cid: str, side: str, otype: str, px_t: int, qty_s: int, tif: str,
+                      reduce_only: bool) -> SimOrder:
+        """The order checks and matching once the request is parsed into ticks and steps (the
+        in-process venue enters here with the strategy's canonical values)."""
+        f = b.filters
+        symbol = f.symbol
         px = f.from_ticks(px_t)
+        qty = f.from_steps(qty_s)
         if not reduce_only and px * qty + _EPS < f.min_notional:
             raise _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
                        "(unless you choose reduce only).")
@@ -1068,19 +1077,36 @@ class SimVenue(FuturesVenue):
         p = self.exchange.books[self.symbol].position
         return Position(p.qty, p.entry_price)
 
+    def _place(self, order: LimitOrder) -> SimOrder:
+        """An in-process limit order: the strategy's prices and sizes are canonical values of the
+        tick and step grid, so they go to the engine as integers without a decimal round trip
+        (the same checks and errors as `new_order` from there on)."""
+        ex, f = self.exchange, self.filters
+        book = ex.books[self.symbol]
+        px_t, qty_s = f.to_ticks(order.price), f.to_steps(order.qty)
+        if abs(order.price / f.tick_size - px_t) > 1e-6:
+            raise ExchangeError(-4014, "Price not increased by tick size.")
+        if abs(order.qty / f.step_size - qty_s) > 1e-6:
+            raise ExchangeError(-4023, "Quantity not increased by step size.")
+        if px_t <= 0:
+            raise ExchangeError(-4013, "Price less than min price.")
+        if qty_s < f.steps_of_min_qty:
+            raise ExchangeError(-4004 if qty_s > 0 else -4003, "Quantity less than min quantity.")
+        cid = ex._check_client_id(book, order.client_id)
+        return ex.place_checked(book, cid, order.side, "LIMIT", px_t, qty_s, "GTX" if order.post_only else "GTC",
+                                order.reduce_only)
+
     async def place_limit(self, order: LimitOrder) -> OrderAck:
-        o = self.exchange.new_order(self.symbol, order.side, "LIMIT", order.qty, order.price,
-                                    "GTX" if order.post_only else "GTC", order.reduce_only, order.client_id)
+        o = self._place(order)
         return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)
 
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
         """A batch: each order placed or refused on its own (batch_orders without the dicts)."""
         out: list[OrderAck | ExchangeError] = []
-        new_order, symbol = self.exchange.new_order, self.symbol
+        place = self._place
         for o in orders:
             try:
-                r = new_order(symbol, o.side, "LIMIT", o.qty, o.price, "GTX" if o.post_only else "GTC",
-                              o.reduce_only, o.client_id)
+                r = place(o)
             except ExchangeError as e:
                 out.append(e)
                 continue

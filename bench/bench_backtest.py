@@ -7,8 +7,11 @@
    or --data-dir) separately, then joins them with `market_data.chain_candles`
    into one continuous series rescaled so the first open is 30000, traded with
    the BTCUSDC filters (tick 0.1, step 0.001, minNotional 5) and config_btc.txt.
-2. LONG and SHORT over that series: candles, fills, replayed candles, elapsed,
-   candles/s, fills/s.
+2. LONG and SHORT over that series, each twice: without funding and
+   liquidation, and with both on (Binance's baseline funding, 0.01 % per 8 h,
+   and cross-margin liquidation with the shipped BTCUSDC brackets): candles,
+   fills, replayed candles, elapsed, candles/s, fills/s, and the ratio of the
+   two speeds.
 3. Linearity: the series chained to itself 1×, 2×, 4×; candles/s of each and
    the time per candle of 4× relative to 1× (1.00 = perfectly linear).
    --quick runs only 1×.  "last fill" shows how far into the series the
@@ -31,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backtest import BacktestResult, run_backtest  # noqa: E402
+from funding import BASELINE_RATE, constant_funding  # noqa: E402
 from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters  # noqa: E402
 from market_data import Candles, chain_candles, load_klines  # noqa: E402
@@ -100,9 +104,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
 
     # 2. LONG and SHORT -----------------------------------------------------------------------
-    def run(direction: str, candles: Candles) -> tuple[float, BacktestResult]:
+    def run(direction: str, candles: Candles, costs: bool = True) -> tuple[float, BacktestResult]:
         c = cfg.with_overrides(trade_direction=direction)
-        return best_of(lambda: run_backtest(c, candles, FILTERS))
+        funding = constant_funding(BASELINE_RATE, int(candles.open_time[0]), int(candles.open_time[-1])) \
+            if costs else None
+        return best_of(lambda: run_backtest(c, candles, FILTERS, funding=funding, liquidation=costs))
 
     def active(res: BacktestResult) -> str:
         """Where the last fill falls in the series: after it the run only scans."""
@@ -115,16 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     exhausted: list[str] = []
 
     rows = []
+    speeds: dict[tuple[str, bool], float] = {}
     for direction in ("LONG", "SHORT"):
-        dt, res = run(direction, series)
-        net = sum(f.realized_pnl for f in res.fills) - res.fees
-        rows.append([direction, f"{len(series):,}", f"{len(res.fills):,}", f"{res.replayed_candles:,}",
-                     f"{dt:.3f}", f"{len(series) / dt:,.0f}", f"{len(res.fills) / dt:,.0f}", f"{net:+,.2f}",
-                     f"{res.final_wallet:,.2f}", active(res)])
-        if res.fills and active(res) != "100 %":
-            exhausted.append(f"{direction} at {res.fills[-1].time_iso} (wallet {res.final_wallet:,.2f})")
-    table(["run", "candles", "fills", "replayed", "elapsed s", "candles/s", "fills/s", "net PnL", "wallet",
-           "last fill"], rows)
+        for costs in (False, True):
+            dt, res = run(direction, series, costs)
+            speeds[direction, costs] = len(series) / dt
+            paid = sum(x.amount for x in res.funding)
+            net = sum(f.realized_pnl for f in res.fills) - res.fees - paid - sum(x.clearance for x in res.liquidations)
+            rows.append([f"{direction} {'funding+liq' if costs else 'plain'}", f"{len(series):,}",
+                         f"{len(res.fills):,}", f"{res.replayed_candles:,}", f"{dt:.3f}", f"{len(series) / dt:,.0f}",
+                         f"{len(res.fills) / dt:,.0f}", f"{paid:,.2f}", str(len(res.liquidations)), f"{net:+,.2f}",
+                         f"{res.final_wallet:,.2f}", active(res)])
+            if costs and res.fills and active(res) != "100 %":
+                exhausted.append(f"{direction} at {res.fills[-1].time_iso} (wallet {res.final_wallet:,.2f})")
+    table(["run", "candles", "fills", "replayed", "elapsed s", "candles/s", "fills/s", "funding", "liq.",
+           "net PnL", "wallet", "last fill"], rows)
+    print("speed with funding+liquidation / plain: " + ", ".join(
+        f"{d} {speeds[d, True] / speeds[d, False]:.2f}" for d in ("LONG", "SHORT")))
     if exhausted:
         print("note: no fill after " + "; ".join(exhausted) + ": the fixed capital no longer covers a "
               "level's margin, so the rest of the series is only scanned (cheap) and candles/s there "

@@ -196,7 +196,7 @@ def test_bad_config_at_start_real_process(config_runs, name):
 
 def test_bad_config_at_reload_keeps_the_last_good_and_logs_each_error_once(tmp_path, exchange, keys, daemons):
     ex = exchange
-    d = start_daemon(ex, tmp_path / "root", keys, daemons)
+    d = start_daemon(ex, tmp_path / "root", keys, daemons, config_interval=0.3)
     center = first_grid(ex, d)
     good = d.config.read_text()
     bad_files = [
@@ -217,11 +217,11 @@ def test_bad_config_at_reload_keeps_the_last_good_and_logs_each_error_once(tmp_p
             mtime += 10
             os.utime(d.config, (mtime, mtime))     # a new mtime even within one clock tick
         wait_until(lambda: d.log().count(rejected) == i, 10, f"bad config #{i} rejected", d.diag)
-        time.sleep(1.05)                           # at least one more reload of the same bad file
+        time.sleep(0.4)                            # at least one more reload of the same bad file
     # Still bad (TP_PCT=0.02 in the last parsable file): the TP uses the good TP_PCT=0.005.
     d.config.write_text(bad_files[2])
     os.utime(d.config, (mtime + 10, mtime + 10))
-    time.sleep(1.2)
+    time.sleep(0.5)
     p1 = entry_prices(center)[0]
     ex.price(p1 - 1.0)
     tp = ceil_tick(p1 * 1.005)
