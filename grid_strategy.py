@@ -101,6 +101,9 @@ class GridMartingaleStrategy:
         # After a liquidation with AFTER_LIQUIDATION=STOP: no new grid until a person restarts
         # the daemon (in memory on purpose: a restart is that person's decision).
         self.halted = False
+        # The INFO lines of the reactions; the backtest turns them off (it reports through its
+        # summary), sparing the formatting arguments of every call.
+        self.log_info = True
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
@@ -140,7 +143,8 @@ class GridMartingaleStrategy:
             self.on_change()
 
     def _any_entry_filled(self) -> bool:
-        return any(q > 0 for q in self.state.position.level_filled)
+        lf = self.state.position.level_filled
+        return bool(lf) and max(lf) > 0        # fills are never negative
 
     def is_flat_and_unfilled(self) -> bool:
         """No position, no entry fill, and no raced fill still to come (levels held back)."""
@@ -186,7 +190,7 @@ class GridMartingaleStrategy:
         p = self.state.position
         qty, avg = abs(pos.qty), pos.entry_price
         if abs(qty - p.qty) > _EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
-            self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
+            self.log_info and self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
         # Invariant: p.qty = (position from the fill events seen) + _unseen.
         if self._unseen == 0.0:
             self._seen_avg = p.avg_price
@@ -200,7 +204,7 @@ class GridMartingaleStrategy:
         """SPEC §3.1: with no grid yet, the first completed candle's close is the centre."""
         if self.state.grid_center <= 0:
             self.state.grid_center = float(close)
-            self._info("grid_center", center=close, reason="first candle")
+            self.log_info and self._info("grid_center", center=close, reason="first candle")
             await self.setup_grid_orders()
 
     async def on_price(self, price: float) -> None:
@@ -229,7 +233,7 @@ class GridMartingaleStrategy:
         new_c = band
         while (price > new_c * (1.0 + self.half_range)) if self.s > 0 else (price < new_c * (1.0 - self.half_range)):
             new_c *= 1.0 + self.s * self.half_range
-        self._info("range_exit", price=price, old=c, center=new_c)
+        self.log_info and self._info("range_exit", price=price, old=c, center=new_c)
         # Flat is what the state believes; the cancels' own results confirm it.  An entry that
         # filled before its cancel means the grid is not flat: it stays in force (same centre)
         # and its other levels wait for that fill's event, which the next events bring.
@@ -319,12 +323,12 @@ class GridMartingaleStrategy:
         """The level bookkeeping of an entry fill (before anything is saved or sent)."""
         p = self.state.position
         if p.deepest_level == 0:
-            self._info("first_entry", direction=self.state.direction)
+            self.log_info and self._info("first_entry", direction=self.state.direction)
         p.level_filled[o.level - 1] = self.filters.qty_round(p.level_filled[o.level - 1] + u.last_qty)
         if o.level == 1:
             p.level1_qty = p.level_filled[0]
         p.deepest_level = max(p.deepest_level, o.level)
-        self._info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
+        self.log_info and self._info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
 
     async def _protect(self) -> None:
         """The exit the position needs, and the stop if it needs one."""
@@ -416,15 +420,15 @@ class GridMartingaleStrategy:
         self._changed()
 
     async def on_tp_filled(self, u: OrderUpdate) -> None:
-        self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
+        self.log_info and self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
         await self.reset_grid_after_full_close(u.last_price, "TP")
 
     async def on_sl_filled(self, u: OrderUpdate) -> None:
-        self._info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
+        self.log_info and self._info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
         await self.reset_grid_after_full_close(u.last_price, "SL")
 
     async def on_be_filled(self, u: OrderUpdate) -> None:
-        self._info("be_fill", price=u.last_price, pnl=u.realized_pnl)
+        self.log_info and self._info("be_fill", price=u.last_price, pnl=u.realized_pnl)
         await self.reset_grid_after_partial_close(u.last_price)
 
     # ------------------------------------------------------------------ exits
@@ -453,21 +457,21 @@ class GridMartingaleStrategy:
     async def _set_tp_order(self) -> None:
         await self._sync_position()
         p = self.state.position
-        self._info("tp_prepare", qty=p.qty, avg=p.avg_price)
+        self.log_info and self._info("tp_prepare", qty=p.qty, avg=p.avg_price)
         price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.tp_pct), self.s)
         qty = self.filters.qty_down(p.qty)
         if await self._replace_exit(ROLE_TP, price, qty):
-            self._info("tp_set", price=price, qty=qty)
+            self.log_info and self._info("tp_set", price=price, qty=qty)
 
     async def _set_be_order(self) -> None:
         await self._sync_position()
         p = self.state.position
         q1 = p.level_filled[0]
         be_qty = self.filters.qty_down(p.qty - q1)
-        self._info("be_prepare", qty=p.qty, q1=q1, be_qty=be_qty)
+        self.log_info and self._info("be_prepare", qty=p.qty, q1=q1, be_qty=be_qty)
         price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.be_pct), self.s)
         if await self._replace_exit(ROLE_BE, price, be_qty):
-            self._info("be_set", price=price, qty=be_qty, q1=q1)
+            self.log_info and self._info("be_set", price=price, qty=be_qty, q1=q1)
 
     async def _set_stop_order(self) -> None:
         trigger = self.stop_price()
@@ -478,13 +482,13 @@ class GridMartingaleStrategy:
             ack = await self.venue.set_stop_loss(order.client_id, self.exit_side, trigger,
                                                  self.config.sl_working_type)
             self._acknowledge(order, ack)
-            self._info("sl_set", price=trigger)
+            self.log_info and self._info("sl_set", price=trigger)
         except ExchangeError as e:
             if e.code != ERR_WOULD_TRIGGER:
                 self.state.orders.pop(order.client_id, None)
                 raise
             # The stop would fire at once: do what it would have done.
-            self._info("sl_market")
+            self.log_info and self._info("sl_market")
             for attempt in range(MARKET_CLOSE_TRIES):
                 await self._sync_position()
                 if self.state.position.qty <= _EPS:
@@ -697,7 +701,7 @@ class GridMartingaleStrategy:
             else:
                 self._acknowledge(o, r)
             if o.client_id in st.orders and log_key:
-                self._info(log_key, level=o.level, price=o.price, qty=o.qty)
+                self.log_info and self._info(log_key, level=o.level, price=o.price, qty=o.qty)
         refused = any(isinstance(r, ExchangeError) and r.code == ERR_POST_ONLY_REJECTED for r in results)
         self.grid_refused = refused and not any(o.is_entry for o in st.orders.values())
         self._changed()
@@ -718,7 +722,7 @@ class GridMartingaleStrategy:
             return
         st.position.reset(self.levels)
         st.grid_center = exit_price
-        self._info("full_close", reason=reason, center=exit_price)
+        self.log_info and self._info("full_close", reason=reason, center=exit_price)
         if raced:
             # An entry of the old grid filled before its cancel: the new grid waits for that
             # fill's event (it counts as its level), so no level is placed on top of it.
@@ -732,7 +736,7 @@ class GridMartingaleStrategy:
         raced = self._note_raced(await self._cancel_entries())
         await self.venue.cancel_all_orders()        # the exits and the stop
         st.orders.clear()
-        self._info("be_cancelled")
+        self.log_info and self._info("be_cancelled")
         await self._sync_position()
         raced = self._forget_lookahead() or raced
         p = st.position
@@ -742,12 +746,12 @@ class GridMartingaleStrategy:
         p.level_filled = [p.qty] + [0.0] * (self.levels - 1)
         p.level1_qty = p.qty
         p.deepest_level = 1
-        self._info("level1_update", qty=p.qty)
+        self.log_info and self._info("level1_update", qty=p.qty)
         if self.log.isEnabledFor(logging.INFO):
-            self._info("open_orders", n=len(await self.venue.get_open_orders()))
-        self._info("be_state", avg=p.avg_price, qty=p.qty)
+            self.log_info and self._info("open_orders", n=len(await self.venue.get_open_orders()))
+        self.log_info and self._info("be_state", avg=p.avg_price, qty=p.qty)
         st.grid_center = p.avg_price / (1.0 - self.s * self.config.level_distances[0])
-        self._info("be_regrid", center=st.grid_center)
+        self.log_info and self._info("be_regrid", center=st.grid_center)
         if raced:
             self._defer_entries(2)      # as after a full close: they wait for the raced fill
         else:

@@ -18,6 +18,7 @@ front of it.
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -301,7 +302,9 @@ class SimulatedExchange:
         self.funding: list[FundingSettlement] = []      # settlements with a position
         self.income: list[Income] = []                  # FUNDING_FEE and INSURANCE_CLEAR records
         self.liquidation_enabled = True
+        self.keep_trades = True         # the trade history (userTrades); the backtest records fills itself
         self._multi = len(self.books) > 1
+        self._only = next(iter(self.books.values())) if self.books else None
 
     # ------------------------------------------------------------------ helpers
     def book(self, symbol: str) -> SymbolBook:
@@ -382,6 +385,12 @@ class SimulatedExchange:
 
     def available_balance(self) -> float:
         """Wallet + uPnL − position margin − open-order margin (cross, one-way)."""
+        if not self._multi:         # one symbol (the backtest): the same sum, without the loop
+            b = self._only
+            p = b.position
+            m = b.mark if b.mark_driven else b.price
+            return self.wallet + p.qty * (m - p.entry_price) - abs(p.qty) * m / p.leverage \
+                - self._open_order_margin(b)
         avail = self.wallet
         for b in self.books.values():
             p = b.position
@@ -476,13 +485,15 @@ class SimulatedExchange:
         return self.place_checked(b, cid, side, otype, px_t, qty_s, tif, reduce_only)
 
     def place_checked(self, b: SymbolBook, cid: str, side: str, otype: str, px_t: int, qty_s: int, tif: str,
-                      reduce_only: bool) -> SimOrder:
+                      reduce_only: bool, px: float | None = None, qty: float | None = None) -> SimOrder:
         """The order checks and matching once the request is parsed into ticks and steps (the
-        in-process venue enters here with the strategy's canonical values)."""
+        in-process venue enters here with the strategy's canonical values, `px` and `qty`)."""
         f = b.filters
         symbol = f.symbol
-        px = f.from_ticks(px_t)
-        qty = f.from_steps(qty_s)
+        if px is None:
+            px = f.from_ticks(px_t)
+        if qty is None:
+            qty = f.from_steps(qty_s)
         if not reduce_only and px * qty + _EPS < f.min_notional:
             raise _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
                        "(unless you choose reduce only).")
@@ -495,7 +506,7 @@ class SimulatedExchange:
         if marketable and tif == "GTX":
             raise _err(-5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.")
         if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + _EPS:
-            raise _err(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
+            raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
 
         oid = self._new_id()
         now = self.now_ms
@@ -739,6 +750,15 @@ class SimulatedExchange:
         move of another symbol's mark) and liquidate at once a position already past it."""
         if not self.liquidation_enabled:
             return
+        if not self._multi:
+            b = self._only
+            if b.position.steps:
+                self._place_liquidation(b, self.wallet)
+            elif b.liq_price:
+                b.liq_price = 0.0
+                b.resting.pop(LIQ_KEY, None)
+                b.mark_resting.pop(LIQ_KEY, None)
+            return
         books = [b for b in self.books.values() if b.position.steps]
         for b in self.books.values():
             if not b.position.steps and b.liq_price:
@@ -750,22 +770,38 @@ class SimulatedExchange:
                 continue
             others = self.wallet + sum(o.position.qty * (self.mark_of(o) - o.position.entry_price)
                                        - self.maint_margin(o) for o in books if o is not b)
-            p = b.position
-            lp = liquidation_price(b.brackets, p.qty, p.entry_price, others)
-            b.liq_price = lp
+            if self._place_liquidation(b, others):
+                return
+
+    def _place_liquidation(self, b: SymbolBook, others: float) -> bool:
+        """Rest the liquidation trigger of one position (`others`: wallet plus the other
+        positions' uPnL − maintenance margin); True when it was already passed and the
+        position has just been liquidated."""
+        if b.brackets is None:
+            return False
+        p = b.position
+        lp = liquidation_price(b.brackets, p.qty, p.entry_price, others)
+        b.liq_price = lp
+        if lp <= 0:
             b.resting.pop(LIQ_KEY, None)
             b.mark_resting.pop(LIQ_KEY, None)
-            if lp <= 0:
-                continue
-            f = b.filters
-            long = p.steps > 0
-            trig = f.ticks_down(lp) if long else f.ticks_up(lp)
-            mark_t = b.mark_t if b.mark_driven else b.price_t
-            if (mark_t <= trig) if long else (mark_t >= trig):
-                self._liquidate(b, mark_t)          # already past it: the engine closes it now
-                return
+            return False
+        f = b.filters
+        long = p.steps > 0
+        trig = f.ticks_down(lp) if long else f.ticks_up(lp)
+        mark_t = b.mark_t if b.mark_driven else b.price_t
+        if (mark_t <= trig) if long else (mark_t >= trig):
+            b.resting.pop(LIQ_KEY, None)
+            b.mark_resting.pop(LIQ_KEY, None)
+            self._liquidate(b, mark_t)          # already past it: the engine closes it now
+            return True
+        t = b.resting.get(LIQ_KEY) or b.mark_resting.get(LIQ_KEY)
+        if t is None:
             t = LiquidationTrigger(trig, long, lp)
             self._resting_for(b, t)[LIQ_KEY] = t
+        else:                                   # moved in place (one per position, rests where it is)
+            t.trigger, t.fires_below, t.price = trig, long, lp
+        return False
 
     def _liquidate(self, b: SymbolBook, price_t: int) -> None:
         """Binance's forced close (cross margin): every open order of the account is cancelled,
@@ -923,6 +959,7 @@ class SimulatedExchange:
                 return
             qty = f.from_steps(qty_s)
         signed_s = qty_s if o.side == "BUY" else -qty_s
+        before = p.steps
         _, p.entry_price, realized = apply_fill(p.qty, p.entry_price, f.from_steps(signed_s), price)
         p.steps += signed_s
         p.qty = f.from_steps(p.steps)
@@ -943,14 +980,16 @@ class SimulatedExchange:
             b.unrest(o, qty, done=o.status == "FILLED")
         tid = self._next_trade_id
         self._next_trade_id += 1
-        self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
-                                    realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
+        if self.keep_trades:
+            self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
+                                        realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, exec_type, o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
             o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
         self._emit_account(b, "ORDER")
-        self._expire_stale_reduce_only(b)
+        if p.steps == 0 or (p.steps > 0) != (before > 0):
+            self._expire_stale_reduce_only(b)    # flat or flipped: reduce-only orders may be stale
         if check_liquidation:
             self.update_liquidation()
 
@@ -1074,8 +1113,25 @@ class SimVenue(FuturesVenue):
         self.filters = exchange.book(symbol).filters
 
     async def get_position(self) -> Position:
-        p = self.exchange.books[self.symbol].position
-        return Position(p.qty, p.entry_price)
+        b = self.exchange.books[self.symbol]
+        return Position(b.position.qty, b.position.entry_price, b.liq_price, self.exchange.mark_of(b))
+
+    async def get_position_info_with_retry(self, tries: int = 10) -> Position:
+        b = self.exchange.books[self.symbol]      # in process: never fails, no retry loop
+        return Position(b.position.qty, b.position.entry_price, b.liq_price, self.exchange.mark_of(b))
+
+    async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
+        ex = self.exchange
+        book = ex.books[self.symbol]
+        out: dict[str, float] = {}
+        for c in client_ids:
+            o = book.open_by_client.get(c)
+            if o is not None:
+                ex._finish(book, o, "CANCELED")
+                out[c] = o.executed_qty
+            else:
+                out[c] = await self.cancel_order_confirmed(c)
+        return out
 
     def _place(self, order: LimitOrder) -> SimOrder:
         """An in-process limit order: the strategy's prices and sizes are canonical values of the
@@ -1083,18 +1139,21 @@ class SimVenue(FuturesVenue):
         (the same checks and errors as `new_order` from there on)."""
         ex, f = self.exchange, self.filters
         book = ex.books[self.symbol]
-        px_t, qty_s = f.to_ticks(order.price), f.to_steps(order.qty)
-        if abs(order.price / f.tick_size - px_t) > 1e-6:
+        t, q = order.price / f.tick_size, order.qty / f.step_size
+        px_t, qty_s = round(t), round(q)
+        if abs(t - px_t) > 1e-6:
             raise ExchangeError(-4014, "Price not increased by tick size.")
-        if abs(order.qty / f.step_size - qty_s) > 1e-6:
+        if abs(q - qty_s) > 1e-6:
             raise ExchangeError(-4023, "Quantity not increased by step size.")
         if px_t <= 0:
             raise ExchangeError(-4013, "Price less than min price.")
         if qty_s < f.steps_of_min_qty:
             raise ExchangeError(-4004 if qty_s > 0 else -4003, "Quantity less than min quantity.")
-        cid = ex._check_client_id(book, order.client_id)
+        cid = order.client_id       # the strategy's own id (no pattern check in process)
+        if cid in book.open_by_client:
+            raise ExchangeError(-4116, "ClientOrderId is duplicated.")
         return ex.place_checked(book, cid, order.side, "LIMIT", px_t, qty_s, "GTX" if order.post_only else "GTC",
-                                order.reduce_only)
+                                order.reduce_only, f.from_ticks(px_t), f.from_steps(qty_s))
 
     async def place_limit(self, order: LimitOrder) -> OrderAck:
         o = self._place(order)
@@ -1221,7 +1280,8 @@ class SimVenue(FuturesVenue):
                 k = lo
             k_fit = k
         if k_fit > tries or not f.tradable(price, rung(k_fit)):
-            self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
-                           self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, self.filters.fmt_qty(qty))
+            if self.log.isEnabledFor(logging.ERROR):
+                self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
+                               self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, self.filters.fmt_qty(qty))
             return None
         return await self.place_limit_entry(client_id, side, price, rung(k_fit))
