@@ -270,8 +270,12 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
             sim.now_ms = t + (k - 1) * LEG_MS
             while advance(symbol, end):
                 deliver()
-                worst_eq = min(worst_eq, account(book.price))
-            worst_eq = min(worst_eq, account(book.price))
+                eq = sim.wallet + pos.qty * (book.price - pos.entry_price)
+                if eq < worst_eq:
+                    worst_eq = eq
+            eq = sim.wallet + pos.qty * (book.price - pos.entry_price)
+            if eq < worst_eq:
+                worst_eq = eq
             if flat():
                 run_sync(strategy.on_price(book.price))
                 deliver()

@@ -411,13 +411,22 @@ class SimulatedExchange:
             notional = b.open_buy_notional + b.open_sell_notional
         return notional / b.position.leverage
 
-    def _order_cost(self, b: SymbolBook, side: str, price: float, qty: float) -> float:
+    @staticmethod
+    def _order_cost(b: SymbolBook, side: str, price: float, qty: float) -> float:
         """Initial margin of the part that adds exposure, plus the open loss (reference §5)."""
-        pos = b.position.qty
-        adds = qty if pos == 0 or (pos > 0) == (side == "BUY") else max(0.0, qty - abs(pos))
-        direction = 1.0 if side == "BUY" else -1.0
-        open_loss = adds * abs(min(0.0, direction * (b.price - price))) if b.price else 0.0
-        return adds * price / b.position.leverage + open_loss
+        p = b.position
+        pos = p.qty
+        buy = side == "BUY"
+        if pos == 0 or (pos > 0) == buy:
+            adds = qty
+        else:
+            adds = qty - abs(pos)
+            if adds <= 0:
+                return 0.0
+        last = b.price
+        # open loss = adds × |min(0, dir × (last − price))|: a buy above the last, a sell below it
+        loss = (price - last if buy else last - price) if last else 0.0
+        return adds * price / p.leverage + (adds * loss if loss > 0 else 0.0)
 
     def change_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
         if not 1 <= int(leverage) <= 125:
@@ -508,12 +517,14 @@ class SimulatedExchange:
         if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + _EPS:
             raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
 
-        oid = self._new_id()
+        self._next_id += 1
+        oid = self._next_id
         now = self.now_ms
         o = SimOrder(oid, cid, symbol, side, otype, otype, px if otype == "LIMIT" else 0.0, qty, reduce_only,
                      tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px_t, side == "BUY", False, oid)
         self.orders[oid] = o
-        self._emit_order(o, "NEW")
+        if self.ack_events:
+            self._emit_order(o, "NEW")
         if marketable:
             # Takes liquidity at the current price (better than or at the limit).
             self._fill(b, o, b.price_t, o.qty, maker=False)
@@ -987,7 +998,8 @@ class SimulatedExchange:
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, exec_type, o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
             o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
-        self._emit_account(b, "ORDER")
+        if self.ack_events:
+            self._emit_account(b, "ORDER")
         if p.steps == 0 or (p.steps > 0) != (before > 0):
             self._expire_stale_reduce_only(b)    # flat or flipped: reduce-only orders may be stale
         if check_liquidation:
@@ -1284,4 +1296,6 @@ class SimVenue(FuturesVenue):
                 self.log.error("%s entry %s: margin insufficient down to %.0f%% of %s; level skipped",
                                self.symbol, client_id, ENTRY_RETRY_FLOOR * 100, self.filters.fmt_qty(qty))
             return None
-        return await self.place_limit_entry(client_id, side, price, rung(k_fit))
+        q = rung(k_fit)
+        o = self._place(LimitOrder(client_id, side, price, q, False, True))     # the entry, post-only
+        return OrderAck(o.client_id, o.order_id, o.price, o.qty, o.status)

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 STATE_VERSION = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class OrderState:
     """One order the strategy placed and believes open."""
 
@@ -40,7 +40,7 @@ class OrderState:
         return self.role.startswith("ENTRY")
 
 
-@dataclass
+@dataclass(slots=True)
 class PositionState:
     qty: float = 0.0                 # absolute position quantity Q
     avg_price: float = 0.0           # A

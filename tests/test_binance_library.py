@@ -61,3 +61,25 @@ async def test_limits_learned_and_counts_read_from_the_exchange(start_exchange):
         assert len(venue.order_budgets["1M"].times) == 2 + 2 + 1 == ex.stats()["orderCount1m"]
     finally:
         await venue.close()
+
+
+@pytest.mark.parametrize("working_type", ["CONTRACT_PRICE", "MARK_PRICE"])
+async def test_stop_is_sent_with_its_working_type_and_position_reads_the_liquidation_price(start_exchange,
+                                                                                            working_type):
+    ex = await start_exchange(symbols=("BTCUSDC",))
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url,
+                                 ws_url=ex.ws_url)
+    await venue.connect()
+    try:
+        price = float(ex.sim.books["BTCUSDC"].price)
+        ex.sim.new_order("BTCUSDC", "BUY", "MARKET", quantity="1.000")
+        await venue.set_stop_loss("GM-BTCUSDC-1-SL1", "SELL", round(price * 0.9, 1), working_type)
+        [a] = ex.sim.open_algo_orders("BTCUSDC")
+        assert a.working_type == working_type and a.working_mark == (working_type == "MARK_PRICE")
+        got = await venue.find_algo_order("GM-BTCUSDC-1-SL1")
+        assert got["workingType"] == working_type
+        pos = await venue.get_position()
+        assert pos.qty == 1.0 and pos.mark_price == price
+        assert pos.liquidation_price == pytest.approx(ex.sim.books["BTCUSDC"].liq_price) and pos.liquidation_price > 0
+    finally:
+        await venue.close()

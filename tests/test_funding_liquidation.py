@@ -293,3 +293,51 @@ def test_cli_marks_the_liquidation(tmp_path):
     rows = (tmp_path / "o" / "trades.csv").read_text().splitlines()
     assert rows[-1].split(",")[1] == "LIQUIDATION"
     assert "liquidations" in r.stdout and s["liquidations"][0]["time"] in r.stdout
+
+
+# ---------------------------------------------------------------- mark price and SL_WORKING_TYPE
+
+
+def _mark_case(tmp_path, working_type: str):
+    """The whole ladder fills on the last price; then the mark (not the last price) dips to the stop."""
+    cfg = CFG.with_overrides(sl_working_type=working_type)
+    c0 = 50_000.0
+    sl = BTC.price_down(c0 * (1 - cfg.sl_distance))
+    deep = c0 * (1 - cfg.level_distances[3]) - 50
+    rows = [(c0,) * 4, (c0, c0, deep, deep + 10), (deep + 10, deep + 20, deep, deep + 10)]
+    mark_rows = [(c0,) * 4, (c0, c0, deep, deep + 10), (deep + 10, deep + 20, sl - 5, deep + 10)]
+    last = _candles(rows, T0)
+    mark = _candles(mark_rows, T0)
+    path = tmp_path / "mark.csv"
+    write_klines_csv(Candles.from_arrays(mark.open_time, mark.open, mark.high, mark.low, mark.close,
+                                         np.zeros(len(mark))), path)
+    from market_data import load_klines
+    return run_backtest(cfg, last, BTC, mark=load_klines([path])), sl
+
+
+def test_mark_price_stop_follows_the_mark_series(tmp_path):
+    res, sl = _mark_case(tmp_path, "MARK_PRICE")
+    roles = [f.role for f in res.fills]
+    assert roles[:4] == ["ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4"] and roles[-1] == "SL", roles
+    assert res.fills[-1].price == sl                     # a stop fills at its trigger
+    # The same candles with the stop on the last price: the last price never reached it.
+    res, _ = _mark_case(tmp_path, "CONTRACT_PRICE")
+    assert "SL" not in [f.role for f in res.fills]
+
+
+def test_liquidation_is_triggered_by_the_mark(tmp_path):
+    cfg = CFG.with_overrides(leverage_long=50, sl_distance=0.30)
+    c0 = 50_000.0
+    deep = c0 * (1 - cfg.level_distances[3]) - 50
+    rows = [(c0,) * 4, (c0, c0, deep, deep + 10)] + [(deep + 10, deep + 20, deep, deep + 10)] * 3
+    last = _candles(rows, T0)
+    res = run_backtest(cfg, last, BTC)
+    assert not res.liquidations                          # the last price stays above the LP
+    lp = liquidation_price(SHIPPED["BTCUSDC"], res.final_qty, res.final_avg,
+                           res.final_wallet)
+    assert 0 < lp < deep
+    mrows = rows[:3] + [(deep + 10, deep + 20, lp - 100, deep + 10)] + rows[4:]
+    mark = _candles(mrows, T0)
+    res = run_backtest(cfg, last, BTC, mark=mark)
+    [liq] = res.liquidations
+    assert liq.time // 60_000 == (T0 + 3 * 60_000) // 60_000 and abs(liq.mark_price - lp) <= BTC.tick_size + 1e-9
