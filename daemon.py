@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -45,6 +46,7 @@ from exchange_api import (
     order_update_from_binance, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
+from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from records import FundingRecorder, TradeRecorder, setup_logging
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
@@ -151,6 +153,7 @@ class Daemon:
             when = datetime.fromtimestamp(state.liquidated_at / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
             self.log.warning("the last liquidation was at %s; started again by hand, trading resumes", when)
         self._warn_if_capital_small()
+        await self._read_brackets()
         await self._recover_funding()
         try:
             await self.reconcile(startup=True)
@@ -203,6 +206,29 @@ class Daemon:
         await self.strategy.on_order_update(u)
         self._save()
         asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
+
+    async def _read_brackets(self) -> None:
+        """The account's own leverage brackets (GET /fapi/v1/leverageBracket): saved as
+        state/brackets_<sym>.json for `backtest.py --brackets`, and compared with the table the
+        backtest ships, so a stale shipped table is said at start."""
+        try:
+            data = await self.venue.leverage_brackets()
+            live = parse_binance(data, self.symbol, "GET /fapi/v1/leverageBracket")
+        except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError, BracketError) as e:
+            self.log.warning("leverage brackets unreadable (%s); status and liquidation come from the exchange", e)
+            return
+        path = self.paths.root / "state" / f"brackets_{self.short}.json"
+        try:
+            path.write_text(json.dumps([live.to_binance()], indent=1) + "\n", encoding="utf-8")
+        except OSError as e:
+            self.log.warning("cannot save %s: %s", path, e.strerror or e)
+        t1 = live.tiers[0]
+        self.log.info("leverage brackets: %d tiers, up to %s notional at %dx with maintenance %.2f %%",
+                      len(live.tiers), f"{t1.cap:,.0f}", t1.max_leverage, t1.mmr * 100)
+        shipped = SHIPPED_BRACKETS.get(self.symbol)
+        if shipped is not None and shipped.tiers != live.tiers:
+            self.log.warning("the exchange's leverage brackets differ from the table backtests ship (%s): "
+                             "backtest with --brackets %s", shipped.source, path)
 
     # ------------------------------------------------------------------ funding
     async def _recover_funding(self) -> int:

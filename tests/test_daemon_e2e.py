@@ -721,3 +721,63 @@ def test_liquidation_is_recognised_recorded_and_stops_the_grid(tmp_path, exchang
                          capture_output=True, text=True, timeout=20).stdout
     assert "LIQUIDATED at" in out, out
     assert_csv_matches_exchange(d, ex)
+
+
+# ---------------------------------------------------------------------------- funding
+
+
+def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(tmp_path, keys, daemons):
+    """A position held over two funding times (Binance's baseline 0.01 % per 8 h): the one settled
+    while the daemon was down comes back from the income history at restart, the one settled
+    while it runs comes with its FUNDING_FEE event; no row twice across restarts."""
+    import csv as _csv
+    import subprocess
+    import sys
+
+    from harness import REPO
+    from market_data import Candles, write_klines_csv
+    ft = 1_704_067_200_000                               # 2024-01-01T00:00:00Z
+    c = 60_000.0
+    below = round(c * 0.993, 1)                          # under level 1, above level 2
+    rows = [(c, c + 5, c - 5, c), (c, c, below, below)] + [(below, below + 5, below - 5, below)] * 490
+    t0 = ft - 2 * 60_000                                 # candle 2 opens at the funding time
+    n = len(rows)
+    o, h, l, cl = (list(x) for x in zip(*rows))
+    data = tmp_path / "BTCUSDC-1m.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, [1.0] * n), data)
+    ex = Exchange(tmp_path / "exchange", *keys, data=data)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        ex.step(1)                                       # level 1 fills
+        wait_until(lambda: len(exits(ex)) == 1, 10, "the TP of level 1", d.diag)
+        q = ex.position()
+        d.kill(signal.SIGKILL)
+        ex.step(1)                                       # FT settles while the daemon is down
+        d.start()
+        path = d.root / "trades" / "funding_btc.csv"
+        read = lambda: list(_csv.DictReader(open(path, newline=""))) if path.exists() else []  # noqa: E731
+        wait_until(lambda: len(read()) == 1, 15, "the funding row recovered from the income history", d.diag)
+        [r] = read()
+        assert r["time"] == "2024-01-01T00:00:00Z" and float(r["income"]) == pytest.approx(-q * below * 0.0001,
+                                                                                            abs=1e-8)
+        assert d.state()["funding_paid"] == pytest.approx(q * below * 0.0001, abs=1e-8)
+        assert "펀딩비 2024-01-01 00:00 UTC" in d.log()
+        # Running: the next settlement (8 h later) arrives as a FUNDING_FEE event.
+        ex.step(480)
+        wait_until(lambda: len(read()) == 2, 15, "the second funding row", d.diag)
+        assert read()[1]["time"] == "2024-01-01T08:00:00Z"
+        # A restart writes nothing twice.
+        d.kill(signal.SIGKILL)
+        d.start()
+        wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 3, 15, "the third start", d.diag)
+        time.sleep(1.5)
+        assert len(read()) == 2 and len({x["tran_id"] for x in read()}) == 2
+        out = subprocess.run([sys.executable, str(REPO / "status.py"), "--root", str(d.root), "btc"],
+                             capture_output=True, text=True, timeout=20).stdout
+        total = sum(-float(x["income"]) for x in read())
+        assert f"total ${total:+.4f} over 2 settlements" in out, out
+        assert (d.root / "state" / "brackets_btc.json").exists()   # the account's own table, for backtests
+    finally:
+        ex.stop()

@@ -141,12 +141,14 @@ def test_position_opened_or_closed_in_the_minute_of_t():
         cfg.initial_capital + sum(f.realized_pnl - f.fee for f in res.fills) - x.amount)
 
 
-def test_backtest_funding_equals_an_independent_count():
-    """Over a month of synthetic candles: every settlement = position at T × open at T × rate,
-    the position at T read from the fills alone."""
+@pytest.mark.parametrize("hours", [8, 4])
+def test_backtest_funding_equals_an_independent_count(hours):
+    """Over a month of synthetic candles, 8-hourly and 4-hourly, rates of both signs: every
+    settlement = position at T × open at T × rate, the position at T read from the fills alone."""
     from market_data import synthetic_klines
-    candles = synthetic_klines(30 * 1440, 7, start_price=50_000.0, start_time_ms=T0, tick=0.1)
-    rates = constant_funding(0.0001, T0, int(candles.open_time[-1]))
+    candles = synthetic_klines(30 * 1440, 7, start_price=50_000.0, start_time_ms=T0 + 60_000, tick=0.1)
+    rates = constant_funding(0.0001, T0, int(candles.open_time[-1]), interval_hours=hours)
+    assert np.all(rates.times % (hours * 3_600_000) == 0)
     rates = FundingSeries(rates.times, np.where(np.arange(len(rates)) % 3 == 1, -0.0002, 0.0001), "alt")
     res = run_backtest(CFG, candles, BTC, funding=rates)
     ftimes = np.array([f.time_ms for f in res.fills])

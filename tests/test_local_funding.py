@@ -58,6 +58,10 @@ async def test_funding_settles_the_wallet_and_is_served(tmp_path, start_exchange
     assert [(h["fundingTime"], float(h["fundingRate"]), h["markPrice"]) for h in hist] == [(FT, rate, "101.0")]
     pi = await client.futures_mark_price(symbol=SYM)
     assert pi["nextFundingTime"] == FT + 8 * 3_600_000 and float(pi["lastFundingRate"]) == 0.0001
+    async with quick(bsm_for(client, ex).futures_multiplex_socket([f"{SYM.lower()}@markPrice@1s"])) as ms:
+        await ex.step(1)
+        mark = (await recv_until(ms, lambda m: m["data"].get("e") == "markPriceUpdate"))["data"]
+    assert (mark["T"], float(mark["r"]), float(mark["p"])) == (FT + 8 * 3_600_000, 0.0001, 101.0)
     # Without a series: Binance's baseline 0.01 % at 00/08/16 UTC.
     ex2 = await start_exchange(symbols=(SYM,), data=[csv_at(tmp_path, FLAT)])
     assert float((await (await client_for(ex2)).futures_mark_price(symbol=SYM))["lastFundingRate"]) == 0.0001
