@@ -498,25 +498,40 @@ class SimulatedExchange:
         """The order checks and matching once the request is parsed into ticks and steps (the
         in-process venue enters here with the strategy's canonical values, `px` and `qty`)."""
         f = b.filters
-        symbol = f.symbol
         if px is None:
             px = f.from_ticks(px_t)
         if qty is None:
             qty = f.from_steps(qty_s)
+        err = self.rejection(b, side, otype, px_t, qty_s, tif, reduce_only, px, qty)
+        if err is not None:
+            raise err
+        return self.accept(b, cid, side, otype, px_t, tif, reduce_only, px, qty)
+
+    def rejection(self, b: SymbolBook, side: str, otype: str, px_t: int, qty_s: int, tif: str, reduce_only: bool,
+                  px: float, qty: float) -> ExchangeError | None:
+        """Binance's order checks, in Binance's order: the first refusal, or None."""
+        f = b.filters
         if not reduce_only and px * qty + _EPS < f.min_notional:
-            raise _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
-                       "(unless you choose reduce only).")
+            return _err(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
+                        "(unless you choose reduce only).")
         pos = b.position.steps
         if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty_s > abs(pos)):
-            raise _err(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
+            return _err(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         if len(b.open_by_client) >= MAX_OPEN_ORDERS:
-            raise _err(-2025, "Reach max open order limit.")
-        marketable = otype == "MARKET" or (b.price_t and (px_t >= b.price_t if side == "BUY" else px_t <= b.price_t))
-        if marketable and tif == "GTX":
-            raise _err(-5022, "Due to the order could not be executed as maker, the Post Only order will be rejected.")
+            return _err(-2025, "Reach max open order limit.")
+        if tif == "GTX" and otype == "LIMIT" and b.price_t and (px_t >= b.price_t if side == "BUY"
+                                                                 else px_t <= b.price_t):
+            return _err(-5022, "Due to the order could not be executed as maker, the Post Only order will be "
+                        "rejected.")
         if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + _EPS:
-            raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
+            return ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
+        return None
 
+    def accept(self, b: SymbolBook, cid: str, side: str, otype: str, px_t: int, tif: str, reduce_only: bool,
+               px: float, qty: float) -> SimOrder:
+        """An order that passed the checks: recorded, then matched, rested or expired."""
+        symbol = b.filters.symbol
+        marketable = otype == "MARKET" or (b.price_t and (px_t >= b.price_t if side == "BUY" else px_t <= b.price_t))
         self._next_id += 1
         oid = self._next_id
         now = self.now_ms
@@ -1146,9 +1161,16 @@ class SimVenue(FuturesVenue):
         return out
 
     def _place(self, order: LimitOrder) -> SimOrder:
+        r = self._place_or_refusal(order)
+        if isinstance(r, ExchangeError):
+            raise r
+        return r
+
+    def _place_or_refusal(self, order: LimitOrder) -> SimOrder | ExchangeError:
         """An in-process limit order: the strategy's prices and sizes are canonical values of the
         tick and step grid, so they go to the engine as integers without a decimal round trip
-        (the same checks and errors as `new_order` from there on)."""
+        (the same checks and errors as `new_order` from there on); a refusal is returned, not
+        raised (a batch reports it per element)."""
         ex, f = self.exchange, self.filters
         book = ex.books[self.symbol]
         t, q = order.price / f.tick_size, order.qty / f.step_size
@@ -1164,8 +1186,12 @@ class SimVenue(FuturesVenue):
         cid = order.client_id       # the strategy's own id (no pattern check in process)
         if cid in book.open_by_client:
             raise ExchangeError(-4116, "ClientOrderId is duplicated.")
-        return ex.place_checked(book, cid, order.side, "LIMIT", px_t, qty_s, "GTX" if order.post_only else "GTC",
-                                order.reduce_only, f.from_ticks(px_t), f.from_steps(qty_s))
+        tif = "GTX" if order.post_only else "GTC"
+        px, qty = f.from_ticks(px_t), f.from_steps(qty_s)
+        err = ex.rejection(book, order.side, "LIMIT", px_t, qty_s, tif, order.reduce_only, px, qty)
+        if err is not None:
+            return err
+        return ex.accept(book, cid, order.side, "LIMIT", px_t, tif, order.reduce_only, px, qty)
 
     async def place_limit(self, order: LimitOrder) -> OrderAck:
         o = self._place(order)
@@ -1174,14 +1200,14 @@ class SimVenue(FuturesVenue):
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
         """A batch: each order placed or refused on its own (batch_orders without the dicts)."""
         out: list[OrderAck | ExchangeError] = []
-        place = self._place
+        place = self._place_or_refusal
         for o in orders:
             try:
                 r = place(o)
-            except ExchangeError as e:
-                out.append(e)
-                continue
-            out.append(OrderAck(r.client_id, r.order_id, r.price, r.qty, r.status))
+            except ExchangeError as e:     # the grid checks before the engine's (tick, step, id)
+                r = e
+            out.append(r if isinstance(r, ExchangeError) else OrderAck(r.client_id, r.order_id, r.price, r.qty,
+                                                                      r.status))
         return out
 
     async def place_stop_close(self, client_id: str, side: str, trigger_price: float,

@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     table(["run", "candles", "fills", "replayed", "elapsed s", "candles/s", "fills/s", "funding", "liq.",
            "net PnL", "wallet", "last fill"], rows)
     print("speed with funding+liquidation / plain: " + ", ".join(
-        f"{d} {speeds[d, True] / speeds[d, False]:.2f}" for d in ("LONG", "SHORT")))
+        f"{d} {speeds[d, True] / speeds[d, False]:.2f}" for d in ("LONG", "SHORT")) +
+        "  (the two runs trade differently: funding moves the wallet, and with it which levels the "
+        "margin admits; fills/s compares the cost per event)")
     if exhausted:
         print("note: no fill after " + "; ".join(exhausted) + ": the fixed capital no longer covers a "
               "level's margin, so the rest of the series is only scanned (cheap) and candles/s there "
