@@ -747,8 +747,9 @@ class GridMartingaleStrategy:
         p.level1_qty = p.qty
         p.deepest_level = 1
         self.log_info and self._info("level1_update", qty=p.qty)
-        if self.log.isEnabledFor(logging.INFO):
-            self.log_info and self._info("open_orders", n=len(await self.venue.get_open_orders()))
+        # The seed's "open orders" line, from the state (every cancel above was confirmed): no
+        # REST call in the reaction, with INFO logging on or off alike.
+        self.log_info and self._info("open_orders", n=len(st.orders))
         self.log_info and self._info("be_state", avg=p.avg_price, qty=p.qty)
         st.grid_center = p.avg_price / (1.0 - self.s * self.config.level_distances[0])
         self.log_info and self._info("be_regrid", center=st.grid_center)
