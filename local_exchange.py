@@ -455,6 +455,8 @@ class _Conn:
 def _norm_stream(name: str) -> str:
     """Stream names are case-sensitive except the symbol, which Binance lower-cases."""
     head, sep, tail = name.partition("@")
+    if head.startswith("!"):
+        return name             # an all-market stream (!markPrice@arr, !miniTicker@arr): no symbol
     return head.lower() + sep + tail
 
 
@@ -546,6 +548,7 @@ class LocalExchange:
         self._listen_keys: dict[str, float] = {}   # key -> monotonic expiry
         self._trade_seq = 0
         self._book_seq = 0
+        self.not_found: Counter[str] = Counter()     # requests for paths the exchange does not serve
         # lockstep bookkeeping: REST requests in flight, their count, last activity
         self._inflight = 0
         self._request_seq = 0
@@ -807,6 +810,10 @@ class LocalExchange:
             ((f"{s}@aggTrade",), lambda: self._agg_payload(symbol)),
             ((f"{s}@bookTicker", "!bookTicker"), lambda: self._book_payload(symbol)),
             (("!markPrice@arr", "!markPrice@arr@1s"), lambda: [self._mark_payload(x) for x in self.symbols]),
+            ((f"{s}@miniTicker",), lambda: self._mini_ticker_payload(symbol)),
+            ((f"{s}@ticker",), lambda: self._ticker_payload(symbol)),
+            (("!miniTicker@arr",), lambda: [self._mini_ticker_payload(x) for x in self.symbols]),
+            ((f"{s}@depth5", f"{s}@depth5@100ms", f"{s}@depth5@500ms"), lambda: self._depth5_payload(symbol)),
         ]
         if kline and symbol in self.live:
             builders.append(((f"{s}@kline_1m",), lambda: self._kline_payload(symbol, closed)))
@@ -877,6 +884,24 @@ class LocalExchange:
         return {"e": "aggTrade", "E": self.sim.now_ms, "a": self._trade_seq, "s": symbol,
                 "p": _avg(b.filters, b.price), "q": q, "nq": q, "f": self._trade_seq, "l": self._trade_seq,
                 "T": self.sim.now_ms, "m": False}
+
+    def _mini_ticker_payload(self, symbol: str) -> dict[str, Any]:
+        t = self._ticker_json(symbol)
+        return {"e": "24hrMiniTicker", "E": self.sim.now_ms, "s": symbol, "c": t["lastPrice"], "o": t["openPrice"],
+                "h": t["highPrice"], "l": t["lowPrice"], "v": t["volume"], "q": t["quoteVolume"]}
+
+    def _ticker_payload(self, symbol: str) -> dict[str, Any]:
+        t = self._ticker_json(symbol)
+        return {"e": "24hrTicker", "E": self.sim.now_ms, "s": symbol, "p": t["priceChange"],
+                "P": t["priceChangePercent"], "w": t["weightedAvgPrice"], "c": t["lastPrice"], "Q": t["lastQty"],
+                "o": t["openPrice"], "h": t["highPrice"], "l": t["lowPrice"], "v": t["volume"], "q": t["quoteVolume"],
+                "O": t["openTime"], "C": t["closeTime"], "F": t["firstId"], "L": t["lastId"], "n": t["count"]}
+
+    def _depth5_payload(self, symbol: str) -> dict[str, Any]:
+        bids, asks = self._levels(symbol, 5)
+        self._book_seq += 1
+        return {"e": "depthUpdate", "E": self.sim.now_ms, "T": self.sim.now_ms, "s": symbol,
+                "U": self._book_seq, "u": self._book_seq, "pu": self._book_seq - 1, "b": bids, "a": asks}
 
     def _book_payload(self, symbol: str) -> dict[str, Any]:
         b = self.sim.books[symbol]
@@ -970,6 +995,9 @@ class LocalExchange:
         r.add_route("*", "/{tail:.*}", self._not_found)
 
     async def _not_found(self, request: web.Request) -> web.Response:
+        # Counted, so a client asking for what the exchange lacks shows up in /_sim/stats.
+        self.not_found[f"{request.method} {request.path}"] += 1
+        self.responses[404] += 1
         return web.json_response({"code": -5000, "msg": f"Path {request.path}, Method {request.method} is invalid"},
                                  status=404)
 
@@ -1131,6 +1159,10 @@ class LocalExchange:
         def per_symbol(with_sym: int, without: int) -> Callable[[dict[str, str]], int]:
             return lambda p: with_sym if p.get("symbol") else without
 
+        def depth_weight(p: dict[str, str]) -> int:
+            n = int(p.get("limit") or 500) if str(p.get("limit") or "500").isdigit() else 500
+            return 2 if n <= 50 else 5 if n <= 100 else 10 if n <= 500 else 20
+
         def klines_weight(p: dict[str, str]) -> int:
             n = int(p.get("limit") or 500)
             return 1 if n < 100 else 2 if n < 500 else 5 if n <= 1000 else 10
@@ -1146,6 +1178,10 @@ class LocalExchange:
             R("GET", "/fapi/v1/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v2/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v1/premiumIndex", self._premium_index, weight=per_symbol(1, 10)),
+            R("GET", "/fapi/v1/ticker/24hr", self._ticker_24hr, weight=per_symbol(1, 40)),
+            R("GET", "/fapi/v1/ticker/bookTicker", self._book_ticker, weight=per_symbol(2, 5)),
+            R("GET", "/fapi/v1/depth", self._depth, weight=depth_weight),
+            R("GET", "/fapi/v1/multiAssetsMargin", lambda p: {"multiAssetsMargin": False}, "SIGNED", 30),
             R("GET", "/fapi/v1/fundingRate", self._funding_rate_history),
             R("GET", "/fapi/v1/income", self._income, "SIGNED", 30),
             R("GET", "/fapi/v1/leverageBracket", self._leverage_bracket, "SIGNED", 1),
@@ -1234,6 +1270,79 @@ class LocalExchange:
         out = [{"symbol": s, "price": self._filters(s).fmt_price(self.sim.books[s].price), "time": self.sim.now_ms}
                for s in self._symbols(p)]
         return out[0] if p.get("symbol") else out
+
+    def _window_24h(self, sym: str) -> dict[str, Any]:
+        """Open, high, low, last, volumes and times of the last 24 h of played candles."""
+        s, live = self.series[sym], self.live.get(sym)
+        now = self.sim.now_ms
+        lo = bisect.bisect_left(s.t, now - 86_400_000 + 1, 0, s.cursor)
+        idx = range(lo, s.cursor)
+        o = [s.o[i] for i in idx] + ([live.o] if live else [])
+        h = [s.h[i] for i in idx] + ([live.h] if live else [])
+        l = [s.l[i] for i in idx] + ([live.l] if live else [])
+        v = [s.v[i] for i in idx] + ([live.v * live.legs / 3] if live else [])
+        c = [s.c[i] for i in idx] + ([live.c] if live else [])
+        last = self.sim.books[sym].price
+        if not o:
+            o, h, l, c, v = [last], [last], [last], [last], [0.0]
+        quote = sum(vi * (hi + li + ci) / 3 for vi, hi, li, ci in zip(v, h, l, c))
+        first_t = s.t[lo] if lo < s.cursor else (live.t if live else now)
+        return {"open": o[0], "high": max(h), "low": min(l), "last": last, "volume": sum(v), "quote": quote,
+                "openTime": first_t, "closeTime": now, "count": len(o)}
+
+    def _ticker_json(self, sym: str) -> dict[str, Any]:
+        w, f = self._window_24h(sym), self._filters(sym)
+        change = w["last"] - w["open"]
+        vol = w["volume"]
+        return {"symbol": sym, "priceChange": f.fmt_price(change) if change >= 0 else "-" + f.fmt_price(-change),
+                "priceChangePercent": f"{change / w['open'] * 100:.3f}" if w["open"] else "0.000",
+                "weightedAvgPrice": _avg(f, w["quote"] / vol if vol else w["last"]),
+                "lastPrice": f.fmt_price(w["last"]), "lastQty": f.fmt_qty(f.step_size),
+                "openPrice": _avg(f, w["open"]), "highPrice": _avg(f, w["high"]), "lowPrice": _avg(f, w["low"]),
+                "volume": f.fmt_qty(vol), "quoteVolume": f"{w['quote']:.2f}", "openTime": w["openTime"],
+                "closeTime": w["closeTime"], "firstId": 1, "lastId": max(1, self._trade_seq),
+                "count": max(1, self._trade_seq)}
+
+    def _ticker_24hr(self, p: Mapping[str, str]) -> Any:
+        """GET /fapi/v1/ticker/24hr: rolling 24 h statistics of the played candles."""
+        out = [self._ticker_json(s) for s in self._symbols(p)]
+        return out[0] if p.get("symbol") else out
+
+    def _best_bid_ask(self, sym: str) -> tuple[str, str]:
+        """A one-tick spread around the last price: the bid at it (rounded down), the ask a tick above."""
+        f = self._filters(sym)
+        bid_t = f.ticks_down(self.sim.books[sym].price)
+        return f.fmt_ticks(bid_t), f.fmt_ticks(bid_t + 1)
+
+    def _book_ticker(self, p: Mapping[str, str]) -> Any:
+        out = []
+        for sym in self._symbols(p):
+            bid, ask = self._best_bid_ask(sym)
+            q = self._filters(sym).fmt_qty(1)
+            out.append({"symbol": sym, "bidPrice": bid, "bidQty": q, "askPrice": ask, "askQty": q,
+                        "time": self.sim.now_ms, "lastUpdateId": self._book_seq})
+        return out[0] if p.get("symbol") else out
+
+    def _levels(self, sym: str, n: int) -> tuple[list[list[str]], list[list[str]]]:
+        """`n` levels a side, a tick apart from the one-tick spread, 1 unit each (a thin, honest book:
+        the simulator fills at the path's prices, not against this depth)."""
+        f = self._filters(sym)
+        bid_t = f.ticks_down(self.sim.books[sym].price)
+        q = f.fmt_qty(1)
+        bids = [[f.fmt_ticks(bid_t - k), q] for k in range(n) if bid_t - k > 0]
+        asks = [[f.fmt_ticks(bid_t + 1 + k), q] for k in range(n)]
+        return bids, asks
+
+    def _depth(self, p: Mapping[str, str]) -> dict[str, Any]:
+        """GET /fapi/v1/depth (limit 5, 10, 20, 50, 100, 500 or 1000; default 500)."""
+        sym = self._symbol(p)
+        limit = p.get("limit") or "500"
+        if limit not in ("5", "10", "20", "50", "100", "500", "1000"):
+            raise ExchangeError(-1130, "Data sent for parameter 'limit' is not valid.")
+        bids, asks = self._levels(sym, int(limit))
+        self._book_seq += 1
+        return {"lastUpdateId": self._book_seq, "E": self.sim.now_ms, "T": self.sim.now_ms, "bids": bids,
+                "asks": asks}
 
     def _premium_index(self, p: Mapping[str, str]) -> Any:
         out = []
@@ -1721,6 +1830,7 @@ class LocalExchange:
             "websockets": {"user": sum(c.category == "private" for c in self._conns),
                            "market": sum(c.category != "private" for c in self._conns)},
             "websocketMessagesSent": self._ws_counter["sent"],
+            "notFound": dict(sorted(self.not_found.items())),
         }
 
 

@@ -1,0 +1,89 @@
+"""The market-data surface a general Binance client asks for (issue 10, part 1), through the
+real python-binance client: 24 h tickers, book ticker, depth, multi-assets mode, the
+miniTicker / ticker / !miniTicker@arr / depth5 streams, and unknown paths counted."""
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from binance.exceptions import BinanceAPIException
+
+from test_local_exchange import CANDLES, SYM, T0, bsm_for, is_dec, quick, recv_until, write_csv
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def two_symbols(tmp_path, start_exchange):
+    return await start_exchange(data={SYM: [write_csv(tmp_path)]}, synthetic_seed=3)
+
+
+async def test_ticker_24hr_book_ticker_depth_and_multi_assets(two_symbols, client_for):
+    ex = two_symbols
+    client = await client_for(ex)
+    await ex.step(3)                                   # candles 0-2 played
+    t = await client.futures_ticker(symbol=SYM)
+    assert set(t) >= {"symbol", "priceChange", "priceChangePercent", "weightedAvgPrice", "lastPrice", "lastQty",
+                      "openPrice", "highPrice", "lowPrice", "volume", "quoteVolume", "openTime", "closeTime",
+                      "firstId", "lastId", "count"}
+    # The 24 h window holds candles 0-2: open 100.0, high 102.0, low 95.0, last 96.0.
+    assert (t["openPrice"], t["highPrice"], t["lowPrice"], t["lastPrice"]) == ("100.0", "102.0", "95.0", "96.0")
+    assert t["priceChange"] == "-4.0" and float(t["priceChangePercent"]) == pytest.approx(-4.0)
+    assert t["openTime"] == T0 and float(t["volume"]) == pytest.approx(30.0)
+    assert all(is_dec(t[k]) for k in ("weightedAvgPrice", "volume", "quoteVolume"))
+    every = await client.futures_ticker()
+    assert sorted(x["symbol"] for x in every) == ["BTCUSDC", "ETHUSDC"]
+
+    bt = await client.futures_orderbook_ticker(symbol=SYM)
+    assert (bt["bidPrice"], bt["askPrice"]) == ("96.0", "96.1") and is_dec(bt["bidQty"])
+    assert len(await client.futures_orderbook_ticker()) == 2
+
+    book = await client.futures_order_book(symbol=SYM, limit=5)
+    assert [b[0] for b in book["bids"]] == ["96.0", "95.9", "95.8", "95.7", "95.6"]
+    assert [a[0] for a in book["asks"]] == ["96.1", "96.2", "96.3", "96.4", "96.5"]
+    assert isinstance(book["lastUpdateId"], int) and book["T"] == ex.sim.now_ms
+    assert len((await client.futures_order_book(symbol=SYM))["bids"]) == 500      # the default limit
+    with pytest.raises(BinanceAPIException) as e:
+        await client.futures_order_book(symbol=SYM, limit=7)
+    assert e.value.code == -1130
+
+    assert await client.futures_get_multi_assets_mode() == {"multiAssetsMargin": False}
+    v2 = await client.futures_account_balance()
+    assert any(b["asset"] == "USDC" and float(b["balance"]) == pytest.approx(ex.sim.wallet) for b in v2)
+
+
+async def test_ticker_streams_and_depth5(two_symbols, client_for):
+    ex = two_symbols
+    client = await client_for(ex)
+    bsm = bsm_for(client, ex)
+    names = [f"{SYM.lower()}@miniTicker", f"{SYM.lower()}@ticker", "!miniTicker@arr"]
+    async with quick(bsm.futures_multiplex_socket(names)) as ms, \
+            quick(bsm.futures_depth_socket(SYM, depth="5")) as ds:
+        await ex.step(2)
+        seen: list[dict] = []
+        await recv_until(ms, lambda m: m["stream"] == "!miniTicker@arr", seen=seen)
+        await recv_until(ms, lambda m: m["stream"] == f"{SYM.lower()}@ticker", seen=seen)
+        depth = await recv_until(ds, lambda m: True)
+    by = {m["stream"]: m["data"] for m in seen}
+    mini = by[f"{SYM.lower()}@miniTicker"]
+    assert mini["e"] == "24hrMiniTicker" and set(mini) >= set("Esochlvq") and mini["s"] == SYM
+    tick = by[f"{SYM.lower()}@ticker"]
+    assert tick["e"] == "24hrTicker" and set(tick) >= {"p", "P", "w", "c", "o", "h", "l", "v", "q", "O", "C", "n"}
+    arr = by["!miniTicker@arr"]
+    assert sorted(x["s"] for x in arr) == ["BTCUSDC", "ETHUSDC"] and all(x["e"] == "24hrMiniTicker" for x in arr)
+    d = depth["data"] if "data" in depth else depth
+    assert d["e"] == "depthUpdate" and len(d["b"]) == 5 and len(d["a"]) == 5
+    assert float(d["a"][0][0]) - float(d["b"][0][0]) == pytest.approx(0.1)
+
+
+async def test_unknown_paths_answer_404_and_are_counted(two_symbols):
+    ex = two_symbols
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.get(f"{ex.rest_url}/fapi/v1/doesNotExist") as r:
+                assert r.status == 404 and (await r.json())["code"] == -5000
+    st = ex.stats()
+    assert st["notFound"] == {"GET /fapi/v1/doesNotExist": 2} and st["responses"]["404"] >= 2
+
+
+def test_the_hand_made_candles_are_the_ones_asserted():
+    assert CANDLES[0][0] == 100.0 and max(c[1] for c in CANDLES[:3]) == 102.0 and CANDLES[2][3] == 96.0
