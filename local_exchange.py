@@ -428,6 +428,7 @@ class _Conn:
     streams: set[str] = field(default_factory=set)
     listen_key: str | None = None
     events: frozenset[str] | None = None
+    keys: set[str] = field(default_factory=set)   # /private/stream: the listenKeys subscribed
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     counter: Counter = field(default_factory=Counter)   # shared: messages sent by all connections
 
@@ -790,7 +791,8 @@ class LocalExchange:
         now = time.monotonic()
         conns = [c for c in self._conns if c.listen_key is not None
                  and self._listen_keys.get(c.listen_key, 0.0) > now]
-        if not conns:
+        combined = [(c, [k for k in c.keys if self._listen_keys.get(k, 0.0) > now]) for c in self._conns if c.keys]
+        if not conns and not combined:
             return
         for ev in events:
             payload = to_binance_event(ev, self.sim.books[ev.symbol].filters)
@@ -799,6 +801,10 @@ class LocalExchange:
             for c in conns:
                 if c.events is None or etype in c.events:
                     c.send(text)
+            for c, keys in combined:
+                if c.events is None or etype in c.events:
+                    for k in keys:
+                        c.send(json.dumps({"stream": k, "data": payload}, separators=JSON_SEP))
 
     def _market_tick(self, symbol: str, kline: bool, closed: bool = False) -> None:
         """markPrice / aggTrade / bookTicker at the current price (and the kline at vertices)."""
@@ -946,6 +952,9 @@ class LocalExchange:
         for c in self._conns:
             if c.listen_key == key:
                 c.send(text)
+            elif key in c.keys:
+                c.send(json.dumps({"stream": key, "data": json.loads(text)}, separators=JSON_SEP))
+                c.keys.discard(key)
 
     def drop_websockets(self, kind: str = "all", mode: str = "abort") -> int:
         """Drop WebSocket connections (kind: all / user / market); abort = no close frame."""
@@ -989,6 +998,7 @@ class LocalExchange:
         r.add_get("/{category:market|public}/stream", self._ws_market)
         r.add_get("/{category:market|public}/ws/{stream:[^/]+}", self._ws_market)
         r.add_get("/private/ws", self._ws_user)
+        r.add_get("/private/stream", self._ws_user_stream)
         r.add_get("/private/ws/{key:[^/]+}", self._ws_user)
         for route in self._routes:
             r.add_route(route.method, route.path, self._endpoint(route))
@@ -1676,8 +1686,11 @@ class LocalExchange:
             await ws.prepare(request)
             pump = loop.create_task(conn.pump())
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT and conn.category != "private":
-                    self._ws_command(conn, msg.data)
+                if msg.type == WSMsgType.TEXT:
+                    if conn.category != "private":
+                        self._ws_command(conn, msg.data)
+                    elif conn.combined:
+                        self._ws_private_command(conn, msg.data)
         finally:
             expiry.cancel()
             if pump is not None:
@@ -1707,6 +1720,44 @@ class LocalExchange:
         events = request.query.get("events")
         allow = frozenset(filter(None, re.split(r"[/,]", events))) if events else None
         return await self._ws_session(request, {"category": "private", "listen_key": key, "events": allow})
+
+    async def _ws_user_stream(self, request: web.Request) -> web.StreamResponse:
+        """/private/stream: user data in the combined envelope {"stream": <listenKey>, "data": …},
+        for the listenKeys given (`listenKey=` or `streams=K1/K2`) or SUBSCRIBEd on the socket."""
+        given = request.query.get("listenKey") or request.query.get("streams") or ""
+        keys = {k for k in given.split("/") if k}
+        now = time.monotonic()
+        bad = [k for k in keys if self._listen_keys.get(k, 0.0) <= now]
+        if bad:
+            return web.json_response({"code": -1125, "msg": MSG_NO_LISTEN_KEY}, status=400)
+        events = request.query.get("events")
+        allow = frozenset(filter(None, re.split(r"[/,]", events))) if events else None
+        return await self._ws_session(request, {"category": "private", "combined": True, "keys": keys,
+                                                "events": allow})
+
+    def _ws_private_command(self, conn: _Conn, text: str) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS of listenKeys on /private/stream."""
+        try:
+            msg = json.loads(text)
+            method, params, rid = msg.get("method"), msg.get("params") or [], msg.get("id")
+        except (ValueError, AttributeError):
+            conn.send(json.dumps({"code": 2, "msg": "Invalid request"}))
+            return
+        if method == "SUBSCRIBE":
+            now = time.monotonic()
+            bad = [k for k in params if self._listen_keys.get(k, 0.0) <= now]
+            if bad:
+                conn.send(json.dumps({"code": -1125, "msg": MSG_NO_LISTEN_KEY, "id": rid}))
+                return
+            conn.keys.update(params)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "UNSUBSCRIBE":
+            conn.keys.difference_update(params)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "LIST_SUBSCRIPTIONS":
+            conn.send(json.dumps({"result": sorted(conn.keys), "id": rid}))
+        else:
+            conn.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method}", "id": rid}))
 
     def _ws_command(self, conn: _Conn, text: str) -> None:
         """Live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on a market connection."""

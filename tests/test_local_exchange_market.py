@@ -87,3 +87,43 @@ async def test_unknown_paths_answer_404_and_are_counted(two_symbols):
 
 def test_the_hand_made_candles_are_the_ones_asserted():
     assert CANDLES[0][0] == 100.0 and max(c[1] for c in CANDLES[:3]) == 102.0 and CANDLES[2][3] == 96.0
+
+
+async def test_private_stream_route_subscribes_listen_keys_in_the_combined_envelope(tmp_path, start_exchange,
+                                                                                      client_for):
+    """A client that takes user data only from /private/stream: it SUBSCRIBEs its listenKey and
+    reads events as {"stream": <listenKey>, "data": {...}}."""
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect as ws_connect
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)])
+    client = await client_for(ex)
+    key = await client.futures_stream_get_listen_key()
+    async with ws_connect(f"{ex.ws_url}private/stream") as ws:
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": [key], "id": 1}))
+        assert json.loads(await ws.recv()) == {"result": None, "id": 1}
+        await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
+        assert json.loads(await ws.recv()) == {"result": [key], "id": 2}
+        await ws.send(json.dumps({"method": "SUBSCRIBE", "params": ["not-a-key"], "id": 3}))
+        assert json.loads(await ws.recv())["code"] == -1125
+        await client.futures_create_order(symbol=SYM, side="BUY", type="LIMIT", price="98.0", quantity="0.100",
+                                          timeInForce="GTC", newClientOrderId="GM-BTCUSDC-1-E1")
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert msg["stream"] == key and msg["data"]["e"] == "ORDER_TRADE_UPDATE"
+        assert msg["data"]["o"]["c"] == "GM-BTCUSDC-1-E1" and msg["data"]["o"]["x"] == "NEW"
+        await ws.send(json.dumps({"method": "UNSUBSCRIBE", "params": [key], "id": 4}))
+        assert json.loads(await ws.recv()) == {"result": None, "id": 4}
+        await client.futures_cancel_order(symbol=SYM, origClientOrderId="GM-BTCUSDC-1-E1")
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)            # unsubscribed: nothing more
+    # The key given on the URL works the same, and an unknown one is refused at the handshake.
+    async with ws_connect(f"{ex.ws_url}private/stream?listenKey={key}") as ws:
+        await client.futures_create_order(symbol=SYM, side="BUY", type="LIMIT", price="97.0", quantity="0.100",
+                                          timeInForce="GTC", newClientOrderId="GM-BTCUSDC-1-E2")
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert msg["stream"] == key and msg["data"]["o"]["c"] == "GM-BTCUSDC-1-E2"
+    from websockets.exceptions import InvalidStatus
+    with pytest.raises(InvalidStatus):
+        async with ws_connect(f"{ex.ws_url}private/stream?listenKey=nope"):
+            pass
