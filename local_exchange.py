@@ -41,8 +41,10 @@ Decisions where Binance's behaviour is not pinned down (see the reference §7):
   carries nothing more.
 - bookTicker is served on /public only and everything else on /market only
   (the 2026 routing); a stream on the wrong route is accepted but silent.
-- PERCENT_PRICE is published, not enforced; liquidation and funding are not
-  modelled (as in the simulator).
+- PERCENT_PRICE is published, not enforced.  Funding settles on the clock
+  (a series per symbol, else Binance's baseline 0.01 % per 8 h) and
+  liquidation follows the cross-margin rule of the simulator; the mark price
+  is the last price.
 """
 from __future__ import annotations
 
@@ -74,6 +76,7 @@ from exchange_api import ExchangeError, SymbolFilters
 from brackets import BracketTable
 from fill_model import candle_path, candle_ticks
 from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
+from local_ws_api import WsApi
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
 from sim_exchange import (DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_BATCH_ORDERS, SimAlgoOrder,
                           SimOrder, SimTrade, SimulatedExchange, SymbolBook, to_binance_event)
@@ -567,6 +570,7 @@ class LocalExchange:
         self.clock_started = False
         self._next_ws_drop = 0.0
         self._routes = self._route_table()
+        self.ws_api = WsApi(self)
 
     def __repr__(self) -> str:
         return f"LocalExchange(symbols={self.symbols}, url={self.rest_url if self._port else None!r}, api_key={self.api_key!r})"
@@ -999,6 +1003,7 @@ class LocalExchange:
         r.add_get("/{category:market|public}/ws/{stream:[^/]+}", self._ws_market)
         r.add_get("/private/ws", self._ws_user)
         r.add_get("/private/stream", self._ws_user_stream)
+        r.add_get("/ws-fapi/v1", self.ws_api.handle)
         r.add_get("/private/ws/{key:[^/]+}", self._ws_user)
         for route in self._routes:
             r.add_route(route.method, route.path, self._endpoint(route))
@@ -1040,9 +1045,7 @@ class LocalExchange:
     def _serve(self, route: _Route, bucket: str, request: web.Request, params: dict[str, str], raw_qs: str,
                body: str) -> tuple[int, Any, dict[str, str]]:
         ip = request.remote or "127.0.0.1"
-        state = self._ips.get((ip, bucket))
-        if state is None:
-            state = self._ips[(ip, bucket)] = _IpState(_Window(60.0))
+        state = self._ip_state(ip, bucket)
         headers: dict[str, str] = {}
         try:
             try:
@@ -1075,6 +1078,12 @@ class LocalExchange:
                 now = time.monotonic()
                 headers["X-MBX-ORDER-COUNT-10S"] = str(self._orders_10s.used(now))
                 headers["X-MBX-ORDER-COUNT-1M"] = str(self._orders_1m.used(now))
+
+    def _ip_state(self, ip: str, bucket: str) -> _IpState:
+        state = self._ips.get((ip, bucket))
+        if state is None:
+            state = self._ips[(ip, bucket)] = _IpState(_Window(60.0))
+        return state
 
     def _check_weight(self, state: _IpState, ip: str, bucket: str, route: _Route, params: dict[str, str]) -> None:
         """Binance's IP weight limit: 429 past it, 418 (a ban, escalating) when the client keeps going."""
@@ -1129,6 +1138,12 @@ class LocalExchange:
         expected = hmac.new(self._secret, (qs_payload + body_payload).encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, sig.lower()):
             raise ExchangeError(-1022, "Signature for this request is not valid.")
+        self._check_timestamp(params)
+
+    def _check_timestamp(self, params: Mapping[str, str]) -> None:
+        """A signed request's timestamp against the server clock and its recvWindow."""
+        if not params.get("timestamp"):
+            raise _mandatory("timestamp")
         ts, recv = int(params["timestamp"]), int(params.get("recvWindow") or 5000)
         if recv > 60_000:
             raise ExchangeError(-1131, "recvWindow must be less than 60000")
@@ -1209,6 +1224,7 @@ class LocalExchange:
             R("POST", "/fapi/v1/order", self._new_order, "SIGNED", 0, (1, 1), True),
             R("GET", "/fapi/v1/order", self._get_order, "SIGNED"),
             R("DELETE", "/fapi/v1/order", self._cancel_order, "SIGNED"),
+            R("PUT", "/fapi/v1/order", self._modify_order, "SIGNED", 1, (1, 1)),
             R("POST", "/fapi/v1/batchOrders", self._batch_orders, "SIGNED", 5, (5, 1), True),
             R("DELETE", "/fapi/v1/allOpenOrders", self._cancel_all, "SIGNED"),
             R("GET", "/fapi/v1/openOrders", self._open_orders, "SIGNED", per_symbol(1, 40)),
@@ -1586,6 +1602,12 @@ class LocalExchange:
         o = self.sim.cancel_order(sym, orderId=oid, origClientOrderId=cid)
         return order_json(o, self._filters(sym))
 
+    def _modify_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym, oid, cid = self._order_ref(p)
+        o = self.sim.modify_order(sym, p.get("side", ""), p.get("quantity"), p.get("price"), orderId=oid,
+                                  origClientOrderId=cid)
+        return order_json(o, self._filters(sym))
+
     def _cancel_all(self, p: Mapping[str, str]) -> dict[str, Any]:
         self.sim.cancel_all_orders(self._symbol(p))
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
@@ -1882,6 +1904,7 @@ class LocalExchange:
                            "market": sum(c.category != "private" for c in self._conns)},
             "websocketMessagesSent": self._ws_counter["sent"],
             "notFound": dict(sorted(self.not_found.items())),
+            "wsApiConnections": self.ws_api.connected,
         }
 
 

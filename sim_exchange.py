@@ -582,6 +582,54 @@ class SimulatedExchange:
         self._finish(b, o, "CANCELED")
         return o
 
+    def modify_order(self, symbol: str, side: str, quantity: Any, price: Any, orderId: Any = None,
+                     origClientOrderId: str | None = None, **extra: Any) -> SimOrder:
+        """PUT /fapi/v1/order: a new price and quantity for an open LIMIT order, which keeps its
+        ids and goes to the back of its price's queue.  A new value the filters refuse leaves the
+        order as it was; the order is cancelled when the new quantity is not above what has
+        filled, or when a post-only order's new price would execute at once."""
+        b = self.book(symbol)
+        f = b.filters
+        o = self._lookup_open(b, orderId, origClientOrderId)
+        if o is None:
+            raise _err(ERR_NO_SUCH_ORDER, "Order does not exist.")
+        if o.type != "LIMIT":
+            raise _err(-1116, "Invalid orderType.")
+        if (side or "").upper() != o.side:
+            raise _err(-1117, "Invalid side.")
+        if quantity in (None, "") or price in (None, ""):
+            raise _mandatory_err("quantity" if quantity in (None, "") else "price")
+        qty_s = self._parse_qty(f, quantity)
+        px_t = self._parse_price(f, price)
+        if qty_s <= f.to_steps(o.executed_qty):
+            self._finish(b, o, "CANCELED")
+            return o
+        crosses = b.price_t and (px_t >= b.price_t if o.side == "BUY" else px_t <= b.price_t)
+        if crosses and o.time_in_force == "GTX":
+            self._finish(b, o, "CANCELED")
+            return o
+        old = (o.price, o.qty, o.trigger)
+        b.unrest(o, o.remaining, done=True)
+        o.price, o.qty, o.trigger = f.from_ticks(px_t), f.from_steps(qty_s), px_t
+        if not o.reduce_only and self._order_cost(b, o.side, o.price, o.remaining) > self.available_balance() + _EPS:
+            o.price, o.qty, o.trigger = old
+            b.rest(o)
+            raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
+        o.seq = self._new_id()          # the back of the queue at its price
+        o.update_time = self.now_ms
+        if self.ack_events:
+            self.events.append(OrderUpdate(
+                o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "AMENDMENT", o.status, o.price, o.qty,
+                0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position,
+                o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
+        if crosses:
+            self._fill(b, o, b.price_t, o.remaining, maker=False)
+            if o.status != "FILLED":
+                b.rest(o)
+        else:
+            b.rest(o)
+        return o
+
     def cancel_all_orders(self, symbol: str) -> None:
         b = self.book(symbol)
         for o in list(b.open_by_client.values()):
@@ -1087,6 +1135,10 @@ def _parse_decimal(value: Any, name: str, max_decimals: int) -> float:
     if v != v or v in (float("inf"), float("-inf")):
         raise _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
     return v
+
+
+def _mandatory_err(name: str) -> ExchangeError:
+    return _err(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
 def _parse_bool(value: Any) -> bool:

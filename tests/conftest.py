@@ -14,7 +14,8 @@ def local_client_class(ex: LocalExchange) -> type[AsyncClient]:
     python-binance 1.0.37 formats API_URL / FUTURES_URL with the tld in
     __init__; URLs without `{}` pass through, so class attributes suffice.
     """
-    return type("LocalClient", (AsyncClient,), {"API_URL": ex.rest_url + "/api", "FUTURES_URL": ex.rest_url + "/fapi"})
+    return type("LocalClient", (AsyncClient,), {"API_URL": ex.rest_url + "/api", "FUTURES_URL": ex.rest_url + "/fapi",
+                                                  "WS_FUTURES_URL": ex.ws_url + "ws-fapi/v1"})
 
 
 @pytest.fixture

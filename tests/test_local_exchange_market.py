@@ -127,3 +127,81 @@ async def test_private_stream_route_subscribes_listen_keys_in_the_combined_envel
     with pytest.raises(InvalidStatus):
         async with ws_connect(f"{ex.ws_url}private/stream?listenKey=nope"):
             pass
+
+
+async def test_websocket_api_through_python_binance(tmp_path, start_exchange, client_for):
+    """/ws-fapi/v1 with python-binance's own WebSocket API client: order.place / status / modify /
+    cancel, account.position, account.balance, and errors in Binance's envelope."""
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)])
+    client = await client_for(ex)
+    placed = await client.ws_futures_create_order(symbol=SYM, side="BUY", type="LIMIT", price="98.0",
+                                                  quantity="0.100", timeInForce="GTC",
+                                                  newClientOrderId="GM-BTCUSDC-1-E1")
+    assert placed["clientOrderId"] == "GM-BTCUSDC-1-E1" and placed["price"] == "98.0"
+    assert [o.client_id for o in ex.sim.open_orders(SYM)] == ["GM-BTCUSDC-1-E1"]
+    got = await client.ws_futures_get_order(symbol=SYM, origClientOrderId="GM-BTCUSDC-1-E1")
+    assert got["status"] == "NEW" and got["orderId"] == placed["orderId"]
+    moved = await client.ws_futures_edit_order(symbol=SYM, orderId=placed["orderId"], side="BUY", price="97.5",
+                                               quantity="0.200")
+    assert (moved["price"], moved["origQty"], moved["orderId"]) == ("97.5", "0.200", placed["orderId"])
+    pos = await client.ws_futures_account_position(symbol=SYM)
+    assert isinstance(pos, list)
+    gone = await client.ws_futures_cancel_order(symbol=SYM, origClientOrderId="GM-BTCUSDC-1-E1")
+    assert gone["status"] == "CANCELED" and ex.sim.open_orders(SYM) == []
+    with pytest.raises(BinanceAPIException) as e:
+        await client.ws_futures_cancel_order(symbol=SYM, origClientOrderId="GM-BTCUSDC-1-E1")
+    assert e.value.code == -2011
+    st = ex.stats()
+    assert st["requests"]["WS order.place"] == 1 and st["orderCount10s"] >= 2      # place + modify
+    await client.close_connection()
+
+
+async def test_websocket_api_envelope_auth_session_and_user_data_stream(tmp_path, start_exchange):
+    """The envelope by hand, as any client sends it: signatures, rateLimits, session.logon's
+    answer for an HMAC key, userDataStream.start / ping / stop, an unknown method."""
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    from websockets.asyncio.client import connect as ws_connect
+
+    from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)])
+
+    def signed(params: dict) -> dict:
+        params = {**params, "apiKey": DEFAULT_API_KEY, "timestamp": int(time.time() * 1000)}
+        payload = "&".join(f"{k}={('true' if v else 'false') if isinstance(v, bool) else v}"
+                           for k, v in sorted(params.items()))
+        return {**params, "signature": hmac.new(DEFAULT_API_SECRET.encode(), payload.encode(),
+                                                hashlib.sha256).hexdigest()}
+
+    async with ws_connect(f"{ex.ws_url}ws-fapi/v1") as ws:
+        async def call(method: str, params: dict, rid: str = "r1") -> dict:
+            await ws.send(json.dumps({"id": rid, "method": method, "params": params}))
+            return json.loads(await ws.recv())
+
+        r = await call("order.place", signed({"symbol": SYM, "side": "BUY", "type": "LIMIT", "price": "98.0",
+                                              "quantity": "0.100", "timeInForce": "GTC", "reduceOnly": False}))
+        assert r["id"] == "r1" and r["status"] == 200 and r["result"]["status"] == "NEW"
+        kinds = {(x["rateLimitType"], x["interval"]) for x in r["rateLimits"]}
+        assert kinds == {("REQUEST_WEIGHT", "MINUTE"), ("ORDERS", "SECOND"), ("ORDERS", "MINUTE")}
+        bad = signed({"symbol": SYM, "orderId": r["result"]["orderId"]})
+        bad["signature"] = "0" * 64
+        r = await call("order.status", bad, "r2")
+        assert (r["id"], r["status"], r["error"]["code"]) == ("r2", 400, -1022)
+        r = await call("order.status", {**signed({"symbol": SYM, "orderId": 1}), "apiKey": "wrong"})
+        assert r["status"] == 401 and r["error"]["code"] == -2015
+        r = await call("account.balance", signed({}))
+        assert r["status"] == 200 and any(b["asset"] == "USDC" for b in r["result"])
+        r = await call("session.logon", signed({}))
+        assert r["status"] == 400 and "Ed25519" in r["error"]["msg"]
+        r = await call("session.status", {})
+        assert r["status"] == 200 and r["result"]["apiKey"] is None
+        r = await call("userDataStream.start", {"apiKey": DEFAULT_API_KEY})
+        key = r["result"]["listenKey"]
+        assert r["status"] == 200 and key
+        assert (await call("userDataStream.ping", {"apiKey": DEFAULT_API_KEY}))["status"] == 200
+        assert (await call("userDataStream.stop", {"apiKey": DEFAULT_API_KEY}))["status"] == 200
+        r = await call("order.teleport", {})
+        assert r["status"] == 400 and r["error"]["code"] == -1020
