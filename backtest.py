@@ -92,7 +92,8 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                  taker_fee: float | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  funding: FundingSeries | None = None, mark: Candles | None = None,
-                 brackets: BracketTable | None = None, liquidation: bool = True) -> BacktestResult:
+                 brackets: BracketTable | None = None, liquidation: bool = True,
+                 fill_share: float | None = None) -> BacktestResult:
     """Drive the strategy over `candles`; the first candle's close is the first centre.
 
     `funding`: settlements charged on the position held at each funding time, at the mark
@@ -106,7 +107,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     gc.disable()
     try:
         return _run_backtest(config, candles, filters, capital, maker_fee, taker_fee, progress, funding, mark,
-                             brackets, liquidation)
+                             brackets, liquidation, fill_share)
     finally:
         if gc_was_on:
             gc.enable()
@@ -115,7 +116,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
 def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float | None,
                   maker_fee: float | None, taker_fee: float | None, progress: Callable[[int, int], None] | None,
                   funding: FundingSeries | None, mark: Candles | None, brackets: BracketTable | None,
-                  liquidation: bool) -> BacktestResult:
+                  liquidation: bool, fill_share: float | None) -> BacktestResult:
     t0 = time.perf_counter()
     capital = float(capital if capital is not None else config.initial_capital)
     sim = SimulatedExchange([filters], balance=capital,
@@ -151,6 +152,10 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
     f_idx, f_time, f_rate = funding_schedule(funding, times) if funding is not None else \
         (np.zeros(0, np.int64), None, None)
     f_idx_l = f_idx.tolist()
+    # The volume fill model: a resting limit takes at most fill_share of what each leg trades
+    # (a third of the candle's volume), in price-time order; the rest stays open.
+    leg_steps = (np.floor(candles.volume * fill_share / 3.0 / filters.step_size + 1e-9).astype(np.int64)
+                 if fill_share is not None else None)
     nf = len(f_idx_l)
     fi = 0
 
@@ -268,6 +273,8 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
         for k in (1, 2, 3):
             end = path[k]
             sim.now_ms = t + (k - 1) * LEG_MS
+            if leg_steps is not None:
+                sim.set_leg_volume(symbol, int(leg_steps[j]))
             while advance(symbol, end):
                 deliver()
                 eq = sim.wallet + pos.qty * (book.price - pos.entry_price)
@@ -506,6 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brackets", metavar="FILE", help="leverage brackets: GET /fapi/v1/leverageBracket JSON "
                    "(default: the shipped BTCUSDC/ETHUSDC table)")
     p.add_argument("--no-liquidation", action="store_true", help="do not liquidate (for comparison only)")
+    p.add_argument("--fill-model", choices=["full", "volume"], default="full",
+                   help="full: a touched limit fills whole (SPEC §6, default); volume: at most --fill-share of "
+                        "each leg's traded volume, the rest stays open")
+    p.add_argument("--fill-share", type=float, default=0.1,
+                   help="with --fill-model volume: the share of a leg's volume a resting limit may take "
+                        "(default 0.1)")
     p.add_argument("--out", default="backtest_out", help="output folder (default backtest_out)")
     p.add_argument("--no-chart", action="store_true", help="skip equity.png")
     return p
@@ -536,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         candles = load_klines(args.data)
         load_s = time.perf_counter() - t0
+        if args.fill_model == "volume" and not (0 < args.fill_share <= 1):
+            raise ValueError(f"--fill-share must be in (0, 1] (got {args.fill_share})")
         if not math.isfinite(args.funding_rate) or abs(args.funding_rate) > 0.05:
             raise ValueError(f"--funding-rate must be a rate per 8 h such as 0.0001 (got {args.funding_rate})")
         if args.funding:
@@ -557,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
     res = run_backtest(cfg, candles, filters, progress=progress, funding=funding, mark=mark, brackets=brackets,
-                       liquidation=not args.no_liquidation)
+                       liquidation=not args.no_liquidation,
+                       fill_share=args.fill_share if args.fill_model == "volume" else None)
     res.summary = summarize(res)
     res.summary["load_s"] = round(load_s, 6)
     out = Path(args.out)

@@ -237,6 +237,10 @@ class SymbolBook:
     mark_resting: dict[int, Any] = field(default_factory=dict)
     brackets: BracketTable | None = None
     liq_price: float = 0.0      # 0: no liquidation price (flat, or covered)
+    # The volume fill model (None: SPEC §6's full fills): steps the current leg trades, and
+    # what of it resting limits may still take (price-time order along the leg).
+    leg_volume: int | None = None
+    leg_budget: int | None = None
     position: SimPosition = field(default_factory=SimPosition)
     resting: dict[int, Union[SimOrder, SimAlgoOrder]] = field(default_factory=dict)  # by id
     open_by_client: dict[str, SimOrder] = field(default_factory=dict)
@@ -542,7 +546,7 @@ class SimulatedExchange:
             self._emit_order(o, "NEW")
         if marketable:
             # Takes liquidity at the current price (better than or at the limit).
-            self._fill(b, o, b.price_t, o.qty, maker=False)
+            self._take(b, o, b.price_t, o.qty)
             if o.status != "FILLED":
                 self._finish(b, o, "EXPIRED")
         elif tif in ("IOC", "FOK"):
@@ -623,7 +627,7 @@ class SimulatedExchange:
                 0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position,
                 o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
         if crosses:
-            self._fill(b, o, b.price_t, o.remaining, maker=False)
+            self._take(b, o, b.price_t, o.remaining)
             if o.status != "FILLED":
                 b.rest(o)
         else:
@@ -810,8 +814,36 @@ class SimulatedExchange:
             self._liquidate(b, fill_price)
         elif isinstance(r, SimAlgoOrder):
             self._trigger_algo(b, r, fill_price)
-        else:
+        elif b.leg_budget is None:
             self._fill(b, r, fill_price, r.remaining, maker=True)
+        else:
+            # Volume-limited: the order takes what the leg has left; the rest stays open.
+            f = b.filters
+            q = min(f.to_steps(r.remaining), b.leg_budget)
+            b.leg_budget -= q
+            self._fill(b, r, fill_price, f.from_steps(q), maker=True)
+
+    def set_leg_volume(self, symbol: str, steps: int | None) -> None:
+        """The volume fill model: the next leg trades `steps` (None: full fills, SPEC §6)."""
+        b = self.books[symbol]
+        b.leg_volume = b.leg_budget = steps
+
+    def _take(self, b: SymbolBook, o: SimOrder, price_t: int, qty: float) -> None:
+        """A taker fill (a market order, a triggered stop, a marketable limit).  Under the
+        volume model it sweeps a thin book: trades of one leg's volume each, every one a tick
+        worse than the last, until the order is filled."""
+        if not b.leg_volume or b.leg_volume <= 0 or o.type != "MARKET":
+            self._fill(b, o, price_t, qty, maker=False)     # a limit never trades beyond its price
+            return
+        f = b.filters
+        left = f.to_steps(qty)
+        step = -1 if o.side == "SELL" else 1
+        k = 0
+        while left > 0 and o.status not in ("FILLED", "EXPIRED", "CANCELED"):
+            q = min(left, b.leg_volume)
+            self._fill(b, o, price_t + step * k, f.from_steps(q), maker=False)
+            left -= q
+            k += 1
 
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""
@@ -970,7 +1002,10 @@ class SimulatedExchange:
         caller can let the strategy react; returns False once at `end`.
         """
         b = self.books[symbol]
-        hit = next_trigger(b.price_t, end, b.resting.values())
+        resting = b.resting.values()
+        if b.leg_budget is not None and b.leg_budget <= 0:
+            resting = [r for r in resting if r.is_stop]     # the leg's volume is taken: stops only
+        hit = next_trigger(b.price_t, end, resting)
         if hit is None:
             b.price_t = end
             b.price = b.filters.from_ticks(end)
@@ -1012,7 +1047,7 @@ class SimulatedExchange:
         a.actual_order_id = oid
         self._emit_order(o, "NEW")
         if is_market:
-            self._fill(b, o, fill_price, qty, maker=False)
+            self._take(b, o, fill_price, qty)
             a.actual_price = b.filters.from_ticks(fill_price)
         elif o.client_id not in b.open_by_client:
             b.rest(o)
