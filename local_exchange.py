@@ -495,7 +495,8 @@ class LocalExchange:
                  ban_after_429s: int = 3, ban_s: float = 120.0, max_hold_s: float = 10.0,
                  filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None,
                  funding: FundingSeries | Mapping[str, FundingSeries] | None = None,
-                 funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None):
+                 funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None,
+                 fill_share: float | None = None):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
         missing = [s for s in symbols if s not in known]
         if missing:
@@ -509,6 +510,8 @@ class LocalExchange:
         self._funding_given = funding if isinstance(funding, Mapping) else {s: funding for s in symbols} \
             if funding is not None else {}
         self.funding_rate = float(funding_rate)
+        # The volume fill model (as backtest.py --fill-model volume): None = full fills (SPEC §6).
+        self.fill_share = fill_share
         self._funding_done: dict[str, int] = {}       # last funding time settled, per symbol
         self.funding_history: dict[str, list[tuple[int, float, float]]] = {s: [] for s in symbols}
         self.speed = float(speed)
@@ -715,6 +718,9 @@ class LocalExchange:
             for s in active:
                 live = self.live[s.symbol]
                 self.sim.now_ms = live.t + (k - 1) * LEG_MS
+                if self.fill_share is not None:
+                    step = self.sim.books[s.symbol].filters.step_size
+                    self.sim.set_leg_volume(s.symbol, math.floor(live.v * self.fill_share / 3.0 / step + 1e-9))
                 await self._run_leg(s.symbol, paths[s.symbol][k])
                 live.legs = k
             if k == 3:
@@ -1948,6 +1954,9 @@ def _parser() -> argparse.ArgumentParser:
                    "for the first symbol; default a constant --funding-rate for every symbol")
     p.add_argument("--funding-rate", type=float, default=BASELINE_RATE,
                    help=f"constant rate per 8 h (default {BASELINE_RATE}; 0: no funding)")
+    p.add_argument("--fill-model", choices=["full", "volume"], default="full",
+                   help="full: a touched limit fills whole (default); volume: at most --fill-share of each leg's volume")
+    p.add_argument("--fill-share", type=float, default=0.1)
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -1979,7 +1988,8 @@ async def _serve(args: argparse.Namespace) -> int:
                        api_secret=args.api_secret, faults=args.faults or None, maker_fee=args.maker_fee,
                        taker_fee=args.taker_fee, weight_limit=args.weight_limit,
                        funding={args.symbols.split(",")[0].strip().upper(): load_funding(args.funding)}
-                       if args.funding else None, funding_rate=args.funding_rate)
+                       if args.funding else None, funding_rate=args.funding_rate,
+                       fill_share=args.fill_share if args.fill_model == "volume" else None)
     await ex.start(args.host, args.port)
     print(_banner(ex, args), flush=True)
     stop = asyncio.Event()

@@ -119,12 +119,17 @@ class Exchange:
     """local_exchange.py in a subprocess, on a free port; manual clock unless `speed` (candles/s)."""
 
     def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | list[Path] | None = None,
-                 speed: float = 0.0, faults: str = "", symbols: str | None = None):
+                 speed: float = 0.0, faults: str = "", symbols: str | None = None,
+                 fill_share: float | None = None, funding_rate: float | None = None):
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
         files = data if isinstance(data, list) else [data] if data else []
         market = ["--data", *map(str, files)] if files else ["--synthetic", str(seed)]
+        if fill_share is not None:
+            market += ["--fill-model", "volume", "--fill-share", str(fill_share)]
+        if funding_rate is not None:
+            market += ["--funding-rate", str(funding_rate)]
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
              "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", symbols or SYM, "--balance", str(BALANCE), "--api-key", key,

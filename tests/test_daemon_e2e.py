@@ -781,3 +781,56 @@ def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(t
         assert (d.root / "state" / "brackets_btc.json").exists()   # the account's own table, for backtests
     finally:
         ex.stop()
+
+
+# ---------------------------------------------------------------------------- partial fills
+
+
+def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, keys, daemons):
+    """The volume fill model on the local exchange: level 1 fills in parts over several candles,
+    the TP follows the position after each part, the TP itself fills in parts, and a restart
+    between two parts of one order loses nothing and places nothing twice."""
+    from market_data import Candles, write_klines_csv
+    c = 60_000.0
+    l1 = floor_tick(c * (1 - DISTANCES[0]))
+    q1 = level_qty(l1, 1)
+    dip = (l1 + 100, l1 + 110, l1 - 50, l1 - 20)         # o→h→l→c: through level 1, closes below it
+    rows = [(c, c + 5, c - 5, c)] + [dip] * 4
+    tp = ceil_tick(l1 * 1.005)
+    rise = (tp - 30, tp + 40, tp - 40, tp + 10)           # o→l→h→c: up through the TP
+    rows += [rise] * 6
+    vols = [10.0] + [0.6] * 10                            # a leg's share: 0.6 × 0.1 / 3 = 0.020
+    t0 = 1_704_067_200_000 + 3_600_000
+    n = len(rows)
+    o, h, l, cl = (list(x) for x in zip(*rows))
+    data = tmp_path / "BTCUSDC-1m.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
+    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        ex.step(1)                                        # two parts of level 1 (0.020 each)
+        wait_until(lambda: ex.position() == pytest.approx(0.04) and len(exits(ex)) == 1
+                   and float(exits(ex)[0]["origQty"]) == pytest.approx(0.04), 10, "a TP for the two parts", d.diag)
+        d.kill(signal.SIGKILL)                            # level 1 is still partly open
+        ex.step(1)                                        # its last part fills while the daemon is down
+        assert ex.position() == pytest.approx(q1)
+        d.start()
+        wait_until(lambda: len(exits(ex)) == 1 and float(exits(ex)[0]["origQty"]) == pytest.approx(q1), 15,
+                   "the TP for the whole level after the restart", d.diag)
+        entries = [r for r in d.trades() if r["role"] == "ENTRY1"]
+        assert len(entries) == 3 and sum(float(r["quantity"]) for r in entries) == pytest.approx(q1)
+        assert_csv_matches_exchange(d, ex)
+        st = d.state()
+        assert st["position"]["level_filled"][0] == pytest.approx(q1) and st["position"]["deepest_level"] == 1
+        ex.step(1)                                        # the dip candle left: nothing more fills
+        ex.step(6)                                        # the TP fills in parts, then a new grid
+        wait_until(lambda: ex.position() == 0 and len(ex.open_orders()) == 4, 15, "flat and a new grid", d.diag)
+        tps = [r for r in d.trades() if r["role"] == "TP"]
+        assert len(tps) >= 2 and sum(float(r["quantity"]) for r in tps) == pytest.approx(q1)
+        assert_csv_matches_exchange(d, ex)
+        book = ex.book()
+        assert len(book) == 4 and len({o["price"] for o in book.values()}) == 4     # one new grid, no duplicate
+    finally:
+        ex.stop()
