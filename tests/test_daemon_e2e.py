@@ -834,3 +834,50 @@ def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, 
         assert len(book) == 4 and len({o["price"] for o in book.values()}) == 4     # one new grid, no duplicate
     finally:
         ex.stop()
+
+
+def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, daemons):
+    """Levels 1 and 2 fill (level 2 in two parts); the BE for levels 2 then fills in parts over
+    several candles; once it has filled, level 1 stays with its TP and levels 2-4 are placed
+    once around the new centre."""
+    from market_data import Candles, write_klines_csv
+    c = 60_000.0
+    l1, l2 = (floor_tick(c * (1 - d)) for d in DISTANCES[:2])
+    q1, q2 = level_qty(l1, 1), level_qty(l2, 2)
+    avg = (q1 * l1 + q2 * l2) / (q1 + q2)
+    be = ceil_tick(avg * 1.001)
+    rows = [(c, c + 5, c - 5, c), (l1 + 100, l1 + 110, l2 - 50, l2 - 20)]      # both levels
+    rows += [(l2 - 20, be + 40, l2 - 30, be + 30)] * 6                          # up through the BE
+    vols = [10.0, 6.0] + [0.9] * 6                                              # 0.2, then 0.03 a leg
+    t0 = 1_704_067_200_000 + 3_600_000
+    n = len(rows)
+    o, h, l, cl = (list(x) for x in zip(*rows))
+    data = tmp_path / "BTCUSDC-1m.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
+    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        gen = d.state()["generation"]
+        ex.step(1)
+        wait_until(lambda: ex.position() == pytest.approx(q1 + q2) and len(exits(ex)) == 1
+                   and float(exits(ex)[0]["origQty"]) == pytest.approx(q2), 10, "one BE for level 2", d.diag)
+        assert len([r for r in d.trades() if r["role"] == "ENTRY2"]) == 2          # level 2 in two parts
+        ex.step(1)                                                                 # the BE: two parts
+        wait_until(lambda: ex.position() == pytest.approx(q1 + q2 - 0.06), 10, "two parts of the BE", d.diag)
+        [be_order] = exits(ex)
+        assert float(be_order["executedQty"]) == pytest.approx(0.06) and be_order["status"] == "PARTIALLY_FILLED"
+        ex.step(5)
+        wait_until(lambda: ex.position() == pytest.approx(q1) and len(exits(ex)) == 1
+                   and exits(ex)[0]["clientOrderId"].split("-")[3].startswith("TP"), 15,
+                   "level 1 kept with its TP", d.diag)
+        bes = [r for r in d.trades() if r["role"] == "BE"]
+        assert len(bes) >= 3 and sum(float(r["quantity"]) for r in bes) == pytest.approx(q2)
+        book = ex.book()
+        new_entries = sorted(cid for cid in book if cid.startswith(f"GM-{SYM}-{gen + 1}-E"))
+        assert new_entries == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (2, 3, 4)], sorted(book)
+        assert len(book) == 4                                                      # 3 entries + the TP
+        assert_csv_matches_exchange(d, ex)
+    finally:
+        ex.stop()
