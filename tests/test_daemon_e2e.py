@@ -881,3 +881,41 @@ def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, d
         assert_csv_matches_exchange(d, ex)
     finally:
         ex.stop()
+
+
+def test_the_stops_market_close_sweeps_a_thin_book_in_several_trades(tmp_path, keys, daemons):
+    """The whole ladder fills on a busy candle; the stop triggers on a thin one, and its market
+    close fills in several trades a tick apart: one CSV row each, flat after, one new grid."""
+    from market_data import Candles, write_klines_csv
+    c = 60_000.0
+    levels = [floor_tick(c * (1 - d)) for d in DISTANCES]
+    total = sum(level_qty(p, i) for i, p in enumerate(levels, 1))
+    sl = floor_tick(c * 0.95)
+    rows = [(c, c + 5, c - 5, c), (levels[0] + 100, levels[0] + 110, levels[3] - 50, levels[3] - 20),
+            (levels[3] - 20, levels[3] - 10, sl - 50, sl - 30)] + [(sl - 30, sl - 20, sl - 40, sl - 30)] * 2
+    vols = [10.0, 60.0, 3.0, 3.0, 3.0]                   # a leg's share: 2.0 BTC, then 0.1
+    t0 = 1_704_067_200_000 + 3_600_000
+    n = len(rows)
+    o, h, l, cl = (list(x) for x in zip(*rows))
+    data = tmp_path / "BTCUSDC-1m.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
+    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        gen = d.state()["generation"]
+        ex.step(1)
+        wait_until(lambda: ex.position() == pytest.approx(total) and ex.open_algos(), 10, "the stop", d.diag)
+        ex.step(1)
+        wait_until(lambda: ex.position() == 0 and len(ex.book()) == 4
+                   and all(cid.startswith(f"GM-{SYM}-{gen + 1}-E") for cid in ex.book()), 15,
+                   "flat and one new grid", d.diag)
+        sls = [r for r in d.trades() if r["role"] == "SL"]
+        assert len(sls) >= 5 and sum(float(r["quantity"]) for r in sls) == pytest.approx(total)
+        prices = [float(r["price"]) for r in sls]
+        assert prices[0] == sl and all(round(a - b, 1) == 0.1 for a, b in zip(prices, prices[1:])), prices
+        assert len({r["client_order_id"] for r in sls}) == 1                      # one order, many trades
+        assert_csv_matches_exchange(d, ex)
+    finally:
+        ex.stop()
