@@ -30,14 +30,13 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, candle_ticks
+from fill_model import LEG_MS, NO_DOWN, NO_UP, TriggerScanner, candle_path, candle_ticks, leg_volume_steps
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market_data import Candles, DataError, load_klines
 from brackets import BracketError, BracketTable, load_brackets, table_for
 from funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
 from sim_exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
-LEG_MS = 20_000   # fills on leg k of a candle are stamped open_time + k × 20 s
 
 TRADE_COLUMNS = ["time", "role", "side", "price", "qty", "fee", "realized_pnl", "position_after",
                  "avg_price_after", "client_order_id", "order_id"]
@@ -154,7 +153,7 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
     f_idx_l = f_idx.tolist()
     # The volume fill model: a resting limit takes at most fill_share of what each leg trades
     # (a third of the candle's volume), in price-time order; the rest stays open.
-    leg_steps = (np.floor(candles.volume * fill_share / 3.0 / filters.step_size + 1e-9).astype(np.int64)
+    leg_steps = ([leg_volume_steps(v, fill_share, filters.step_size) for v in candles.volume.tolist()]
                  if fill_share is not None else None)
     nf = len(f_idx_l)
     fi = 0

@@ -18,9 +18,19 @@ candles cost no Python at all.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Protocol
 
 import numpy as np
+
+
+LEG_MS = 20_000     # leg k (1, 2, 3) of a candle is stamped open_time + (k − 1) × 20 s, everywhere
+
+
+def leg_volume_steps(volume: float, share: float, step_size: float) -> int:
+    """The volume fill model: the steps a resting limit may take on one leg of a candle —
+    `share` of the third of the candle's volume that leg trades."""
+    return math.floor(volume * share / 3.0 / step_size + 1e-9)
 
 
 # "No threshold" for the scanner: integer sentinels keep the comparisons in int64.

@@ -74,7 +74,7 @@ from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError, SymbolFilters
 from brackets import BracketTable
-from fill_model import candle_path, candle_ticks
+from fill_model import LEG_MS, candle_path, candle_ticks, leg_volume_steps
 from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
 from local_ws_api import WsApi
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
@@ -85,7 +85,6 @@ log = logging.getLogger("local_exchange")
 
 DEFAULT_API_KEY = "local-exchange-api-key"
 DEFAULT_API_SECRET = "local-exchange-api-secret"
-LEG_MS = 20_000                       # leg k of a candle is stamped open_time + (k-1) × 20 s, as backtest.py does
 SYNTHETIC_START = {"BTCUSDC": 60_000.0, "ETHUSDC": 3_000.0}
 SYNTHETIC_SEED_OFFSET = {"BTCUSDC": 0, "ETHUSDC": 1}
 SYNTHETIC_CHUNK = 30 * 1440           # candles generated at a time (30 days, ~20 ms)
@@ -719,8 +718,8 @@ class LocalExchange:
                 live = self.live[s.symbol]
                 self.sim.now_ms = live.t + (k - 1) * LEG_MS
                 if self.fill_share is not None:
-                    step = self.sim.books[s.symbol].filters.step_size
-                    self.sim.set_leg_volume(s.symbol, math.floor(live.v * self.fill_share / 3.0 / step + 1e-9))
+                    self.sim.set_leg_volume(s.symbol, leg_volume_steps(
+                        live.v, self.fill_share, self.sim.books[s.symbol].filters.step_size))
                 await self._run_leg(s.symbol, paths[s.symbol][k])
                 live.legs = k
             if k == 3:
