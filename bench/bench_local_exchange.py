@@ -39,9 +39,9 @@ UNLIMITED = dict(weight_limit=10**9, order_limit_10s=10**9, order_limit_1m=10**9
 SYM = "BTCUSDC"
 
 
-def _serve(port_pipe) -> None:
+def _serve(port_pipe, fill_share=None) -> None:
     async def run() -> None:
-        ex = await LocalExchange(symbols=(SYM,), synthetic_seed=1, **UNLIMITED).start()
+        ex = await LocalExchange(symbols=(SYM,), synthetic_seed=1, fill_share=fill_share, **UNLIMITED).start()
         port_pipe.send(ex.port)
         await asyncio.Event().wait()
 
@@ -194,18 +194,23 @@ def main() -> None:
     p.add_argument("--orders", type=int, default=2000)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--rounds", type=int, default=300)
+    p.add_argument("--fill-share", type=float, default=0.1, help="the volume fill model's share (second pass)")
     args = p.parse_args()
     logging.disable(logging.CRITICAL)
-    parent, child = mp.Pipe()
-    server = mp.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
-    server.start()
-    try:
-        port = parent.recv()
-        print(f"local exchange (separate process) on 127.0.0.1:{port}; python {sys.version.split()[0]}")
-        asyncio.run(main_async(args, port))
-    finally:
-        server.terminate()
-        server.join(5)
+    for model, share in (("full fills (SPEC §6)", None), (f"volume fill model, share {args.fill_share:g}",
+                                                          args.fill_share)):
+        parent, child = mp.Pipe()
+        server = mp.get_context("spawn").Process(target=_serve, args=(child, share), daemon=True)
+        server.start()
+        try:
+            port = parent.recv()
+            print(f"=== {model}: local exchange (separate process) on 127.0.0.1:{port}; "
+                  f"python {sys.version.split()[0]}")
+            asyncio.run(main_async(args, port))
+        finally:
+            server.terminate()
+            server.join(5)
+        print()
 
 
 if __name__ == "__main__":
