@@ -31,7 +31,7 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 
 from exchange_api import (
-    ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
+    BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
     OrderAck, Position, SymbolFilters,
 )
 
@@ -43,7 +43,7 @@ WEIGHT_SOFT_LIMIT = 0.8          # slow down above 80 % of the minute's weight (
 ORDER_LIMIT_10S = 300            # Binance USD-M defaults, replaced from exchangeInfo
 ORDER_LIMIT_1M = 1200
 UNKNOWN_RESULT_TRIES = 5
-ERR_DUPLICATE_ID = -4116         # "ClientOrderId is duplicated"
+ERR_DUPLICATE_ID = BinanceError.CLIENT_ORDER_ID_DUPLICATED
 BATCH_SIZE = 5
 
 
@@ -213,12 +213,13 @@ class BinanceFuturesClient(FuturesVenue):
                 if status in (418, 429):
                     self._back_off(e, status)
                     continue
-                if e.code == -1021 and attempt == 0:
+                if e.code == BinanceError.INVALID_TIMESTAMP and attempt == 0:
                     await self.resync_time()
                     continue
-                if status >= 500 or e.code in (-1000, -1006, -1007):
+                if status >= 500 or e.code in (BinanceError.UNKNOWN, BinanceError.UNEXPECTED_RESP, BinanceError.TIMEOUT):
                     raise UnknownResult(f"HTTP {status} {e.code}: {e.message}") from None
-                if e.code in (-2014, -2015, -1022):
+                if e.code in (BinanceError.BAD_API_KEY_FMT, BinanceError.REJECTED_MBX_KEY,
+                              BinanceError.INVALID_SIGNATURE):
                     raise ConfigurationError(f"API key rejected by the exchange ({e.code}: {e.message})") from None
                 raise ExchangeError(e.code, e.message, status) from None
             except BinanceRequestException as e:
@@ -278,8 +279,10 @@ class BinanceFuturesClient(FuturesVenue):
     async def prepare_account(self, leverage: int) -> None:
         """One-way mode, cross margin, leverage (the "no need to change" codes are fine)."""
         for fn, params, ok in (
-            (self.client.futures_change_position_mode, {"dualSidePosition": "false"}, -4059),
-            (self.client.futures_change_margin_type, {"symbol": self.symbol, "marginType": "CROSSED"}, -4046),
+            (self.client.futures_change_position_mode, {"dualSidePosition": "false"},
+             BinanceError.NO_NEED_TO_CHANGE_POSITION_SIDE),
+            (self.client.futures_change_margin_type, {"symbol": self.symbol, "marginType": "CROSSED"},
+             BinanceError.NO_NEED_TO_CHANGE_MARGIN_TYPE),
         ):
             try:
                 await self._call(fn, **params)

@@ -40,8 +40,7 @@ from dotenv import dotenv_values
 from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
-    ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_NO_SUCH_ORDER, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
-    ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
+    BinanceError, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
     OrderUpdate, Position,
     order_update_from_binance, parse_client_order_id,
 )
@@ -55,8 +54,11 @@ ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
 FUNDING_CHECK_S = 600.0          # the income history is read at least this often (and on each FUNDING_FEE)
 # Refusals of one order (not of the account or the symbol): the daemon runs on and retries.
-ORDER_REJECTIONS = {ERR_PRECISION, ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER, ERR_MARGIN_INSUFFICIENT, ERR_WOULD_TRIGGER,
-                    ERR_REDUCE_ONLY_REJECTED, ERR_MIN_NOTIONAL, -4014, -4023, -4004, -4116, -2025}
+E = BinanceError
+ORDER_REJECTIONS = {E.BAD_PRECISION, E.UNKNOWN_ORDER, E.NO_SUCH_ORDER, E.MARGIN_NOT_SUFFICIENT,
+                    E.ORDER_WOULD_IMMEDIATELY_TRIGGER, E.REDUCE_ONLY_REJECT, E.MIN_NOTIONAL,
+                    E.PRICE_NOT_INCREASED_BY_TICK_SIZE, E.QTY_NOT_INCREASED_BY_STEP_SIZE, E.QTY_LESS_THAN_MIN_QTY,
+                    E.CLIENT_ORDER_ID_DUPLICATED, E.MAX_OPEN_ORDER_EXCEEDED}
 CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0

@@ -18,22 +18,67 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import IntEnum
 from typing import Any, Coroutine, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Binance error codes the strategy reacts to (../shared/binance-usdm-reference.md §3).
-ERR_PRECISION = -1111
-ERR_UNKNOWN_ORDER = -2011
-ERR_NO_SUCH_ORDER = -2013
-ERR_MARGIN_INSUFFICIENT = -2019
-ERR_WOULD_TRIGGER = -2021
-ERR_REDUCE_ONLY_REJECTED = -2022
-ERR_MIN_NOTIONAL = -4164
-ERR_USE_ALGO_API = -4120
-ERR_POST_ONLY_REJECTED = -5022   # a GTX (post-only) order that would have taken liquidity
+class BinanceError(IntEnum):
+    """Binance's error codes, by their documented names (reference §3): one list for the whole
+    project.  An IntEnum: it compares equal to the integer code an answer carries."""
+
+    UNKNOWN = -1000
+    DISCONNECTED = -1001
+    UNAUTHORIZED = -1002
+    TOO_MANY_REQUESTS = -1003
+    UNEXPECTED_RESP = -1006
+    TIMEOUT = -1007
+    TOO_MANY_ORDERS = -1015
+    UNSUPPORTED_OPERATION = -1020
+    INVALID_TIMESTAMP = -1021
+    INVALID_SIGNATURE = -1022
+    ILLEGAL_CHARS = -1100
+    MANDATORY_PARAM_EMPTY_OR_MALFORMED = -1102
+    BAD_PRECISION = -1111
+    INVALID_ORDER_TYPE = -1116
+    INVALID_SIDE = -1117
+    INVALID_SYMBOL = -1121
+    INVALID_LISTEN_KEY = -1125
+    INVALID_PARAMETER = -1130
+    UNKNOWN_ORDER = -2011            # CANCEL_REJECTED: the order is not open
+    NO_SUCH_ORDER = -2013
+    BAD_API_KEY_FMT = -2014
+    REJECTED_MBX_KEY = -2015
+    MARGIN_NOT_SUFFICIENT = -2019
+    ORDER_WOULD_IMMEDIATELY_TRIGGER = -2021
+    REDUCE_ONLY_REJECT = -2022
+    MAX_OPEN_ORDER_EXCEEDED = -2025
+    QTY_LESS_THAN_ZERO = -4003
+    QTY_LESS_THAN_MIN_QTY = -4004
+    PRICE_LESS_THAN_MIN_PRICE = -4013
+    PRICE_NOT_INCREASED_BY_TICK_SIZE = -4014
+    INVALID_CLIENT_ORDER_ID = -4015
+    QTY_NOT_INCREASED_BY_STEP_SIZE = -4023
+    NO_NEED_TO_CHANGE_MARGIN_TYPE = -4046
+    NO_NEED_TO_CHANGE_POSITION_SIDE = -4059
+    CLIENT_ORDER_ID_DUPLICATED = -4116
+    USE_ALGO_API = -4120
+    MIN_NOTIONAL = -4164
+    POST_ONLY_REJECTED = -5022       # a GTX (post-only) order that would have taken liquidity
+
+
+# The names the code reacts to (kept as module constants: shorter at the call sites).
+ERR_PRECISION = BinanceError.BAD_PRECISION
+ERR_UNKNOWN_ORDER = BinanceError.UNKNOWN_ORDER
+ERR_NO_SUCH_ORDER = BinanceError.NO_SUCH_ORDER
+ERR_MARGIN_INSUFFICIENT = BinanceError.MARGIN_NOT_SUFFICIENT
+ERR_WOULD_TRIGGER = BinanceError.ORDER_WOULD_IMMEDIATELY_TRIGGER
+ERR_REDUCE_ONLY_REJECTED = BinanceError.REDUCE_ONLY_REJECT
+ERR_MIN_NOTIONAL = BinanceError.MIN_NOTIONAL
+ERR_USE_ALGO_API = BinanceError.USE_ALGO_API
+ERR_POST_ONLY_REJECTED = BinanceError.POST_ONLY_REJECTED
 
 ENTRY_RETRY_STEP = 0.001   # -2019: shrink by 0.1 % of the original per try ...
 ENTRY_RETRY_FLOOR = 0.30   # ... down to 30 % of it (SPEC §4)
