@@ -46,6 +46,7 @@ from exchange_api import (
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
+from paths import Paths
 from records import FundingRecorder, TradeRecorder, setup_logging
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
@@ -66,30 +67,6 @@ STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next dro
 START_TRIES = 8                  # start-up attempts on transient exchange errors
 TRADE_PAGE = 1000                # userTrades' largest page
 HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
-
-
-@dataclass
-class Paths:
-    root: Path
-
-    def state(self, short: str) -> Path:
-        return self.root / "state" / f"state_{short}.json"
-
-    def lock(self, short: str) -> Path:
-        return self.root / "state" / f"{short}.lock"
-
-    def pid(self, short: str) -> Path:
-        return self.root / "state" / f"{short}.pid"
-
-    def trades(self, short: str) -> Path:
-        return self.root / "trades" / f"trades_{short}.csv"
-
-    def funding(self, short: str) -> Path:
-        return self.root / "trades" / f"funding_{short}.csv"
-
-    @property
-    def logs(self) -> Path:
-        return self.root / "logs"
 
 
 class Fatal(Exception):
@@ -219,7 +196,7 @@ class Daemon:
         except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError, BracketError) as e:
             self.log.warning("leverage brackets unreadable (%s); status and liquidation come from the exchange", e)
             return
-        path = self.paths.root / "state" / f"brackets_{self.short}.json"
+        path = self.paths.brackets(self.short)
         try:
             path.write_text(json.dumps([live.to_binance()], indent=1) + "\n", encoding="utf-8")
         except OSError as e:

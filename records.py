@@ -11,6 +11,7 @@ from pathlib import Path
 
 from exchange_api import apply_fill
 from grid_strategy import FillRecord
+from paths import log_name
 
 CSV_COLUMNS = ["time", "symbol", "side", "role", "price", "quantity", "fee", "realized_pnl",
                "position_after", "avg_price_after", "client_order_id", "order_id", "trade_id"]
@@ -167,7 +168,7 @@ class DailyFileHandler(logging.FileHandler):
         return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
     def _path(self, day: str) -> Path:
-        return self.directory / f"grid_martingale_{self.symbol_short}_{day}.log"
+        return self.directory / log_name(self.symbol_short, day)
 
     def emit(self, record: logging.LogRecord) -> None:
         day = self._today()

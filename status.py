@@ -11,6 +11,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from paths import Paths
+
 ROOT = Path(__file__).resolve().parent
 
 
@@ -69,7 +71,7 @@ def _funding(path: Path) -> tuple[float, float, int]:
 
 
 def _last_log_line(logs: Path, short: str) -> str:
-    files = sorted(logs.glob(f"grid_martingale_{short}_*.log"))
+    files = sorted(logs.glob(Paths(logs.parent).log_glob(short)))
     for f in reversed(files):
         try:
             lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
@@ -82,9 +84,10 @@ def _last_log_line(logs: Path, short: str) -> str:
 
 def status_lines(root: Path, short: str) -> list[str]:
     sym = short.upper() + "USDC"
-    run = _running(root / "state" / f"{short}.pid")
+    paths = Paths(root)
+    run = _running(paths.pid(short))
     out = [f"== {sym}: " + (f"running, pid {run[0]}, up {_uptime(run[1])}" if run else "not running")]
-    state_path = root / "state" / f"state_{short}.json"
+    state_path = paths.state(short)
     try:
         st = json.loads(state_path.read_text(encoding="utf-8"))
         p = st["position"]
@@ -110,11 +113,11 @@ def status_lines(root: Path, short: str) -> list[str]:
         out.append("   no state file yet")
     except (OSError, ValueError, KeyError, TypeError) as e:
         out.append(f"   state file unreadable: {type(e).__name__}")
-    day, total, n = _pnl(root / "trades" / f"trades_{short}.csv")
+    day, total, n = _pnl(paths.trades(short))
     out.append(f"   realized PnL (after fees): today ${day:+.2f}, total ${total:+.2f} over {n} fills")
-    fday, ftotal, fn = _funding(root / "trades" / f"funding_{short}.csv")
+    fday, ftotal, fn = _funding(paths.funding(short))
     out.append(f"   funding paid: today ${fday:+.4f}, total ${ftotal:+.4f} over {fn} settlements")
-    out.append(f"   last log: {_last_log_line(root / 'logs', short)}")
+    out.append(f"   last log: {_last_log_line(paths.logs, short)}")
     return out
 
 

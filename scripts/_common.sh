@@ -5,6 +5,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${GM_ROOT:-$ROOT}"
 if [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"; else PY="$(command -v python3)"; fi
 
+path_of() {  # path_of pid|state|trades|log|stdout|... SYM: the name paths.py owns, under $DATA
+  "$PY" "$ROOT/paths.py" --root "$DATA" "$@"
+}
+
 root_from_args() {  # sets DATA from a --root DIR / --root=DIR among the arguments
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -22,25 +26,26 @@ is_daemon() {  # is_daemon PID SYM: alive and really trade_SYM.py (not a recycle
 start_symbol() {  # start_symbol btc|eth [args...]
   local sym="$1"; shift
   root_from_args "$@"
-  local pidfile="$DATA/state/$sym.pid"
+  local pidfile; pidfile="$(path_of pid "$sym")"
   if [ -f "$pidfile" ] && is_daemon "$(cat "$pidfile")" "$sym"; then
     echo "$sym: already running (pid $(cat "$pidfile"))"; return 0
   fi
   mkdir -p "$DATA/logs" "$DATA/state"
-  nohup "$PY" "$ROOT/trade_$sym.py" --quiet --root "$DATA" "$@" >>"$DATA/logs/${sym}_stdout.log" 2>&1 &
+  local out; out="$(path_of stdout "$sym")"
+  nohup "$PY" "$ROOT/trade_$sym.py" --quiet --root "$DATA" "$@" >>"$out" 2>&1 &
   local pid=$!
   sleep 2
   if kill -0 "$pid" 2>/dev/null; then
     echo "$sym: started (pid $pid)"
   else
-    echo "$sym: failed to start; last lines of logs/${sym}_stdout.log:"; tail -n 5 "$DATA/logs/${sym}_stdout.log"; return 1
+    echo "$sym: failed to start; last lines of $out:"; tail -n 5 "$out"; return 1
   fi
 }
 
 stop_symbol() {  # stop_symbol btc|eth [--root DIR]
   local sym="$1"; shift
   root_from_args "$@"
-  local pidfile="$DATA/state/$sym.pid"
+  local pidfile; pidfile="$(path_of pid "$sym")"
   if [ ! -f "$pidfile" ] || ! is_daemon "$(cat "$pidfile")" "$sym"; then
     echo "$sym: not running"; return 0
   fi

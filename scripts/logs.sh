@@ -12,10 +12,9 @@ for a in "$@"; do
     *) sym="$a" ;;
   esac
 done
-day="$(date -u +%Y-%m-%d)"
 case "$sym" in
-  btc|eth) files=("$DATA/logs/grid_martingale_${sym}_${day}.log") ;;
-  all) files=("$DATA/logs/grid_martingale_btc_${day}.log" "$DATA/logs/grid_martingale_eth_${day}.log") ;;
+  btc|eth) files=("$(path_of log "$sym")") ;;
+  all) files=("$(path_of log btc)" "$(path_of log eth)") ;;
   *) echo "usage: logs.sh [btc|eth]" >&2; exit 2 ;;
 esac
 touch "${files[@]}"

@@ -103,7 +103,7 @@ def layout(tmp_path: Path) -> Path:
     (proj / "scripts").mkdir(parents=True)
     for f in SCRIPTS.glob("*.sh"):
         shutil.copy2(f, proj / "scripts" / f.name)
-    for name in ("trade_btc.py", "trade_eth.py", "status.py"):
+    for name in ("trade_btc.py", "trade_eth.py", "status.py", "paths.py"):
         (proj / name).symlink_to(REPO / name)
     env = proj / ".env"
     env.write_text(f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\nLOG_LANGUAGE=en\n")
