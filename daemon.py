@@ -1,6 +1,7 @@
-"""The per-symbol daemon shared by trade_btc.py and trade_eth.py.
+"""The per-symbol daemon shared by trade_btc.py and trade_eth.py (launcher.py reads the
+command line, keys, lock and logging, then runs it; the demo runs it the same way).
 
-Start-up: keys from .env, one-way mode, cross margin, leverage, capital
+Start-up: one-way mode, cross margin, leverage, capital
 (CAPITAL_RATIO × wallet at first start, persisted), restore the state file,
 reconcile with the exchange; then three tasks, as the seed runs them:
 
@@ -20,24 +21,16 @@ in the CSV, before its exit order); see binance_library.crash_point.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
-import fcntl
 import json
 import logging
 import os
-import signal
-import stat
-import sys
 import time
 from datetime import datetime, timezone
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from dotenv import dotenv_values
-
-from binance_library import BinanceFuturesClient, ConfigurationError, UnknownResult, crash_point, venue_urls_from_env
+from binance_library import BinanceFuturesClient, UnknownResult, crash_point
 from config import ConfigError, GridConfig, load_config
 from exchange_api import (
     BinanceError, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
@@ -47,7 +40,7 @@ from exchange_api import (
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from paths import Paths
-from records import FundingRecorder, TradeRecorder, setup_logging
+from records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
 
@@ -689,159 +682,3 @@ def _lang_ko() -> bool:
 
 
 # ---------------------------------------------------------------------- process
-
-
-def acquire_lock(path: Path) -> Any:
-    """One instance per symbol: an exclusive flock held for the process's life."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(path, "a+")
-    try:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        fh.close()
-        raise Fatal(f"another instance already runs for this symbol (lock {path})") from None
-    return fh
-
-
-def env_permission_warning(env_path: Path) -> str | None:
-    """The start-up warning for a .env readable by others, or None."""
-    try:
-        mode = env_path.stat().st_mode
-    except OSError:
-        return None
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        return f"{env_path} is readable by other users; run: chmod 600 {env_path}"
-    return None
-
-
-def _mask_keys(text: str, env_path: Path) -> str:
-    """`text` with the API key and secret (from the environment or .env) replaced by ***."""
-    try:
-        values = dotenv_values(env_path) if env_path.is_file() else {}
-    except (OSError, ValueError):
-        values = {}
-    for k in ("BINANCE_API_KEY", "BINANCE_API_SECRET"):
-        v = (os.environ.get(k) or values.get(k) or "").strip()
-        if len(v) >= 6:
-            text = text.replace(v, "***")
-    return text
-
-
-def read_keys(env_path: Path, log: logging.Logger | None = None, warn: bool = True) -> tuple[str, str]:
-    msg = env_permission_warning(env_path) if warn else None
-    if msg:
-        (log.warning(msg) if log else print(f"warning: {msg}", file=sys.stderr))
-    values = dotenv_values(env_path) if env_path.exists() else {}
-    key = os.environ.get("BINANCE_API_KEY") or values.get("BINANCE_API_KEY") or ""
-    secret = os.environ.get("BINANCE_API_SECRET") or values.get("BINANCE_API_SECRET") or ""
-    for k in ("BINANCE_BASE_URL", "BINANCE_WS_URL", "BINANCE_TESTNET", "LOG_LANGUAGE"):
-        if values.get(k) and not os.environ.get(k):
-            os.environ[k] = values[k]
-    if not key or not secret:
-        raise Fatal(f"BINANCE_API_KEY and BINANCE_API_SECRET must be set in {env_path} (see .env.example)")
-    return key.strip(), secret.strip()
-
-
-def build_parser(short: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"trade_{short}.py",
-                                description=f"Grid-martingale daemon for {short.upper()}USDC perpetual futures.")
-    p.add_argument("--config", help=f"config file (default config_{short}.txt)")
-    p.add_argument("--base-url", help="REST base URL of another venue (e.g. the local exchange)")
-    p.add_argument("--ws-url", help="WebSocket base URL of another venue")
-    p.add_argument("--env", default=str(ROOT / ".env"), help="file with BINANCE_API_KEY / BINANCE_API_SECRET")
-    p.add_argument("--cancel-on-exit", action="store_true", help="cancel this symbol's orders on SIGINT/SIGTERM")
-    p.add_argument("--root", default=str(ROOT), help="folder holding state/, logs/, trades/")
-    p.add_argument("--demo", action="store_true", help="offline demo on the embedded local exchange")
-    p.add_argument("--demo-data", nargs="+", metavar="CSV", help="demo over these kline CSVs instead of synthetic")
-    p.add_argument("--demo-minutes", type=int, help="stop the demo after N simulated minutes")
-    p.add_argument("--demo-speed", type=float, default=50.0, help="demo candles per second (default 50)")
-    p.add_argument("--demo-seed", type=int, default=7, help="synthetic market seed (default 7)")
-    p.add_argument("--demo-funding", nargs="+", metavar="FILE",
-                   help="demo funding rates (Binance dump CSV or REST JSON); default a constant --demo-funding-rate")
-    p.add_argument("--demo-funding-rate", type=float, default=0.0001,
-                   help="demo funding per 8 h at 00/08/16 UTC (default 0.0001, Binance's baseline; 0: none)")
-    p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
-    p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
-    p.add_argument("--quiet", action="store_true", help="log to the file only")
-    return p
-
-
-def main(symbol: str, argv: list[str] | None = None) -> int:
-    short = symbol[:-4].lower()
-    args = build_parser(short).parse_args(argv)
-    root = Path(args.root)
-    paths = Paths(root)
-    config_path = Path(args.config) if args.config else ROOT / f"config_{short}.txt"
-    try:
-        if args.demo:
-            from demo import run_demo
-            return run_demo(symbol, args, paths, config_path)
-        load_config(config_path)                       # fail fast, one line
-        env_warning = env_permission_warning(Path(args.env))
-        key, secret = read_keys(Path(args.env), warn=False)   # the warning goes to the log below
-        lock = acquire_lock(paths.lock(short))
-    except (ConfigError, Fatal) as e:
-        # The config is checked before the keys are read: mask them in case a value quotes one.
-        print(f"trade_{short}.py: error: {_mask_keys(str(e), Path(args.env))}", file=sys.stderr)
-        return 2
-    except OSError as e:                               # e.g. state/ under a regular file
-        print(f"trade_{short}.py: error: cannot use {paths.root / 'state'}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    try:
-        log = setup_logging(short, paths.logs, (key, secret), console=not args.quiet)
-    except OSError as e:                               # logs/ not a writable directory: one line, exit 2
-        lock.close()
-        print(f"trade_{short}.py: error: cannot write logs in {paths.logs}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    if env_warning:
-        log.warning("%s", env_warning)
-    base_url, ws_url, testnet = venue_urls_from_env(args.base_url, args.ws_url)
-    try:
-        paths.pid(short).write_text(f"{os.getpid()}\n")
-        return asyncio.run(_run(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log))
-    except (Fatal, ConfigurationError) as e:
-        log.error("%s", e)
-        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        try:
-            paths.pid(short).unlink()
-        except OSError:
-            pass
-        lock.close()
-
-
-async def _run(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log,
-               capital=None, on_started=None) -> int:
-    d = Daemon(symbol, config_path, key, secret, base_url=base_url, ws_url=ws_url, testnet=testnet,
-               paths=paths, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
-               sync_interval=args.sync_interval, config_interval=args.config_interval)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, d.stopping.set)
-    try:
-        for attempt in range(START_TRIES):
-            try:
-                await d.start()
-                break
-            except (UnknownResult, OSError, asyncio.TimeoutError) as e:
-                # A transient failure (5xx, timeout, rate limit) while starting: start over, not a crash.
-                if attempt == START_TRIES - 1:
-                    raise Fatal(f"the exchange did not answer at start-up: {e}") from None
-                log.warning("start-up request failed (%s); retrying in %d s", e, min(2 ** attempt, 30))
-                await d.venue.close()
-                try:
-                    await asyncio.wait_for(d.stopping.wait(), min(2 ** attempt, 30))
-                    return 0
-                except asyncio.TimeoutError:
-                    pass
-        log.info("시작: %s %s" if _lang_ko() else "Started: %s %s", symbol, d.config.trade_direction)
-        if on_started is not None:
-            on_started(d)
-        await d.run()
-    except ExchangeError as e:
-        raise Fatal(f"exchange rejected a start-up request: {e}") from None
-    finally:
-        await d.shutdown()
-        log.info("종료" if _lang_ko() else "Stopped")
-    return 0

@@ -17,7 +17,7 @@ from config import ConfigError, load_config
 
 
 def run_demo(symbol: str, args, paths, config_path: Path) -> int:
-    from daemon import Paths
+    from paths import Paths
     from records import setup_logging
 
     short = symbol[:-4].lower()
@@ -49,7 +49,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
 
 
 async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
-    from daemon import _run
+    from launcher import run_daemon as _run
     from local_exchange import LocalExchange
 
     # The wallet is the capital, as in the backtest; replaying CSVs runs in

@@ -2,7 +2,8 @@
 """BTCUSDC grid-martingale daemon (see daemon.py). `python trade_btc.py --demo` runs offline."""
 import sys
 
-from daemon import main
+from demo import run_demo
+from launcher import main
 
 if __name__ == "__main__":
-    sys.exit(main("BTCUSDC"))
+    sys.exit(main("BTCUSDC", demo=run_demo))

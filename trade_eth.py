@@ -2,7 +2,8 @@
 """ETHUSDC grid-martingale daemon (see daemon.py). `python trade_btc.py --demo` runs offline."""
 import sys
 
-from daemon import main
+from demo import run_demo
+from launcher import main
 
 if __name__ == "__main__":
-    sys.exit(main("ETHUSDC"))
+    sys.exit(main("ETHUSDC", demo=run_demo))

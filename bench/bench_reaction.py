@@ -62,7 +62,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from binance.ws.reconnecting_websocket import ReconnectingWebsocket  # noqa: E402
 
-from daemon import Daemon, Paths  # noqa: E402
+from daemon import Daemon  # noqa: E402
+from paths import Paths  # noqa: E402
 from exchange_api import ROLE_TP, parse_client_order_id  # noqa: E402
 from local_exchange import LocalExchange  # noqa: E402
 from records import setup_logging  # noqa: E402

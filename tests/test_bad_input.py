@@ -178,10 +178,10 @@ def _check_config_error(path: Path, rc: int, out: str, err: str, name: str) -> N
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_config_at_start_is_one_line_and_exit_2(config_base, name, capsys):
-    import daemon
+    import launcher
     base, env = config_base
     path = _write_case(base, name)
-    rc = daemon.main("BTCUSDC", _argv(path, base, env))
+    rc = launcher.main("BTCUSDC", _argv(path, base, env))
     cap = capsys.readouterr()
     _check_config_error(path, rc, cap.out, cap.err, name)
 
