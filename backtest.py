@@ -30,7 +30,7 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from fill_model import LEG_MS, NO_DOWN, NO_UP, TriggerScanner, candle_path, candle_ticks, leg_volume_steps
+from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_legs, candle_ticks, leg_volume_steps
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market_data import Candles, DataError, load_klines
 from brackets import BracketError, BracketTable, load_brackets, table_for
@@ -260,18 +260,15 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
         if mark_ticks is not None:
             # The mark's own path first (its triggers: liquidation, MARK_PRICE stops), then
             # the last price's: the adverse mark events of a minute are not deferred.
-            mpath = candle_path(int(mark_ticks[0][j]), int(mark_ticks[1][j]), int(mark_ticks[2][j]),
-                                int(mark_ticks[3][j]))
-            sim.set_mark_ticks(symbol, mpath[0])
-            for k in (1, 2, 3):
-                sim.now_ms = t + (k - 1) * LEG_MS
-                while advance_mark(symbol, mpath[k]):
+            sim.set_mark_ticks(symbol, int(mark_ticks[0][j]))
+            for end, leg_ms in candle_legs(int(mark_ticks[0][j]), int(mark_ticks[1][j]), int(mark_ticks[2][j]),
+                                           int(mark_ticks[3][j]), t):
+                sim.now_ms = leg_ms
+                while advance_mark(symbol, end):
                     deliver()
                     worst_eq = min(worst_eq, account(book.price))
-        path = candle_path(o, h, l, c)
-        for k in (1, 2, 3):
-            end = path[k]
-            sim.now_ms = t + (k - 1) * LEG_MS
+        for end, leg_ms in candle_legs(o, h, l, c, t):
+            sim.now_ms = leg_ms
             if leg_steps is not None:
                 sim.set_leg_volume(symbol, int(leg_steps[j]))
             while advance(symbol, end):

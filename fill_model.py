@@ -70,6 +70,14 @@ def candle_path(o: int, h: int, l: int, c: int) -> tuple[int, int, int, int]:
     return (o, l, h, c) if c >= o else (o, h, l, c)
 
 
+def candle_legs(o: int, h: int, l: int, c: int, open_time: int) -> tuple[tuple[int, int], ...]:
+    """The three monotone legs of a candle as every replay plays them (backtest, local exchange):
+    (the leg's end price, the time its fills are stamped with).  The candle starts at its open
+    (a jump from the previous close that fills nothing)."""
+    p = candle_path(o, h, l, c)
+    return (p[1], open_time), (p[2], open_time + LEG_MS), (p[3], open_time + 2 * LEG_MS)
+
+
 def next_trigger(cur: int, end: int, resting: Iterable[Resting]) -> tuple[Resting, int, int] | None:
     """The first resting order the leg cur → end reaches.
 

@@ -74,7 +74,7 @@ from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError, SymbolFilters
 from brackets import BracketTable
-from fill_model import LEG_MS, candle_path, candle_ticks, leg_volume_steps
+from fill_model import candle_legs, candle_ticks, leg_volume_steps
 from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
 from local_ws_api import WsApi
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
@@ -703,10 +703,10 @@ class LocalExchange:
         active = [s for s in self.series.values() if s.has_next()]
         if not active:
             return False
-        paths: dict[str, tuple[int, int, int, int]] = {}
+        legs: dict[str, tuple[tuple[int, int], ...]] = {}
         for s in active:
             i = s.cursor
-            paths[s.symbol] = candle_path(*s.ticks[i])
+            legs[s.symbol] = candle_legs(*s.ticks[i], s.t[i])
             self.sim.now_ms = s.t[i]
             self.sim.set_price_ticks(s.symbol, s.ticks[i][0])  # a jump between candles fills nothing (as the backtest)
             self._settle_funding_due(s.symbol, s.t[i])
@@ -716,11 +716,11 @@ class LocalExchange:
         for k in (1, 2, 3):
             for s in active:
                 live = self.live[s.symbol]
-                self.sim.now_ms = live.t + (k - 1) * LEG_MS
+                end, self.sim.now_ms = legs[s.symbol][k - 1]
                 if self.fill_share is not None:
                     self.sim.set_leg_volume(s.symbol, leg_volume_steps(
                         live.v, self.fill_share, self.sim.books[s.symbol].filters.step_size))
-                await self._run_leg(s.symbol, paths[s.symbol][k])
+                await self._run_leg(s.symbol, end)
                 live.legs = k
             if k == 3:
                 for s in active:
