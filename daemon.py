@@ -35,7 +35,7 @@ from config import ConfigError, GridConfig, load_config
 from exchange_api import (
     BinanceError, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
     OrderUpdate, Position,
-    order_update_from_binance, parse_client_order_id,
+    parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
@@ -43,6 +43,7 @@ from paths import Paths
 from records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
+from wire import order_update_from_binance
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0

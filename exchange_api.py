@@ -332,42 +332,6 @@ class OrderUpdate:
         return self.client_id.startswith("autoclose-") and self.last_qty > 0
 
 
-def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
-    """ORDER_TRADE_UPDATE as Binance streams it: decimals as strings."""
-    o: dict[str, Any] = {
-        "s": u.symbol, "c": u.client_id, "S": u.side, "o": u.order_type,
-        "f": "GTC", "q": f.fmt_qty(u.orig_qty),
-        "p": f.fmt_price(u.price), "ap": f"{u.avg_price:.8f}".rstrip("0").rstrip(".") or "0",
-        "sp": f.fmt_price(u.stop_price), "x": u.exec_type, "X": u.status, "i": u.order_id,
-        "l": f.fmt_qty(u.last_qty), "z": f.fmt_qty(u.cum_qty), "L": f.fmt_price(u.last_price),
-        "T": u.trade_time, "t": u.trade_id, "b": "0", "a": "0", "m": u.is_maker,
-        "R": u.reduce_only, "wt": "CONTRACT_PRICE", "ot": u.order_type, "ps": "BOTH",
-        "cp": u.close_position, "rp": f"{u.realized_pnl:.8f}", "pP": False, "si": 0, "ss": 0,
-        "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": 0,
-    }
-    if u.exec_type in ("TRADE", "CALCULATED"):
-        o["n"] = f"{u.commission:.8f}"
-        o["N"] = u.commission_asset
-    return {"e": "ORDER_TRADE_UPDATE", "E": u.event_time, "T": u.trade_time or u.event_time, "o": o}
-
-
-def order_update_from_binance(event: dict[str, Any]) -> OrderUpdate:
-    """Parse a streamed ORDER_TRADE_UPDATE (the live path)."""
-    o = event["o"]
-    return OrderUpdate(
-        symbol=o["s"], client_id=o["c"], order_id=int(o["i"]), side=o["S"],
-        order_type=o.get("ot") or o["o"], exec_type=o["x"], status=o["X"],
-        price=float(o.get("p", 0) or 0), orig_qty=float(o.get("q", 0) or 0),
-        last_qty=float(o.get("l", 0) or 0), last_price=float(o.get("L", 0) or 0),
-        cum_qty=float(o.get("z", 0) or 0), avg_price=float(o.get("ap", 0) or 0),
-        commission=float(o.get("n", 0) or 0), realized_pnl=float(o.get("rp", 0) or 0),
-        is_maker=bool(o.get("m", False)), reduce_only=bool(o.get("R", False)),
-        close_position=bool(o.get("cp", False)), stop_price=float(o.get("sp", 0) or 0),
-        trade_id=int(o.get("t", 0) or 0), event_time=int(event.get("E", 0)),
-        trade_time=int(o.get("T", 0) or 0), commission_asset=o.get("N", "USDC") or "USDC",
-    )
-
-
 # --------------------------------------------------------------------------
 # Deterministic client order ids: GM-<SYMBOL>-<generation>-<ROLE><n>
 # The generation changes with every new grid, the sequence with every exit

@@ -78,8 +78,9 @@ from fill_model import candle_legs, candle_ticks, leg_volume_steps
 from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
 from local_ws_api import WsApi
 from market_data import MINUTE_MS, Candles, load_klines, synthetic_klines
-from sim_exchange import (DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_BATCH_ORDERS, SimAlgoOrder,
-                          SimOrder, SimTrade, SimulatedExchange, SymbolBook, to_binance_event)
+from sim_exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_BATCH_ORDERS, SimulatedExchange, SymbolBook
+from wire import algo_json, kline_row, order_json, to_binance_event, trade_json
+from wire import f8 as _f8, fmt_avg as _avg, fmt_rate as _rate, symbol_info as _symbol_info
 
 log = logging.getLogger("local_exchange")
 
@@ -311,109 +312,6 @@ def _opt_int(p: Mapping[str, str], name: str) -> int | None:
     except ValueError:
         raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
                      "'^[0-9]{1,20}$'.") from None
-
-
-def _f8(x: float) -> str:
-    return f"{x + 0.0:.8f}"
-
-
-def _rate(x: float) -> str:
-    return (f"{x:.8f}".rstrip("0").rstrip(".")) or "0"
-
-
-def _avg(f: SymbolFilters, x: float) -> str:
-    s = f.fmt_price(x)
-    return s if abs(float(s) - x) < 1e-9 else f"{x:.8f}"
-
-
-def order_json(o: SimOrder, f: SymbolFilters, *, query: bool = False, ack: bool = False) -> dict[str, Any]:
-    """Binance's order object; `query` adds `time` (GET), otherwise `cumQty` (POST / DELETE).
-
-    `ack` renders the order as accepted (newOrderRespType=ACK): Binance answers
-    before matching, so a marketable order still reads NEW with nothing executed.
-    """
-    executed, quote, status = (0.0, 0.0, "NEW") if ack else (o.executed_qty, o.cum_quote, o.status)
-    d: dict[str, Any] = {
-        "orderId": o.order_id, "symbol": o.symbol, "status": status, "clientOrderId": o.client_id,
-        "price": f.fmt_price(o.price), "avgPrice": _avg(f, quote / executed if executed else 0.0),
-        "origQty": f.fmt_qty(o.qty), "executedQty": f.fmt_qty(executed),
-        "cumQuote": f"{quote:.{max(5, f.price_decimals + f.qty_decimals)}f}",
-        "timeInForce": o.time_in_force, "type": o.type, "reduceOnly": o.reduce_only,
-        "closePosition": o.close_position, "side": o.side, "positionSide": "BOTH",
-        "stopPrice": f.fmt_price(o.stop_price), "workingType": "CONTRACT_PRICE", "priceProtect": False,
-        "origType": o.orig_type, "priceMatch": "NONE", "selfTradePreventionMode": "EXPIRE_MAKER",
-        "goodTillDate": 0, "updateTime": o.time if ack else o.update_time,
-    }
-    if query:
-        d["time"] = o.time
-    else:
-        d["cumQty"] = f.fmt_qty(executed)
-    return d
-
-
-def algo_json(a: SimAlgoOrder, f: SymbolFilters, *, query: bool = False) -> dict[str, Any]:
-    """Binance's algo (conditional) order object; `query` adds actualOrderId / actualPrice."""
-    d: dict[str, Any] = {
-        "algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "algoType": "CONDITIONAL",
-        "orderType": a.order_type, "symbol": a.symbol, "side": a.side, "positionSide": "BOTH",
-        "timeInForce": a.time_in_force, "quantity": f.fmt_qty(a.qty), "algoStatus": a.status,
-        "triggerPrice": f.fmt_price(a.trigger_price), "price": f.fmt_price(a.price), "icebergQuantity": None,
-        "selfTradePreventionMode": "EXPIRE_MAKER", "workingType": a.working_type, "priceMatch": "NONE",
-        "closePosition": a.close_position, "priceProtect": False, "reduceOnly": a.reduce_only,
-        "activatePrice": "", "callbackRate": "", "createTime": a.create_time, "updateTime": a.update_time,
-        "triggerTime": a.trigger_time, "goodTillDate": 0,
-    }
-    if query:
-        d["actualOrderId"] = str(a.actual_order_id) if a.actual_order_id else ""
-        d["actualPrice"] = _avg(f, a.actual_price)
-    return d
-
-
-def trade_json(t: SimTrade, f: SymbolFilters, asset: str) -> dict[str, Any]:
-    return {
-        "buyer": t.side == "BUY", "commission": _f8(t.commission), "commissionAsset": asset, "id": t.id,
-        "maker": t.maker, "orderId": t.order_id, "price": f.fmt_price(t.price), "qty": f.fmt_qty(t.qty),
-        "quoteQty": f"{t.price * t.qty:.{f.price_decimals + f.qty_decimals}f}", "realizedPnl": _f8(t.realized_pnl),
-        "side": t.side, "positionSide": "BOTH", "symbol": t.symbol, "time": t.time, "marginAsset": asset,
-    }
-
-
-def kline_row(f: SymbolFilters, t: int, o: float, h: float, l: float, c: float, v: float) -> list[Any]:
-    q = v * (o + h + l + c) / 4
-    # Replayed data may be finer than the symbol's tick: publish it exactly, as the backtest sees it.
-    return [t, _avg(f, o), _avg(f, h), _avg(f, l), _avg(f, c), f.fmt_qty(v), t + MINUTE_MS - 1,
-            f"{q:.4f}", max(1, int(v * 10)), f.fmt_qty(v / 2), f"{q / 2:.4f}", "0"]
-
-
-def exchange_filters_json(f: SymbolFilters) -> list[dict[str, Any]]:
-    return [
-        {"filterType": "PRICE_FILTER", "minPrice": f.fmt_price(f.tick_size), "maxPrice": f.fmt_price(10_000_000),
-         "tickSize": f.fmt_price(f.tick_size)},
-        {"filterType": "LOT_SIZE", "minQty": f.fmt_qty(f.min_qty), "maxQty": f.fmt_qty(1000),
-         "stepSize": f.fmt_qty(f.step_size)},
-        {"filterType": "MARKET_LOT_SIZE", "minQty": f.fmt_qty(f.min_qty), "maxQty": f.fmt_qty(120),
-         "stepSize": f.fmt_qty(f.step_size)},
-        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-        {"filterType": "MIN_NOTIONAL", "notional": _rate(f.min_notional)},
-        {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
-         "multiplierDecimal": "4"},
-    ]
-
-
-def _symbol_info(f: SymbolFilters, asset: str) -> dict[str, Any]:
-    base = f.symbol[: -len(asset)] if f.symbol.endswith(asset) else f.symbol[:-4]
-    return {
-        "symbol": f.symbol, "pair": f.symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-        "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
-        "requiredMarginPercent": "5.0000", "baseAsset": base, "quoteAsset": asset, "marginAsset": asset,
-        "pricePrecision": f.price_decimals, "quantityPrecision": f.qty_decimals, "baseAssetPrecision": 8,
-        "quotePrecision": 8, "underlyingType": "COIN", "underlyingSubType": [], "settlePlan": 0,
-        "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
-        "maxMoveOrderLimit": 10000, "filters": exchange_filters_json(f),
-        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
-                       "TRAILING_STOP_MARKET"],
-        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"], "permissionSet": ["GRID", "COPY"],
-    }
 
 
 # ---------------------------------------------------------------------------- connections

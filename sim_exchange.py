@@ -28,7 +28,6 @@ from exchange_api import (
     ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_PRECISION, ERR_REDUCE_ONLY_REJECTED,
     ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ERR_WOULD_TRIGGER, ExchangeError, FuturesVenue,
     LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
-    order_update_to_binance,
 )
 from brackets import BracketTable, liquidation_price, table_for
 from fill_model import next_trigger
@@ -483,7 +482,6 @@ class SimulatedExchange:
         if quantity is None or quantity == "":
             raise _err(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
         qty_s = self._parse_qty(f, quantity)
-        qty = f.from_steps(qty_s)
         if otype == "LIMIT":
             if price is None or price == "":
                 raise _err(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
@@ -1180,35 +1178,6 @@ def _parse_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
     return bool(value)
-
-
-# ---------------------------------------------------------------------- Binance payloads
-
-
-def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
-    """The user-stream payload of a simulator event, as Binance sends it."""
-    if isinstance(ev, OrderUpdate):
-        return order_update_to_binance(ev, filters)
-    if isinstance(ev, AlgoUpdate):
-        f = filters
-        return {"e": "ALGO_UPDATE", "T": ev.event_time, "E": ev.event_time, "o": {
-            "caid": ev.client_algo_id, "aid": ev.algo_id, "at": "CONDITIONAL", "o": ev.order_type,
-            "s": ev.symbol, "S": ev.side, "ps": "BOTH", "f": "GTC", "q": f.fmt_qty(ev.qty),
-            "X": ev.status, "ai": str(ev.actual_order_id or ""), "ap": "0.00000", "aq": "0.000",
-            "act": "0", "tp": f.fmt_price(ev.trigger_price), "p": "0.00", "V": "EXPIRE_MAKER",
-            "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": ev.close_position, "pP": False,
-            "R": ev.close_position, "tt": 0, "gtd": 0}}
-    f = filters
-    if ev.reason == "FUNDING_FEE":      # cross margin: the balance only
-        return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
-            "m": ev.reason, "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
-            "P": []}}
-    return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
-        "m": ev.reason,
-        "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
-        "P": [{"s": ev.symbol, "pa": f.fmt_qty(ev.position_qty), "ep": f"{ev.entry_price:.8f}",
-               "bep": f"{ev.entry_price:.8f}", "cr": f"{ev.realized_cum:.8f}",
-               "up": f"{ev.unrealized:.8f}", "mt": "cross", "iw": "0", "ps": "BOTH"}]}}
 
 
 # ---------------------------------------------------------------------- the venue adapter

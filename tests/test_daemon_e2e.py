@@ -786,6 +786,14 @@ def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(t
 # ---------------------------------------------------------------------------- partial fills
 
 
+def one_exit(ex: Exchange, qty: float | None = None, role: str | None = None) -> bool:
+    """Exactly one exit rests (of that size / role), from one read of the book (the daemon may
+    replace it between two reads)."""
+    xs = exits(ex)
+    return len(xs) == 1 and (qty is None or float(xs[0]["origQty"]) == pytest.approx(qty)) and (
+        role is None or xs[0]["clientOrderId"].split("-")[3].startswith(role))
+
+
 def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, keys, daemons):
     """The volume fill model on the local exchange: level 1 fills in parts over several candles,
     the TP follows the position after each part, the TP itself fills in parts, and a restart
@@ -811,13 +819,12 @@ def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, 
         ex.step(1)
         wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
         ex.step(1)                                        # two parts of level 1 (0.020 each)
-        wait_until(lambda: ex.position() == pytest.approx(0.04) and len(exits(ex)) == 1
-                   and float(exits(ex)[0]["origQty"]) == pytest.approx(0.04), 10, "a TP for the two parts", d.diag)
+        wait_until(lambda: ex.position() == pytest.approx(0.04) and one_exit(ex, 0.04), 10, "a TP for the two parts", d.diag)
         d.kill(signal.SIGKILL)                            # level 1 is still partly open
         ex.step(1)                                        # its last part fills while the daemon is down
         assert ex.position() == pytest.approx(q1)
         d.start()
-        wait_until(lambda: len(exits(ex)) == 1 and float(exits(ex)[0]["origQty"]) == pytest.approx(q1), 15,
+        wait_until(lambda: one_exit(ex, q1), 15,
                    "the TP for the whole level after the restart", d.diag)
         entries = [r for r in d.trades() if r["role"] == "ENTRY1"]
         assert len(entries) == 3 and sum(float(r["quantity"]) for r in entries) == pytest.approx(q1)
@@ -861,16 +868,14 @@ def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, d
         wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
         gen = d.state()["generation"]
         ex.step(1)
-        wait_until(lambda: ex.position() == pytest.approx(q1 + q2) and len(exits(ex)) == 1
-                   and float(exits(ex)[0]["origQty"]) == pytest.approx(q2), 10, "one BE for level 2", d.diag)
+        wait_until(lambda: ex.position() == pytest.approx(q1 + q2) and one_exit(ex, q2), 10, "one BE for level 2", d.diag)
         assert len([r for r in d.trades() if r["role"] == "ENTRY2"]) == 2          # level 2 in two parts
         ex.step(1)                                                                 # the BE: two parts
         wait_until(lambda: ex.position() == pytest.approx(q1 + q2 - 0.06), 10, "two parts of the BE", d.diag)
         [be_order] = exits(ex)
         assert float(be_order["executedQty"]) == pytest.approx(0.06) and be_order["status"] == "PARTIALLY_FILLED"
         ex.step(5)
-        wait_until(lambda: ex.position() == pytest.approx(q1) and len(exits(ex)) == 1
-                   and exits(ex)[0]["clientOrderId"].split("-")[3].startswith("TP"), 15,
+        wait_until(lambda: ex.position() == pytest.approx(q1) and one_exit(ex, role="TP"), 15,
                    "level 1 kept with its TP", d.diag)
         bes = [r for r in d.trades() if r["role"] == "BE"]
         assert len(bes) >= 3 and sum(float(r["quantity"]) for r in bes) == pytest.approx(q2)
