@@ -1,0 +1,317 @@
+"""Account, order, algo-order and listenKey endpoints (signed): balances, positions, income, brackets, leverage, orders by id and client id.
+
+A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""
+from __future__ import annotations
+import json
+import secrets
+import string
+import time
+from typing import Any, Mapping
+from exchange_api import ExchangeError
+from sim_exchange import MAX_BATCH_ORDERS, SymbolBook
+from wire import algo_json, order_json, trade_json
+from wire import f8 as _f8, fmt_rate as _rate
+from local_base import (MSG_NO_LISTEN_KEY, TRADES_DEFAULT_WINDOW_MS, _limit, _mandatory, _opt_int)
+
+
+class AccountApiMixin:
+    """Account, order, algo-order and listenKey endpoints (signed): balances, positions, income, brackets, leverage, orders by id and client id."""
+
+    def _income(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        """GET /fapi/v1/income: FUNDING_FEE, INSURANCE_CLEAR, REALIZED_PNL and COMMISSION records,
+        oldest first; without startTime/endTime the last 7 days (limit 100, max 1000)."""
+        sym = self._symbol(p, required=False)
+        kind = (p.get("incomeType") or "").upper() or None
+        limit = _limit(p, 100, 1000)
+        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        if start is None and end is None:
+            start = self.sim.now_ms - 7 * 86_400_000
+        recs = [(i.time, i.tran_id, i.symbol, i.income_type, i.income, i.info, "") for i in self.sim.income]
+        for t in self.sim.trades:
+            if t.realized_pnl:
+                recs.append((t.time, 10**9 + 2 * t.id, t.symbol, "REALIZED_PNL", t.realized_pnl, "", str(t.id)))
+            if t.commission:
+                recs.append((t.time, 10**9 + 2 * t.id + 1, t.symbol, "COMMISSION", -t.commission, "", str(t.id)))
+        out = [{"symbol": s, "incomeType": k, "income": _f8(v), "asset": self.sim.asset, "info": info, "time": t,
+                "tranId": tid, "tradeId": trade}
+               for t, tid, s, k, v, info, trade in sorted(recs)
+               if (sym is None or s == sym) and (kind is None or k == kind)
+               and (start is None or t >= start) and (end is None or t <= end)]
+        return out[:limit]
+
+    def _leverage_bracket(self, p: Mapping[str, str]) -> Any:
+        out = [self.sim.books[s].brackets.to_binance() for s in self._symbols(p) if self.sim.books[s].brackets]
+        return out[0] if p.get("symbol") else out
+
+    # ------------------------------------------------------------------ account endpoints
+    def _position_numbers(self, b: SymbolBook) -> dict[str, float]:
+        pos = b.position
+        qty = pos.qty + 0.0
+        notional = qty * b.price
+        im = abs(notional) / pos.leverage
+        oim = self.sim._open_order_margin(b)
+        return {"qty": qty, "entry": pos.entry_price if qty else 0.0, "notional": notional,
+                "upnl": qty * (b.price - pos.entry_price) if qty else 0.0, "im": im, "oim": oim,
+                "mm": self.sim.maint_margin(b), "liq": b.liq_price if qty else 0.0}
+
+    def _totals(self) -> dict[str, float]:
+        nums = [self._position_numbers(b) for b in self.sim.books.values()]
+        wallet = self.sim.wallet
+        upnl = sum(n["upnl"] for n in nums)
+        avail = self.sim.available_balance()
+        return {"wallet": wallet, "upnl": upnl, "pim": sum(n["im"] for n in nums),
+                "oim": sum(n["oim"] for n in nums), "mm": sum(n["mm"] for n in nums), "avail": avail,
+                "withdraw": max(0.0, min(avail, wallet))}
+
+    def _asset_json(self, t: dict[str, float]) -> dict[str, Any]:
+        return {"asset": self.sim.asset, "walletBalance": _f8(t["wallet"]), "unrealizedProfit": _f8(t["upnl"]),
+                "marginBalance": _f8(t["wallet"] + t["upnl"]), "maintMargin": _f8(t["mm"]),
+                "initialMargin": _f8(t["pim"] + t["oim"]), "positionInitialMargin": _f8(t["pim"]),
+                "openOrderInitialMargin": _f8(t["oim"]), "crossWalletBalance": _f8(t["wallet"]),
+                "crossUnPnl": _f8(t["upnl"]), "availableBalance": _f8(t["avail"]),
+                "maxWithdrawAmount": _f8(t["withdraw"]), "marginAvailable": True, "updateTime": self.sim.now_ms}
+
+    def _balance(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        t = self._totals()
+        zero = _f8(0.0)
+        out = []
+        for asset in dict.fromkeys(("USDT", self.sim.asset, "BNB")):  # real accounts list several assets
+            mine = asset == self.sim.asset
+            out.append({"accountAlias": "SgsRmYFzAuTiXqFz", "asset": asset,
+                        "balance": _f8(t["wallet"]) if mine else zero,
+                        "crossWalletBalance": _f8(t["wallet"]) if mine else zero,
+                        "crossUnPnl": _f8(t["upnl"]) if mine else zero,
+                        "availableBalance": _f8(t["avail"]) if mine else zero,
+                        "maxWithdrawAmount": _f8(t["withdraw"]) if mine else zero,
+                        "marginAvailable": True, "updateTime": self.sim.now_ms if mine else 0})
+        return out
+
+    def _account(self, version: int) -> dict[str, Any]:
+        t = self._totals()
+        d: dict[str, Any] = {}
+        if version == 2:
+            d.update({"feeTier": 0, "feeBurn": True, "canTrade": True, "canDeposit": True, "canWithdraw": True,
+                      "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1})
+        d.update({"totalInitialMargin": _f8(t["pim"] + t["oim"]), "totalMaintMargin": _f8(t["mm"]),
+                  "totalWalletBalance": _f8(t["wallet"]), "totalUnrealizedProfit": _f8(t["upnl"]),
+                  "totalMarginBalance": _f8(t["wallet"] + t["upnl"]), "totalPositionInitialMargin": _f8(t["pim"]),
+                  "totalOpenOrderInitialMargin": _f8(t["oim"]), "totalCrossWalletBalance": _f8(t["wallet"]),
+                  "totalCrossUnPnl": _f8(t["upnl"]), "availableBalance": _f8(t["avail"]),
+                  "maxWithdrawAmount": _f8(t["withdraw"]), "assets": [self._asset_json(t)]})
+        positions = []
+        for sym, b in self.sim.books.items():
+            n, f = self._position_numbers(b), b.filters
+            common = {"symbol": sym, "positionSide": "BOTH", "positionAmt": f.fmt_qty(n["qty"]),
+                      "unrealizedProfit": _f8(n["upnl"]), "initialMargin": _f8(n["im"] + n["oim"]),
+                      "maintMargin": _f8(n["mm"]), "updateTime": b.position.update_time}
+            if version == 2:
+                common.update({"positionInitialMargin": _f8(n["im"]), "openOrderInitialMargin": _f8(n["oim"]),
+                               "leverage": str(b.position.leverage), "isolated": False,
+                               "entryPrice": _f8(n["entry"]), "breakEvenPrice": _f8(n["entry"]),
+                               "maxNotional": "1000000", "bidNotional": "0", "askNotional": "0"})
+            elif n["qty"]:
+                common.update({"isolatedMargin": "0", "notional": _f8(n["notional"]), "isolatedWallet": "0"})
+            else:
+                continue  # v3 lists active positions only
+            positions.append(common)
+        d["positions"] = positions
+        return d
+
+    def _position_risk(self, p: Mapping[str, str], version: int) -> list[dict[str, Any]]:
+        out = []
+        for sym in self._symbols(p):
+            b = self.sim.books[sym]
+            n, f = self._position_numbers(b), b.filters
+            if version == 3 and not n["qty"] and not b.open_by_client and not b.algo_by_client:
+                continue  # v3: only symbols with a position or open orders
+            d = {"symbol": sym, "positionSide": "BOTH", "positionAmt": f.fmt_qty(n["qty"]),
+                 "entryPrice": _f8(n["entry"]), "breakEvenPrice": _f8(n["entry"]), "markPrice": _f8(b.price),
+                 "unRealizedProfit": _f8(n["upnl"]), "liquidationPrice": _f8(n["liq"]), "isolatedMargin": _f8(0.0),
+                 "notional": _f8(n["notional"]), "isolatedWallet": "0", "updateTime": b.position.update_time}
+            if version == 3:
+                d.update({"marginAsset": self.sim.asset, "initialMargin": _f8(n["im"] + n["oim"]),
+                          "maintMargin": _f8(n["mm"]), "positionInitialMargin": _f8(n["im"]),
+                          "openOrderInitialMargin": _f8(n["oim"]), "adl": 0, "bidNotional": "0",
+                          "askNotional": "0"})
+            else:
+                d.update({"marginType": "cross", "isAutoAddMargin": "false", "leverage": str(b.position.leverage),
+                          "maxNotionalValue": "1000000"})
+            out.append(d)
+        return out
+
+    def _leverage(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym = self._symbol(p)
+        if not p.get("leverage"):
+            raise _mandatory("leverage")
+        return self.sim.change_leverage(sym, int(p["leverage"]))
+
+    def _margin_type(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym = self._symbol(p)
+        if not p.get("marginType"):
+            raise _mandatory("marginType")
+        return self.sim.change_margin_type(sym, p["marginType"])
+
+    def _position_mode(self, p: Mapping[str, str]) -> dict[str, Any]:
+        value = (p.get("dualSidePosition") or "").lower()
+        if value not in ("true", "false"):
+            raise _mandatory("dualSidePosition")
+        return self.sim.change_position_mode(value == "true")
+
+    def _commission(self, p: Mapping[str, str]) -> dict[str, Any]:
+        return {"symbol": self._symbol(p), "makerCommissionRate": _rate(self.sim.maker_fee),
+                "takerCommissionRate": _rate(self.sim.taker_fee), "rpiCommissionRate": _rate(self.sim.maker_fee)}
+
+    # ------------------------------------------------------------------ order endpoints
+    _AUTH_PARAMS = ("timestamp", "recvWindow", "signature")
+
+    def _order_params(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in p.items() if k not in self._AUTH_PARAMS}
+        for name in ("symbol", "side", "type"):
+            if not out.get(name):
+                raise _mandatory(name)
+        out["symbol"] = self._symbol(out)
+        return out
+
+    def _place(self, p: Mapping[str, Any]) -> dict[str, Any]:
+        """One order (single or batch element): faults, the simulator, Binance's JSON."""
+        params = self._order_params(p)
+        resp_type = str(params.pop("newOrderRespType", "ACK")).upper()
+        reduce_only = str(params.get("reduceOnly", "false")).lower() == "true"
+        fl = self.faults
+        if reduce_only and fl.reduce_only_next > 0:
+            fl.reduce_only_next -= 1
+            raise ExchangeError(-2022, "ReduceOnly Order is rejected.")
+        if not reduce_only and fl.margin_next > 0 and str(params.get("type")).upper() in ("LIMIT", "MARKET"):
+            fl.margin_next -= 1
+            raise ExchangeError(-2019, "Margin is insufficient.")
+        o = self.sim.new_order(**params)
+        return order_json(o, self._filters(o.symbol), ack=resp_type != "RESULT")
+
+    def _new_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+        return self._place(p)
+
+    def _batch_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        try:
+            items = json.loads(p.get("batchOrders") or "")
+        except ValueError:
+            items = None
+        if not isinstance(items, list) or not items or len(items) > MAX_BATCH_ORDERS \
+                or not all(isinstance(x, dict) for x in items):
+            raise ExchangeError(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+        out: list[dict[str, Any]] = []
+        for item in items:
+            try:
+                out.append(self._place({k: v if isinstance(v, str) else json.dumps(v) for k, v in item.items()}))
+            except ExchangeError as e:
+                out.append({"code": e.code, "msg": e.msg})
+            except (TypeError, ValueError):
+                out.append({"code": -1102, "msg": "Mandatory parameter was not sent, was empty/null, or malformed."})
+        return out
+
+    def _order_ref(self, p: Mapping[str, str]) -> tuple[str, Any, str | None]:
+        sym = self._symbol(p)
+        oid, cid = p.get("orderId") or None, p.get("origClientOrderId") or None
+        if oid is None and cid is None:
+            raise _mandatory("orderId")
+        return sym, (int(oid) if oid is not None else None), cid
+
+    def _get_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym, oid, cid = self._order_ref(p)
+        o = self.sim.get_order(sym, orderId=oid, origClientOrderId=cid)
+        return order_json(o, self._filters(sym), query=True)
+
+    def _cancel_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym, oid, cid = self._order_ref(p)
+        o = self.sim.cancel_order(sym, orderId=oid, origClientOrderId=cid)
+        return order_json(o, self._filters(sym))
+
+    def _modify_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym, oid, cid = self._order_ref(p)
+        o = self.sim.modify_order(sym, p.get("side", ""), p.get("quantity"), p.get("price"), orderId=oid,
+                                  origClientOrderId=cid)
+        return order_json(o, self._filters(sym))
+
+    def _cancel_all(self, p: Mapping[str, str]) -> dict[str, Any]:
+        self.sim.cancel_all_orders(self._symbol(p))
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    def _open_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(p, required=False)
+        return [order_json(o, self._filters(o.symbol), query=True) for o in self.sim.open_orders(sym)]
+
+    def _all_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(p)
+        limit = max(1, min(1000, int(p.get("limit") or 500)))
+        rows = [o for o in self.sim.orders.values() if o.symbol == sym]
+        return [order_json(o, self._filters(sym), query=True) for o in rows[-limit:]]
+
+    def _user_trades(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(p)
+        oid = int(p["orderId"]) if p.get("orderId") else None
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+        from_id = int(p["fromId"]) if p.get("fromId") else None
+        limit = max(1, min(1000, int(p.get("limit") or 500)))
+        if start is None and end is None and from_id is None:
+            start = self.sim.now_ms - TRADES_DEFAULT_WINDOW_MS     # Binance: the last 7 days
+        rows = [t for t in self.sim.trades if t.symbol == sym and (oid is None or t.order_id == oid)
+                and (start is None or t.time >= start) and (end is None or t.time <= end)
+                and (from_id is None or t.id >= from_id)]
+        rows = rows[:limit] if from_id is not None or p.get("startTime") else rows[-limit:]
+        return [trade_json(t, self._filters(sym), self.sim.asset) for t in rows]
+
+    def _new_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+        params = self._order_params(p)
+        a = self.sim.new_algo_order(**params)
+        return algo_json(a, self._filters(a.symbol))
+
+    def _algo_ref(self, p: Mapping[str, str]) -> tuple[Any, str | None]:
+        aid, cid = p.get("algoId") or None, p.get("clientAlgoId") or None
+        if aid is None and cid is None:
+            raise _mandatory("algoId")
+        return (int(aid) if aid is not None else None), cid
+
+    def _get_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+        a = self.sim.get_algo_order(*self._algo_ref(p))
+        return algo_json(a, self._filters(a.symbol), query=True)
+
+    def _cancel_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+        a = self.sim.cancel_algo_order(*self._algo_ref(p))
+        return {"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200", "msg": "success"}
+
+    def _open_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(p, required=False)
+        aid = int(p["algoId"]) if p.get("algoId") else None
+        return [algo_json(a, self._filters(a.symbol), query=True) for a in self.sim.open_algo_orders(sym)
+                if aid is None or a.algo_id == aid]
+
+    def _all_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self._symbol(p)
+        return [algo_json(a, self._filters(sym), query=True) for a in self.sim.algo_orders.values() if a.symbol == sym]
+
+    def _cancel_all_algos(self, p: Mapping[str, str]) -> dict[str, Any]:
+        self.sim.cancel_all_algo_orders(self._symbol(p))
+        return {"code": 200, "msg": "The operation of cancel all open order is done."}
+
+    # ------------------------------------------------------------------ listenKey endpoints
+    def _listen_key_new(self, p: Mapping[str, str]) -> dict[str, str]:
+        """POST: the active key (extended) if there is one, else a new one."""
+        key = self._active_listen_key()
+        if key is None:
+            alphabet = string.ascii_letters + string.digits
+            key = "".join(secrets.choice(alphabet) for _ in range(64))
+        self._listen_keys[key] = time.monotonic() + self.faults.listen_key_ttl_s
+        return {"listenKey": key}
+
+    def _listen_key_keepalive(self, p: Mapping[str, str]) -> dict[str, str]:
+        key = p.get("listenKey") or self._active_listen_key()
+        if not key or self._listen_keys.get(key, 0.0) <= time.monotonic():
+            raise ExchangeError(-1125, MSG_NO_LISTEN_KEY)
+        self._listen_keys[key] = time.monotonic() + self.faults.listen_key_ttl_s
+        return {"listenKey": key}
+
+    def _listen_key_close(self, p: Mapping[str, str]) -> dict[str, Any]:
+        key = p.get("listenKey") or self._active_listen_key()
+        if key:
+            self._listen_keys.pop(key, None)
+        return {}

@@ -1,0 +1,325 @@
+"""Shared pieces of the local exchange: constants, faults, rate windows, market series,
+connections and stream routing (used by its gateway, clock, streams and endpoint parts)."""
+from __future__ import annotations
+import asyncio
+import logging
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+from aiohttp import web
+from exchange_api import ExchangeError
+from fill_model import candle_ticks
+from market_data import MINUTE_MS, Candles, synthetic_klines
+
+log = logging.getLogger("local_exchange")
+
+DEFAULT_API_KEY = "local-exchange-api-key"
+DEFAULT_API_SECRET = "local-exchange-api-secret"
+SYNTHETIC_START = {"BTCUSDC": 60_000.0, "ETHUSDC": 3_000.0}
+SYNTHETIC_SEED_OFFSET = {"BTCUSDC": 0, "ETHUSDC": 1}
+SYNTHETIC_CHUNK = 30 * 1440           # candles generated at a time (30 days, ~20 ms)
+LISTEN_KEY_TTL_S = 3600.0
+MAX_CONNECTION_S = 24 * 3600.0
+WS_PING_S = 180.0                     # Binance pings every 3 minutes
+SPOT_WEIGHT_LIMIT = 6000
+MAX_BAN_S = 3 * 24 * 3600.0
+JSON_SEP = (",", ":")
+TRADES_DEFAULT_WINDOW_MS = 7 * 24 * 3600 * 1000   # userTrades without startTime / fromId
+MAX_WS_BACKLOG = 10_000               # a consumer this far behind is dropped, as Binance drops slow clients
+
+MSG_UNKNOWN = "Unknown error, please check your request or try again later."
+MSG_UNAVAILABLE = "Service Unavailable."
+MSG_BAD_KEY = "Invalid API-key, IP, or permissions for action."
+MSG_NO_LISTEN_KEY = "This listenKey does not exist."
+
+
+def _mandatory(name: str) -> ExchangeError:
+    return ExchangeError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+@dataclass
+class Faults:
+    """Injected faults; every field can be set by `--faults k=v,...` or POST /_sim/faults."""
+
+    ws_drop_every: float = 0.0       # seconds between forced drops of every WebSocket (0 = never)
+    delay_ms: float = 0.0            # added to every REST response (the request is processed first)
+    http_5xx_rate: float = 0.0       # share of /fapi requests answered 503 "Service Unavailable." (not executed)
+    unknown_rate: float = 0.0        # share of order placements answered 503 "Unknown error, ..."
+    unknown_next: int = 0            # the next N order placements get that answer
+    unknown_placed: float = 1.0      # probability the order was placed behind it (true = 1, false = 0)
+    http_429_next: int = 0           # the next N REST requests get 429 -1003
+    skew_ms: int = 0                 # server clock offset: timestamps drift → -1021
+    margin_next: int = 0             # the next N opening orders get -2019
+    reduce_only_next: int = 0        # the next N reduce-only orders get -2022
+    listen_key_ttl_s: float = LISTEN_KEY_TTL_S  # shorter = early listenKey expiry
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        kinds = {f.name: f.type for f in fields(self)}
+        for k, v in values.items():
+            if k not in kinds:
+                raise ValueError(f"unknown fault {k!r}; known: {', '.join(kinds)}")
+            setattr(self, k, _coerce_fault(kinds[k], v))
+
+
+def _coerce_fault(kind: Any, v: Any) -> Any:
+    if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+        v = 1 if v.strip().lower() == "true" else 0
+    return int(float(v)) if kind in (int, "int") else float(v)
+
+
+def parse_faults(spec: str) -> dict[str, str]:
+    """`ws_drop_every=30,http_5xx_rate=0.05,delay_ms=50` → {name: value}."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"fault {part!r} is not NAME=VALUE")
+        out[name.strip()] = value.strip()
+    Faults().update(out)  # validate names and values now, not at first use
+    return out
+
+
+# ---------------------------------------------------------------------------- rate limits
+
+
+class _Window:
+    """Sum of weights over a rolling window of `span` seconds."""
+
+    __slots__ = ("span", "q", "total", "peak")
+
+    def __init__(self, span: float):
+        self.span = span
+        self.q: deque[tuple[float, int]] = deque()
+        self.total = 0
+        self.peak = 0
+
+    def used(self, now: float) -> int:
+        q = self.q
+        while q and q[0][0] <= now - self.span:
+            self.total -= q.popleft()[1]
+        return self.total
+
+    def add(self, now: float, w: int) -> None:
+        if w:
+            self.q.append((now, w))
+            self.total += w
+            self.peak = max(self.peak, self.total)
+
+    def retry_after(self, now: float, need: int, limit: int) -> int:
+        """Whole seconds until `need` more fits under `limit`."""
+        excess = self.used(now) + need - limit
+        for t, w in self.q:
+            excess -= w
+            if excess <= 0:
+                return max(1, math.ceil(t + self.span - now))
+        return max(1, math.ceil(self.span))
+
+
+@dataclass
+class _IpState:
+    weight: _Window
+    strikes: int = 0        # 429s answered since the client was last under the limit
+    bans: int = 0
+    ban_until: float = 0.0  # monotonic
+
+
+class _Reply(Exception):
+    """A complete HTTP answer decided before the handler runs (429, 418, 503)."""
+
+    def __init__(self, status: int, code: int, msg: str, headers: dict[str, str] | None = None):
+        self.status, self.code, self.msg, self.headers = status, code, msg, headers or {}
+
+
+# ---------------------------------------------------------------------------- market data
+
+
+class _Series:
+    """One symbol's candles (as Python lists: the engine reads them one by one) and the replay cursor."""
+
+    def __init__(self, symbol: str, candles: Candles, extend: Callable[["_Series"], Candles] | None = None,
+                 tick: float = 0.1):
+        self.symbol = symbol
+        self.tick = tick
+        self.ticks: list[tuple[int, int, int, int]] = []   # (o, h, l, c) in integer ticks: what is played
+        self.t: list[int] = []
+        self.o: list[float] = []
+        self.h: list[float] = []
+        self.l: list[float] = []
+        self.c: list[float] = []
+        self.v: list[float] = []
+        self._extend = extend
+        self.cursor = 0          # index of the next candle to play; candles before it are closed
+        self._append(candles)
+
+    def _append(self, c: Candles) -> None:
+        self.t += c.open_time.tolist()
+        self.o += c.open.tolist()
+        self.h += c.high.tolist()
+        self.l += c.low.tolist()
+        self.c += c.close.tolist()
+        self.v += c.volume.tolist()
+        self.ticks += list(zip(*(a.tolist() for a in candle_ticks(c.open, c.high, c.low, c.close, self.tick))))
+
+    def has_next(self) -> bool:
+        if self.cursor >= len(self.t) and self._extend is not None:
+            self._append(self._extend(self))
+        return self.cursor < len(self.t)
+
+
+@dataclass
+class _Live:
+    """The candle being played: its running OHLC."""
+
+    t: int
+    o: float
+    h: float
+    l: float
+    c: float
+    v: float
+    legs: int = 0
+
+    def touch(self, p: float) -> None:
+        self.c = p
+        if p > self.h:
+            self.h = p
+        if p < self.l:
+            self.l = p
+
+
+def _synthetic_series(symbol: str, seed: int, tick: float) -> _Series:
+    base = SYNTHETIC_START.get(symbol, 100.0)
+    sym_seed = seed + SYNTHETIC_SEED_OFFSET.get(symbol, 2 + sum(map(ord, symbol)))
+    chunks = [0]
+
+    def extend(s: _Series) -> Candles:
+        # Later chunks continue from the last close with their own derived seed: deterministic.
+        chunks[0] += 1
+        return synthetic_klines(SYNTHETIC_CHUNK, (sym_seed * 1_000_003 + chunks[0]) % 2**63,
+                                start_price=s.c[-1], start_time_ms=s.t[-1] + MINUTE_MS, tick=tick)
+
+    return _Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend, tick)
+
+
+def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mapping[str, Sequence[str | Path]]
+                      ) -> dict[str, list[Path]]:
+    """Which CSVs each symbol replays: files named after a symbol go to it; the others to the first symbol without any."""
+    if isinstance(data, Mapping):
+        return {s: [Path(p) for p in v] for s, v in data.items()}
+    out: dict[str, list[Path]] = {s: [] for s in symbols}
+    loose: list[Path] = []
+    for p in map(Path, data):
+        match = next((s for s in symbols if s in p.name.upper()), None)
+        (out[match] if match else loose).append(p)
+    if loose:
+        target = next((s for s in symbols if not out[s]), None)
+        if target is None:
+            raise ValueError(f"{loose[0]}: every symbol already has data; put the symbol in the file name")
+        out[target] = loose
+    return {s: v for s, v in out.items() if v}
+
+
+# ---------------------------------------------------------------------------- Binance JSON
+
+
+def _limit(p: Mapping[str, str], default: int, cap: int) -> int:
+    try:
+        n = int(p.get("limit") or default)
+    except ValueError:
+        raise _Reply(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.") from None
+    return max(1, min(n, cap))
+
+
+def _opt_int(p: Mapping[str, str], name: str) -> int | None:
+    v = p.get(name)
+    if v in (None, ""):
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
+                     "'^[0-9]{1,20}$'.") from None
+
+
+# ---------------------------------------------------------------------------- connections
+
+
+@dataclass(eq=False)
+class _Conn:
+    """One WebSocket client; messages go through a queue so the engine never waits on a socket."""
+
+    ws: web.WebSocketResponse
+    transport: Any
+    category: str                      # market / public / private
+    combined: bool = False
+    streams: set[str] = field(default_factory=set)
+    listen_key: str | None = None
+    events: frozenset[str] | None = None
+    keys: set[str] = field(default_factory=set)   # /private/stream: the listenKeys subscribed
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    counter: Counter = field(default_factory=Counter)   # shared: messages sent by all connections
+
+    def send(self, text: str) -> None:
+        if self.queue.qsize() >= MAX_WS_BACKLOG:
+            self.abort()
+            return
+        self.queue.put_nowait(text)
+
+    async def pump(self) -> None:
+        try:
+            while True:
+                text = await self.queue.get()
+                await self.ws.send_str(text)
+                self.counter["sent"] += 1
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            pass
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame (the client sees 1006)."""
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _norm_stream(name: str) -> str:
+    """Stream names are case-sensitive except the symbol, which Binance lower-cases."""
+    head, sep, tail = name.partition("@")
+    if head.startswith("!"):
+        return name             # an all-market stream (!markPrice@arr, !miniTicker@arr): no symbol
+    return head.lower() + sep + tail
+
+
+def _stream_category(name: str) -> str:
+    return "public" if "bookTicker" in name or "@depth" in name else "market"
+
+
+@dataclass
+class _Route:
+    method: str
+    path: str
+    handler: Callable[[dict[str, str]], Any]
+    security: str = "NONE"                                # NONE, KEY (api key only), SIGNED
+    weight: int | Callable[[dict[str, str]], int] = 1
+    orders: tuple[int, int] | None = None                 # (10 s, 1 min) order-count cost
+    placement: bool = False                               # subject to the unknown-status 503 fault
+
+
+# ---------------------------------------------------------------------------- the exchange
+
+
+
+
+def _split_signature(s: str) -> tuple[str, str | None]:
+    """(the signed payload, the signature) of a raw query string or body."""
+    i = s.rfind("signature=")
+    if i < 0 or (i > 0 and s[i - 1] != "&"):
+        return s, None
+    j = s.find("&", i)
+    sig = s[i + 10: j if j >= 0 else len(s)]
+    head = s[: max(0, i - 1)] if i > 0 else ""
+    tail = s[j:] if j >= 0 else ""
+    return head + tail, sig
+

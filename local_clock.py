@@ -1,0 +1,194 @@
+"""The market clock: candles played along their SPEC §6 legs (manual or paced), lockstep holds, funding settlements at their times, housekeeping.
+
+A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""
+from __future__ import annotations
+import asyncio
+import time
+from fill_model import candle_legs, leg_volume_steps
+from market_data import MINUTE_MS
+from local_base import (_Live, _Series, log)
+
+
+class ClockMixin:
+    """The market clock: candles played along their SPEC §6 legs (manual or paced), lockstep holds, funding settlements at their times, housekeeping."""
+
+    # ------------------------------------------------------------------ the clock
+    async def step(self, n: int = 1) -> int:
+        """Play the next `n` candles of every symbol (manual clock); returns how many were played."""
+        played = 0
+        async with self._clock_lock:
+            for _ in range(n):
+                if not await self._play_candle(paced=False):
+                    break
+                played += 1
+        return played
+
+    async def set_price(self, symbol: str, price: float, fill: bool = True) -> None:
+        """Move `symbol` to `price`: along a leg that fills what it crosses, or (fill=False) a jump."""
+        self.sim.book(symbol)  # -1121 for an unknown symbol
+        async with self._clock_lock:
+            if fill:
+                await self._run_leg(symbol, self.sim.books[symbol].filters.to_ticks(float(price)))
+            else:
+                self.sim.set_price(symbol, float(price))
+                if symbol in self.live:
+                    self.live[symbol].touch(float(price))
+            self._market_tick(symbol, kline=symbol in self.live)
+
+    async def _run_clock(self) -> None:
+        self._pace_deadline = time.monotonic()
+        while not self._stopping:
+            if self.max_candles is not None and self.candles_played >= self.max_candles:
+                log.info("%d candles played: the clock stops", self.candles_played)
+                self.finished = True
+                return
+            async with self._clock_lock:
+                more = await self._play_candle(paced=True)
+            if not more:
+                log.info("market data exhausted: the clock stops")
+                self.finished = True
+                return
+            self.candles_played += 1
+            await asyncio.sleep(0)
+
+    async def _play_candle(self, paced: bool) -> bool:
+        """One candle of every symbol along its SPEC §6 path, legs interleaved across symbols."""
+        active = [s for s in self.series.values() if s.has_next()]
+        if not active:
+            return False
+        legs: dict[str, tuple[tuple[int, int], ...]] = {}
+        for s in active:
+            i = s.cursor
+            legs[s.symbol] = candle_legs(*s.ticks[i], s.t[i])
+            self.sim.now_ms = s.t[i]
+            self.sim.set_price_ticks(s.symbol, s.ticks[i][0])  # a jump between candles fills nothing (as the backtest)
+            self._settle_funding_due(s.symbol, s.t[i])
+            o = self.sim.books[s.symbol].price
+            self.live[s.symbol] = _Live(s.t[i], o, o, o, o, s.v[i])
+        await self._vertex(active, closed=False, paced=paced)
+        for k in (1, 2, 3):
+            for s in active:
+                live = self.live[s.symbol]
+                end, self.sim.now_ms = legs[s.symbol][k - 1]
+                if self.fill_share is not None:
+                    self.sim.set_leg_volume(s.symbol, leg_volume_steps(
+                        live.v, self.fill_share, self.sim.books[s.symbol].filters.step_size))
+                await self._run_leg(s.symbol, end)
+                live.legs = k
+            if k == 3:
+                for s in active:
+                    self.sim.now_ms = self.live[s.symbol].t + MINUTE_MS - 1
+            await self._vertex(active, closed=k == 3, paced=paced)
+        for s in active:
+            s.cursor += 1
+            del self.live[s.symbol]
+        return True
+
+    async def _run_leg(self, symbol: str, end: int) -> None:
+        """Advance along a monotone leg (to `end` ticks); after each fill, publish it and let the
+        client react."""
+        live = self.live.get(symbol)
+        book = self.sim.books[symbol]
+        while self.sim.advance_ticks(symbol, end):
+            if live is not None:
+                live.touch(book.price)
+            self._flush_events()
+            self._market_tick(symbol, kline=False)
+            await self._after_fill()
+        if live is not None:
+            live.touch(book.price)
+
+    async def _vertex(self, active: list[_Series], closed: bool, paced: bool) -> None:
+        for s in active:
+            self._market_tick(s.symbol, kline=True, closed=closed)
+        if self.lockstep:
+            await self._grace()
+        else:
+            await asyncio.sleep(0)  # let the sockets send before the path goes on
+        if paced:
+            await self._pace()
+
+    async def _pace(self) -> None:
+        """Four vertices per candle at `speed` candles/s; no burst to catch up after a pause."""
+        now = time.monotonic()
+        self._pace_deadline = max(self._pace_deadline, now - 0.25 / self.speed) + 0.25 / self.speed
+        if self._pace_deadline > now:
+            await asyncio.sleep(self._pace_deadline - now)
+
+    async def _after_fill(self) -> None:
+        if self.lockstep:
+            self._last_activity = max(self._last_activity, time.monotonic())
+            await self._wait_quiet()
+        else:
+            await asyncio.sleep(0)
+
+    async def _grace(self) -> None:
+        """After a vertex tick: hold only if the client starts talking within the grace period."""
+        seen = self._request_seq
+        await asyncio.sleep(self.grace_ms / 1000)
+        if self._request_seq != seen or self._inflight:
+            await self._wait_quiet()
+
+    async def _wait_quiet(self) -> None:
+        """Hold the path until no REST request is in flight and none arrived for quiet_ms."""
+        quiet = self.quiet_ms / 1000
+        give_up = time.monotonic() + self.max_hold_s
+        while not self._stopping:
+            now = time.monotonic()
+            idle = now - self._last_activity
+            if self._inflight == 0 and idle >= quiet:
+                return
+            if now >= give_up:  # a client polling faster than quiet_ms must not freeze the market
+                log.warning("lockstep: client not quiet for %.0f ms within %.0f s; the path goes on",
+                            self.quiet_ms, self.max_hold_s)
+                return
+            await asyncio.sleep(max(0.001, quiet - idle) if self._inflight == 0 else 0.002)
+
+    def _settle_funding_due(self, symbol: str, candle_t: int) -> None:
+        """Settle every funding time T in (last settled, candle_t] at this candle's open (the
+        position held at T: nothing has traded since the previous candle closed)."""
+        ser = self.funding_series.get(symbol)
+        if ser is None:
+            return
+        while True:
+            nxt = ser.next_after(self._funding_done[symbol])
+            if nxt is None or nxt[0] > candle_t:
+                return
+            t, rate = nxt
+            self._funding_done[symbol] = t
+            mark = self.sim.mark_of(self.sim.books[symbol])
+            now = self.sim.now_ms
+            self.sim.now_ms = t
+            self.sim.settle_funding(symbol, rate, mark)
+            self.sim.now_ms = now
+            self.funding_history[symbol].append((t, rate, mark))
+            self._flush_events()
+
+    def _next_funding(self, symbol: str | None = None) -> tuple[int, float]:
+        """(next funding time, its rate) of a symbol."""
+        sym = symbol or self.symbols[0]
+        ser = self.funding_series.get(sym)
+        nxt = ser.next_after(self._funding_done.get(sym, self.sim.now_ms)) if ser is not None else None
+        if nxt is not None:
+            return nxt
+        period = 8 * 3600 * 1000
+        return (self.sim.now_ms // period + 1) * period, 0.0
+
+    async def _housekeeping(self) -> None:
+        """listenKey expiry and periodic socket drops."""
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            for k, exp in list(self._listen_keys.items()):
+                if exp <= now:
+                    log.info("listenKey expired")
+                    self._expire(k)
+            every = self.faults.ws_drop_every
+            if every > 0:
+                if self._next_ws_drop == 0.0:
+                    self._next_ws_drop = now + every
+                elif now >= self._next_ws_drop:
+                    self._next_ws_drop = now + every
+                    log.info("fault: dropping %d websocket(s)", self.drop_websockets())
+            else:
+                self._next_ws_drop = 0.0

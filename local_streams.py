@@ -1,0 +1,284 @@
+"""WebSocket streams: market payloads (markPrice, aggTrade, tickers, depth, klines), user events on /private/ws and /private/stream, subscriptions, listenKey expiry and drops.
+
+A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""
+from __future__ import annotations
+import asyncio
+import json
+import re
+import time
+from typing import Any, Callable, Iterable
+from aiohttp import WSMsgType, web
+from market_data import MINUTE_MS
+from wire import kline_row, to_binance_event
+from wire import f8 as _f8, fmt_avg as _avg
+from local_base import (JSON_SEP, MAX_CONNECTION_S, MSG_NO_LISTEN_KEY, WS_PING_S, _Conn, _norm_stream,
+    _stream_category, log)
+
+
+class StreamsMixin:
+    """WebSocket streams: market payloads (markPrice, aggTrade, tickers, depth, klines), user events on /private/ws and /private/stream, subscriptions, listenKey expiry and drops."""
+
+    # ------------------------------------------------------------------ streams out
+    def _flush_events(self) -> None:
+        """Publish the simulator's queued events on every user stream whose listenKey is valid."""
+        events = self.sim.drain_events()
+        if not events:
+            return
+        now = time.monotonic()
+        conns = [c for c in self._conns if c.listen_key is not None
+                 and self._listen_keys.get(c.listen_key, 0.0) > now]
+        combined = [(c, [k for k in c.keys if self._listen_keys.get(k, 0.0) > now]) for c in self._conns if c.keys]
+        if not conns and not combined:
+            return
+        for ev in events:
+            payload = to_binance_event(ev, self.sim.books[ev.symbol].filters)
+            text = json.dumps(payload, separators=JSON_SEP)
+            etype = payload["e"]
+            for c in conns:
+                if c.events is None or etype in c.events:
+                    c.send(text)
+            for c, keys in combined:
+                if c.events is None or etype in c.events:
+                    for k in keys:
+                        c.send(json.dumps({"stream": k, "data": payload}, separators=JSON_SEP))
+
+    def _market_tick(self, symbol: str, kline: bool, closed: bool = False) -> None:
+        """markPrice / aggTrade / bookTicker at the current price (and the kline at vertices)."""
+        if not self._subs:
+            return
+        s = symbol.lower()
+        builders: list[tuple[tuple[str, ...], Callable[[], Any]]] = [
+            ((f"{s}@markPrice", f"{s}@markPrice@1s"), lambda: self._mark_payload(symbol)),
+            ((f"{s}@aggTrade",), lambda: self._agg_payload(symbol)),
+            ((f"{s}@bookTicker", "!bookTicker"), lambda: self._book_payload(symbol)),
+            (("!markPrice@arr", "!markPrice@arr@1s"), lambda: [self._mark_payload(x) for x in self.symbols]),
+            ((f"{s}@miniTicker",), lambda: self._mini_ticker_payload(symbol)),
+            ((f"{s}@ticker",), lambda: self._ticker_payload(symbol)),
+            (("!miniTicker@arr",), lambda: [self._mini_ticker_payload(x) for x in self.symbols]),
+            ((f"{s}@depth5", f"{s}@depth5@100ms", f"{s}@depth5@500ms"), lambda: self._depth5_payload(symbol)),
+        ]
+        if kline and symbol in self.live:
+            builders.append(((f"{s}@kline_1m",), lambda: self._kline_payload(symbol, closed)))
+            builders.append(((f"{s}_perpetual@continuousKline_1m",),
+                             lambda: self._ckline_payload(symbol, closed)))
+        for names, build in builders:
+            payload = None
+            for name in names:
+                conns = self._subs.get(name)
+                if not conns:
+                    continue
+                payload = payload if payload is not None else build()
+                self._publish(name, payload, conns)
+
+    def _publish(self, name: str, payload: Any, conns: Iterable[_Conn]) -> None:
+        raw = wrapped = None
+        want = _stream_category(name)
+        for c in conns:
+            if c.category != want:
+                continue  # 2026 routing: /public carries book data only, /market the rest
+            if c.combined:
+                wrapped = wrapped or json.dumps({"stream": name, "data": payload}, separators=JSON_SEP)
+                c.send(wrapped)
+            else:
+                raw = raw or json.dumps(payload, separators=JSON_SEP)
+                c.send(raw)
+
+    def _mark_payload(self, symbol: str) -> dict[str, Any]:
+        p = _f8(self.sim.mark_of(self.sim.books[symbol]))
+        t, rate = self._next_funding(symbol)
+        return {"e": "markPriceUpdate", "E": self.sim.now_ms, "s": symbol, "p": p, "ap": p, "i": p, "P": p,
+                "r": _f8(rate), "T": t}
+
+    def _agg_payload(self, symbol: str) -> dict[str, Any]:
+        b = self.sim.books[symbol]
+        self._trade_seq += 1
+        q = b.filters.fmt_qty(b.filters.step_size)
+        return {"e": "aggTrade", "E": self.sim.now_ms, "a": self._trade_seq, "s": symbol,
+                "p": _avg(b.filters, b.price), "q": q, "nq": q, "f": self._trade_seq, "l": self._trade_seq,
+                "T": self.sim.now_ms, "m": False}
+
+    def _mini_ticker_payload(self, symbol: str) -> dict[str, Any]:
+        t = self._ticker_json(symbol)
+        return {"e": "24hrMiniTicker", "E": self.sim.now_ms, "s": symbol, "c": t["lastPrice"], "o": t["openPrice"],
+                "h": t["highPrice"], "l": t["lowPrice"], "v": t["volume"], "q": t["quoteVolume"]}
+
+    def _ticker_payload(self, symbol: str) -> dict[str, Any]:
+        t = self._ticker_json(symbol)
+        return {"e": "24hrTicker", "E": self.sim.now_ms, "s": symbol, "p": t["priceChange"],
+                "P": t["priceChangePercent"], "w": t["weightedAvgPrice"], "c": t["lastPrice"], "Q": t["lastQty"],
+                "o": t["openPrice"], "h": t["highPrice"], "l": t["lowPrice"], "v": t["volume"], "q": t["quoteVolume"],
+                "O": t["openTime"], "C": t["closeTime"], "F": t["firstId"], "L": t["lastId"], "n": t["count"]}
+
+    def _depth5_payload(self, symbol: str) -> dict[str, Any]:
+        bids, asks = self._levels(symbol, 5)
+        self._book_seq += 1
+        return {"e": "depthUpdate", "E": self.sim.now_ms, "T": self.sim.now_ms, "s": symbol,
+                "U": self._book_seq, "u": self._book_seq, "pu": self._book_seq - 1, "b": bids, "a": asks}
+
+    def _book_payload(self, symbol: str) -> dict[str, Any]:
+        b = self.sim.books[symbol]
+        f = b.filters
+        self._book_seq += 1
+        bid = f.price_down(b.price)
+        return {"e": "bookTicker", "u": self._book_seq, "E": self.sim.now_ms, "T": self.sim.now_ms, "s": symbol,
+                "b": f.fmt_price(bid), "B": f.fmt_qty(1), "a": f.fmt_price(bid + f.tick_size), "A": f.fmt_qty(1)}
+
+    def _kline_body(self, symbol: str, closed: bool) -> dict[str, Any]:
+        k = self.live[symbol]
+        f = self.sim.books[symbol].filters
+        row = kline_row(f, k.t, k.o, k.h, k.l, k.c, k.v * (k.legs / 3))
+        return {"t": k.t, "T": k.t + MINUTE_MS - 1, "s": symbol, "i": "1m", "f": 0, "L": 0, "o": row[1],
+                "c": row[4], "h": row[2], "l": row[3], "v": row[5], "n": row[8], "x": closed, "q": row[7],
+                "V": row[9], "Q": row[10], "B": "0"}
+
+    def _kline_payload(self, symbol: str, closed: bool) -> dict[str, Any]:
+        return {"e": "kline", "E": self.sim.now_ms, "s": symbol, "k": self._kline_body(symbol, closed)}
+
+    def _ckline_payload(self, symbol: str, closed: bool) -> dict[str, Any]:
+        k = self._kline_body(symbol, closed)
+        del k["s"]
+        return {"e": "continuous_kline", "E": self.sim.now_ms, "ps": symbol, "ct": "PERPETUAL", "k": k}
+
+    # ------------------------------------------------------------------ listen keys, drops
+    def _active_listen_key(self) -> str | None:
+        now = time.monotonic()
+        return next((k for k, exp in self._listen_keys.items() if exp > now), None)
+
+    def expire_listen_keys(self) -> int:
+        """Send listenKeyExpired on every user stream and invalidate the keys (early expiry fault)."""
+        keys = list(self._listen_keys)
+        for k in keys:
+            self._expire(k)
+        return len(keys)
+
+    def _expire(self, key: str) -> None:
+        self._listen_keys.pop(key, None)
+        text = json.dumps({"e": "listenKeyExpired", "E": str(self.server_time()), "listenKey": key},
+                          separators=JSON_SEP)
+        for c in self._conns:
+            if c.listen_key == key:
+                c.send(text)
+            elif key in c.keys:
+                c.send(json.dumps({"stream": key, "data": json.loads(text)}, separators=JSON_SEP))
+                c.keys.discard(key)
+
+    def drop_websockets(self, kind: str = "all", mode: str = "abort") -> int:
+        """Drop WebSocket connections (kind: all / user / market); abort = no close frame."""
+        victims = [c for c in self._conns if kind == "all" or (c.category == "private") == (kind == "user")]
+        for c in victims:
+            if mode == "close":
+                asyncio.ensure_future(c.ws.close(code=1001, message=b"dropped"))
+            else:
+                c.abort()
+        return len(victims)
+
+    # ------------------------------------------------------------------ WebSocket endpoints
+    async def _ws_session(self, request: web.Request, conn_args: dict[str, Any]) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=WS_PING_S, autoping=True)
+        conn = _Conn(ws=ws, transport=request.transport, counter=self._ws_counter, **conn_args)
+        # Registered before the handshake completes: nothing published once the client is connected is lost.
+        self._conns.add(conn)
+        for name in conn.streams:
+            self._subs.setdefault(name, set()).add(conn)
+        loop = asyncio.get_running_loop()
+        pump: asyncio.Task | None = None
+        expiry = loop.call_later(MAX_CONNECTION_S, conn.abort)  # Binance: 24 h at most
+        try:
+            await ws.prepare(request)
+            pump = loop.create_task(conn.pump())
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    if conn.category != "private":
+                        self._ws_command(conn, msg.data)
+                    elif conn.combined:
+                        self._ws_private_command(conn, msg.data)
+        finally:
+            expiry.cancel()
+            if pump is not None:
+                pump.cancel()
+            self._conns.discard(conn)
+            for name in conn.streams:
+                self._subs.get(name, set()).discard(conn)
+        return ws
+
+    async def _ws_market(self, request: web.Request) -> web.StreamResponse:
+        category = request.match_info["category"]
+        if "stream" in request.match_info:
+            names, combined = [request.match_info["stream"]], False
+        else:
+            names, combined = request.query.get("streams", "").split("/"), True
+        streams = {_norm_stream(n) for n in names if n}
+        for n in streams:
+            if _stream_category(n) != category:
+                log.warning("stream %s subscribed on /%s: Binance routes it to /%s only", n, category,
+                            _stream_category(n))
+        return await self._ws_session(request, {"category": category, "combined": combined, "streams": streams})
+
+    async def _ws_user(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info.get("key") or request.query.get("listenKey", "")
+        if self._listen_keys.get(key, 0.0) <= time.monotonic():
+            return web.json_response({"code": -1125, "msg": MSG_NO_LISTEN_KEY}, status=400)
+        events = request.query.get("events")
+        allow = frozenset(filter(None, re.split(r"[/,]", events))) if events else None
+        return await self._ws_session(request, {"category": "private", "listen_key": key, "events": allow})
+
+    async def _ws_user_stream(self, request: web.Request) -> web.StreamResponse:
+        """/private/stream: user data in the combined envelope {"stream": <listenKey>, "data": …},
+        for the listenKeys given (`listenKey=` or `streams=K1/K2`) or SUBSCRIBEd on the socket."""
+        given = request.query.get("listenKey") or request.query.get("streams") or ""
+        keys = {k for k in given.split("/") if k}
+        now = time.monotonic()
+        bad = [k for k in keys if self._listen_keys.get(k, 0.0) <= now]
+        if bad:
+            return web.json_response({"code": -1125, "msg": MSG_NO_LISTEN_KEY}, status=400)
+        events = request.query.get("events")
+        allow = frozenset(filter(None, re.split(r"[/,]", events))) if events else None
+        return await self._ws_session(request, {"category": "private", "combined": True, "keys": keys,
+                                                "events": allow})
+
+    def _ws_private_command(self, conn: _Conn, text: str) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS of listenKeys on /private/stream."""
+        try:
+            msg = json.loads(text)
+            method, params, rid = msg.get("method"), msg.get("params") or [], msg.get("id")
+        except (ValueError, AttributeError):
+            conn.send(json.dumps({"code": 2, "msg": "Invalid request"}))
+            return
+        if method == "SUBSCRIBE":
+            now = time.monotonic()
+            bad = [k for k in params if self._listen_keys.get(k, 0.0) <= now]
+            if bad:
+                conn.send(json.dumps({"code": -1125, "msg": MSG_NO_LISTEN_KEY, "id": rid}))
+                return
+            conn.keys.update(params)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "UNSUBSCRIBE":
+            conn.keys.difference_update(params)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "LIST_SUBSCRIPTIONS":
+            conn.send(json.dumps({"result": sorted(conn.keys), "id": rid}))
+        else:
+            conn.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method}", "id": rid}))
+
+    def _ws_command(self, conn: _Conn, text: str) -> None:
+        """Live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on a market connection."""
+        try:
+            msg = json.loads(text)
+            method, params, rid = msg.get("method"), msg.get("params") or [], msg.get("id")
+        except (ValueError, AttributeError):
+            conn.send(json.dumps({"code": 2, "msg": "Invalid request"}))
+            return
+        if method == "SUBSCRIBE":
+            for n in map(_norm_stream, params):
+                conn.streams.add(n)
+                self._subs.setdefault(n, set()).add(conn)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "UNSUBSCRIBE":
+            for n in map(_norm_stream, params):
+                conn.streams.discard(n)
+                self._subs.get(n, set()).discard(conn)
+            conn.send(json.dumps({"result": None, "id": rid}))
+        elif method == "LIST_SUBSCRIPTIONS":
+            conn.send(json.dumps({"result": sorted(conn.streams), "id": rid}))
+        else:
+            conn.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method}", "id": rid}))
