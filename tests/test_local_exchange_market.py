@@ -47,8 +47,11 @@ async def test_ticker_24hr_book_ticker_depth_and_multi_assets(two_symbols, clien
     assert e.value.code == -1130
 
     assert await client.futures_get_multi_assets_mode() == {"multiAssetsMargin": False}
-    v2 = await client.futures_account_balance()
-    assert any(b["asset"] == "USDC" and float(b["balance"]) == pytest.approx(ex.sim.wallet) for b in v2)
+    v3 = await client.futures_account_balance()                  # python-binance reads /fapi/v3/balance
+    assert any(b["asset"] == "USDC" and float(b["balance"]) == pytest.approx(ex.sim.wallet) for b in v3)
+    cr = await client.futures_commission_rate(symbol=SYM)
+    assert cr["symbol"] == SYM and float(cr["makerCommissionRate"]) == ex.sim.maker_fee
+    assert float(cr["takerCommissionRate"]) == ex.sim.taker_fee
 
 
 async def test_ticker_streams_and_depth5(two_symbols, client_for):
