@@ -398,7 +398,8 @@ def test_kill_during_grid_placement_leaves_no_duplicate_grid(exchange, keys, tmp
                "the daemon's streams", d.diag)
     ex.faults(delay_ms=1500)                                # every REST answer comes 1.5 s late
     ex.step(1)
-    wait_until(lambda: len(ex.open_orders()) == 4, 10, "the batch on the exchange", d.diag)
+    # A position sync already under way holds the reaction back for several 1.5 s answers.
+    wait_until(lambda: len(ex.open_orders()) == 4, 25, "the batch on the exchange", d.diag)
     state = d.state()
     assert len(state["orders"]) == 4 and not any(o["order_id"] for o in state["orders"].values())
     d.kill(signal.SIGKILL)                                  # before the acknowledgement arrived
