@@ -196,18 +196,6 @@ class SymbolFilters:
     def fmt_steps(self, steps: int) -> str:
         return format_units(steps * self._step_units, self.qty_decimals)
 
-    def steps_of_decimal(self, text: str) -> int | None:
-        units = Decimal(text) * self._qty_scale
-        if units != units.to_integral_value() or int(units) % self._step_units:
-            return None
-        return int(units) // self._step_units
-
-    def same_price(self, a: float, b: float) -> bool:
-        return self.to_ticks(a) == self.to_ticks(b)
-
-    def same_qty(self, a: float, b: float) -> bool:
-        return self.to_steps(a) == self.to_steps(b)
-
     def qty_round(self, qty: float) -> float:
         """The canonical value of a quantity that sums fills (drops the float noise of the sum)."""
         return self.from_steps(self.to_steps(qty))

@@ -55,19 +55,10 @@ class FundingSeries:
     def __len__(self) -> int:
         return len(self.times)
 
-    def rate_at(self, t_ms: int) -> float | None:
-        """The rate of the settlement at exactly `t_ms`, or None."""
-        i = int(np.searchsorted(self.times, t_ms))
-        return float(self.rates[i]) if i < len(self.times) and int(self.times[i]) == t_ms else None
-
     def next_after(self, t_ms: int) -> tuple[int, float] | None:
         """The first settlement strictly after `t_ms`."""
         i = int(np.searchsorted(self.times, t_ms, side="right"))
         return (int(self.times[i]), float(self.rates[i])) if i < len(self.times) else None
-
-    def last_at_or_before(self, t_ms: int) -> tuple[int, float] | None:
-        i = int(np.searchsorted(self.times, t_ms, side="right")) - 1
-        return (int(self.times[i]), float(self.rates[i])) if i >= 0 else None
 
 
 def constant_funding(rate: float, start_ms: int, end_ms: int, interval_hours: int = 8) -> FundingSeries:

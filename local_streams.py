@@ -187,11 +187,8 @@ class StreamsMixin:
             await ws.prepare(request)
             pump = loop.create_task(conn.pump())
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    if conn.category != "private":
-                        self._ws_command(conn, msg.data)
-                    elif conn.combined:
-                        self._ws_private_command(conn, msg.data)
+                if msg.type == WSMsgType.TEXT and (conn.category != "private" or conn.combined):
+                    self._ws_command(conn, msg.data)   # /private/ws takes no commands
         finally:
             expiry.cancel()
             if pump is not None:
@@ -236,49 +233,37 @@ class StreamsMixin:
         return await self._ws_session(request, {"category": "private", "combined": True, "keys": keys,
                                                 "events": allow})
 
-    def _ws_private_command(self, conn: _Conn, text: str) -> None:
-        """SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS of listenKeys on /private/stream."""
-        try:
-            msg = json.loads(text)
-            method, params, rid = msg.get("method"), msg.get("params") or [], msg.get("id")
-        except (ValueError, AttributeError):
-            conn.send(json.dumps({"code": 2, "msg": "Invalid request"}))
-            return
-        if method == "SUBSCRIBE":
-            now = time.monotonic()
-            bad = [k for k in params if self._listen_keys.get(k, 0.0) <= now]
-            if bad:
-                conn.send(json.dumps({"code": -1125, "msg": MSG_NO_LISTEN_KEY, "id": rid}))
-                return
-            conn.keys.update(params)
-            conn.send(json.dumps({"result": None, "id": rid}))
-        elif method == "UNSUBSCRIBE":
-            conn.keys.difference_update(params)
-            conn.send(json.dumps({"result": None, "id": rid}))
-        elif method == "LIST_SUBSCRIPTIONS":
-            conn.send(json.dumps({"result": sorted(conn.keys), "id": rid}))
-        else:
-            conn.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method}", "id": rid}))
-
     def _ws_command(self, conn: _Conn, text: str) -> None:
-        """Live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS on a market connection."""
+        """Live SUBSCRIBE / UNSUBSCRIBE / LIST_SUBSCRIPTIONS: of streams on a market connection,
+        of listenKeys on /private/stream."""
         try:
             msg = json.loads(text)
             method, params, rid = msg.get("method"), msg.get("params") or [], msg.get("id")
         except (ValueError, AttributeError):
             conn.send(json.dumps({"code": 2, "msg": "Invalid request"}))
             return
+        private = conn.category == "private"
         if method == "SUBSCRIBE":
-            for n in map(_norm_stream, params):
-                conn.streams.add(n)
-                self._subs.setdefault(n, set()).add(conn)
+            if private:
+                now = time.monotonic()
+                if any(self._listen_keys.get(k, 0.0) <= now for k in params):
+                    conn.send(json.dumps({"code": -1125, "msg": MSG_NO_LISTEN_KEY, "id": rid}))
+                    return
+                conn.keys.update(params)
+            else:
+                for n in map(_norm_stream, params):
+                    conn.streams.add(n)
+                    self._subs.setdefault(n, set()).add(conn)
             conn.send(json.dumps({"result": None, "id": rid}))
         elif method == "UNSUBSCRIBE":
-            for n in map(_norm_stream, params):
-                conn.streams.discard(n)
-                self._subs.get(n, set()).discard(conn)
+            if private:
+                conn.keys.difference_update(params)
+            else:
+                for n in map(_norm_stream, params):
+                    conn.streams.discard(n)
+                    self._subs.get(n, set()).discard(conn)
             conn.send(json.dumps({"result": None, "id": rid}))
         elif method == "LIST_SUBSCRIPTIONS":
-            conn.send(json.dumps({"result": sorted(conn.streams), "id": rid}))
+            conn.send(json.dumps({"result": sorted(conn.keys if private else conn.streams), "id": rid}))
         else:
             conn.send(json.dumps({"code": 2, "msg": f"Invalid request: unknown method {method}", "id": rid}))

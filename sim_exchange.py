@@ -383,9 +383,6 @@ class SimulatedExchange:
     def maint_margin(self, b: SymbolBook) -> float:
         return b.brackets.maint_margin(b.position.qty * self.mark_of(b)) if b.brackets and b.position.steps else 0.0
 
-    def margin_balance(self) -> float:
-        return self.wallet + self.unrealized()
-
     def available_balance(self) -> float:
         """Wallet + uPnL − position margin − open-order margin (cross, one-way)."""
         if not self._multi:         # one symbol (the backtest): the same sum, without the loop
@@ -859,16 +856,12 @@ class SimulatedExchange:
             if b.position.steps:
                 self._place_liquidation(b, self.wallet)
             elif b.liq_price:
-                b.liq_price = 0.0
-                b.resting.pop(LIQ_KEY, None)
-                b.mark_resting.pop(LIQ_KEY, None)
+                self._drop_liquidation(b)
             return
         books = [b for b in self.books.values() if b.position.steps]
         for b in self.books.values():
             if not b.position.steps and b.liq_price:
-                b.liq_price = 0.0
-                b.resting.pop(LIQ_KEY, None)
-                b.mark_resting.pop(LIQ_KEY, None)
+                self._drop_liquidation(b)
         for b in books:
             if not b.position.steps or b.brackets is None:
                 continue
@@ -876,6 +869,13 @@ class SimulatedExchange:
                                        - self.maint_margin(o) for o in books if o is not b)
             if self._place_liquidation(b, others):
                 return
+
+    @staticmethod
+    def _drop_liquidation(b: SymbolBook) -> None:
+        """No liquidation price for this book (flat, covered, or being liquidated)."""
+        b.liq_price = 0.0
+        b.resting.pop(LIQ_KEY, None)
+        b.mark_resting.pop(LIQ_KEY, None)
 
     def _place_liquidation(self, b: SymbolBook, others: float) -> bool:
         """Rest the liquidation trigger of one position (`others`: wallet plus the other
@@ -885,18 +885,16 @@ class SimulatedExchange:
             return False
         p = b.position
         lp = liquidation_price(b.brackets, p.qty, p.entry_price, others)
-        b.liq_price = lp
         if lp <= 0:
-            b.resting.pop(LIQ_KEY, None)
-            b.mark_resting.pop(LIQ_KEY, None)
+            self._drop_liquidation(b)
             return False
+        b.liq_price = lp
         f = b.filters
         long = p.steps > 0
         trig = f.ticks_down(lp) if long else f.ticks_up(lp)
         mark_t = b.mark_t if b.mark_driven else b.price_t
         if (mark_t <= trig) if long else (mark_t >= trig):
-            b.resting.pop(LIQ_KEY, None)
-            b.mark_resting.pop(LIQ_KEY, None)
+            self._drop_liquidation(b)
             self._liquidate(b, mark_t)          # already past it: the engine closes it now
             return True
         t = b.resting.get(LIQ_KEY) or b.mark_resting.get(LIQ_KEY)
@@ -917,8 +915,7 @@ class SimulatedExchange:
                 self._finish(book, o, "CANCELED", force=True)
             for a in list(book.algo_by_client.values()):
                 self._end_algo(a, "CANCELED", force=True)
-        b.resting.pop(LIQ_KEY, None)
-        b.mark_resting.pop(LIQ_KEY, None)
+        self._drop_liquidation(b)
         p, f = b.position, b.filters
         qty = abs(p.qty)
         signed = p.qty
@@ -1200,8 +1197,7 @@ class SimVenue(FuturesVenue):
         return Position(b.position.qty, b.position.entry_price, b.liq_price, self.exchange.mark_of(b))
 
     async def get_position_info_with_retry(self, tries: int = 10) -> Position:
-        b = self.exchange.books[self.symbol]      # in process: never fails, no retry loop
-        return Position(b.position.qty, b.position.entry_price, b.liq_price, self.exchange.mark_of(b))
+        return await self.get_position()          # in process: never fails, no retry loop
 
     async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
         ex = self.exchange

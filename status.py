@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 from paths import Paths
 
@@ -33,7 +34,9 @@ def _uptime(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-def _pnl(path: Path) -> tuple[float, float, int]:
+def _today_and_total(path: Path, value: Callable[[dict[str, str]], float]) -> tuple[float, float, int]:
+    """Sum of `value(row)` over a CSV's rows today (UTC) and in total, and the row count
+    (a torn or malformed row is skipped)."""
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     total = day = 0.0
     n = 0
@@ -41,33 +44,24 @@ def _pnl(path: Path) -> tuple[float, float, int]:
         with open(path, newline="", encoding="utf-8") as fh:
             for r in csv.DictReader(fh):
                 try:
-                    v = float(r["realized_pnl"]) - float(r["fee"])
-                except (KeyError, ValueError):
+                    v = value(r)
+                except (KeyError, ValueError, TypeError):
                     continue
                 n += 1
                 total += v
-                if r.get("time", "").startswith(today):
+                if (r.get("time") or "").startswith(today):
                     day += v
     return day, total, n
+
+
+def _pnl(path: Path) -> tuple[float, float, int]:
+    """Realized PnL after fees, from trades_<sym>.csv."""
+    return _today_and_total(path, lambda r: float(r["realized_pnl"]) - float(r["fee"]))
 
 
 def _funding(path: Path) -> tuple[float, float, int]:
-    """Funding paid (> 0) today (UTC) and in total, from funding_<sym>.csv (income < 0: paid)."""
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    total = day = 0.0
-    n = 0
-    if path.exists():
-        with open(path, newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                try:
-                    v = -float(r["income"])
-                except (KeyError, ValueError):
-                    continue
-                n += 1
-                total += v
-                if r.get("time", "").startswith(today):
-                    day += v
-    return day, total, n
+    """Funding paid (> 0), from funding_<sym>.csv (income < 0: paid)."""
+    return _today_and_total(path, lambda r: -float(r["income"]))
 
 
 def _last_log_line(logs: Path, short: str) -> str:

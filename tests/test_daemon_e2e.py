@@ -724,6 +724,20 @@ def test_liquidation_is_recognised_recorded_and_stops_the_grid(tmp_path, exchang
     assert_csv_matches_exchange(d, ex)
 
 
+HOUR_AFTER_NEW_YEAR = 1_704_067_200_000 + 3_600_000   # 2024-01-01T01:00Z: no funding time in the runs
+
+
+def exchange_on_candles(tmp_path: Path, keys: tuple[str, str], rows: list[tuple[float, float, float, float]],
+                        t0: int, vols: list[float] | None = None, **kw: Any) -> Exchange:
+    """A local exchange replaying hand-made candles (open, high, low, close) from `t0`."""
+    from market_data import Candles, write_klines_csv
+    n = len(rows)
+    o, h, l, c = (list(x) for x in zip(*rows))
+    data = tmp_path / "BTCUSDC-1m.csv"
+    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, c, vols or [1.0] * n), data)
+    return Exchange(tmp_path / "exchange", *keys, data=data, **kw)
+
+
 # ---------------------------------------------------------------------------- funding
 
 
@@ -736,17 +750,11 @@ def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(t
     import sys
 
     from harness import REPO
-    from market_data import Candles, write_klines_csv
     ft = 1_704_067_200_000                               # 2024-01-01T00:00:00Z
     c = 60_000.0
     below = round(c * 0.993, 1)                          # under level 1, above level 2
     rows = [(c, c + 5, c - 5, c), (c, c, below, below)] + [(below, below + 5, below - 5, below)] * 490
-    t0 = ft - 2 * 60_000                                 # candle 2 opens at the funding time
-    n = len(rows)
-    o, h, l, cl = (list(x) for x in zip(*rows))
-    data = tmp_path / "BTCUSDC-1m.csv"
-    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, [1.0] * n), data)
-    ex = Exchange(tmp_path / "exchange", *keys, data=data)
+    ex = exchange_on_candles(tmp_path, keys, rows, ft - 2 * 60_000)   # candle 2 opens at the funding time
     try:
         d = start_daemon(ex, tmp_path / "root", keys, daemons)
         ex.step(1)
@@ -799,7 +807,6 @@ def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, 
     """The volume fill model on the local exchange: level 1 fills in parts over several candles,
     the TP follows the position after each part, the TP itself fills in parts, and a restart
     between two parts of one order loses nothing and places nothing twice."""
-    from market_data import Candles, write_klines_csv
     c = 60_000.0
     l1 = floor_tick(c * (1 - DISTANCES[0]))
     q1 = level_qty(l1, 1)
@@ -809,12 +816,7 @@ def test_partial_fills_of_entries_and_tp_with_a_restart_in_the_middle(tmp_path, 
     rise = (tp - 30, tp + 40, tp - 40, tp + 10)           # o→l→h→c: up through the TP
     rows += [rise] * 6
     vols = [10.0] + [0.6] * 10                            # a leg's share: 0.6 × 0.1 / 3 = 0.020
-    t0 = 1_704_067_200_000 + 3_600_000
-    n = len(rows)
-    o, h, l, cl = (list(x) for x in zip(*rows))
-    data = tmp_path / "BTCUSDC-1m.csv"
-    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
-    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    ex = exchange_on_candles(tmp_path, keys, rows, HOUR_AFTER_NEW_YEAR, vols, fill_share=0.1, funding_rate=0)
     try:
         d = start_daemon(ex, tmp_path / "root", keys, daemons)
         ex.step(1)
@@ -848,7 +850,6 @@ def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, d
     """Levels 1 and 2 fill (level 2 in two parts); the BE for levels 2 then fills in parts over
     several candles; once it has filled, level 1 stays with its TP and levels 2-4 are placed
     once around the new centre."""
-    from market_data import Candles, write_klines_csv
     c = 60_000.0
     l1, l2 = (floor_tick(c * (1 - d)) for d in DISTANCES[:2])
     q1, q2 = level_qty(l1, 1), level_qty(l2, 2)
@@ -857,12 +858,7 @@ def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, d
     rows = [(c, c + 5, c - 5, c), (l1 + 100, l1 + 110, l2 - 50, l2 - 20)]      # both levels
     rows += [(l2 - 20, be + 40, l2 - 30, be + 30)] * 6                          # up through the BE
     vols = [10.0, 6.0] + [0.9] * 6                                              # 0.2, then 0.03 a leg
-    t0 = 1_704_067_200_000 + 3_600_000
-    n = len(rows)
-    o, h, l, cl = (list(x) for x in zip(*rows))
-    data = tmp_path / "BTCUSDC-1m.csv"
-    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
-    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    ex = exchange_on_candles(tmp_path, keys, rows, HOUR_AFTER_NEW_YEAR, vols, fill_share=0.1, funding_rate=0)
     try:
         d = start_daemon(ex, tmp_path / "root", keys, daemons)
         ex.step(1)
@@ -892,7 +888,6 @@ def test_a_be_filled_in_parts_keeps_level_one_and_regrids_once(tmp_path, keys, d
 def test_the_stops_market_close_sweeps_a_thin_book_in_several_trades(tmp_path, keys, daemons):
     """The whole ladder fills on a busy candle; the stop triggers on a thin one, and its market
     close fills in several trades a tick apart: one CSV row each, flat after, one new grid."""
-    from market_data import Candles, write_klines_csv
     c = 60_000.0
     levels = [floor_tick(c * (1 - d)) for d in DISTANCES]
     total = sum(level_qty(p, i) for i, p in enumerate(levels, 1))
@@ -900,12 +895,7 @@ def test_the_stops_market_close_sweeps_a_thin_book_in_several_trades(tmp_path, k
     rows = [(c, c + 5, c - 5, c), (levels[0] + 100, levels[0] + 110, levels[3] - 50, levels[3] - 20),
             (levels[3] - 20, levels[3] - 10, sl - 50, sl - 30)] + [(sl - 30, sl - 20, sl - 40, sl - 30)] * 2
     vols = [10.0, 60.0, 3.0, 3.0, 3.0]                   # a leg's share: 2.0 BTC, then 0.1
-    t0 = 1_704_067_200_000 + 3_600_000
-    n = len(rows)
-    o, h, l, cl = (list(x) for x in zip(*rows))
-    data = tmp_path / "BTCUSDC-1m.csv"
-    write_klines_csv(Candles.from_arrays([t0 + 60_000 * i for i in range(n)], o, h, l, cl, vols), data)
-    ex = Exchange(tmp_path / "exchange", *keys, data=data, fill_share=0.1, funding_rate=0)
+    ex = exchange_on_candles(tmp_path, keys, rows, HOUR_AFTER_NEW_YEAR, vols, fill_share=0.1, funding_rate=0)
     try:
         d = start_daemon(ex, tmp_path / "root", keys, daemons)
         ex.step(1)
