@@ -33,8 +33,8 @@ def test_crash_14_kills(tmp_path, keys):
 
 
 @pytest.mark.timeout(150)
-def test_fault_soak_sixteen_hours(tmp_path, keys):
-    rep = run_fault_soak(tmp_path, keys, minutes=960, seed=5)     # 16 h of market (the bench runs longer)
+def test_fault_soak_twelve_hours(tmp_path, keys):
+    rep = run_fault_soak(tmp_path, keys, minutes=720, seed=5)     # 12 h of market (the bench runs longer)
     print(rep.figures())
     assert rep.fills > 0
     assert not rep.violations, rep.figures()
