@@ -11,7 +11,7 @@ reconcile with the exchange; then three tasks, as the seed runs them:
 - config_reload_task: re-read the config every 60 s (a bad file keeps the
   last good one and is logged once).
 
-The exchange is the truth and the state file a cache: reconciliation
+The exchange is the truth and the state file a cache: reconciliation (reconciler.py)
 recovers missed fills from userTrades (recorded once), cancels orphan orders
 of the symbol and re-places missing protective orders.
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,14 +31,12 @@ from typing import Any, Callable
 
 from binance_library import BinanceFuturesClient, UnknownResult, crash_point
 from config import ConfigError, GridConfig, load_config
-from exchange_api import (
-    BinanceError, ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck,
-    OrderUpdate, Position,
-    parse_client_order_id,
-)
+from exchange_api import BinanceError, ExchangeError, OrderUpdate
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from paths import Paths
+from messages import korean
+from reconciler import Reconciler, role_of
 from records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
@@ -59,7 +56,6 @@ LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0
 STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
 START_TRIES = 8                  # start-up attempts on transient exchange errors
-TRADE_PAGE = 1000                # userTrades' largest page
 HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
 
 
@@ -95,8 +91,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.reconnects = 0
         self.last_price = 0.0
-        self._replaying = False
         self.dispatcher: StreamDispatcher | None = None
+        self.reconciler: Reconciler | None = None
         self._held_check = False
 
     # ------------------------------------------------------------------ start-up
@@ -116,10 +112,12 @@ class Daemon:
                 capital = self.config.capital_ratio * balance
             if capital <= 0:
                 raise Fatal(f"{self.symbol}: no USDC balance to trade with (capital {capital:.2f})")
-            self.log.info("운용 자본: $%.2f" if _lang_ko() else "Capital: $%.2f", capital)
+            self.log.info("운용 자본: $%.2f" if korean() else "Capital: $%.2f", capital)
         self.strategy = GridMartingaleStrategy(self.config, self.venue, state=state,
                                                capital=None if state else capital, logger=self.log,
                                                on_fill=self._on_fill, on_change=self._save)
+        self.reconciler = Reconciler(self.symbol, self.venue, self.strategy, self.recorder, self.log,
+                                     save=self._save, on_fill=self._on_fill, on_liquidation=self._on_liquidation)
         if state is None:
             self._save()
         elif state.liquidated_at:
@@ -151,7 +149,7 @@ class Daemon:
                                  st.capital, level, self.venue.filters.fmt_qty(q), self.venue.filters.fmt_price(p))
 
     def _save(self) -> None:
-        if self._replaying:
+        if self.reconciler is not None and self.reconciler.replaying:
             return          # saved once the replay is done: a crash mid-replay replays again
         try:
             self.state_mgr.save(self.strategy.state)
@@ -233,182 +231,15 @@ class Daemon:
         if st is not None:
             st.funding_paid -= income
         when = datetime.fromtimestamp(int(rec["time"]) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        self.log.info(("펀딩비 %s: %+.6f %s (누적 지불 %.6f)" if _lang_ko() else
+        self.log.info(("펀딩비 %s: %+.6f %s (누적 지불 %.6f)" if korean() else
                        "Funding fee %s: %+.6f %s (paid in total %.6f)"),
                       when, income, rec.get("asset", "USDC"), st.funding_paid if st is not None else -income)
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> None:
-        """Make the exchange and the strategy agree; the exchange wins."""
+        """Make the exchange and the strategy agree (reconciler.py), one reaction at a time."""
         async with self.lock:
-            self.recorder.flush()      # rows kept by a failed CSV write (full disk) go out once it is writable
-            await self._recover_missed_fills(check_csv=startup)
-            await self._reconcile_orders()
-
-    async def _recover_missed_fills(self, check_csv: bool = False) -> int:
-        """Act on fills after the last one acted on; with check_csv (at start) also
-        write the CSV rows a previous life acted on but could not write (full disk).
-        Returns how many trades were new (0: the history holds nothing not acted on)."""
-        st = self.strategy.state
-        trades = await self._trade_history(check_csv)
-        new = sum(int(t["id"]) > st.last_trade_id for t in trades)
-        if not new:
-            await self._replay_fills(trades)            # only rows to write, nothing to act on
-            return 0
-        # Missed fills are acted on in order, each against the position of the fills before
-        # it, with the orders their reactions place held back: a reaction to an old fill must
-        # not put an order where the market has been since (it would fill at once, beside
-        # the later fills still to replay).  Held entries are sent at the end; the exits and
-        # the stop the final position needs are re-placed by the reconcile that follows.
-        held = _HeldPlacements(self.venue, self.strategy)
-        self.strategy.venue, self._replaying = held, True
-        try:
-            await self._replay_fills(trades)
-        finally:
-            self.strategy.venue, self._replaying = self.venue, False
-        for c in held.ids:
-            if c in st.orders and not st.orders[c].is_entry:
-                del st.orders[c]
-        entries = [o for c, o in st.orders.items() if c in held.ids]
-        self._save()
-        if entries:
-            await self.strategy.place_entries(entries)
-        return new
-
-    async def _trade_history(self, check_csv: bool) -> list[dict[str, Any]]:
-        """The trades after the last one acted on (at start: after the last one in the CSV, if
-        that is older), paged by fromId: no 1,000-trade or 7-day window.  With no trade acted
-        on yet, the exchange's last 7 days (no startTime from the local clock, which may
-        disagree with the exchange's trade times)."""
-        st = self.strategy.state
-        last = st.last_trade_id
-        if check_csv and last:
-            last = min(last, self.recorder.last_id(self.symbol))
-        if not last:
-            return await self.venue.user_trades()
-        out: list[dict[str, Any]] = []
-        from_id = last + 1
-        while True:
-            page = await self.venue.user_trades(from_id=from_id, limit=TRADE_PAGE)
-            out += page
-            if len(page) < TRADE_PAGE:
-                return out
-            from_id = max(int(t["id"]) for t in page) + 1
-
-    async def _replay_fills(self, trades: list[dict[str, Any]]) -> None:
-        st = self.strategy.state
-        by_order: dict[int, str] = {o.order_id: cid for cid, o in st.orders.items() if o.order_id}
-        for t in sorted(trades, key=lambda t: int(t["id"])):
-            tid = int(t["id"])
-            if tid <= st.last_trade_id and self.recorder.has(self.symbol, tid):
-                continue
-            cid = by_order.get(int(t["orderId"]))
-            if cid is None:
-                try:
-                    o = await self.venue._call(self.venue.client.futures_get_order, symbol=self.symbol,
-                                               orderId=int(t["orderId"]))
-                    cid = o.get("clientOrderId", "")
-                except ExchangeError:     # the exchange does not know the order: recorded without a role
-                    cid = ""
-                # A failed lookup (5xx, timeout) ends this replay: taking one of our fills for a
-                # stranger's would lose its reaction.  The next reconcile replays it.
-            if cid.startswith("autoclose-") and tid > st.last_trade_id:
-                # Liquidated while away (or while the stream was down): the same reaction.
-                await self._on_liquidation(OrderUpdate(
-                    self.symbol, cid, int(t["orderId"]), t["side"], "LIQUIDATION", "CALCULATED", "FILLED",
-                    float(t["price"]), float(t["qty"]), float(t["qty"]), float(t["price"]), float(t["qty"]),
-                    float(t["price"]), float(t["commission"]), float(t["realizedPnl"]), False, True, False, 0.0,
-                    tid, int(t["time"]), int(t["time"])))
-                continue
-            late_entry = self.strategy.late_entry_level(cid, t["side"]) if tid > st.last_trade_id else 0
-            if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
-                # Acted on already but its row was lost, or an order the strategy does not
-                # know (placed by hand, or by a lost state): record it; the position is
-                # adopted below.
-                self._on_fill(FillRecord(int(t["time"]), self.symbol, t["side"], _role_of(cid),
-                                         float(t["price"]), float(t["qty"]), float(t["commission"]),
-                                         float(t["realizedPnl"]), 0.0, 0.0, cid, int(t["orderId"]), tid))
-                continue
-            self.log.info("놓친 체결 복구: %s %s @ %s" if _lang_ko() else "Recovered missed fill: %s %s @ %s",
-                          cid, t["qty"], t["price"])
-            o = st.orders.get(cid)
-            price, qty = (o.price, o.qty) if o else (float(t["price"]), float(t["qty"]))
-            u = OrderUpdate(self.symbol, cid, int(t["orderId"]), t["side"], "LIMIT", "TRADE",
-                            "FILLED" if o is None or _order_filled(o, t) else "PARTIALLY_FILLED", price, qty,
-                            float(t["qty"]), float(t["price"]), float(t["qty"]), float(t["price"]),
-                            float(t["commission"]), float(t["realizedPnl"]), bool(t.get("maker")),
-                            o is not None and o.role in (ROLE_TP, ROLE_BE), o is not None and o.role == ROLE_SL,
-                            0.0, tid, int(t["time"]), int(t["time"]))
-            await self.strategy.on_order_update(u)
-
-    async def _reconcile_orders(self) -> None:
-        strat = self.strategy
-        st = strat.state
-        # Every fill so far was just recovered from the trade history: none is still to come,
-        # and what the position differs by (a trade by hand) is adopted below.
-        strat._unseen = 0.0
-        open_orders = await self.venue.get_open_orders()
-        on_exchange = {o.client_id: o for o in open_orders}
-        known = set(st.orders)
-        orphans = [o for o in open_orders if o.client_id not in known]     # orders the state does not know
-        vanished = [c for c in known if c not in on_exchange]               # known, but gone from the book
-        # Orphans go first, each cancel confirmed: one that filled meanwhile is then in the
-        # trade history read next, and the position read after it holds it.
-        for o in orphans:
-            self.log.warning("orphan order %s (%s %s) cancelled", o.client_id, o.side, o.price)
-            if o.is_algo:
-                await self.venue.cancel_algo_order(o.client_id)
-            else:
-                await self.venue.cancel_order_confirmed(o.client_id)
-        # A fill between the trade-history read above and this open-orders read took its order
-        # off the book: read the history again, so that the order is acted on as filled rather
-        # than dropped below as vanished (its fill would then be ignored and never recorded).
-        # Orders the strategy places meanwhile are not in the snapshot: only the lists above count.
-        await self._recover_missed_fills()
-        # The position read must hold exactly the fills acted on: a fill between the history
-        # read and the position read would be adopted here and counted again by its event.
-        # Read the history after the position until it brings nothing new.
-        for _ in range(5):
-            pos = await self.venue.get_position_info_with_retry()
-            if not await self._recover_missed_fills():
-                break
-        st.liquidation_price, st.mark_price = pos.liquidation_price, pos.mark_price   # for status.sh
-        never_sent = []
-        for cid in vanished:
-            o = st.orders.get(cid)
-            # An entry saved before its request went out, and never acknowledged: if the
-            # exchange never had its id, the process died before sending it. Send it now (the
-            # same id: were it in flight after all, the exchange refuses it as a duplicate).
-            if o is not None and o.is_entry and not o.order_id and await self.venue.find_order(cid) is None:
-                never_sent.append(o)
-                continue
-            st.orders.pop(cid, None)
-        # Orders placed just before a crash, never acknowledged: learn their exchange ids.
-        for cid, o in st.orders.items():
-            if not o.order_id and cid in on_exchange:
-                o.order_id = on_exchange[cid].order_id
-        if never_sent:
-            self.log.warning("%d entry order(s) saved but never sent (a crash before the request); sending them",
-                             len(never_sent))
-            await strat.place_entries(never_sent)
-        # Adopt the exchange's position.
-        p = st.position
-        qty = abs(pos.qty)
-        if qty > 0 and (pos.qty > 0) != (strat.s > 0):
-            self.log.error("exchange position %.6f is against the configured direction; leaving it alone", pos.qty)
-            return
-        if abs(qty - p.qty) > 1e-12 or abs(pos.entry_price - p.avg_price) > 1e-9 * max(1.0, pos.entry_price):
-            self.log.info("포지션 동기화: 평단가 $%.2f → $%.2f, 수량 %.6f → %.6f" if _lang_ko() else
-                          "Position sync: average $%.2f → $%.2f, quantity %.6f → %.6f",
-                          p.avg_price, pos.entry_price, p.qty, qty)
-            p.qty, p.avg_price = qty, pos.entry_price
-            if qty > 0 and p.deepest_level == 0:
-                p.deepest_level = 1
-                p.level_filled[0] = p.level1_qty = qty
-        # Mend the difference between what the strategy wants resting and what rests: the same
-        # rule (desired_orders) the strategy's reactions follow.
-        await strat.mend()
-        self._save()
+            await self.reconciler.run(startup)
 
     # ------------------------------------------------------------------ tasks
     async def run(self) -> None:
@@ -434,7 +265,7 @@ class Daemon:
                 await self.venue.cancel_all_orders()
                 self.strategy.state.orders.clear()
                 self._save()
-                self.log.info("종료: 모든 주문 취소" if _lang_ko() else "Exit: all orders cancelled")
+                self.log.info("종료: 모든 주문 취소" if korean() else "Exit: all orders cancelled")
             except Exception as e:   # noqa: BLE001 - best effort on the way out
                 self.log.error("cancel on exit failed: %s", e)
         await self.venue.close()
@@ -478,7 +309,7 @@ class Daemon:
         self._config_error_logged = None
         self.config = cfg
         self.strategy.update_config(cfg)
-        self.log.info("설정 파일 재로드: %s" if _lang_ko() else "Config reloaded: %s", self.config_path.name)
+        self.log.info("설정 파일 재로드: %s" if korean() else "Config reloaded: %s", self.config_path.name)
         return True
 
     async def websocket_handler(self) -> None:
@@ -603,7 +434,7 @@ class Daemon:
                         self._save()
                     else:
                         self._on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side,
-                                                 _role_of(u.client_id), u.last_price, u.last_qty, u.commission,
+                                                 role_of(u.client_id), u.last_price, u.last_qty, u.commission,
                                                  u.realized_pnl, 0.0, 0.0, u.client_id, u.order_id, u.trade_id))
                         self._save()
                         asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
@@ -622,64 +453,3 @@ class Daemon:
 def _usdm():
     from binance.enums import FuturesType
     return FuturesType.USD_M
-
-
-def _order_filled(o, t: dict[str, Any]) -> bool:
-    return o.qty <= 0 or float(t["qty"]) >= o.qty - 1e-12
-
-
-class _HeldPlacements:
-    """The venue as the strategy sees it while missed fills are replayed: cancels go out,
-    new orders are only acknowledged (the state keeps them, the daemon sends or drops them
-    afterwards), and the position read is that of the fills replayed so far."""
-
-    def __init__(self, venue: BinanceFuturesClient, strategy: GridMartingaleStrategy) -> None:
-        self._venue, self._strategy = venue, strategy
-        self.ids: set[str] = set()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._venue, name)
-
-    def _hold(self, client_id: str, price: float, qty: float) -> OrderAck:
-        self.ids.add(client_id)
-        return OrderAck(client_id, 0, price, qty)
-
-    async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck]:
-        return [self._hold(o.client_id, o.price, o.qty) for o in orders]
-
-    async def place_limit_close(self, client_id: str, side: str, price: float, qty: float) -> OrderAck:
-        return self._hold(client_id, price, qty)
-
-    async def set_stop_loss(self, client_id: str, side: str, trigger_price: float,
-                            working_type: str = "CONTRACT_PRICE") -> OrderAck:
-        return self._hold(client_id, trigger_price, 0.0)
-
-    async def cancel_order(self, client_id: str) -> bool:
-        if client_id in self.ids:
-            return True
-        return await self._venue.cancel_order(client_id)
-
-    async def cancel_orders_confirmed(self, client_ids: list[str]) -> dict[str, float]:
-        held = {c: 0.0 for c in client_ids if c in self.ids}          # never sent: nothing filled
-        sent = [c for c in client_ids if c not in self.ids]
-        return {**held, **(await self._venue.cancel_orders_confirmed(sent) if sent else {})}
-
-    async def get_position_info_with_retry(self, tries: int = 10) -> Position:
-        qty, avg = self._strategy.seen_position()
-        return Position(qty * self._strategy.s, avg)
-
-
-def _role_of(cid: str) -> str:
-    if cid.startswith("autoclose-"):
-        return "LIQUIDATION"
-    parsed = parse_client_order_id(cid)
-    if not parsed:
-        return "EXTERNAL"
-    return f"ENTRY{parsed[3]}" if parsed[2] == "E" else parsed[2]
-
-
-def _lang_ko() -> bool:
-    return not (os.environ.get("LOG_LANGUAGE") or "ko").lower().startswith("en")
-
-
-# ---------------------------------------------------------------------- process

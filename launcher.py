@@ -18,8 +18,9 @@ from dotenv import dotenv_values
 
 from binance_library import ConfigurationError, UnknownResult, venue_urls_from_env
 from config import ConfigError, load_config
-from daemon import CONFIG_INTERVAL_S, ROOT, START_TRIES, SYNC_INTERVAL_S, Daemon, Fatal, _lang_ko
+from daemon import CONFIG_INTERVAL_S, ROOT, START_TRIES, SYNC_INTERVAL_S, Daemon, Fatal
 from exchange_api import ExchangeError
+from messages import korean
 from paths import Paths
 from records import setup_logging
 
@@ -174,7 +175,7 @@ async def run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet
                     return 0
                 except asyncio.TimeoutError:
                     pass
-        log.info("시작: %s %s" if _lang_ko() else "Started: %s %s", symbol, d.config.trade_direction)
+        log.info("시작: %s %s" if korean() else "Started: %s %s", symbol, d.config.trade_direction)
         if on_started is not None:
             on_started(d)
         await d.run()
@@ -182,5 +183,5 @@ async def run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet
         raise Fatal(f"exchange rejected a start-up request: {e}") from None
     finally:
         await d.shutdown()
-        log.info("종료" if _lang_ko() else "Stopped")
+        log.info("종료" if korean() else "Stopped")
     return 0

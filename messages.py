@@ -59,3 +59,8 @@ EN: dict[str, str] = {
 def catalog(lang: str | None = None) -> dict[str, str]:
     lang = (lang or os.environ.get("LOG_LANGUAGE") or "ko").lower()
     return EN if lang.startswith("en") else KO
+
+
+def korean() -> bool:
+    """The daemon's own log lines (outside the catalog) follow the same LOG_LANGUAGE choice."""
+    return catalog() is KO
