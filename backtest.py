@@ -30,9 +30,10 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_legs, candle_ticks, leg_volume_steps
+from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_ticks, leg_volume_steps
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market_data import Candles, DataError, load_klines
+from market_replay import FILL, OPEN, play_candle
 from brackets import BracketError, BracketTable, load_brackets, table_for
 from funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
 from sim_exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
@@ -117,86 +118,119 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
                   funding: FundingSeries | None, mark: Candles | None, brackets: BracketTable | None,
                   liquidation: bool, fill_share: float | None) -> BacktestResult:
     t0 = time.perf_counter()
-    capital = float(capital if capital is not None else config.initial_capital)
-    sim = SimulatedExchange([filters], balance=capital,
-                            maker_fee=config.maker_fee if maker_fee is None else maker_fee,
-                            taker_fee=config.taker_fee if taker_fee is None else taker_fee,
-                            leverage=config.leverage)
-    sim.ack_events = False      # the strategy acts on fills and expiries only
-    sim.liquidation_enabled = liquidation
-    sim.keep_trades = False     # the strategy's fill records are the backtest's trades
-    symbol = filters.symbol
-    book = sim.books[symbol]
-    if brackets is not None:
-        book.brackets = brackets
-    fills: list[FillRecord] = []
-    quiet = logging.getLogger("grid.backtest")
-    quiet.setLevel(logging.CRITICAL + 10)  # a backtest reports through its summary, not logs
-    venue = SimVenue(sim, symbol)
-    venue.log = quiet
-    strategy = GridMartingaleStrategy(config, venue, capital=capital, logger=quiet, on_fill=fills.append)
-    strategy.log_info = False
-    n = len(candles)
-    if n == 0:
+    if len(candles) == 0:
         raise DataError("no candles to backtest")
-    # The engine works in integer ticks: the candles are converted once, here.
-    opens, highs, lows, closes = candle_ticks(candles.open, candles.high, candles.low, candles.close,
-                                              filters.tick_size)
-    times = candles.open_time
-    from_ticks = filters.from_ticks
-    s = strategy.s
-    mark_ticks = align_mark(mark, candles, filters, (opens, highs, lows, closes)) if mark is not None else None
-    if mark_ticks is not None:
-        sim.drive_mark(symbol)
-    f_idx, f_time, f_rate = funding_schedule(funding, times) if funding is not None else \
-        (np.zeros(0, np.int64), None, None)
-    f_idx_l = f_idx.tolist()
-    # The volume fill model: a resting limit takes at most fill_share of what each leg trades
-    # (a third of the candle's volume), in price-time order; the rest stays open.
-    leg_steps = ([leg_volume_steps(v, fill_share, filters.step_size) for v in candles.volume.tolist()]
-                 if fill_share is not None else None)
-    nf = len(f_idx_l)
-    fi = 0
+    run = _Replay(config, candles, filters, float(capital if capital is not None else config.initial_capital),
+                  config.maker_fee if maker_fee is None else maker_fee,
+                  config.taker_fee if taker_fee is None else taker_fee, funding, mark, brackets, liquidation,
+                  fill_share)
+    run.play(progress)
+    return run.result(time.perf_counter() - t0)
 
-    def deliver() -> None:
+
+class _Replay:
+    """One backtest: the strategy on a SimulatedExchange, candles played by the one candle
+    clock (market_replay.play_candle) only where something can happen.
+
+    Equity is piecewise: constant wallet / position between replayed candles.  A replayed
+    candle starts a segment with the state after its fills (its close), and its worst
+    equity is tracked exactly along its path."""
+
+    def __init__(self, config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float,
+                 maker_fee: float, taker_fee: float, funding: FundingSeries | None, mark: Candles | None,
+                 brackets: BracketTable | None, liquidation: bool, fill_share: float | None) -> None:
+        self.config, self.candles, self.filters = config, candles, filters
+        self.capital, self.liquidation = capital, liquidation
+        sim = self.sim = SimulatedExchange([filters], balance=capital, maker_fee=maker_fee, taker_fee=taker_fee,
+                                           leverage=config.leverage)
+        sim.ack_events = False      # the strategy acts on fills and expiries only
+        sim.liquidation_enabled = liquidation
+        sim.keep_trades = False     # the strategy's fill records are the backtest's trades
+        self.symbol = filters.symbol
+        self.book = sim.books[self.symbol]
+        if brackets is not None:
+            self.book.brackets = brackets
+        self.pos = self.book.position
+        self.fills: list[FillRecord] = []
+        quiet = logging.getLogger("grid.backtest")
+        quiet.setLevel(logging.CRITICAL + 10)  # a backtest reports through its summary, not logs
+        venue = SimVenue(sim, self.symbol)
+        venue.log = quiet
+        self.strategy = GridMartingaleStrategy(config, venue, capital=capital, logger=quiet,
+                                               on_fill=self.fills.append)
+        self.strategy.log_info = False
+        # The engine works in integer ticks: the candles are converted once, here.
+        self.ticks = candle_ticks(candles.open, candles.high, candles.low, candles.close, filters.tick_size)
+        self.times = candles.open_time
+        self.mark_ticks = align_mark(mark, candles, filters, self.ticks) if mark is not None else None
+        if self.mark_ticks is not None:
+            sim.drive_mark(self.symbol)
+        f_idx, self.f_time, self.f_rate = (funding_schedule(funding, self.times) if funding is not None else
+                                           (np.zeros(0, np.int64), None, None))
+        self.f_idx = f_idx.tolist()
+        self.fi = 0
+        # The volume fill model: a resting limit takes at most fill_share of what each leg trades
+        # (a third of the candle's volume), in price-time order; the rest stays open.
+        self.leg_steps = ([leg_volume_steps(v, fill_share, filters.step_size) for v in candles.volume.tolist()]
+                          if fill_share is not None else None)
+        self.seg_start: list[int] = [0]
+        self.seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
+        self.worst_at: dict[int, float] = {}
+        self.replayed = 0
+        self.scanner = TriggerScanner(self.ticks[1], self.ticks[2])
+        self.mark_scanner = (TriggerScanner(self.mark_ticks[1], self.mark_ticks[2])
+                             if self.mark_ticks is not None else None)
+
+    def deliver(self) -> None:
+        sim, strategy = self.sim, self.strategy
         while sim.events:
             for ev in sim.drain_events():
                 # NEW acknowledgements carry nothing the strategy acts on.
                 if type(ev) is OrderUpdate and ev.exec_type != "NEW":
                     run_sync(strategy.on_order_update(ev))
 
-    # Equity is piecewise: constant wallet / position between replayed candles.
-    # A replayed candle starts a segment with the state after its fills (its
-    # close), and its worst equity is tracked exactly along its path.
-    seg_start: list[int] = [0]
-    seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
-    worst_at: dict[int, float] = {}
-    pos = book.position
+    def mark_segment(self, i: int) -> None:
+        self.seg_start.append(i)
+        self.seg_state.append((self.sim.wallet, self.pos.qty, self.pos.entry_price))
 
-    def mark_segment(i: int) -> None:
-        seg_start.append(i)
-        seg_state.append((sim.wallet, pos.qty, pos.entry_price))
+    def account(self) -> float:
+        pos = self.pos
+        return self.sim.wallet + pos.qty * (self.book.price - pos.entry_price)
 
-    def account(price: float) -> float:
-        return sim.wallet + pos.qty * (price - pos.entry_price)
+    def play(self, progress: Callable[[int, int], None] | None) -> None:
+        sim, symbol, closes = self.sim, self.symbol, self.ticks[3]
+        n = len(closes)
+        sim.now_ms = int(self.times[0])
+        sim.set_price_ticks(symbol, int(closes[0]))
+        if self.mark_ticks is not None:
+            sim.set_mark_ticks(symbol, int(self.mark_ticks[3][0]))
+        run_sync(self.strategy.on_candle_closed(self.filters.from_ticks(int(closes[0]))))
+        self.deliver()
+        self.mark_segment(1)
+        i = 1
+        next_report = n // 100 if progress else n + 1
+        while i < n:
+            j = self.next_event(i)
+            if j == -2:
+                break           # liquidated and stopped: nothing more can happen
+            k = self.funding_due(j if j >= 0 else n - 1)
+            if k is not None:
+                i = k           # the wallet moved the liquidation price: scan again from T
+                continue
+            if j < 0:
+                break
+            self.play_event_candle(j)
+            i = j + 1
+            if j >= next_report:
+                progress(j, n)
+                next_report = j + n // 100
+        if progress:
+            progress(n, n)
 
-    sim.now_ms = int(times[0])
-    sim.set_price_ticks(symbol, int(closes[0]))
-    if mark_ticks is not None:
-        sim.set_mark_ticks(symbol, int(mark_ticks[3][0]))
-    run_sync(strategy.on_candle_closed(from_ticks(int(closes[0]))))
-    deliver()
-    mark_segment(1)
-
-    scanner = TriggerScanner(highs, lows)
-    mark_scanner = TriggerScanner(mark_ticks[1], mark_ticks[2]) if mark_ticks is not None else None
-    replayed = 0
-    i = 1
-    next_report = n // 100 if progress else n + 1
-    tick = filters.tick_size
-    advance = sim.advance_ticks
-    advance_mark = sim.advance_mark_ticks
-    while i < n:
+    def next_event(self, i: int) -> int:
+        """The next candle from i whose range reaches a resting trigger or the range band
+        (-1: none; -2: halted with nothing resting)."""
+        book, strategy = self.book, self.strategy
         up, down = NO_UP, NO_DOWN
         for r in book.resting.values():
             if r.fires_below:
@@ -206,105 +240,96 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
                 up = r.trigger
         if strategy.is_flat_and_unfilled():
             if strategy.halted and not book.resting:
-                break           # liquidated and stopped: nothing more can happen
+                return -2
             # The range exit fires strictly beyond the band: the first tick past it.
-            band = strategy.range_band() / tick
-            if s > 0:
+            band = strategy.range_band() / self.filters.tick_size
+            if strategy.s > 0:
                 up = min(up, math.floor(band + 1e-9) + 1)
             else:
                 down = max(down, math.ceil(band - 1e-9) - 1)
-        j = scanner.find(i, up, down)
-        if mark_scanner is not None and book.mark_resting:
+        j = self.scanner.find(i, up, down)
+        if self.mark_scanner is not None and book.mark_resting:
             mup, mdown = NO_UP, NO_DOWN
             for r in book.mark_resting.values():
                 if r.fires_below:
                     mdown = max(mdown, r.trigger)
                 else:
                     mup = min(mup, r.trigger)
-            jm = mark_scanner.find(i, mup, mdown)
+            jm = self.mark_scanner.find(i, mup, mdown)
             if jm >= 0 and (j < 0 or jm < j):
                 j = jm
-        # Funding settlements due up to this event (at candle j's open, before its path).
-        lim = j if j >= 0 else n - 1
-        if fi < nf and f_idx_l[fi] <= lim:
-            if not pos.steps:
-                while fi < nf and f_idx_l[fi] <= lim:
-                    fi += 1     # flat until this event: nothing to settle
-            else:
-                k = f_idx_l[fi]
-                rate = float(f_rate[fi])
-                fi += 1
-                sim.now_ms = int(f_time[fi - 1])
-                sim.set_price_ticks(symbol, int(opens[k]))
-                if mark_ticks is not None:
-                    sim.set_mark_ticks(symbol, int(mark_ticks[0][k]))
-                sim.settle_funding(symbol, rate, sim.mark_of(book))
-                deliver()
-                mark_segment(k)
-                i = k           # the wallet moved the liquidation price: scan again from T
-                continue
-        if j < 0:
-            break
-        replayed += 1
-        o, h, l, c = int(opens[j]), int(highs[j]), int(lows[j]), int(closes[j])
-        t = int(times[j])
-        sim.now_ms = t
-        sim.set_price_ticks(symbol, o)
-        # Between events the position is constant and each leg monotone, so
-        # the equity is linear there: its minimum is at a vertex or a fill.
-        worst_eq = account(book.price)
+        return j
+
+    def funding_due(self, lim: int) -> int | None:
+        """Settle the next funding due at or before candle `lim` (at its candle's open,
+        before its path); returns that candle, or None when nothing is due with a position."""
+        f_idx, nf = self.f_idx, len(self.f_idx)
+        if self.fi >= nf or f_idx[self.fi] > lim:
+            return None
+        if not self.pos.steps:
+            while self.fi < nf and f_idx[self.fi] <= lim:
+                self.fi += 1     # flat until this event: nothing to settle
+            return None
+        k = f_idx[self.fi]
+        sim, symbol = self.sim, self.symbol
+        sim.now_ms = int(self.f_time[self.fi])
+        rate = float(self.f_rate[self.fi])
+        self.fi += 1
+        sim.set_price_ticks(symbol, int(self.ticks[0][k]))
+        if self.mark_ticks is not None:
+            sim.set_mark_ticks(symbol, int(self.mark_ticks[0][k]))
+        sim.settle_funding(symbol, rate, sim.mark_of(self.book))
+        self.deliver()
+        self.mark_segment(k)
+        return k
+
+    def play_event_candle(self, j: int) -> None:
+        """Candle j along its path, the strategy reacting to each event; between events the
+        position is constant and each leg monotone, so the equity is linear there and its
+        minimum is at a vertex or an event."""
+        self.replayed += 1
+        strategy, book, deliver, account = self.strategy, self.book, self.deliver, self.account
         flat = strategy.is_flat_and_unfilled
-        if flat():          # the range exit is the only thing on_price does
-            run_sync(strategy.on_price(book.price))
-            deliver()
-        if mark_ticks is not None:
-            # The mark's own path first (its triggers: liquidation, MARK_PRICE stops), then
-            # the last price's: the adverse mark events of a minute are not deferred.
-            sim.set_mark_ticks(symbol, int(mark_ticks[0][j]))
-            for end, leg_ms in candle_legs(int(mark_ticks[0][j]), int(mark_ticks[1][j]), int(mark_ticks[2][j]),
-                                           int(mark_ticks[3][j]), t):
-                sim.now_ms = leg_ms
-                while advance_mark(symbol, end):
-                    deliver()
-                    worst_eq = min(worst_eq, account(book.price))
-        for end, leg_ms in candle_legs(o, h, l, c, t):
-            sim.now_ms = leg_ms
-            if leg_steps is not None:
-                sim.set_leg_volume(symbol, int(leg_steps[j]))
-            while advance(symbol, end):
+        o, h, l, c = (int(a[j]) for a in self.ticks)
+        mark = tuple(int(a[j]) for a in self.mark_ticks) if self.mark_ticks is not None else None
+        worst_eq = 0.0
+        for step in play_candle(self.sim, self.symbol, o, h, l, c, int(self.times[j]),
+                                leg_steps=None if self.leg_steps is None else int(self.leg_steps[j]), mark=mark):
+            if step == FILL:
                 deliver()
-                eq = sim.wallet + pos.qty * (book.price - pos.entry_price)
+                eq = account()
                 if eq < worst_eq:
                     worst_eq = eq
-            eq = sim.wallet + pos.qty * (book.price - pos.entry_price)
-            if eq < worst_eq:
-                worst_eq = eq
-            if flat():
+                continue
+            if step == OPEN:
+                worst_eq = account()
+            else:
+                eq = account()
+                if eq < worst_eq:
+                    worst_eq = eq
+            if flat():          # the range exit is the only thing on_price does
                 run_sync(strategy.on_price(book.price))
                 deliver()
-        worst_at[j] = max(0.0, worst_eq) if liquidation else worst_eq
-        mark_segment(j)
-        i = j + 1
-        if j >= next_report:
-            progress(j, n)
-            next_report = j + n // 100
-    if progress:
-        progress(n, n)
+        self.worst_at[j] = max(0.0, worst_eq) if self.liquidation else worst_eq
+        self.mark_segment(j)
 
-    equity, worst = _equity_curves(filters.prices_of_ticks(closes), filters.prices_of_ticks(lows),
-                                   filters.prices_of_ticks(highs), seg_start, seg_state)
-    if worst_at:
-        worst[np.fromiter(worst_at.keys(), np.int64, len(worst_at))] = np.fromiter(
-            worst_at.values(), np.float64, len(worst_at))
-    if liquidation:
-        # A cross account's loss stops at its wallet (the insurance fund covers the rest).
-        np.maximum(equity, 0.0, out=equity)
-        np.maximum(worst, 0.0, out=worst)
-    p = book.position
-    return BacktestResult(config, filters, candles, capital, fills, equity, worst, sim.wallet, p.qty,
-                          p.entry_price, sim.total_fees, replayed, time.perf_counter() - t0,
-                          funding=list(sim.funding), liquidations=list(sim.liquidations),
-                          brackets=book.brackets, halted=strategy.halted, grids=strategy.state.generation)
+    def result(self, elapsed_s: float) -> BacktestResult:
+        f, (_, highs, lows, closes) = self.filters, self.ticks
+        equity, worst = _equity_curves(f.prices_of_ticks(closes), f.prices_of_ticks(lows),
+                                       f.prices_of_ticks(highs), self.seg_start, self.seg_state)
+        if self.worst_at:
+            worst[np.fromiter(self.worst_at.keys(), np.int64, len(self.worst_at))] = np.fromiter(
+                self.worst_at.values(), np.float64, len(self.worst_at))
+        if self.liquidation:
+            # A cross account's loss stops at its wallet (the insurance fund covers the rest).
+            np.maximum(equity, 0.0, out=equity)
+            np.maximum(worst, 0.0, out=worst)
+        p, sim = self.book.position, self.sim
+        return BacktestResult(self.config, f, self.candles, self.capital, self.fills, equity, worst,
+                              sim.wallet, p.qty, p.entry_price, sim.total_fees, self.replayed, elapsed_s,
+                              funding=list(sim.funding), liquidations=list(sim.liquidations),
+                              brackets=self.book.brackets, halted=self.strategy.halted,
+                              grids=self.strategy.state.generation)
 
 
 def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],

@@ -4,7 +4,10 @@ A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the fa
 from __future__ import annotations
 import asyncio
 import time
-from fill_model import candle_legs, leg_volume_steps
+from typing import Iterator
+
+from fill_model import leg_volume_steps
+from market_replay import FILL, play_candle, play_leg
 from market_data import MINUTE_MS
 from local_base import (_Live, _Series, log)
 
@@ -28,7 +31,8 @@ class ClockMixin:
         self.sim.book(symbol)  # -1121 for an unknown symbol
         async with self._clock_lock:
             if fill:
-                await self._run_leg(symbol, self.sim.books[symbol].filters.to_ticks(float(price)))
+                end = self.sim.books[symbol].filters.to_ticks(float(price))
+                await self._run_leg(symbol, play_leg(self.sim, symbol, end))
             else:
                 self.sim.set_price(symbol, float(price))
                 if symbol in self.live:
@@ -52,29 +56,26 @@ class ClockMixin:
             await asyncio.sleep(0)
 
     async def _play_candle(self, paced: bool) -> bool:
-        """One candle of every symbol along its SPEC §6 path, legs interleaved across symbols."""
+        """One candle of every symbol along its SPEC §6 path (market_replay.play_candle, as the
+        backtest plays it), legs interleaved across symbols."""
         active = [s for s in self.series.values() if s.has_next()]
         if not active:
             return False
-        legs: dict[str, tuple[tuple[int, int], ...]] = {}
+        paths: dict[str, Iterator[int]] = {}
         for s in active:
             i = s.cursor
-            legs[s.symbol] = candle_legs(*s.ticks[i], s.t[i])
-            self.sim.now_ms = s.t[i]
-            self.sim.set_price_ticks(s.symbol, s.ticks[i][0])  # a jump between candles fills nothing (as the backtest)
+            steps = (leg_volume_steps(s.v[i], self.fill_share, self.sim.books[s.symbol].filters.step_size)
+                     if self.fill_share is not None else None)
+            paths[s.symbol] = play_candle(self.sim, s.symbol, *s.ticks[i], s.t[i], leg_steps=steps)
+            next(paths[s.symbol])          # the open: a jump between candles fills nothing
             self._settle_funding_due(s.symbol, s.t[i])
             o = self.sim.books[s.symbol].price
             self.live[s.symbol] = _Live(s.t[i], o, o, o, o, s.v[i])
         await self._vertex(active, closed=False, paced=paced)
         for k in (1, 2, 3):
             for s in active:
-                live = self.live[s.symbol]
-                end, self.sim.now_ms = legs[s.symbol][k - 1]
-                if self.fill_share is not None:
-                    self.sim.set_leg_volume(s.symbol, leg_volume_steps(
-                        live.v, self.fill_share, self.sim.books[s.symbol].filters.step_size))
-                await self._run_leg(s.symbol, end)
-                live.legs = k
+                await self._run_leg(s.symbol, paths[s.symbol])
+                self.live[s.symbol].legs = k
             if k == 3:
                 for s in active:
                     self.sim.now_ms = self.live[s.symbol].t + MINUTE_MS - 1
@@ -84,12 +85,13 @@ class ClockMixin:
             del self.live[s.symbol]
         return True
 
-    async def _run_leg(self, symbol: str, end: int) -> None:
-        """Advance along a monotone leg (to `end` ticks); after each fill, publish it and let the
-        client react."""
+    async def _run_leg(self, symbol: str, path: Iterator[int]) -> None:
+        """Follow a path to its next vertex; after each fill, publish it and let the client react."""
         live = self.live.get(symbol)
         book = self.sim.books[symbol]
-        while self.sim.advance_ticks(symbol, end):
+        for step in path:
+            if step != FILL:
+                break
             if live is not None:
                 live.touch(book.price)
             self._flush_events()
