@@ -1,0 +1,223 @@
+"""The simulated account: margin, leverage and margin type, liquidation as Binance does it
+(cross margin, maintenance brackets, triggered by the mark), and funding settlements.
+
+A part of `sim_exchange.SimulatedExchange` (a mixin: it uses the attributes that class sets up)."""
+from __future__ import annotations
+
+from typing import Any
+
+from brackets import liquidation_price
+from sim_types import (
+    LIQ_KEY, sim_error, SimOrder, LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate,
+    SymbolBook,
+)
+
+
+class AccountMixin:
+    """Margin, liquidation and funding of the simulated account."""
+
+    # ------------------------------------------------------------------ account
+    @staticmethod
+    def mark_of(b: SymbolBook) -> float:
+        return b.mark if b.mark_driven else b.price
+
+    def unrealized(self) -> float:
+        """uPnL at the mark price, all symbols."""
+        return sum(b.position.qty * (self.mark_of(b) - b.position.entry_price) for b in self.books.values())
+
+    def maint_margin(self, b: SymbolBook) -> float:
+        return b.brackets.maint_margin(b.position.qty * self.mark_of(b)) if b.brackets and b.position.steps else 0.0
+
+    def available_balance(self) -> float:
+        """Wallet + uPnL − position margin − open-order margin (cross, one-way)."""
+        if not self._multi:         # one symbol (the backtest): the same sum, without the loop
+            b = self._only
+            p = b.position
+            m = b.mark if b.mark_driven else b.price
+            return self.wallet + p.qty * (m - p.entry_price) - abs(p.qty) * m / p.leverage \
+                - self._open_order_margin(b)
+        avail = self.wallet
+        for b in self.books.values():
+            p = b.position
+            lev = p.leverage
+            m = self.mark_of(b)
+            avail += p.qty * (m - p.entry_price) - abs(p.qty) * m / lev
+            avail -= self._open_order_margin(b)
+        return avail
+
+    def _open_order_margin(self, b: SymbolBook) -> float:
+        """Margin of resting orders that add exposure (both sides while flat)."""
+        pos = b.position.qty
+        if pos > 0:
+            notional = b.open_buy_notional
+        elif pos < 0:
+            notional = b.open_sell_notional
+        else:
+            notional = b.open_buy_notional + b.open_sell_notional
+        return notional / b.position.leverage
+
+    @staticmethod
+    def _order_cost(b: SymbolBook, side: str, price: float, qty: float) -> float:
+        """Initial margin of the part that adds exposure, plus the open loss (reference §5)."""
+        p = b.position
+        pos = p.qty
+        buy = side == "BUY"
+        if pos == 0 or (pos > 0) == buy:
+            adds = qty
+        else:
+            adds = qty - abs(pos)
+            if adds <= 0:
+                return 0.0
+        last = b.price
+        # open loss = adds × |min(0, dir × (last − price))|: a buy above the last, a sell below it
+        loss = (price - last if buy else last - price) if last else 0.0
+        return adds * price / p.leverage + (adds * loss if loss > 0 else 0.0)
+
+    def change_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
+        if not 1 <= int(leverage) <= 125:
+            raise sim_error(-4028, "Leverage is not valid.")
+        b = self.book(symbol)
+        b.position.leverage = int(leverage)
+        return {"leverage": int(leverage), "maxNotionalValue": "1000000", "symbol": symbol}
+
+    def change_margin_type(self, symbol: str, margin_type: str) -> dict[str, Any]:
+        b = self.book(symbol)
+        mt = margin_type.upper().replace("CROSS", "CROSSED").replace("CROSSEDED", "CROSSED")
+        if mt not in ("CROSSED", "ISOLATED"):
+            raise sim_error(-1116, "Invalid marginType.")
+        if mt == b.position.margin_type:
+            raise sim_error(-4046, "No need to change margin type.")
+        if mt == "ISOLATED":
+            raise sim_error(-4046, "The simulator supports cross margin only.")
+        b.position.margin_type = mt
+        return {"code": 200, "msg": "success"}
+
+    def change_position_mode(self, dual: bool) -> dict[str, Any]:
+        if dual == self.dual_side:
+            raise sim_error(-4059, "No need to change position side.")
+        if dual:
+            raise sim_error(-4059, "The simulator supports one-way mode only.")
+        self.dual_side = dual
+        return {"code": 200, "msg": "success"}
+
+    # ------------------------------------------------------------------ liquidation
+    def update_liquidation(self) -> None:
+        """Recompute every position's liquidation price (after a fill, a funding payment, or a
+        move of another symbol's mark) and liquidate at once a position already past it."""
+        if not self.liquidation_enabled:
+            return
+        if not self._multi:
+            b = self._only
+            if b.position.steps:
+                self._place_liquidation(b, self.wallet)
+            elif b.liq_price:
+                self._drop_liquidation(b)
+            return
+        books = [b for b in self.books.values() if b.position.steps]
+        for b in self.books.values():
+            if not b.position.steps and b.liq_price:
+                self._drop_liquidation(b)
+        for b in books:
+            if not b.position.steps or b.brackets is None:
+                continue
+            others = self.wallet + sum(o.position.qty * (self.mark_of(o) - o.position.entry_price)
+                                       - self.maint_margin(o) for o in books if o is not b)
+            if self._place_liquidation(b, others):
+                return
+
+    @staticmethod
+    def _drop_liquidation(b: SymbolBook) -> None:
+        """No liquidation price for this book (flat, covered, or being liquidated)."""
+        b.liq_price = 0.0
+        b.resting.pop(LIQ_KEY, None)
+        b.mark_resting.pop(LIQ_KEY, None)
+
+    def _place_liquidation(self, b: SymbolBook, others: float) -> bool:
+        """Rest the liquidation trigger of one position (`others`: wallet plus the other
+        positions' uPnL − maintenance margin); True when it was already passed and the
+        position has just been liquidated."""
+        if b.brackets is None:
+            return False
+        p = b.position
+        lp = liquidation_price(b.brackets, p.qty, p.entry_price, others)
+        if lp <= 0:
+            self._drop_liquidation(b)
+            return False
+        b.liq_price = lp
+        f = b.filters
+        long = p.steps > 0
+        trig = f.ticks_down(lp) if long else f.ticks_up(lp)
+        mark_t = b.mark_t if b.mark_driven else b.price_t
+        if (mark_t <= trig) if long else (mark_t >= trig):
+            self._drop_liquidation(b)
+            self._liquidate(b, mark_t)          # already past it: the engine closes it now
+            return True
+        t = b.resting.get(LIQ_KEY) or b.mark_resting.get(LIQ_KEY)
+        if t is None:
+            t = LiquidationTrigger(trig, long, lp)
+            self._resting_for(b, t)[LIQ_KEY] = t
+        else:                                   # moved in place (one per position, rests where it is)
+            t.trigger, t.fires_below, t.price = trig, long, lp
+        return False
+
+    def _liquidate(self, b: SymbolBook, price_t: int) -> None:
+        """Binance's forced close (cross margin): every open order of the account is cancelled,
+        the whole position is closed at the liquidation price (or where a gap put the mark),
+        and the insurance fund takes the remaining maintenance margin; the wallet never goes
+        below zero (the fund covers a bankrupt account)."""
+        for book in self.books.values():
+            for o in list(book.open_by_client.values()):
+                self._finish(book, o, "CANCELED", force=True)
+            for a in list(book.algo_by_client.values()):
+                self._end_algo(a, "CANCELED", force=True)
+        self._drop_liquidation(b)
+        p, f = b.position, b.filters
+        qty = abs(p.qty)
+        signed = p.qty
+        mark = self.mark_of(b)
+        mm = b.brackets.maint_margin(qty * f.from_ticks(price_t)) if b.brackets else 0.0
+        oid = self._new_id()
+        cid = f"autoclose-{self.now_ms}"
+        side = "SELL" if p.steps > 0 else "BUY"
+        o = SimOrder(oid, cid, b.filters.symbol, side, "LIQUIDATION", "LIQUIDATION", f.from_ticks(price_t), qty, True,
+                     "IOC", self.now_ms, self.now_ms, "NEW", 0.0, 0.0, False, 0.0, price_t, side == "BUY", False, oid)
+        self.orders[oid] = o
+        self._fill(b, o, price_t, qty, maker=False, exec_type="CALCULATED", check_liquidation=False)
+        clearance = max(0.0, min(mm, self.wallet))
+        bankrupt = min(0.0, self.wallet - clearance)    # the fund brings a negative wallet back to 0
+        self.wallet -= clearance + bankrupt
+        if clearance or bankrupt:
+            self._add_income(b.filters.symbol, "INSURANCE_CLEAR", -(clearance + bankrupt), "LIQUIDATION")
+            self._emit_account(b, "INSURANCE_CLEAR", force=True)
+        self.liquidations.append(Liquidation(self.now_ms, b.filters.symbol, mark, f.from_ticks(price_t), signed,
+                                             clearance + bankrupt, oid, cid))
+        self.update_liquidation()
+
+    # ------------------------------------------------------------------ funding
+    def settle_funding(self, symbol: str, rate: float, mark: float) -> float:
+        """One funding settlement of `symbol` on the position held now, at `mark`:
+        amount = position × mark × rate, paid (> 0) by a long at a positive rate, received by a
+        short.  Returns the amount paid (0.0 when flat: nothing is recorded)."""
+        b = self.book(symbol)
+        p = b.position
+        if not p.steps:
+            return 0.0
+        amount = p.qty * mark * rate
+        self.wallet -= amount
+        self.funding.append(FundingSettlement(self.now_ms, symbol, rate, mark, p.qty, amount))
+        self._add_income(symbol, "FUNDING_FEE", -amount, "FUNDING_FEE")
+        self._emit_account(b, "FUNDING_FEE")
+        self.update_liquidation()
+        return amount
+
+    def _add_income(self, symbol: str, kind: str, amount: float, info: str) -> None:
+        self.income.append(Income(self._next_tran_id, symbol, kind, amount, self.asset, self.now_ms, info))
+        self._next_tran_id += 1
+
+    def _emit_account(self, b: SymbolBook, reason: str, force: bool = False) -> None:
+        if not (self.ack_events or force):
+            return
+        p = b.position
+        self.events.append(AccountUpdate(reason, b.filters.symbol, self.wallet, p.qty, p.entry_price,
+                                         p.qty * (self.mark_of(b) - p.entry_price), b.realized_cum, self.now_ms))
+

@@ -1,0 +1,297 @@
+"""The simulated exchange's records and parsing: orders, algo orders, the position, trades,
+the typed events it queues, a symbol's book, and Binance's parameter parsing (exact decimals)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from exchange_api import ERR_PRECISION, ExchangeError, OrderUpdate, SymbolFilters
+from brackets import BracketTable
+
+# Offline defaults (reference §1): coarse on purpose, valid live as well.
+DEFAULT_FILTERS = {
+    "BTCUSDC": SymbolFilters("BTCUSDC", tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0),
+    "ETHUSDC": SymbolFilters("ETHUSDC", tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0),
+}
+DEFAULT_MAKER_FEE = 0.0
+DEFAULT_TAKER_FEE = 0.0004
+MAX_OPEN_ORDERS = 200
+MAX_BATCH_ORDERS = 5
+CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
+ALGO_TYPES = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
+EPS = 1e-9
+LIQ_KEY = -1                    # the liquidation trigger's key among a book's resting orders
+LIQ_SEQ = 1 << 62               # at the same tick, the account's own stop goes first
+
+
+def sim_error(code: int, msg: str, status: int = 400) -> ExchangeError:
+    return ExchangeError(code, msg, status)
+
+
+@dataclass(slots=True, eq=False)
+class SimOrder:
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str
+    type: str
+    orig_type: str
+    price: float
+    qty: float
+    reduce_only: bool
+    time_in_force: str
+    time: int
+    update_time: int
+    status: str = "NEW"
+    executed_qty: float = 0.0
+    cum_quote: float = 0.0
+    close_position: bool = False
+    stop_price: float = 0.0
+    # fill-model view (fill_model.Resting): the trigger in integer ticks
+    trigger: int = 0
+    fires_below: bool = False
+    is_stop: bool = False
+    seq: int = 0
+
+    @property
+    def remaining(self) -> float:
+        return self.qty - self.executed_qty
+
+    @property
+    def avg_price(self) -> float:
+        return self.cum_quote / self.executed_qty if self.executed_qty else 0.0
+
+
+@dataclass(slots=True, eq=False)
+class SimAlgoOrder:
+    algo_id: int
+    client_algo_id: str
+    symbol: str
+    side: str
+    order_type: str
+    trigger_price: float
+    price: float
+    qty: float
+    close_position: bool
+    reduce_only: bool
+    time_in_force: str
+    working_type: str
+    create_time: int
+    update_time: int
+    status: str = "NEW"
+    trigger_time: int = 0
+    actual_order_id: int = 0
+    actual_price: float = 0.0
+    limit_t: int = 0            # STOP / TAKE_PROFIT limit price, in ticks
+    working_mark: bool = False  # workingType MARK_PRICE: triggered by the mark price
+    # fill-model view: the trigger in integer ticks
+    trigger: int = 0
+    fires_below: bool = False
+    is_stop: bool = True
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class SimPosition:
+    qty: float = 0.0            # signed; always from_steps(steps)
+    steps: int = 0              # the truth: signed integer count of stepSize
+    entry_price: float = 0.0
+    leverage: int = 20
+    margin_type: str = "CROSSED"
+    update_time: int = 0
+
+
+@dataclass(slots=True)
+class SimTrade:
+    id: int
+    order_id: int
+    client_id: str
+    symbol: str
+    side: str
+    price: float
+    qty: float
+    realized_pnl: float
+    commission: float
+    maker: bool
+    time: int
+    position_after: float
+    entry_after: float
+    last_order_id: int = 0      # newest order id assigned when this trade happened (orders placed before it)
+
+
+@dataclass(slots=True)
+class AlgoUpdate:
+    symbol: str
+    client_algo_id: str
+    algo_id: int
+    side: str
+    order_type: str
+    status: str
+    trigger_price: float
+    qty: float
+    close_position: bool
+    event_time: int
+    actual_order_id: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class LiquidationTrigger:
+    """The liquidation price as one more resting trigger (fill_model.Resting): a stop that
+    closes the whole position when the mark price reaches it."""
+
+    trigger: int                # ticks: long ≤ floor(LP), short ≥ ceil(LP)
+    fires_below: bool
+    price: float                # the exact liquidation price
+    is_stop: bool = True
+    seq: int = LIQ_SEQ
+
+
+@dataclass(slots=True)
+class Liquidation:
+    time: int
+    symbol: str
+    mark_price: float           # the mark when it triggered
+    price: float                # where the position was closed
+    qty: float                  # signed position closed
+    clearance: float            # what the insurance fund took (the remaining maintenance margin)
+    order_id: int
+    client_id: str
+
+
+@dataclass(slots=True)
+class FundingSettlement:
+    time: int
+    symbol: str
+    rate: float
+    mark_price: float
+    position: float             # signed position held at the funding time
+    amount: float               # paid (> 0) or received (< 0)
+
+
+@dataclass(slots=True)
+class Income:
+    """One `GET /fapi/v1/income` record (income > 0: received)."""
+
+    tran_id: int
+    symbol: str
+    income_type: str
+    income: float
+    asset: str
+    time: int
+    info: str = ""
+    trade_id: str = ""
+
+
+@dataclass(slots=True)
+class AccountUpdate:
+    reason: str
+    symbol: str
+    wallet: float
+    position_qty: float
+    entry_price: float
+    unrealized: float
+    realized_cum: float
+    event_time: int
+
+
+Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate]
+
+
+@dataclass
+class SymbolBook:
+    """Per-symbol market and order state."""
+
+    filters: SymbolFilters
+    price: float = 0.0          # last (contract) price: always from_ticks(price_t)
+    price_t: int = 0            # the truth, in integer ticks
+    # The mark price: the last price unless a mark series drives it (mark_driven), in which
+    # case MARK_PRICE stops and the liquidation trigger rest in mark_resting.
+    mark_driven: bool = False
+    mark: float = 0.0
+    mark_t: int = 0
+    mark_resting: dict[int, Any] = field(default_factory=dict)
+    brackets: BracketTable | None = None
+    liq_price: float = 0.0      # 0: no liquidation price (flat, or covered)
+    # The volume fill model (None: SPEC §6's full fills): steps the current leg trades, and
+    # what of it resting limits may still take (price-time order along the leg).
+    leg_volume: int | None = None
+    leg_budget: int | None = None
+    position: SimPosition = field(default_factory=SimPosition)
+    resting: dict[int, Union[SimOrder, SimAlgoOrder]] = field(default_factory=dict)  # by id
+    open_by_client: dict[str, SimOrder] = field(default_factory=dict)
+    algo_by_client: dict[str, SimAlgoOrder] = field(default_factory=dict)
+    realized_cum: float = 0.0
+    # price × remaining of resting non-reduce-only orders, per side (kept up to
+    # date as orders rest and leave, so the margin check needs no scan)
+    open_buy_notional: float = 0.0
+    open_sell_notional: float = 0.0
+
+    def rest(self, o: "SimOrder") -> None:
+        self.open_by_client[o.client_id] = o
+        self.resting[o.order_id] = o
+        if not o.reduce_only:
+            if o.side == "BUY":
+                self.open_buy_notional += o.price * o.remaining
+            else:
+                self.open_sell_notional += o.price * o.remaining
+
+    def unrest(self, o: "SimOrder", qty: float, done: bool) -> None:
+        """`qty` of a resting order leaves the book (filled or cancelled); `done`: all of it."""
+        if not o.reduce_only:
+            if o.side == "BUY":
+                self.open_buy_notional -= o.price * qty
+            else:
+                self.open_sell_notional -= o.price * qty
+        if done:
+            del self.open_by_client[o.client_id]
+            self.resting.pop(o.order_id, None)
+            if not self.open_by_client:
+                self.open_buy_notional = self.open_sell_notional = 0.0   # no drift left behind
+
+
+DECIMAL_RE = re.compile(r"^[+-]?(\d+)(?:\.(\d*))?$|^[+-]?\.(\d+)$")
+
+
+def parse_units(text: str, name: str, max_decimals: int, scale: int) -> int:
+    """A decimal string as an exact integer count of 10^-max_decimals (no float on the way)."""
+    s = text.strip()
+    m = DECIMAL_RE.match(s)
+    if m is None:
+        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    whole, frac = (m.group(1) or "0"), (m.group(2) if m.group(1) is not None else m.group(3)) or ""
+    frac = frac.rstrip("0")
+    if len(frac) > max_decimals:
+        raise sim_error(ERR_PRECISION, "Precision is over the maximum defined for this asset.")
+    units = int(whole) * scale + (int(frac.ljust(max_decimals, "0")) if frac else 0)
+    return -units if s.startswith("-") else units
+
+
+def parse_decimal(value: Any, name: str, max_decimals: int) -> float:
+    if isinstance(value, str):
+        s = value.strip()
+        if "." in s and len(s.split(".", 1)[1].rstrip("0")) > max_decimals:
+            raise sim_error(ERR_PRECISION, "Precision is over the maximum defined for this asset.")
+        try:
+            return float(s)
+        except ValueError:
+            raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return v
+
+
+def mandatory_error(name: str) -> ExchangeError:
+    return sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
