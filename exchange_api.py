@@ -87,7 +87,7 @@ CLOSE_RETRY_FLOOR = 0.50   # ... down to 50 %
 POSITION_READ_TRIES = 10
 RUNG_MARGIN = 10           # rungs of headroom above a venue's free-margin estimate
 
-_EPS = 1e-9
+EPS = 1e-9
 
 
 class ExchangeError(Exception):
@@ -153,7 +153,7 @@ class SymbolFilters:
         set_(self, "_tick_units", int(tick * 10 ** pd))
         set_(self, "_qty_scale", 10 ** qd)
         set_(self, "_step_units", int(step * 10 ** qd))
-        set_(self, "steps_of_min_qty", math.ceil(self.min_qty / self.step_size - _EPS))
+        set_(self, "steps_of_min_qty", math.ceil(self.min_qty / self.step_size - EPS))
 
     # integer grid ---------------------------------------------------------
     def to_ticks(self, price: float) -> int:
@@ -161,10 +161,10 @@ class SymbolFilters:
         return round(price / self.tick_size)
 
     def ticks_down(self, price: float) -> int:
-        return math.floor(price / self.tick_size + _EPS)
+        return math.floor(price / self.tick_size + EPS)
 
     def ticks_up(self, price: float) -> int:
-        return math.ceil(price / self.tick_size - _EPS)
+        return math.ceil(price / self.tick_size - EPS)
 
     def from_ticks(self, ticks: int) -> float:
         # int / int is correctly rounded: the double nearest to ticks × tickSize.
@@ -188,7 +188,7 @@ class SymbolFilters:
         return round(qty / self.step_size)
 
     def steps_down(self, qty: float) -> int:
-        return math.floor(qty / self.step_size + _EPS)
+        return math.floor(qty / self.step_size + EPS)
 
     def from_steps(self, steps: int) -> float:
         return steps * self._step_units / self._qty_scale
@@ -226,7 +226,7 @@ class SymbolFilters:
 
     def tradable(self, price: float, qty: float) -> bool:
         """Whether a non-reduce-only order passes minQty and minNotional."""
-        return qty + _EPS >= self.min_qty and price * qty + _EPS >= self.min_notional
+        return qty + EPS >= self.min_qty and price * qty + EPS >= self.min_notional
 
 
 # --------------------------------------------------------------------------
@@ -243,7 +243,7 @@ def apply_fill(pos_qty: float, avg: float, fill_qty_signed: float, price: float)
     closed = min(abs(pos_qty), abs(fill_qty_signed))
     realized = closed * (price - avg) * (1.0 if pos_qty > 0 else -1.0)
     new_qty = pos_qty + fill_qty_signed
-    if abs(new_qty) < _EPS * max(1.0, abs(pos_qty)):
+    if abs(new_qty) < EPS * max(1.0, abs(pos_qty)):
         return 0.0, 0.0, realized
     if (new_qty > 0) == (pos_qty > 0):
         return new_qty, avg, realized

@@ -19,18 +19,15 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    ERR_MARGIN_INSUFFICIENT, ERR_POST_ONLY_REJECTED, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE,
-    ROLE_ENTRY, ROLE_SL,
-    ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, SymbolFilters, apply_fill,
-    client_order_id,
-    parse_client_order_id,
+    EPS, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
+    FuturesVenue, OrderAck, OrderUpdate, SymbolFilters, apply_fill, client_order_id, parse_client_order_id,
 )
+from grid_ladder import LadderMixin
 from messages import catalog
 from state_manager import GridState, OrderState
 
 log = logging.getLogger("grid")
 
-_EPS = 1e-9
 MARKET_CLOSE_TRIES = 3           # a market close refused as reduce-only: read the position again
 
 
@@ -72,7 +69,7 @@ def _rests_as(o: OrderState, role: str, price: float, qty: float, f: SymbolFilte
     return o.role == role and f.to_ticks(o.price) == f.to_ticks(price) and f.to_steps(o.qty) == f.to_steps(qty)
 
 
-class GridMartingaleStrategy:
+class GridMartingaleStrategy(LadderMixin):
     def __init__(self, config: GridConfig, venue: FuturesVenue, state: GridState | None = None,
                  capital: float | None = None, logger: logging.Logger | None = None,
                  lang: str | None = None,
@@ -149,8 +146,8 @@ class GridMartingaleStrategy:
     def is_flat_and_unfilled(self) -> bool:
         """No position, no entry fill, and no raced fill still to come (levels held back)."""
         st = self.state
-        return st.position.qty <= _EPS and not self._any_entry_filled() and not st.pending_level \
-            and not st.raced and self._unseen <= _EPS
+        return st.position.qty <= EPS and not self._any_entry_filled() and not st.pending_level \
+            and not st.raced and self._unseen <= EPS
 
     def level_price(self, center: float, level: int) -> float:
         d = self.config.level_distances[level - 1]
@@ -189,13 +186,13 @@ class GridMartingaleStrategy:
         pos = await self.venue.get_position_info_with_retry()
         p = self.state.position
         qty, avg = abs(pos.qty), pos.entry_price
-        if abs(qty - p.qty) > _EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
+        if abs(qty - p.qty) > EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
             self.log_info and self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
         # Invariant: p.qty = (position from the fill events seen) + _unseen.
         if self._unseen == 0.0:
             self._seen_avg = p.avg_price
         self._unseen += qty - p.qty
-        if abs(self._unseen) <= _EPS:
+        if abs(self._unseen) <= EPS:
             self._unseen = 0.0
         p.qty, p.avg_price = qty, avg
 
@@ -267,13 +264,13 @@ class GridMartingaleStrategy:
                     del self.state.orders[o.client_id]
                 await self.on_entry_filled(o, u)
             elif o.role == ROLE_TP:
-                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                if u.status == "FILLED" or self.state.position.qty <= EPS:
                     await self.on_tp_filled(u)
             elif o.role == ROLE_BE:
-                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                if u.status == "FILLED" or self.state.position.qty <= EPS:
                     await self.on_be_filled(u)
             elif o.role == ROLE_SL:
-                if u.status == "FILLED" or self.state.position.qty <= _EPS:
+                if u.status == "FILLED" or self.state.position.qty <= EPS:
                     await self.on_sl_filled(u)
             self._changed()
         elif u.exec_type in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH") and u.status != "NEW":
@@ -297,9 +294,9 @@ class GridMartingaleStrategy:
         if self._unseen * delta > 0:
             # The last position read already counted (part of) this fill: do not count it twice.
             seen = math.copysign(min(abs(delta), abs(self._unseen)), delta)
-            self._unseen = 0.0 if abs(self._unseen - seen) <= _EPS else self._unseen - seen
+            self._unseen = 0.0 if abs(self._unseen - seen) <= EPS else self._unseen - seen
             signed = (delta - seen) * self.s
-        if abs(signed) > _EPS:
+        if abs(signed) > EPS:
             new_qty, new_avg, _ = apply_fill(signed_before, p.avg_price, signed, u.last_price)
         else:
             new_qty, new_avg = signed_before, p.avg_price
@@ -358,7 +355,7 @@ class GridMartingaleStrategy:
         self._record_fill(o, u)
         self._count_entry_fill(o, u)
         left = st.raced.get(u.client_id, 0.0) - u.last_qty
-        if left > _EPS:
+        if left > EPS:
             st.raced[u.client_id] = left
         else:
             st.raced.pop(u.client_id, None)
@@ -377,7 +374,7 @@ class GridMartingaleStrategy:
         (a fill racing our cancel, or a later fill of a trade-history replay), go back to
         the position of the fills seen: those fills are then acted on as they arrive, as
         entries of their level, instead of being folded into the level-1 quantity."""
-        if self._unseen > _EPS:
+        if self._unseen > EPS:
             p = self.state.position
             p.qty, p.avg_price = self.seen_position()
             self._unseen = 0.0
@@ -389,7 +386,7 @@ class GridMartingaleStrategy:
         already held of fills whose events are still to come."""
         p = self.state.position
         qty = max(0.0, p.qty - self._unseen)
-        if qty <= _EPS:
+        if qty <= EPS:
             return qty, 0.0
         return qty, self._seen_avg if self._unseen else p.avg_price
 
@@ -445,7 +442,7 @@ class GridMartingaleStrategy:
             self.state.orders.pop(o.client_id, None)
         if keep is not None:
             return True
-        if qty <= _EPS:
+        if qty <= EPS:
             return False
         order = OrderState(self._next_exit_id(role), role, self.exit_side, price, qty)
         self._register(order)
@@ -491,7 +488,7 @@ class GridMartingaleStrategy:
             self.log_info and self._info("sl_market")
             for attempt in range(MARKET_CLOSE_TRIES):
                 await self._sync_position()
-                if self.state.position.qty <= _EPS:
+                if self.state.position.qty <= EPS:
                     self.state.orders.pop(order.client_id, None)     # nothing left to protect
                     return
                 try:
@@ -514,7 +511,7 @@ class GridMartingaleStrategy:
         st, p = self.state, self.state.position
         out = [Intent(o.role, o.level, o.price, o.qty) for o in st.orders.values() if o.is_entry]
         out += [Intent(f"ENTRY_{lvl}", lvl, price, qty) for lvl, price, qty in self._pending_levels()]
-        if p.qty > _EPS:
+        if p.qty > EPS:
             exit_ = self._wanted_exit()
             if exit_ is not None:
                 out.append(exit_)
@@ -538,7 +535,7 @@ class GridMartingaleStrategy:
         minimum size, no margin, or the price already beyond them), the deepest level that
         exists has filled: protect the position now rather than never."""
         p = self.state.position
-        if p.qty <= _EPS or p.deepest_level == 0 or self.state.grid_center <= 0:
+        if p.qty <= EPS or p.deepest_level == 0 or self.state.grid_center <= 0:
             return False        # (no centre: a position recovered without its grid has no stop level)
         deeper = any(o.is_entry and o.level > p.deepest_level for o in self.state.orders.values()) or \
             any(lvl > p.deepest_level for lvl, _, _ in self._pending_levels())
@@ -550,9 +547,9 @@ class GridMartingaleStrategy:
         exchange's: places what is missing, replaces an exit of the wrong role or size,
         cancels a stop nothing needs."""
         st, p = self.state, self.state.position
-        if self.halted and p.qty <= _EPS:
+        if self.halted and p.qty <= EPS:
             return          # liquidated and stopped: nothing is wanted
-        if p.qty > _EPS:
+        if p.qty > EPS:
             if p.deepest_level == 0:
                 # A position whose level was never counted (adopted, or a crash before the
                 # bookkeeping): it is level 1 (TP) until a deeper level fills.
@@ -596,165 +593,3 @@ class GridMartingaleStrategy:
             await self.venue.cancel_algo_order(o.client_id)
         else:
             await self.venue.cancel_order(o.client_id)
-
-    # ------------------------------------------------------------------ grids
-    async def _cancel_entries(self, which: Callable[[OrderState], bool] = lambda o: True) -> dict[str, float]:
-        """Cancel the state's entries (those `which` selects), each confirmed by its own result,
-        and forget them.  Returns the ones that had filled beyond what their fill events showed,
-        with that quantity: fills that raced the cancel, whose events (or trade history) are
-        still to come."""
-        entries = [o for o in self.state.orders.values() if o.is_entry and which(o)]
-        if not entries:
-            return {}
-        executed = await self.venue.cancel_orders_confirmed([o.client_id for o in entries])
-        raced: dict[str, float] = {}
-        for o in entries:
-            self.state.orders.pop(o.client_id, None)
-            extra = executed.get(o.client_id, 0.0) - o.filled_qty
-            if extra > _EPS:
-                raced[o.client_id] = extra
-                self.log.warning("level %d (%s) filled %s before its cancel", o.level, o.client_id,
-                                 self.filters.fmt_qty(executed[o.client_id]))
-        return raced
-
-    def _note_raced(self, raced: dict[str, float]) -> bool:
-        """Remember raced fills until their events are acted on; True if there were any."""
-        for cid, q in raced.items():
-            self.state.raced[cid] = self.state.raced.get(cid, 0.0) + q
-        return bool(raced)
-
-    def _defer_entries(self, first_level: int) -> None:
-        """Hold the entry levels first_level..N of the grid in force until the raced fill is
-        acted on (its event, or the reconciliation's trade history): the position then says
-        which levels are left to place."""
-        self.state.pending_level = first_level
-        self.log.warning("entry levels %d-%d held back until the fill that raced the cancel is seen",
-                         first_level, self.levels)
-        self._changed()
-
-    def _pending_levels(self) -> list[tuple[int, float, float]]:
-        st = self.state
-        if not st.pending_level or st.grid_center <= 0:
-            return []
-        out = []
-        for level in range(max(st.pending_level, st.position.deepest_level + 1), self.levels + 1):
-            price = self.level_price(st.grid_center, level)
-            qty = self.level_qty(price, level)
-            if self.filters.tradable(price, qty):
-                out.append((level, price, qty))
-        return out
-
-    async def place_pending_entries(self, first_level: int) -> None:
-        """Place the held-back levels from first_level on (a new generation, same centre)."""
-        st = self.state
-        st.pending_level = max(st.pending_level, first_level)
-        levels = self._pending_levels()
-        st.pending_level = 0
-        st.raced.clear()
-        if levels:
-            await self.setup_grid_orders(first_level=levels[0][0])
-        else:
-            self._changed()
-
-    async def setup_grid_orders(self, first_level: int = 1) -> None:
-        """Place entry levels first_level..N around the current centre, in one batch."""
-        st = self.state
-        if self.halted:
-            return          # liquidated, AFTER_LIQUIDATION=STOP: nothing new until restarted
-        st.generation += 1
-        st.pending_level = 0
-        planned: list[OrderState] = []
-        for level in range(first_level, self.levels + 1):
-            price = self.level_price(st.grid_center, level)
-            qty = self.level_qty(price, level)
-            if not self.filters.tradable(price, qty):
-                self.log.warning(self.msg["level_skip"].format(level=level, qty=qty, price=price))
-                continue
-            o = OrderState(client_order_id(self.symbol, st.generation, ROLE_ENTRY, level),
-                           f"ENTRY_{level}", self.entry_side, price, qty, level=level)
-            planned.append(o)
-            self._register(o)
-        self._changed()
-        await self.place_entries(planned, "level_reset" if first_level > 1 else "level_set")
-
-    async def place_entries(self, planned: list[OrderState], log_key: str | None = None) -> None:
-        """Send registered entry orders in one batch; -2019 goes down the margin ladder."""
-        st = self.state
-        # Post-only: an entry the market already passed (the daemon lagged it) is refused, never
-        # filled at once as taker; the level is given up for this grid.
-        results = await self.venue.place_limits(
-            [LimitOrder(o.client_id, o.side, o.price, o.qty, False, True) for o in planned])
-        for o, r in zip(planned, results):
-            if isinstance(r, ExchangeError):
-                ack = None
-                if r.code == ERR_MARGIN_INSUFFICIENT:
-                    try:      # the ladder logs its own give-up
-                        ack = await self.venue.retry_entry_after_margin_error(o.client_id, o.side, o.price, o.qty)
-                    except ExchangeError as e:
-                        r = e            # e.g. -5022: the price passed the level during the ladder
-                if ack is None and r.code == ERR_POST_ONLY_REJECTED:
-                    self.log.warning("Level %d not placed: the price is already beyond %s (post-only)",
-                                     o.level, self.filters.fmt_price(o.price))
-                elif ack is None and r.code != ERR_MARGIN_INSUFFICIENT:
-                    self.log.error("Level %d order rejected: %s", o.level, r)
-                self._acknowledge(o, ack)
-            else:
-                self._acknowledge(o, r)
-            if o.client_id in st.orders and log_key:
-                self.log_info and self._info(log_key, level=o.level, price=o.price, qty=o.qty)
-        refused = any(isinstance(r, ExchangeError) and r.code == ERR_POST_ONLY_REJECTED for r in results)
-        self.grid_refused = refused and not any(o.is_entry for o in st.orders.values())
-        self._changed()
-
-    async def reset_grid_after_full_close(self, exit_price: float, reason: str) -> None:
-        """SPEC §3.3 / §3.5: flat again: cancel everything, re-centre at the exit, all levels."""
-        st = self.state
-        raced = self._note_raced(await self._cancel_entries())
-        await self.venue.cancel_all_orders()        # the exits and the stop
-        st.orders.clear()
-        st.round_trips += 1
-        await self._sync_position()
-        raced = self._forget_lookahead() or raced
-        if st.position.qty > _EPS:
-            # Not flat after all (a partial exit live): protect what is left.
-            self.log.warning("%s exit left %.6f open; re-placing its exit", reason, st.position.qty)
-            await self._set_tp_order()
-            return
-        st.position.reset(self.levels)
-        st.grid_center = exit_price
-        self.log_info and self._info("full_close", reason=reason, center=exit_price)
-        if raced:
-            # An entry of the old grid filled before its cancel: the new grid waits for that
-            # fill's event (it counts as its level), so no level is placed on top of it.
-            self._defer_entries(1)
-            return
-        await self.setup_grid_orders()
-
-    async def reset_grid_after_partial_close(self, exit_price: float) -> None:
-        """SPEC §3.4: the level-1 quantity remains at the unchanged average."""
-        st = self.state
-        raced = self._note_raced(await self._cancel_entries())
-        await self.venue.cancel_all_orders()        # the exits and the stop
-        st.orders.clear()
-        self.log_info and self._info("be_cancelled")
-        await self._sync_position()
-        raced = self._forget_lookahead() or raced
-        p = st.position
-        if p.qty <= _EPS:
-            await self.reset_grid_after_full_close(exit_price, "BE")
-            return
-        p.level_filled = [p.qty] + [0.0] * (self.levels - 1)
-        p.level1_qty = p.qty
-        p.deepest_level = 1
-        self.log_info and self._info("level1_update", qty=p.qty)
-        # The seed's "open orders" line, from the state (every cancel above was confirmed): no
-        # REST call in the reaction, with INFO logging on or off alike.
-        self.log_info and self._info("open_orders", n=len(st.orders))
-        self.log_info and self._info("be_state", avg=p.avg_price, qty=p.qty)
-        st.grid_center = p.avg_price / (1.0 - self.s * self.config.level_distances[0])
-        self.log_info and self._info("be_regrid", center=st.grid_center)
-        if raced:
-            self._defer_entries(2)      # as after a full close: they wait for the raced fill
-        else:
-            await self.setup_grid_orders(first_level=2)
-        await self._set_tp_order()
