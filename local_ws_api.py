@@ -16,14 +16,12 @@ import hashlib
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError
-
-if TYPE_CHECKING:
-    from local_exchange import LocalExchange
+from local_gateway import GatewayMixin
 
 # WebSocket API method → the REST route it answers like (Binance documents them as twins).
 METHODS: dict[str, tuple[str, str]] = {
@@ -58,9 +56,10 @@ def _wire(v: Any, py_bools: bool) -> str:
 
 
 class WsApi:
-    """One gateway for every /ws-fapi/v1 connection of a `LocalExchange`."""
+    """One gateway for every /ws-fapi/v1 connection of a `LocalExchange` (its REST gateway's
+    auth, weight and order limits, and its REST handlers)."""
 
-    def __init__(self, ex: "LocalExchange"):
+    def __init__(self, ex: GatewayMixin):
         self.ex = ex
         self.routes = {(r.method, r.path): r for r in ex._routes}
         self.connected = 0
