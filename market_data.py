@@ -270,9 +270,33 @@ def _row_error(path: Path, has_header: bool, row: int, what: str) -> DataError:
     return DataError(path, what, line=_line_of_row(path, has_header, row))
 
 
+def _check_column_counts(path: Path, has_header: bool, ncols: int) -> None:
+    """Every non-blank row has the first row's column count and no empty last field: a file
+    cut inside its last line (11 of 12 columns, or "…,") is refused, never half-used.
+    Vectorised over the bytes: commas counted per line with numpy."""
+    buf = np.frombuffer(path.read_bytes(), np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    ends = newlines if len(buf) and buf[-1] == 10 else np.append(newlines, len(buf))
+    starts = np.concatenate(([0], newlines + 1))[:len(ends)]
+    ends = ends - (buf[np.maximum(ends - 1, 0)] == 13) * (ends > starts)      # CRLF files
+    commas = np.flatnonzero(buf == 44)
+    per_line = np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
+    blank = ends <= starts
+    empty_last = ~blank & (buf[np.maximum(ends - 1, 0)] == 44)
+    bad = ~blank & ((per_line != ncols - 1) | empty_last)
+    if has_header:
+        bad[0] = False
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        found = int(per_line[i]) + 1
+        what = (f"expected {ncols} columns, got {found}" if found != ncols else "the last column is empty")
+        tail = " (the last line: the file is truncated)" if i == len(ends) - 1 else ""
+        raise DataError(path, what + tail, line=i + 1)
+
+
 def _load_one(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(open_time int64 ms, 5×n float64 o/h/l/c/v) for one validated file."""
-    has_header, _ = _sniff(path)
+    has_header, ncols = _sniff(path)
     try:
         data = np.loadtxt(
             path, delimiter=",", usecols=range(len(COLUMNS)), skiprows=int(has_header),
@@ -283,6 +307,7 @@ def _load_one(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if found is None:
             raise DataError(path, str(exc).splitlines()[0]) from None
         raise DataError(path, found[1], line=found[0]) from None
+    _check_column_counts(path, has_header, ncols)     # the columns numpy did not read are whole too
     cols = data.T.copy()  # contiguous rows: one per column
     t = _to_ms(path, has_header, cols[0])
     bad = find_invalid_row(t, *cols[1:], check_order=False)

@@ -232,6 +232,29 @@ def test_short_row_in_the_middle(tmp_path: Path) -> None:
     expect_data_error([path], str(path), "line 4", "got 3")
 
 
+@pytest.mark.parametrize("last, says", [
+    (lambda r: r.rsplit(",", 1)[0], "expected 12 columns, got 11"),      # cut before its last column
+    (lambda r: r.rsplit(",", 1)[0] + ",", "the last column is empty"),    # cut inside it
+    (lambda r: r.rsplit(",", 6)[0], "expected 12 columns, got 6"),        # still 6 usable columns
+])
+@pytest.mark.parametrize("line_end", ["\n", ""])
+def test_a_truncated_last_row_is_refused_naming_file_and_line(tmp_path: Path, last, says, line_end) -> None:
+    """The rows the loader does not read (columns 7-12) must be whole too: a file cut inside
+    its last line is refused, never half-used (it used to load silently)."""
+    rows = [FUTURES_HEADER, FIL_ROWS_12[0], FIL_ROWS_12[1], last(FIL_ROWS_12[2])]
+    path = tmp_path / "cut.csv"
+    path.write_text("\n".join(rows) + line_end, encoding="utf-8")
+    msg = expect_data_error([path], str(path), "line 4", says)
+    assert "truncated" in msg
+
+
+def test_a_truncated_file_is_refused_by_the_local_exchange_too(tmp_path: Path) -> None:
+    from local_exchange import LocalExchange
+    path = write_text(tmp_path / "cut.csv", [FUTURES_HEADER, FIL_ROWS_12[0], FIL_ROWS_12[1].rsplit(",", 1)[0]])
+    with pytest.raises(DataError, match="line 3: expected 12 columns, got 11"):
+        LocalExchange(symbols=["BTCUSDC"], data={"BTCUSDC": [path]})
+
+
 def test_high_below_low(tmp_path: Path) -> None:
     rows = ["60000,10,11,9,10,1", "120000,10,11,9,10,1", "180000,10,8,12,10,1"]
     path = write_text(tmp_path / "inverted.csv", rows)
