@@ -231,6 +231,7 @@ class GatewayMixin:
             R("GET", "/fapi/v1/time", lambda p: {"serverTime": self.server_time()}),
             R("GET", "/fapi/v1/exchangeInfo", self._exchange_info),
             R("GET", "/fapi/v1/klines", self._klines, weight=klines_weight),
+            R("GET", "/fapi/v1/markPriceKlines", self._mark_price_klines, weight=klines_weight),
             R("GET", "/fapi/v1/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v2/ticker/price", self._ticker_price, weight=per_symbol(1, 2)),
             R("GET", "/fapi/v1/premiumIndex", self._premium_index, weight=per_symbol(1, 10)),

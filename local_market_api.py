@@ -1,4 +1,4 @@
-"""Public market-data endpoints: exchangeInfo, klines, prices, 24 h tickers, book ticker, depth, premium index, funding-rate history.
+"""Public market-data endpoints: exchangeInfo, klines, mark-price klines, prices, 24 h tickers, book ticker, depth, premium index, funding-rate history.
 
 A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from local_base import (_limit, _mandatory, _opt_int)
 
 
 class MarketApiMixin:
-    """Public market-data endpoints: exchangeInfo, klines, prices, 24 h tickers, book ticker, depth, premium index, funding-rate history."""
+    """Public market-data endpoints: exchangeInfo, klines, mark-price klines, prices, 24 h tickers, book ticker, depth, premium index, funding-rate history."""
 
     # ------------------------------------------------------------------ market data endpoints
     def _symbol(self, p: Mapping[str, str], required: bool = True) -> str | None:
@@ -63,6 +63,11 @@ class MarketApiMixin:
         if live and (start is None or live.t >= start) and (end is None or live.t <= end):
             rows.append(kline_row(f, live.t, live.o, live.h, live.l, live.c, live.v * live.legs / 3))
         return rows[:limit] if start is not None else rows[-limit:]
+
+    def _mark_price_klines(self, p: Mapping[str, str]) -> list[list[Any]]:
+        """GET /fapi/v1/markPriceKlines: the mark here is the last price (the simulator drives no
+        separate mark in the local exchange), in Binance's mark-kline row: no volumes, count 60."""
+        return [[r[0], r[1], r[2], r[3], r[4], "0", r[6], "0", 60, "0", "0", "0"] for r in self._klines(p)]
 
     def _ticker_price(self, p: Mapping[str, str]) -> Any:
         out = [{"symbol": s, "price": self._filters(s).fmt_price(self.sim.books[s].price), "time": self.sim.now_ms}
