@@ -513,15 +513,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="backtest.py", description="Backtest the grid-martingale strategy "
                                 "over Binance 1-minute kline CSVs.")
     p.add_argument("--config", required=True, help="config file (config_btc.txt format)")
-    p.add_argument("--data", required=True, nargs="+", help="kline CSV file(s), joined in time order")
+    p.add_argument("--data", nargs="+", help="kline CSV file(s), joined in time order")
+    p.add_argument("--from", dest="first", metavar="YYYY-MM",
+                   help="instead of --data: the first month of --symbol, downloaded when missing (download.py) "
+                        "with its funding rates and mark-price klines")
+    p.add_argument("--to", dest="last", metavar="YYYY-MM", help="with --from: the last month (default --from)")
+    p.add_argument("--data-dir", default="data", help="with --from: where download.py keeps the data (default data/)")
+    p.add_argument("--data-url", default=None, help="with --from: the data dump's URL (default Binance's)")
+    p.add_argument("--rest-url", default=None, help="with --from: REST for days not dumped yet (default Binance's)")
     p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
     p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
-    d = DEFAULT_FILTERS["BTCUSDC"]
-    p.add_argument("--symbol", default="BTCUSDC", help="symbol name for records (default BTCUSDC)")
-    p.add_argument("--tick-size", type=float, default=d.tick_size)
-    p.add_argument("--step-size", type=float, default=d.step_size)
+    p.add_argument("--symbol", default="BTCUSDC", help="the symbol (default BTCUSDC); BTCUSDC's and ETHUSDC's "
+                   "filters and brackets are the defaults for those symbols")
+    p.add_argument("--tick-size", type=float, default=None, help="default: the symbol's (BTCUSDC's if unknown)")
+    p.add_argument("--step-size", type=float, default=None, help="default: the symbol's (BTCUSDC's if unknown)")
     p.add_argument("--min-qty", type=float, default=None, help="default: the step size")
-    p.add_argument("--min-notional", type=float, default=d.min_notional)
+    p.add_argument("--min-notional", type=float, default=None, help="default: the symbol's (5 if unknown)")
     p.add_argument("--maker-fee", type=float, help="default: MAKER_FEE of the config")
     p.add_argument("--taker-fee", type=float, help="default: TAKER_FEE of the config")
     p.add_argument("--funding", nargs="+", metavar="FILE",
@@ -545,6 +552,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _download_inputs(args: argparse.Namespace, symbol: str) -> None:
+    """--from / --to: download what is missing (download.py) and use its klines, funding
+    rates and mark-price klines as --data, --funding and --mark."""
+    import download
+    if args.data:
+        raise ValueError("give either --data or --from, not both")
+    first = download.Month.parse(args.first, "--from")
+    last = download.Month.parse(args.last, "--to") if args.last else first
+    if last < first:
+        raise ValueError(f"--to {last} is before --from {first}")
+    res = download.ensure(symbol, first, last, Path(args.data_dir),
+                          base_url=args.data_url or download.DUMP_URL, rest_url=args.rest_url or download.REST_URL,
+                          progress=sys.stderr.isatty())
+    for line in res.gaps.values():
+        print(f"backtest.py: data: {symbol} {line}", file=sys.stderr)
+    if res.errors:
+        raise ValueError("; ".join(res.errors))
+    if not res.files.get("klines"):
+        raise ValueError(f"no klines of {symbol} for {first}..{last}")
+    args.data = [str(p) for p in res.files["klines"]]
+    if res.files.get("fundingRate") and not args.funding:
+        args.funding = [str(p) for p in res.files["fundingRate"]]
+    if res.files.get("markPriceKlines") and not args.mark:
+        args.mark = [str(p) for p in res.files["markPriceKlines"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -560,13 +593,21 @@ def main(argv: list[str] | None = None) -> int:
             overrides["taker_fee"] = args.taker_fee
         if overrides:
             cfg = cfg.with_overrides(**overrides)
+        symbol = args.symbol.strip().upper()
+        known = DEFAULT_FILTERS.get(symbol, DEFAULT_FILTERS["BTCUSDC"])
         for name in ("tick_size", "step_size", "min_notional"):
+            if getattr(args, name) is None:
+                setattr(args, name, getattr(known, name))
             v = getattr(args, name)
             if not (v > 0 and math.isfinite(v)):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
-        filters = SymbolFilters(args.symbol.upper(), args.tick_size, args.step_size,
+        filters = SymbolFilters(symbol, args.tick_size, args.step_size,
                                 args.min_qty if args.min_qty is not None else args.step_size,
                                 args.min_notional)
+        if args.first:
+            _download_inputs(args, symbol)
+        elif not args.data:
+            raise ValueError("give --data CSV [CSV ...] or --from YYYY-MM [--to YYYY-MM]")
         t0 = time.perf_counter()
         candles = load_klines(args.data)
         load_s = time.perf_counter() - t0
