@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import calendar
-import csv
 import hashlib
 import io
 import json
@@ -32,6 +31,7 @@ import re
 import sys
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +62,10 @@ MAX_RETRY_AFTER_S = 300.0
 
 class DownloadError(Exception):
     """One file that could not be had whole: printed as one line naming it."""
+
+
+class LocalWriteError(DownloadError):
+    """Our disk refused a write (full, read-only): the download itself is kept for the next run."""
 
 
 # ---------------------------------------------------------------------- periods and names
@@ -181,12 +185,24 @@ def extract_member(zpath: Path, name: str, dest: Path) -> None:
             want = [i for i in members if Path(i.filename).name == f"{name}.csv"] or members
             if len(want) != 1:
                 raise DownloadError(f"{name}.zip: expected one CSV inside, found {len(members)}")
-            with zf.open(want[0]) as src, dest.open("wb") as out:
-                for block in iter(lambda: src.read(CHUNK), b""):
-                    out.write(block)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as e:
+            with zf.open(want[0]) as src:
+                try:
+                    out = dest.open("wb")
+                except OSError as e:
+                    raise LocalWriteError(f"{name}.zip: cannot write {dest}: {e.strerror or e}") from None
+                with out:
+                    for block in iter(lambda: src.read(CHUNK), b""):
+                        try:
+                            out.write(block)
+                        except OSError as e:
+                            raise LocalWriteError(f"{name}.zip: cannot write {dest}: {e.strerror or e}") from None
+    except LocalWriteError:
         dest.unlink(missing_ok=True)
-        raise DownloadError(f"{name}.zip: corrupt zip ({e})") from None
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError, ValueError) as e:
+        # zlib.error: a damaged deflate stream (a CRC mismatch is BadZipFile); both mean corrupt.
+        dest.unlink(missing_ok=True)
+        raise DownloadError(f"{name}.zip: corrupt zip ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------------- HTTP
@@ -240,10 +256,11 @@ class RestClient:
                 try:
                     async with self.session.get(url, params=params) as r:
                         self.requests += 1
-                        if "X-MBX-USED-WEIGHT-1M" in r.headers:
-                            self.used, self.used_at = int(r.headers["X-MBX-USED-WEIGHT-1M"]), time.monotonic()
+                        used = _number(r.headers.get("X-MBX-USED-WEIGHT-1M"))
+                        if used is not None:
+                            self.used, self.used_at = int(used), time.monotonic()
                         if r.status in (429, 418):
-                            wait = min(float(r.headers.get("Retry-After") or 60), MAX_RETRY_AFTER_S)
+                            wait = min(_number(r.headers.get("Retry-After")) or 60.0, MAX_RETRY_AFTER_S)
                             self.waited_s += wait
                             await self.sleep(wait)
                             continue
@@ -266,6 +283,14 @@ class RestClient:
             self.waited_s += wait
             await self.sleep(wait)
             self.used = 0
+
+
+def _number(text: str | None) -> float | None:
+    """A header's number (Retry-After in seconds, the used weight); None if absent or not a number."""
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
 
 
 def _json(body: str, path: str) -> Any:
@@ -337,7 +362,7 @@ class Downloader:
         """A day from its daily dump, else from REST (a refused daily file is not replaced)."""
         if day_start_ms(day) + DAY_MS <= self.now_ms:
             rest = Part(kind, self.symbol, day, "rest").csv_path(self.out)
-            if not _rest_day_final(rest, day):      # a finished day already had from REST is kept
+            if not _written_after(rest, day_start_ms(day) + DAY_MS):  # a day already final from REST is kept
                 got = await self.from_dump(Part(kind, self.symbol, day, "daily"))
                 if got is not None:
                     return got
@@ -385,6 +410,8 @@ class Downloader:
             verify_csv(part.kind, tmp, f"{part.name}.zip")
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+        except LocalWriteError:
+            raise                               # the zip is fine: kept, the next run only extracts
         except DownloadError:
             zpath.unlink(missing_ok=True)      # the next run fetches it again, whole
             raise
@@ -430,13 +457,14 @@ class Downloader:
 
     # ------------------------------------------------------------------ REST
     async def klines_from_rest(self, kind: str, day: str) -> Path | None:
-        """A day the dump does not have, from REST, in the dump's 12 columns.  A file of a
-        finished day whose last minute is there is final; today's is fetched again."""
+        """A day the dump does not have, from REST, in the dump's 12 columns: closed candles
+        only (the one still forming is left out).  A file written after its day ended is
+        final; today's is fetched again."""
         part = Part(kind, self.symbol, day, "rest")
         final = part.csv_path(self.out)
         start = day_start_ms(day)
         end = min(start + DAY_MS, self.now_ms)
-        if _rest_day_final(final, day):
+        if _written_after(final, start + DAY_MS):
             self.result.kept += 1
             return final
         rows: list[list[Any]] = []
@@ -445,11 +473,13 @@ class Downloader:
             page = await self.rest.get(REST_PATH[kind], {"symbol": self.symbol, "interval": "1m", "startTime": t,
                                                          "endTime": end - 1, "limit": KLINE_PAGE},
                                        kline_weight(KLINE_PAGE))
-            if not isinstance(page, list):
-                raise DownloadError(f"GET {REST_PATH[kind]}: expected a list of klines")
-            page = [r for r in page if start <= int(r[0]) < end]
+            try:
+                page = sorted((r for r in page if t <= int(r[0]) < end and int(r[6]) < self.now_ms),
+                              key=lambda r: int(r[0]))
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise DownloadError(f"GET {REST_PATH[kind]}: not a list of klines") from None
             if not page:
-                break
+                break                       # the server ignoring startTime cannot loop us: t only grows
             rows += page
             t = int(page[-1][0]) + MINUTE_MS
         if not rows:
@@ -459,10 +489,10 @@ class Downloader:
 
     async def funding_from_rest(self, m: Month) -> Path | None:
         """A month of funding the dump does not have, from REST, in the dump's columns; final
-        once its last settlement of the month is in."""
+        once written after the month ended."""
         part = Part("fundingRate", self.symbol, str(m), "rest")
         final = part.csv_path(self.out)
-        if final.is_file() and m.end_ms() <= self.now_ms and _funding_complete(final, m.end_ms()):
+        if _written_after(final, m.end_ms()):
             self.result.kept += 1
             return final
         recs: list[dict[str, Any]] = []
@@ -470,28 +500,31 @@ class Downloader:
         while t < end:
             page = await self.rest.get(REST_PATH["fundingRate"], {"symbol": self.symbol, "startTime": t,
                                                                   "endTime": end - 1, "limit": FUNDING_PAGE}, 1)
-            if not isinstance(page, list):
-                raise DownloadError("GET /fapi/v1/fundingRate: expected a list")
-            page = [r for r in page if m.start_ms() <= int(r["fundingTime"]) < end]
+            try:
+                page = sorted(({"t": int(r["fundingTime"]), "rate": str(r["fundingRate"])} for r in page
+                               if t <= int(r["fundingTime"]) < end), key=lambda r: r["t"])
+            except (TypeError, ValueError, KeyError):
+                raise DownloadError("GET /fapi/v1/fundingRate: not a list of funding records") from None
             if not page:
                 break
             recs += page
-            t = int(page[-1]["fundingTime"]) + 1
+            t = page[-1]["t"] + 1
         if not recs:
             return None
         out = io.StringIO()
         out.write(FUNDING_HEADER + "\n")
-        times = [int(r["fundingTime"]) for r in recs]
+        times = [r["t"] for r in recs]
         for i, r in enumerate(recs):
-            gap = (times[i] - times[i - 1]) if i else (times[1] - times[0] if len(times) > 1 else 8 * 3_600_000)
-            hours = min((1, 2, 4, 8), key=lambda h: abs(h * 3_600_000 - gap))
-            out.write(f"{times[i]},{hours},{r['fundingRate']}\n")
+            out.write(f"{times[i]},{_interval_hours(times, i)},{r['rate']}\n")
         return self._write_rest(part, final, out.getvalue())
 
     def _write_rest(self, part: Part, final: Path, text: str) -> Path:
         tmp = part.partial_path(self.out, ".csv.tmp")
         tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
+        # The file's time says when it was fetched (the run's clock): a file fetched after its
+        # period ended is final.
+        os.utime(tmp, (self.now_ms / 1000, self.now_ms / 1000))
         try:
             verify_csv(part.kind, tmp, f"{part.name} (REST)")
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -503,28 +536,22 @@ class Downloader:
         return final
 
 
-def _rest_day_final(path: Path, day: str) -> bool:
-    """A REST day file is final once it holds the day's last minute."""
-    return path.is_file() and _last_open_time(path) == day_start_ms(day) + DAY_MS - MINUTE_MS
-
-
-def _last_open_time(path: Path) -> int | None:
+def _written_after(path: Path, period_end_ms: int) -> bool:
+    """A REST file is final once fetched a minute after its period ended (the last candle
+    closed and settled); before that it is fetched again."""
     try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - 512))
-            last = f.read().decode("utf-8", "replace").strip().splitlines()[-1]
-        return int(last.split(",")[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _funding_complete(path: Path, month_end: int) -> bool:
-    try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8").splitlines()))[1:]
-        t, hours = int(rows[-1][0]), int(rows[-1][1])
-    except (OSError, ValueError, IndexError):
+        return path.stat().st_mtime * 1000 >= period_end_ms + MINUTE_MS
+    except OSError:
         return False
-    return t + hours * 3_600_000 >= month_end
+
+
+def _interval_hours(times: list[int], i: int) -> int:
+    """The funding interval of settlement i: the time to the next one (to the previous one
+    for the last), as Binance's 1, 2, 4 or 8 h."""
+    if len(times) < 2:
+        return 8
+    gap = times[i + 1] - times[i] if i + 1 < len(times) else times[i] - times[i - 1]
+    return min((1, 2, 4, 8), key=lambda h: abs(h * 3_600_000 - gap))
 
 
 # ---------------------------------------------------------------------- gaps
@@ -533,8 +560,7 @@ def gap_report(kind: str, files: list[Path], first_ms: int, end_ms: int) -> str:
     if not files:
         return f"{kind}: no data in the range"
     if kind == "fundingRate":
-        s = load_funding(files)
-        return f"{kind}: {len(s):,} settlements {_utc(int(s.times[0]))} → {_utc(int(s.times[-1]))}"
+        return _funding_gaps(load_funding(files).times, first_ms, end_ms)
     c = load_klines(files)
     t = c.open_time
     t = t[(t >= first_ms) & (t < end_ms)]
@@ -555,6 +581,20 @@ def gap_report(kind: str, files: list[Path], first_ms: int, end_ms: int) -> str:
     shown = "; ".join(f"{_utc(a)} → {_utc(b - MINUTE_MS)}" for a, b in edges[:5])
     more = f"; and {len(edges) - 5} more" if len(edges) > 5 else ""
     return head + f", {len(edges)} gap(s), {missing:,} minutes missing: {shown}{more}"
+
+
+def _funding_gaps(times: Any, first_ms: int, end_ms: int) -> str:
+    """Settlements come at most 8 h apart: a longer spacing (or a range edge further than
+    8 h from the first / last settlement) is a gap."""
+    most = 8 * 3_600_000 + MINUTE_MS
+    t = [int(x) for x in times if first_ms <= x < end_ms]
+    head = "fundingRate: " + (f"{len(t):,} settlements {_utc(t[0])} → {_utc(t[-1])}" if t else "no settlement")
+    edges = [first_ms, *t, end_ms]
+    gaps = [(a, b) for a, b in zip(edges, edges[1:]) if b - a > most]
+    if not gaps:
+        return head + ", no gap"
+    shown = "; ".join(f"{_utc(a)} → {_utc(b)}" for a, b in gaps[:5])
+    return head + f", {len(gaps)} gap(s) longer than 8 h: {shown}" + (f"; and {len(gaps) - 5} more" if len(gaps) > 5 else "")
 
 
 def _utc(ms: int) -> str:

@@ -12,6 +12,7 @@ import socket
 import zipfile
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -47,6 +48,7 @@ class Dump:
         self.files: dict[str, bytes] = {}
         self.requests: list[tuple[str, str | None]] = []
         self.cut_once: dict[str, int] = {}
+        self.ignore_range = False        # a mirror that answers 200 with the whole file to a Range request
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -64,6 +66,8 @@ class Dump:
         body = self.files.get(request.path)
         if body is None:
             return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>")
+        if self.ignore_range:
+            rng = None
         start = int(rng.split("=")[1].split("-")[0]) if rng else 0
         if start >= len(body) and rng:
             return web.Response(status=416)
@@ -173,13 +177,18 @@ async def test_checksum_mismatch_is_refused_with_one_line_and_nothing_left(dump,
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.part"))
 
 
-async def test_corrupt_zip_is_refused(dump, tmp_path):
+@pytest.mark.parametrize("where, raised", [(0.5, "BadZipFile"), (0.0002, "error")])
+async def test_corrupt_zip_is_refused(dump, tmp_path, where, raised):
+    """Damage inside the compressed data: a CRC mismatch (BadZipFile) or a broken deflate
+    stream (zlib.error); both are refused, and the partial download is dropped."""
     z = bytearray(zip_bytes(monthly("klines").name, month_bytes()))
-    z[len(z) // 2:len(z) // 2 + 64] = b"\0" * 64            # damaged inside the compressed data
+    at = max(60, int(len(z) * where))
+    z[at:at + 64] = b"\xff" * 64
     dump.put(monthly("klines"), b"", zipped=bytes(z))        # its CHECKSUM matches the damaged bytes
     res = await run(dump, tmp_path)
-    assert len(res.errors) == 1 and "NEARUSDT-1m-2024-09.zip: corrupt zip" in res.errors[0]
-    assert not list(tmp_path.rglob("*.csv"))
+    assert len(res.errors) == 1 and "NEARUSDT-1m-2024-09.zip: corrupt zip" in res.errors[0], res.errors
+    assert f"({raised}:" in res.errors[0]
+    assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob("*.part"))
 
 
 async def test_truncated_csv_inside_a_good_zip_is_refused_naming_the_line(dump, tmp_path):
@@ -208,6 +217,17 @@ async def test_an_interrupted_download_resumes_where_it_stopped(dump, tmp_path):
     assert (zpath, "bytes=200000-") in dump.requests                    # only the rest was asked for
     assert part.csv_path(tmp_path).read_bytes() == data
     assert not partial.exists()
+
+
+async def test_a_mirror_ignoring_range_gives_the_whole_file_again(dump, tmp_path):
+    data = month_bytes()
+    part = monthly("klines")
+    dump.put(part, data)
+    dump.cut_once[f"/data/{part.folder}/{part.name}.zip"] = 150_000
+    assert (await run(dump, tmp_path)).errors
+    dump.ignore_range = True                 # 200 and the whole file: the partial is not appended to
+    res = await run(dump, tmp_path)
+    assert res.errors == [] and part.csv_path(tmp_path).read_bytes() == data
 
 
 # ---------------------------------------------------------------------- month → days → REST
@@ -242,6 +262,7 @@ async def test_a_month_not_dumped_comes_from_daily_files_then_rest(dump, tmp_pat
     fund = res.files["fundingRate"]
     assert [f.name for f in fund] == ["NEARUSDT-fundingRate-2024-09.csv"] and "rest" in fund[0].parts
     assert "6 settlements" in res.gaps["fundingRate"]
+    assert "1 gap(s) longer than 8 h: 2024-09-01 00:00 → 2024-09-29 00:00" in res.gaps["fundingRate"]
     requests = ex.stats()["requests"]
     assert requests.get("GET /fapi/v1/klines", 0) >= 2 and requests.get("GET /fapi/v1/fundingRate", 0) >= 1
     # Again: the REST days are final (their last minute is in) and nothing is fetched.
@@ -267,6 +288,32 @@ async def test_rest_waits_for_the_minute_before_the_weight_nears_the_limit(start
         assert rest.used == 30 and waits == []        # 30 + 10 > 32: the next one waits
         await rest.get("/fapi/v1/klines", {"symbol": SYM, "interval": "1m", "limit": 1500}, 10)
     assert len(waits) == 1 and 59 < waits[0] <= 60.5
+
+
+async def test_today_from_rest_has_closed_candles_only_and_is_fetched_again(tmp_path, start_exchange):
+    """The day still under way: the candle still forming is left out, the file is not final,
+    and the next run (later) fetches the day again, up to its new now."""
+    day = day_slices(month_bytes())["2024-09-30"]
+    tail = tmp_path / "day.csv"
+    tail.write_bytes(day)
+    ex = await start_exchange(symbols=[SYM], filters={SYM: NEAR}, data={SYM: [tail]})
+    await ex.step(1440)
+    start = download.day_start_ms("2024-09-30")
+    noon = start + 12 * 3_600_000 + 30_000           # 12:00:30: the 12:00 candle is still forming
+
+    async def fetch(now_ms: int) -> tuple[Path, download.Result]:
+        d = download.Downloader(SYM, tmp_path / "data", base_url=closed_port_url(), rest_url=ex.rest_url,
+                                now_ms=now_ms)
+        async with aiohttp.ClientSession() as session:
+            d.rest = download.RestClient(session, ex.rest_url)
+            return await d.klines_from_rest("klines", "2024-09-30"), d.result
+    f, _ = await fetch(noon)
+    c = load_klines([f])
+    assert len(c) == 720 and int(c.open_time[-1]) == start + 719 * 60_000
+    f2, later = await fetch(start + DAY + 120_000)
+    assert len(load_klines([f2])) == 1440 and later.fetched == 1       # not final: fetched again
+    _, again = await fetch(start + DAY + 240_000)
+    assert (again.fetched, again.kept) == (0, 1)                       # final now
 
 
 # ---------------------------------------------------------------------- the command line
