@@ -513,6 +513,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="backtest.py", description="Backtest the grid-martingale strategy "
                                 "over Binance 1-minute kline CSVs.")
     p.add_argument("--config", required=True, help="config file (config_btc.txt format)")
+    p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
+    p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
+    add_market_arguments(p)
+    p.add_argument("--fill-model", choices=["full", "volume"], default="full",
+                   help="full: a touched limit fills whole (SPEC §6, default); volume: at most --fill-share of "
+                        "each leg's traded volume, the rest stays open")
+    p.add_argument("--fill-share", type=float, default=0.1,
+                   help="with --fill-model volume: the share of a leg's volume a resting limit may take "
+                        "(default 0.1)")
+    p.add_argument("--out", default="backtest_out", help="output folder (default backtest_out)")
+    p.add_argument("--no-chart", action="store_true", help="skip equity.png")
+    return p
+
+
+def add_market_arguments(p: argparse.ArgumentParser) -> None:
+    """The market a backtest runs on: data (files or months to download), the symbol's
+    filters, fees, funding, mark price, brackets (optimize.py takes the same flags)."""
     p.add_argument("--data", nargs="+", help="kline CSV file(s), joined in time order")
     p.add_argument("--from", dest="first", metavar="YYYY-MM",
                    help="instead of --data: the first month of --symbol, downloaded when missing (download.py) "
@@ -521,8 +538,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="with --from: where download.py keeps the data (default data/)")
     p.add_argument("--data-url", default=None, help="with --from: the data dump's URL (default Binance's)")
     p.add_argument("--rest-url", default=None, help="with --from: REST for days not dumped yet (default Binance's)")
-    p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
-    p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
     p.add_argument("--symbol", default="BTCUSDC", help="the symbol (default BTCUSDC); BTCUSDC's and ETHUSDC's "
                    "filters and brackets are the defaults for those symbols")
     p.add_argument("--tick-size", type=float, default=None, help="default: the symbol's (BTCUSDC's if unknown)")
@@ -541,15 +556,61 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brackets", metavar="FILE", help="leverage brackets: GET /fapi/v1/leverageBracket JSON "
                    "(default: the shipped BTCUSDC/ETHUSDC table)")
     p.add_argument("--no-liquidation", action="store_true", help="do not liquidate (for comparison only)")
-    p.add_argument("--fill-model", choices=["full", "volume"], default="full",
-                   help="full: a touched limit fills whole (SPEC §6, default); volume: at most --fill-share of "
-                        "each leg's traded volume, the rest stays open")
-    p.add_argument("--fill-share", type=float, default=0.1,
-                   help="with --fill-model volume: the share of a leg's volume a resting limit may take "
-                        "(default 0.1)")
-    p.add_argument("--out", default="backtest_out", help="output folder (default backtest_out)")
-    p.add_argument("--no-chart", action="store_true", help="skip equity.png")
-    return p
+
+
+@dataclass
+class Market:
+    """What add_market_arguments describes, loaded: everything but the strategy's config."""
+    filters: SymbolFilters
+    candles: Candles
+    funding: FundingSeries | None
+    mark: Candles | None
+    brackets: BracketTable
+    liquidation: bool
+    load_s: float
+
+
+def apply_fee_overrides(cfg: GridConfig, args: argparse.Namespace) -> GridConfig:
+    fees = {k: v for k, v in (("maker_fee", args.maker_fee), ("taker_fee", args.taker_fee)) if v is not None}
+    return cfg.with_overrides(**fees) if fees else cfg
+
+
+def load_market(args: argparse.Namespace, prog: str = "backtest.py") -> Market:
+    """Raises ConfigError, DataError, FundingError, BracketError or ValueError (one line each)."""
+    symbol = args.symbol.strip().upper()
+    known = DEFAULT_FILTERS.get(symbol, DEFAULT_FILTERS["BTCUSDC"])
+    for name in ("tick_size", "step_size", "min_notional"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(known, name))
+        v = getattr(args, name)
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
+    filters = SymbolFilters(symbol, args.tick_size, args.step_size,
+                            args.min_qty if args.min_qty is not None else args.step_size, args.min_notional)
+    if args.first:
+        _download_inputs(args, symbol)
+    elif not args.data:
+        raise ValueError("give --data CSV [CSV ...] or --from YYYY-MM [--to YYYY-MM]")
+    t0 = time.perf_counter()
+    candles = load_klines(args.data)
+    load_s = time.perf_counter() - t0
+    if not math.isfinite(args.funding_rate) or abs(args.funding_rate) > 0.05:
+        raise ValueError(f"--funding-rate must be a rate per 8 h such as 0.0001 (got {args.funding_rate})")
+    if args.funding:
+        funding = load_funding(args.funding)
+    elif args.funding_rate:
+        funding = constant_funding(args.funding_rate, int(candles.open_time[0]), int(candles.open_time[-1]))
+    else:
+        funding = None
+    mark = load_klines(args.mark) if args.mark else None
+    if args.brackets:
+        brackets = load_brackets(args.brackets, filters.symbol)
+    else:
+        brackets, shipped = table_for(filters.symbol)
+        if not shipped:
+            print(f"{prog}: note: no leverage brackets shipped for {filters.symbol}: using "
+                  f"{brackets.symbol}'s (pass --brackets FILE for its own)", file=sys.stderr)
+    return Market(filters, candles, funding, mark, brackets, not args.no_liquidation, load_s)
 
 
 def _download_inputs(args: argparse.Namespace, symbol: str) -> None:
@@ -587,57 +648,22 @@ def main(argv: list[str] | None = None) -> int:
             overrides["trade_direction"] = args.direction
         if args.capital is not None:
             overrides["initial_capital"] = args.capital
-        if args.maker_fee is not None:
-            overrides["maker_fee"] = args.maker_fee
-        if args.taker_fee is not None:
-            overrides["taker_fee"] = args.taker_fee
         if overrides:
             cfg = cfg.with_overrides(**overrides)
-        symbol = args.symbol.strip().upper()
-        known = DEFAULT_FILTERS.get(symbol, DEFAULT_FILTERS["BTCUSDC"])
-        for name in ("tick_size", "step_size", "min_notional"):
-            if getattr(args, name) is None:
-                setattr(args, name, getattr(known, name))
-            v = getattr(args, name)
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive number (got {v})")
-        filters = SymbolFilters(symbol, args.tick_size, args.step_size,
-                                args.min_qty if args.min_qty is not None else args.step_size,
-                                args.min_notional)
-        if args.first:
-            _download_inputs(args, symbol)
-        elif not args.data:
-            raise ValueError("give --data CSV [CSV ...] or --from YYYY-MM [--to YYYY-MM]")
-        t0 = time.perf_counter()
-        candles = load_klines(args.data)
-        load_s = time.perf_counter() - t0
+        cfg = apply_fee_overrides(cfg, args)
         if args.fill_model == "volume" and not (0 < args.fill_share <= 1):
             raise ValueError(f"--fill-share must be in (0, 1] (got {args.fill_share})")
-        if not math.isfinite(args.funding_rate) or abs(args.funding_rate) > 0.05:
-            raise ValueError(f"--funding-rate must be a rate per 8 h such as 0.0001 (got {args.funding_rate})")
-        if args.funding:
-            funding = load_funding(args.funding)
-        elif args.funding_rate:
-            funding = constant_funding(args.funding_rate, int(candles.open_time[0]), int(candles.open_time[-1]))
-        else:
-            funding = None
-        mark = load_klines(args.mark) if args.mark else None
-        if args.brackets:
-            brackets = load_brackets(args.brackets, filters.symbol)
-        else:
-            brackets, shipped = table_for(filters.symbol)
-            if not shipped:
-                print(f"backtest.py: note: no leverage brackets shipped for {filters.symbol}: using "
-                      f"{brackets.symbol}'s (pass --brackets FILE for its own)", file=sys.stderr)
+        m = load_market(args)
     except (ConfigError, DataError, FundingError, BracketError, ValueError) as e:
         print(f"backtest.py: error: {e}", file=sys.stderr)
         return 2
+    candles = m.candles
     progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
-    res = run_backtest(cfg, candles, filters, progress=progress, funding=funding, mark=mark, brackets=brackets,
-                       liquidation=not args.no_liquidation,
+    res = run_backtest(cfg, candles, m.filters, progress=progress, funding=m.funding, mark=m.mark,
+                       brackets=m.brackets, liquidation=m.liquidation,
                        fill_share=args.fill_share if args.fill_model == "volume" else None)
     res.summary = summarize(res)
-    res.summary["load_s"] = round(load_s, 6)
+    res.summary["load_s"] = round(m.load_s, 6)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_trades_csv(res, out / "trades.csv")
