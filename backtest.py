@@ -64,6 +64,7 @@ class BacktestResult:
     brackets: BracketTable | None = None
     halted: bool = False          # liquidated with AFTER_LIQUIDATION=STOP
     grids: int = 0                # grids placed (the strategy's generation count)
+    round_trips: int = 0          # full closes (TP, SL, a BE that closed all): the grid started over
 
 
 def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -329,7 +330,8 @@ class _Replay:
                               sim.wallet, p.qty, p.entry_price, sim.total_fees, self.replayed, elapsed_s,
                               funding=list(sim.funding), liquidations=list(sim.liquidations),
                               brackets=self.book.brackets, halted=self.strategy.halted,
-                              grids=self.strategy.state.generation)
+                              grids=self.strategy.state.generation,
+                              round_trips=self.strategy.state.round_trips)
 
 
 def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],

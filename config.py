@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ConfigError", "GridConfig", "parse_config", "load_config", "config_path_for"]
+__all__ = ["ConfigError", "GridConfig", "parse_config", "load_config", "config_path_for", "format_config", "key_kind",
+           "field_of"]
 
 MAX_LEVERAGE = 125  # Binance's ceiling for USDⓈ/USDC-margined perpetuals
 MAX_LEVELS = 20  # guards against typos such as 40 instead of 4
@@ -282,6 +283,27 @@ def _validate(cfg: GridConfig, raw: Mapping[str, tuple[int, str]]) -> None:
     # The stop must lie beyond the deepest entry, or that entry could never fill.
     if distances[-1] >= cfg.sl_distance:
         raise fail("LEVEL_DISTANCES", f"must all be < SL_DISTANCE={_fmt(cfg.sl_distance)}")
+
+
+def key_kind(key: str) -> str | None:
+    """The value kind of a config key (float, int, floats, direction, …), None if unknown."""
+    entry = _KEYS.get(key)
+    return entry[1] if entry else None
+
+
+def field_of(key: str) -> str:
+    return _KEYS[key][0]
+
+
+def format_config(cfg: GridConfig, header: str = "") -> str:
+    """The config as a file parse_config reads back to the same values (floats by repr)."""
+    lines = [f"# {h}" if h else "#" for h in header.splitlines()] if header else []
+    for key, (field, kind) in _KEYS.items():
+        value = getattr(cfg, field)
+        text = ",".join(repr(float(v)) for v in value) if kind == "floats" else \
+            repr(float(value)) if kind == "float" else str(value)
+        lines.append(f"{key}={text}")
+    return "\n".join(lines) + "\n"
 
 
 def _is_number(value: Any) -> bool:

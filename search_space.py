@@ -1,0 +1,195 @@
+"""The optimizer's search space: a text file of config keys and their ranges.
+
+    # comments
+    TP_PCT=0.002..0.01              uniform
+    LEVERAGE_LONG=5..20:5           stepped (integers when all three are integers)
+    TRADE_DIRECTION=LONG|SHORT      choices
+    LEVEL_DISTANCES[2]=0.005..0.02  one element of a list key (1-based, up to MAX_ENTRY_LEVEL)
+
+Keys not in the space come from the base config.  A sampled configuration that breaks
+the config's rules (distances increasing and below SL_DISTANCE, ratios summing ≤ 1,
+BE_PCT < TP_PCT, …) is not an error: `build_config` returns the rule it breaks and the
+optimizer records the trial as infeasible.  A bad space file is one `file:line: KEY: rule`.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import optuna
+
+from config import ConfigError, GridConfig, field_of, key_kind
+
+_LINE_RE = re.compile(r"^([A-Z_]+)(?:\[(\d+)\])?\s*=\s*(.+)$")
+_NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_INT_LITERAL_RE = re.compile(r"^[+-]?\d+$")
+_CHOICE_KINDS = {"direction": ("LONG", "SHORT"), "working_type": ("CONTRACT_PRICE", "MARK_PRICE"),
+                 "after_liquidation": ("STOP", "CONTINUE")}
+NOT_SEARCHABLE = {"MAX_ENTRY_LEVEL": "cannot be searched (the list keys' lengths depend on it)",
+                  "CAPITAL_RATIO": "is live only (a backtest's capital is INITIAL_CAPITAL)"}
+
+
+class SpaceError(ValueError):
+    """`file:line: KEY: rule` — one line."""
+
+    def __init__(self, source: str, line: int | None, key: str | None, rule: str):
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{where}: {key}: {rule}" if key else f"{where}: {rule}")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str                   # as written: TP_PCT, LEVEL_DISTANCES[2]
+    key: str
+    index: int | None           # 1-based element of a list key
+    distribution: optuna.distributions.BaseDistribution
+    line: int
+
+
+Number = Union[int, float]
+
+
+@dataclass(frozen=True)
+class Space:
+    params: tuple[Param, ...]
+    source: str
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {p.name: p.distribution for p in self.params}
+
+
+def load_space(path: str | Path, base: GridConfig) -> Space:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise SpaceError(source, None, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(source, None, None, f"cannot read: {e}") from None
+    return parse_space(text, base, source)
+
+
+def parse_space(text: str, base: GridConfig, source: str = "<space>") -> Space:
+    params: list[Param] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        body = raw.split("#", 1)[0].strip()
+        if not body:
+            continue
+        m = _LINE_RE.match(body)
+        if not m:
+            raise SpaceError(source, lineno, None, f"expected KEY=LOW..HIGH, KEY=LOW..HIGH:STEP or KEY=A|B "
+                                                   f"(got {body!r})")
+        key, index_text, spec = m.group(1), m.group(2), m.group(3).strip()
+        name = f"{key}[{index_text}]" if index_text else key
+        kind = key_kind(key)
+        if kind is None:
+            hint = difflib.get_close_matches(key, _all_keys(), n=1)
+            raise SpaceError(source, lineno, key, "not a config key" + (f" (did you mean {hint[0]}?)" if hint else ""))
+        if key in NOT_SEARCHABLE:
+            raise SpaceError(source, lineno, key, NOT_SEARCHABLE[key])
+        index = _index(source, lineno, key, kind, index_text, base)
+        if name in seen:
+            raise SpaceError(source, lineno, name, f"given twice (first on line {seen[name]})")
+        seen[name] = lineno
+        params.append(Param(name, key, index, _distribution(source, lineno, name, kind, spec), lineno))
+    if not params:
+        raise SpaceError(source, None, None, "no parameter to search")
+    return Space(tuple(params), source)
+
+
+def _all_keys() -> list[str]:
+    from config import _KEYS     # the config's own key table
+    return list(_KEYS)
+
+
+def _index(source: str, lineno: int, key: str, kind: str, index_text: str | None, base: GridConfig) -> int | None:
+    if kind == "floats":
+        n = base.max_entry_level
+        if index_text is None:
+            raise SpaceError(source, lineno, key, f"a list key is searched per element: {key}[1]..{key}[{n}]")
+        index = int(index_text)
+        if not 1 <= index <= n:
+            raise SpaceError(source, lineno, f"{key}[{index}]", f"index must be 1..{n} (MAX_ENTRY_LEVEL)")
+        return index
+    if index_text is not None:
+        raise SpaceError(source, lineno, key, "not a list key: no [index]")
+    return None
+
+
+def _number(source: str, lineno: int, name: str, text: str) -> Number:
+    t = text.strip()
+    if not _NUM_RE.match(t):
+        raise SpaceError(source, lineno, name, f"{t!r} is not a number")
+    return int(t) if _INT_LITERAL_RE.match(t) else float(t)
+
+
+def _distribution(source: str, lineno: int, name: str, kind: str,
+                  spec: str) -> optuna.distributions.BaseDistribution:
+    if "|" in spec or kind in _CHOICE_KINDS:
+        return _choices(source, lineno, name, kind, spec)
+    if ".." not in spec:
+        raise SpaceError(source, lineno, name, f"expected LOW..HIGH, LOW..HIGH:STEP or A|B|C (got {spec!r})")
+    rng, _, step_text = spec.partition(":")
+    low_text, _, high_text = rng.partition("..")
+    low, high = _number(source, lineno, name, low_text), _number(source, lineno, name, high_text)
+    if not low < high:
+        raise SpaceError(source, lineno, name, f"LOW must be below HIGH (got {low}..{high})")
+    step = _number(source, lineno, name, step_text) if step_text else None
+    if step is not None and not 0 < step <= high - low:
+        raise SpaceError(source, lineno, name, f"STEP must be above 0 and at most HIGH-LOW (got {step})")
+    integers = all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int))
+    if kind == "int":
+        if not integers:
+            raise SpaceError(source, lineno, name, "an integer key takes integer LOW, HIGH and STEP")
+        return optuna.distributions.IntDistribution(low, high, step=step or 1)
+    if step is not None and integers:
+        return optuna.distributions.IntDistribution(low, high, step=step)
+    if step is not None:
+        span = (high - low) / step
+        if abs(span - round(span)) > 1e-9:
+            raise SpaceError(source, lineno, name, f"STEP {step} does not divide {low}..{high}")
+    return optuna.distributions.FloatDistribution(float(low), float(high), step=float(step) if step else None)
+
+
+def _choices(source: str, lineno: int, name: str, kind: str, spec: str) -> optuna.distributions.CategoricalDistribution:
+    items = [c.strip() for c in spec.split("|")]
+    if any(not c for c in items) or len(set(items)) != len(items):
+        raise SpaceError(source, lineno, name, f"choices must be distinct and non-empty (got {spec!r})")
+    if kind in _CHOICE_KINDS:
+        allowed = _CHOICE_KINDS[kind]
+        bad = [c for c in items if c.upper() not in allowed]
+        if bad:
+            raise SpaceError(source, lineno, name, f"{bad[0]!r} is not one of {'|'.join(allowed)}")
+        return optuna.distributions.CategoricalDistribution([c.upper() for c in items])
+    values = [_number(source, lineno, name, c) for c in items]
+    if kind == "int" and not all(isinstance(v, int) for v in values):
+        raise SpaceError(source, lineno, name, "an integer key takes integer choices")
+    return optuna.distributions.CategoricalDistribution(values)
+
+
+def build_config(base: GridConfig, space: Space, params: dict[str, Any]) -> tuple[GridConfig | None, str]:
+    """The base config with the sampled values; (None, the rule broken) when infeasible."""
+    overrides: dict[str, Any] = {}
+    lists: dict[str, list[float]] = {}
+    for p in space.params:
+        value = params[p.name]
+        if p.index is None:
+            overrides[field_of(p.key)] = value
+        else:
+            field = field_of(p.key)
+            lst = lists.setdefault(field, list(getattr(base, field)))
+            lst[p.index - 1] = float(value)
+    overrides.update({f: tuple(v) for f, v in lists.items()})
+    try:
+        return base.with_overrides(**overrides), ""
+    except ConfigError as e:
+        text = str(e)
+        return None, text.split(": ", 1)[1] if ": " in text else text
