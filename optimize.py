@@ -45,6 +45,7 @@ from study_runner import GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_coun
 OBJECTIVES = ("return-drawdown", "calmar", "sortino", "sharpe", "return")
 SINGLE_KEY = {"calmar": "calmar", "sortino": "sortino", "sharpe": "sharpe", "return": "return_pct"}
 WORST = {"return_pct": -100.0, "max_drawdown_pct": 100.0}
+TRIAL_SLEEP_S = float(os.environ.get("GM_OPTIMIZE_TRIAL_SLEEP_S") or 0)   # test hook, 0 otherwise
 MAX_REPORTED = 10                # configurations written (the Pareto set's best by return)
 
 
@@ -114,6 +115,8 @@ class Objective:
             n = 3 if self.name == "return-drawdown" else 4
             return Evaluation(worst, [1.0] + [0.0] * (n - 1), {"infeasible": why})
         s = score(self.backtest(cfg, w))
+        if TRIAL_SLEEP_S:
+            time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
         return Evaluation(self.values(s), self.constraints(s), {"score": s.as_dict()})
 
 
@@ -154,14 +157,16 @@ class Plan:
     def study_name(self, fold: Fold) -> str:
         return self.study_base if len(self.folds) == 1 else f"{self.study_base}-fold{fold.number}"
 
-    def sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
-        """Seeded: one job on the embedded storage reproduces a study exactly.  Each local
-        worker takes its own seed (seed + its index), and a worker on a shared database mixes
-        in its host and process, so no two workers draw the same parameters."""
+    def sampler(self, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+        """Seeded: one job on a local storage (the journal file, SQLite) reproduces a study
+        exactly.  Each local worker takes its own seed (seed + its index), and a worker on a
+        database shared by machines mixes in its host and process, so no two workers draw
+        the same parameters."""
         seed = self.args.seed
-        if seed is not None and worker:
-            seed += worker
-        if seed is not None and self.args.storage and not self.args.storage.startswith("journal:"):
+        if seed is not None and (worker or resumed_at):
+            # A resumed study must not draw again what its first run drew with the same seed.
+            seed = zlib.crc32(f"{seed}:{worker}:{resumed_at}".encode())
+        if seed is not None and self.args.storage and not self.args.storage.startswith(("journal:", "sqlite:")):
             seed = zlib.crc32(f"{seed}:{socket.gethostname()}:{os.getpid()}".encode())
         if len(self.objective.directions) == 2:
             return optuna.samplers.NSGAIISampler(seed=seed)
@@ -178,6 +183,7 @@ def run_worker(plan: Plan, progress: Any = None, worker: int = 0) -> None:
     """This process's share of every fold's study, fold after fold (as on every machine)."""
     for fold in plan.folds:
         study, _ = plan.open_study(fold, worker)
+        study.sampler = plan.sampler(worker, resumed_at=len(study.get_trials(deepcopy=False)))
         Worker(study, plan.args.trials, lambda p, w=fold.train: plan.objective.evaluate(p, w),
                plan.objective.space.distributions(), heartbeat_s=plan.args.heartbeat,
                grace_s=plan.args.heartbeat_grace, on_trial=progress).run()

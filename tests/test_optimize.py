@@ -1,0 +1,253 @@
+"""optimize.py: the space file, studies in SQLite and in the embedded journal (seeded,
+resumed, two local jobs), out-of-sample re-runs, the written configs, and three workers on
+a real PostgreSQL server with one SIGKILLed mid-trial."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+import backtest
+import optimize
+from config import load_config
+from market_data import load_klines, write_klines_csv
+from search_space import SpaceError, build_config, parse_space
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or ROOT.parent / "shared" / "data")
+MONTH = DATA_DIR / "binance-futures-um-NEARUSDT-1m-2024-09.csv"
+needs_data = pytest.mark.skipif(not MONTH.is_file(), reason=f"real kline month {MONTH} is absent")
+MARKET = ["--symbol", "NEARUSDT", "--tick-size", "0.001", "--step-size", "0.1"]
+SPACE = """# a small space
+LEVEL_DISTANCES[1]=0.003..0.008
+LEVEL_DISTANCES[2]=0.008..0.02
+TP_PCT=0.003..0.01
+BE_PCT=0.0005..0.0025
+LEVERAGE_LONG=5..20:5
+"""
+
+
+@pytest.fixture(scope="module")
+def ten_days(tmp_path_factory) -> Path:
+    if not MONTH.is_file():
+        pytest.skip(f"real kline month {MONTH} is absent")
+    path = tmp_path_factory.mktemp("data") / "near-10d.csv"
+    write_klines_csv(load_klines([MONTH]).slice(0, 10 * 1440), path)
+    return path
+
+
+def run(tmp: Path, data: Path, *extra: str, space: str = SPACE, env: dict | None = None,
+        wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    (tmp / "space.txt").write_text(space)
+    cmd = [sys.executable, str(ROOT / "optimize.py"), "--config", str(ROOT / "config_btc.txt"),
+           "--space", str(tmp / "space.txt"), "--data", str(data), *MARKET, "--out", str(tmp / "out"), *extra]
+    e = dict(os.environ, **(env or {}))
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=tmp, env=e, capture_output=True, text=True, timeout=240)
+
+
+def trials_csv(tmp: Path) -> list[dict[str, str]]:
+    with (tmp / "out" / "trials.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def journal_study(tmp: Path, name: str) -> optuna.Study:
+    from study_runner import storage_for
+    storage, _ = storage_for(None, name, tmp)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# ---------------------------------------------------------------------- the space file
+BASE = load_config(ROOT / "config_btc.txt")
+
+
+def test_the_space_file_parses_ranges_steps_choices_and_list_elements():
+    space = parse_space("TP_PCT=0.003..0.01\nLEVERAGE_LONG=5..20:5\nGRID_RANGE_PCT=0.02..0.06:0.01\n"
+                        "TRADE_DIRECTION=LONG|SHORT\nENTRY_RATIOS[4]=0.2..0.6  # the deepest level\n", BASE)
+    d = space.distributions()
+    assert isinstance(d["LEVERAGE_LONG"], optuna.distributions.IntDistribution) and d["LEVERAGE_LONG"].step == 5
+    assert d["GRID_RANGE_PCT"].step == pytest.approx(0.01)
+    assert d["TRADE_DIRECTION"].choices == ("LONG", "SHORT")
+    cfg, why = build_config(BASE, space, {"TP_PCT": 0.004, "LEVERAGE_LONG": 10, "GRID_RANGE_PCT": 0.03,
+                                          "TRADE_DIRECTION": "SHORT", "ENTRY_RATIOS[4]": 0.45})
+    assert why == "" and cfg.entry_ratios == (0.05, 0.20, 0.25, 0.45) and cfg.leverage_long == 10
+    assert cfg.trade_direction == "SHORT" and cfg.sl_distance == BASE.sl_distance     # the rest from --config
+
+
+def test_a_draw_that_breaks_the_configs_rules_is_infeasible_not_a_crash():
+    space = parse_space("LEVEL_DISTANCES[2]=0.001..0.02\nENTRY_RATIOS[4]=0.2..0.9\n", BASE)
+    cfg, why = build_config(BASE, space, {"LEVEL_DISTANCES[2]": 0.004, "ENTRY_RATIOS[4]": 0.5})
+    assert cfg is None and "LEVEL_DISTANCES" in why and "increasing" in why
+    cfg, why = build_config(BASE, space, {"LEVEL_DISTANCES[2]": 0.01, "ENTRY_RATIOS[4]": 0.8})
+    assert cfg is None and "ENTRY_RATIOS" in why
+
+
+@pytest.mark.parametrize("text, says", [
+    ("TP_PCTX=0.1..0.2", "sp.txt:2: TP_PCTX: not a config key (did you mean TP_PCT?)"),
+    ("TP_PCT=0.01..0.005", "sp.txt:2: TP_PCT: LOW must be below HIGH"),
+    ("TP_PCT=0.003..0.01:0.004", "sp.txt:2: TP_PCT: STEP 0.004 does not divide"),
+    ("LEVERAGE_LONG=5..20.5", "sp.txt:2: LEVERAGE_LONG: an integer key takes integer LOW, HIGH and STEP"),
+    ("ENTRY_RATIOS=0.1..0.2", "sp.txt:2: ENTRY_RATIOS: a list key is searched per element"),
+    ("ENTRY_RATIOS[5]=0.1..0.2", "sp.txt:2: ENTRY_RATIOS[5]: index must be 1..4"),
+    ("TP_PCT[1]=0.1..0.2", "sp.txt:2: TP_PCT: not a list key"),
+    ("MAX_ENTRY_LEVEL=3..5", "sp.txt:2: MAX_ENTRY_LEVEL: cannot be searched"),
+    ("TRADE_DIRECTION=LONG|FLAT", "sp.txt:2: TRADE_DIRECTION: 'FLAT' is not one of LONG|SHORT"),
+    ("TP_PCT=abc..0.2", "sp.txt:2: TP_PCT: 'abc' is not a number"),
+    ("TP_PCT 0.1", "sp.txt:2: expected KEY=LOW..HIGH"),
+    ("BE_PCT=0.001..0.002\nBE_PCT=0.001..0.003", "sp.txt:3: BE_PCT: given twice (first on line 2)"),
+])
+def test_a_bad_space_file_is_one_line_naming_file_line_and_key(tmp_path, capsys, text, says):
+    space = tmp_path / "sp.txt"
+    space.write_text("# header\n" + text + "\n")
+    code = optimize.main(["--config", str(ROOT / "config_btc.txt"), "--space", str(space),
+                          "--data", str(tmp_path / "unused.csv")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("optimize.py: error: ") and says in err[0].replace(str(tmp_path) + "/", ""), err[0]
+    with pytest.raises(SpaceError):
+        parse_space("# header\n" + text + "\n", BASE, str(space))
+
+
+def test_folds_are_anchored_and_never_test_on_what_they_trained_on():
+    folds, hold = optimize.plan_folds(10_000, 0.2, 3)
+    assert hold == optimize.Window("holdout", 8000, 10_000)
+    assert [(f.train.start, f.train.end, f.test.start, f.test.end) for f in folds] == [
+        (0, 2000, 2000, 4000), (0, 4000, 4000, 6000), (0, 6000, 6000, 8000)]
+    single, _ = optimize.plan_folds(10_000, 0.25, 1)
+    assert single[0].train == optimize.Window("in-sample", 0, 7500) and single[0].test is None
+
+
+def test_constraints_say_liquidated_or_too_few_round_trips():
+    from scoring import Score
+    obj = optimize.Objective("calmar", BASE, parse_space("TP_PCT=0.003..0.01", BASE), None, 5, 30.0)
+    ok = Score(10, 20, 1, 1, 1, 6, 0, 50, 10, 0)
+    assert all(c <= 0 for c in obj.constraints(ok))
+    assert any(c > 0 for c in obj.constraints(Score(10, 20, 1, 1, 1, 6, 1, 50, 10, 0)))      # liquidated
+    assert any(c > 0 for c in obj.constraints(Score(10, 20, 1, 1, 1, 4, 0, 50, 10, 0)))      # 4 < 5 round trips
+    assert any(c > 0 for c in obj.constraints(Score(10, 35, 1, 1, 1, 6, 0, 50, 10, 0)))      # over the 30 % cap
+
+
+# ---------------------------------------------------------------------- studies
+@needs_data
+def test_a_seeded_study_in_sqlite_is_reproducible_and_writes_its_outputs(tmp_path, ten_days):
+    outs = []
+    for k in (1, 2):
+        d = tmp_path / f"run{k}"
+        d.mkdir()
+        r = run(d, ten_days, "--trials", "8", "--seed", "7", "--storage", f"sqlite:///{d}/study.db",
+                "--study", "s")
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs.append(d)
+    rows = [[{k: v for k, v in row.items() if k != "worker"} for row in trials_csv(d)] for d in outs]
+    assert rows[0] == rows[1] and len(rows[0]) == 8
+    assert all(row["state"] == "COMPLETE" for row in rows[0])
+    out = outs[0] / "out"
+    assert (out / "pareto.png").stat().st_size > 10_000
+    report = (out / "report.md").read_text()
+    assert "| window |" in report and "holdout" in report
+    assert "optuna-dashboard sqlite:///" in r.stdout
+    # Each written configuration loads, backtests as it is, and holds its trial's parameters.
+    configs = sorted(out.glob("best_*.txt"))
+    assert configs, r.stdout
+    header = configs[0].read_text().splitlines()[:3]
+    assert header[0].startswith("# optimize.py: study s, trial ") and "in-sample" in header[1]
+    assert "out-of-sample (holdout)" in header[2]
+    trial = int(header[0].split("trial ")[1].split(",")[0])
+    params = {k: v for k, v in rows[0][trial].items() if k in parse_space(SPACE, BASE).names}
+    cfg = load_config(configs[0])
+    assert cfg.tp_pct == pytest.approx(float(params["TP_PCT"])) and cfg.leverage_long == int(params["LEVERAGE_LONG"])
+    assert backtest.main(["--config", str(configs[0]), "--data", str(ten_days), *MARKET, "--no-chart",
+                          "--out", str(tmp_path / "bt")]) == 0
+
+
+@needs_data
+def test_a_study_resumes_to_a_larger_total_and_two_local_jobs_share_it(tmp_path, ten_days):
+    r = run(tmp_path, ten_days, "--trials", "8", "--seed", "3", "--study", "r")
+    assert r.returncode == 0, r.stdout + r.stderr
+    first = [(t.number, t.params) for t in journal_study(tmp_path, "r").trials]
+    r = run(tmp_path, ten_days, "--trials", "20", "--jobs", "2", "--seed", "3", "--study", "r")
+    assert r.returncode == 0, r.stdout + r.stderr
+    trials = journal_study(tmp_path, "r").trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 20
+    assert [(t.number, t.params) for t in trials[:8]] == first          # the first 8 kept as they were
+    workers = {t.user_attrs["worker"] for t in trials[8:]}
+    assert len(workers) == 2                                            # two processes did the rest
+    params = [tuple(sorted(t.params.items())) for t in trials if t.state == TrialState.COMPLETE]
+    assert len(set(params)) == len(params)                              # no draw repeated
+
+
+@needs_data
+def test_walk_forward_runs_a_study_per_fold_and_reports_each_out_of_sample(tmp_path, ten_days):
+    r = run(tmp_path, ten_days, "--trials", "6", "--folds", "2", "--holdout", "0.2", "--seed", "1",
+            "--objective", "calmar", "--min-round-trips", "1", "--max-drawdown", "95", "--study", "wf")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## wf-fold1" in report and "## wf-fold2" in report
+    assert "fold 1 test" in report and "fold 2 test" in report and "| holdout |" in report
+    rows = trials_csv(tmp_path)
+    assert {row["study"] for row in rows} == {"wf-fold1", "wf-fold2"} and len(rows) == 12
+
+
+@needs_data
+def test_infeasible_draws_are_recorded_and_never_reported(tmp_path, ten_days):
+    space = "LEVEL_DISTANCES[1]=0.003..0.02\nLEVEL_DISTANCES[2]=0.005..0.02\n"
+    r = run(tmp_path, ten_days, "--trials", "10", "--seed", "2", "--study", "inf", space=space)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = trials_csv(tmp_path)
+    bad = [row for row in rows if row["infeasible"]]
+    assert bad and all("increasing" in row["infeasible"] and row["feasible"] == "0" for row in bad)
+    reported = {int(p.read_text().split("trial ")[1].split(",")[0]) for p in (tmp_path / "out").glob("best_*.txt")}
+    assert not reported & {int(row["number"]) for row in bad}
+
+
+# ---------------------------------------------------------------------- many machines
+@needs_data
+def test_three_workers_on_postgresql_one_killed_mid_trial_end_with_exactly_the_total(
+        tmp_path, ten_days, postgres_url):
+    total = 12
+    env = {"GM_OPTIMIZE_TRIAL_SLEEP_S": "0.4"}
+    args = ("--trials", str(total), "--storage", postgres_url, "--study", "pg", "--seed", "5",
+            "--heartbeat-grace", "2", "--holdout", "0.2")
+    dirs = [tmp_path / f"w{k}" for k in range(3)]
+    for d in dirs:
+        d.mkdir()
+    procs = [run(d, ten_days, *args, env=env, wait=False) for d in dirs]
+    storage = optuna.storages.RDBStorage(postgres_url)
+    victim = procs[1]
+    deadline = time.monotonic() + 60
+    while True:                      # kill worker 1 while it holds a running trial
+        try:
+            study = optuna.load_study(study_name="pg", storage=storage)
+            mine = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING
+                    and t.user_attrs.get("worker", "").endswith(f":{victim.pid}")]
+        except KeyError:
+            mine = []
+        if mine:
+            victim.send_signal(signal.SIGKILL)
+            killed = mine[0].number
+            break
+        assert time.monotonic() < deadline, "worker 1 never ran a trial"
+        time.sleep(0.02)
+    victim.wait(timeout=10)
+    for p in (procs[0], procs[2]):
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out
+    trials = optuna.load_study(study_name="pg", storage=storage).get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == total
+    assert trials[killed].state == TrialState.FAIL                    # failed by a heartbeat check ...
+    retries = [t for t in complete if t.user_attrs.get("retry_of") == killed]
+    assert len(retries) == 1 and retries[0].params == trials[killed].params     # ... and run once again
+    assert len({t.number for t in complete}) == total
+    params = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(params)) == total                                    # nothing counted twice
+    assert len({t.user_attrs["worker"] for t in complete}) >= 2
