@@ -1,0 +1,114 @@
+"""Prometheus metrics of one daemon (prometheus_client), on 127.0.0.1 unless told otherwise.
+
+Gauges are read from the daemon's state when Prometheus scrapes (a collector: nothing on
+the trading path); fills by role and the reaction latency are counted where they happen
+(an increment, an observe).  No key, token or URL is ever a label.
+"""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from daemon import Daemon
+
+VERSION = "0.13"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class DaemonMetrics:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.fills = Counter("gm_fills", "Fills recorded since start, by role", ["symbol", "role"],
+                             registry=self.registry)
+        self.reaction = Histogram("gm_reaction_seconds", "User-stream event received → the strategy's reaction "
+                                  "done (orders sent)", ["symbol"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.registry.register(_StateCollector(daemon))
+        self._runner: Any = None
+
+    async def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """GET /metrics on the daemon's own event loop (a scrape reads the state between two
+        reactions, never during one); returns the port."""
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        async def page(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        app = web.Application()
+        app.router.add_get("/metrics", page)
+        app.router.add_get("/", page)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+class _StateCollector(Collector):
+    def __init__(self, daemon: "Daemon") -> None:
+        self.d = daemon
+
+    def collect(self) -> Iterator[Any]:
+        d, sym = self.d, self.d.symbol
+        info = InfoMetricFamily("gm", "The daemon", labels=["symbol"])
+        info.add_metric([sym], {"version": VERSION, "mode": "demo" if d.demo else "live",
+                                "direction": d.config.trade_direction})
+        yield info
+        st = d.strategy.state if d.strategy is not None else None
+
+        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc, labels=["symbol"])
+            g.add_metric([sym], float(value))
+            return g
+        now = time.monotonic()
+        yield gauge("gm_reconnects", "Stream reconnects since start", d.reconnects)
+        yield gauge("gm_request_weight_used", "Request weight used this minute (the exchange's count)",
+                    d.venue.used_weight)
+        yield gauge("gm_request_weight_limit", "Request weight per minute", d.venue.weight_limit)
+        used = GaugeMetricFamily("gm_order_count_used", "Our orders in each of Binance's order windows",
+                                 labels=["symbol", "window"])
+        limit = GaugeMetricFamily("gm_order_count_limit", "Binance's order limit of each window",
+                                  labels=["symbol", "window"])
+        for key, b in d.venue.order_budgets.items():
+            used.add_metric([sym, key], float(sum(1 for t in b.times if t > now - b.window_s)))
+            limit.add_metric([sym, key], float(b.limit))
+        yield used
+        yield limit
+        for name, doc, last in (("gm_seconds_since_market_event", "Seconds since the last market event",
+                                 d.last_market_at),
+                                ("gm_seconds_since_user_event", "Seconds since the last user-stream event",
+                                 d.last_user_at)):
+            yield gauge(name, doc, now - last if last else -1.0)
+        if st is None:
+            return
+        p = st.position
+        mark = st.mark_price or d.last_price
+        yield gauge("gm_position_qty", "Position quantity (signed: short < 0)", p.qty * d.config.side_sign)
+        yield gauge("gm_position_avg_price", "Average entry price", p.avg_price)
+        yield gauge("gm_mark_price", "Mark price (last read), else the last price", mark)
+        yield gauge("gm_unrealized_pnl", "Unrealized PnL at the mark",
+                    (mark - p.avg_price) * p.qty * d.config.side_sign if p.qty and mark else 0.0)
+        yield gauge("gm_wallet_balance", "Wallet balance of the margin asset (last known)", d.wallet)
+        liq = st.liquidation_price
+        yield gauge("gm_liquidation_distance_ratio", "|mark − liquidation price| / mark (−1: none)",
+                    abs(mark - liq) / mark if liq and mark else -1.0)
+        yield gauge("gm_deepest_level", "Deepest entry level filled", p.deepest_level)
+        yield gauge("gm_funding_paid", "Funding paid in total (USDC; negative: received)", st.funding_paid)
+        by_role = GaugeMetricFamily("gm_open_orders", "Open orders the daemon keeps, by role",
+                                    labels=["symbol", "role"])
+        counts: dict[str, int] = {}
+        for o in st.orders.values():
+            role = "ENTRY" if o.is_entry else o.role
+            counts[role] = counts.get(role, 0) + 1
+        for role in ("ENTRY", "TP", "BE", "SL"):
+            by_role.add_metric([sym, role], float(counts.get(role, 0)))
+        yield by_role

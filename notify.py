@@ -1,0 +1,200 @@
+"""Notifications through apprise (Telegram, Discord, Slack, e-mail, ntfy, webhooks, …).
+
+    NOTIFY_URLS=tgram://BOT_TOKEN/CHAT_ID  json://127.0.0.1:8000/hook     (.env or environment)
+    NOTIFY_EVENTS=start,stop,tp,be,sl,liquidation,deepest,unreachable,reachable,error,daily
+
+The notifier reads the daemon's event stream (events.py) in its own task: sending never
+blocks or slows trading.  Each message goes to each URL with bounded retries (1, 2, 4, 8,
+16 s apart: a receiver down for half a minute loses nothing); one still failing after them
+is logged once (the URL's scheme only: tokens never reach a log or a message) and dropped.
+Messages follow LOG_LANGUAGE (Korean by default).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
+                    Event, EventBus)
+
+RETRIES = 5
+BACKOFF_S = 1.0
+SEND_TIMEOUT_S = 15.0
+ERROR_REPEAT_S = 600.0           # the same error line is sent at most once in this time
+
+
+class NotifyConfigError(ValueError):
+    pass
+
+
+def parse_urls(text: str | None) -> list[str]:
+    return [u for u in re.split(r"[\s,]+", text or "") if u]
+
+
+def parse_events(text: str | None) -> set[str]:
+    if not text or not text.strip():
+        return set(KINDS)
+    chosen = {e.strip().lower() for e in re.split(r"[\s,]+", text) if e.strip()}
+    unknown = sorted(chosen - set(KINDS))
+    if unknown:
+        raise NotifyConfigError(f"NOTIFY_EVENTS: unknown {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    return chosen
+
+
+def redact(url: str) -> str:
+    """What may be shown of a notification URL: its scheme."""
+    return url.split("://", 1)[0] + "://…" if "://" in url else "…"
+
+
+def _money(x: float) -> str:
+    return f"{x:+,.2f}"
+
+
+def message(ev: Event, ko: bool) -> tuple[str, str]:
+    """(title, body) of an event, in Korean or English."""
+    d, sym = ev.data, ev.symbol
+    when = datetime.fromtimestamp(ev.time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    price = d.get("price_text", "")
+    qty = d.get("qty_text", "")
+    texts: dict[str, tuple[str, str]] = {
+        START: ("시작", f"{sym} {d.get('direction', '')} 데몬 시작 ({d.get('mode', 'live')})") if ko else
+               ("started", f"{sym} {d.get('direction', '')} daemon started ({d.get('mode', 'live')})"),
+        STOP: ("종료", f"{sym} 데몬 종료") if ko else ("stopped", f"{sym} daemon stopped"),
+        TP: ("TP 체결", f"{sym} TP 체결 {price} × {qty}, 실현 PnL {_money(d.get('pnl', 0.0))}") if ko else
+            ("TP filled", f"{sym} TP filled at {price} × {qty}, realized PnL {_money(d.get('pnl', 0.0))}"),
+        BE: ("BE 체결", f"{sym} BE 체결 {price} × {qty}, 실현 PnL {_money(d.get('pnl', 0.0))}") if ko else
+            ("BE filled", f"{sym} BE filled at {price} × {qty}, realized PnL {_money(d.get('pnl', 0.0))}"),
+        SL: ("SL 체결", f"{sym} 손절(SL) {price} × {qty}, 실현 PnL {_money(d.get('pnl', 0.0))}") if ko else
+            ("SL filled", f"{sym} stop-loss filled at {price} × {qty}, realized PnL {_money(d.get('pnl', 0.0))}"),
+        LIQUIDATION: ("강제 청산", f"{sym} 거래소 강제 청산: {price} × {qty}") if ko else
+                     ("LIQUIDATED", f"{sym} LIQUIDATED by the exchange at {price} × {qty}"),
+        DEEPEST: ("최종 레벨 체결", f"{sym} Level {d.get('level')} 체결 {price} × {qty}, 평단가 {d.get('avg_text', '')}")
+                 if ko else ("deepest level filled",
+                             f"{sym} level {d.get('level')} filled at {price} × {qty}, average {d.get('avg_text', '')}"),
+        UNREACHABLE: ("연결 끊김", f"{sym} 거래소/스트림에 {d.get('seconds', 0):.0f}초 이상 연결되지 않음: "
+                                  f"{d.get('what', '')}") if ko else
+                     ("unreachable", f"{sym}: exchange or stream unreachable for {d.get('seconds', 0):.0f} s: "
+                                     f"{d.get('what', '')}"),
+        REACHABLE: ("연결 복구", f"{sym} 연결 복구 ({d.get('seconds', 0):.0f}초 끊김)") if ko else
+                   ("reachable again", f"{sym}: connected again after {d.get('seconds', 0):.0f} s"),
+        ERROR: ("오류", f"{sym}: {d.get('text', '')}") if ko else ("error", f"{sym}: {d.get('text', '')}"),
+        DAILY: ("일일 요약", f"{sym} {d.get('day', '')}: 실현 PnL 오늘 {_money(d.get('pnl_today', 0.0))}, "
+                            f"누적 {_money(d.get('pnl_total', 0.0))}, 펀딩비 지불 {d.get('funding_paid', 0.0):+.4f}, "
+                            f"포지션 {d.get('position_text', '')}") if ko else
+               ("daily summary", f"{sym} {d.get('day', '')}: realized PnL today {_money(d.get('pnl_today', 0.0))}, "
+                                 f"total {_money(d.get('pnl_total', 0.0))}, funding paid "
+                                 f"{d.get('funding_paid', 0.0):+.4f}, position {d.get('position_text', '')}"),
+    }
+    title, body = texts[ev.kind]
+    return f"grid-martingale {sym}: {title}", f"{body} — {when}"
+
+
+class Notifier:
+    """Consumes the bus in its own task; `send` (a blocking apprise call) runs in a thread."""
+
+    def __init__(self, urls: Iterable[str], events: set[str], bus: EventBus, log: logging.Logger, ko: bool,
+                 *, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
+                 sender: Callable[[str, str, str], bool] | None = None) -> None:
+        self.urls, self.events, self.log, self.ko = list(urls), events, log, ko
+        self.retries, self.backoff_s = retries, backoff_s
+        self.queue = bus.subscribe()
+        self.sender = sender or _apprise_send
+        self.sent = 0
+        self.dropped = 0
+
+    async def run(self) -> None:
+        while True:
+            ev = await self.queue.get()
+            if ev.kind not in self.events:
+                continue
+            title, body = message(ev, self.ko)
+            for url in self.urls:
+                await self._deliver(url, title, body)
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: send what is queued (the stop message), within `timeout`."""
+        try:
+            await asyncio.wait_for(self._drain(), timeout)
+        except asyncio.TimeoutError:
+            self.log.warning("notifications: %d message(s) not sent at shutdown", self.queue.qsize())
+
+    async def _drain(self) -> None:
+        while not self.queue.empty():
+            ev = self.queue.get_nowait()
+            if ev.kind in self.events:
+                title, body = message(ev, self.ko)
+                for url in self.urls:
+                    await self._deliver(url, title, body, retries=1)
+
+    async def _deliver(self, url: str, title: str, body: str, retries: int | None = None) -> None:
+        tries = self.retries if retries is None else retries
+        for attempt in range(tries):
+            try:
+                ok = await asyncio.wait_for(asyncio.to_thread(self.sender, url, title, body), SEND_TIMEOUT_S)
+            except Exception:       # noqa: BLE001 - whatever a notification service raises: retried
+                ok = False
+            if ok:
+                self.sent += 1
+                return
+            if attempt < tries - 1:
+                await asyncio.sleep(self.backoff_s * 2 ** attempt)
+        self.dropped += 1
+        self.log.warning("notification to %s not delivered after %d tries: dropped", redact(url), tries)
+
+
+def _apprise_send(url: str, title: str, body: str) -> bool:
+    import apprise
+    ap = apprise.Apprise()
+    if not ap.add(url):
+        return False
+    return bool(ap.notify(title=title, body=body))
+
+
+def quiet_apprise() -> None:
+    """apprise logs its own failures with the URLs (tokens) in them: not into our logs."""
+    logging.getLogger("apprise").setLevel(logging.CRITICAL + 10)
+    logging.getLogger("apprise").propagate = False
+
+
+class ErrorEvents(logging.Handler):
+    """ERROR log lines of the daemon as `error` events (the same line at most once in 10 min)."""
+
+    def __init__(self, bus: EventBus, symbol: str) -> None:
+        super().__init__(level=logging.ERROR)
+        self.bus, self.symbol = bus, symbol
+        self._last: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) if self.formatter else record.getMessage()
+        except Exception:       # noqa: BLE001 - a bad log call must not break the daemon
+            return
+        now = time.monotonic()
+        if now - self._last.get(text, -1e9) < ERROR_REPEAT_S:
+            return
+        self._last[text] = now
+        self.bus.publish(Event(ERROR, self.symbol, {"text": text[:500]}))
+
+
+async def daily_summaries(bus: EventBus, symbol: str, summary: Callable[[], dict[str, Any]],
+                          clock: Callable[[], float] = time.time) -> None:
+    """A `daily` event at each 00:00 UTC with the day that ended."""
+    while True:
+        now = clock()
+        await asyncio.sleep(86_400 - now % 86_400 + 0.5)
+        bus.publish(Event(DAILY, symbol, summary()))
+
+
+def settings_from(env: dict[str, str | None]) -> tuple[list[str], set[str]]:
+    """(urls, events) from NOTIFY_URLS / NOTIFY_EVENTS; NotifyConfigError names a bad one."""
+    urls = parse_urls(env.get("NOTIFY_URLS"))
+    events = parse_events(env.get("NOTIFY_EVENTS"))
+    bad = [u for u in urls if "://" not in u]
+    if bad:
+        raise NotifyConfigError(f"NOTIFY_URLS: {redact(bad[0])} is not an apprise URL (scheme://…)")
+    return urls, events
+
