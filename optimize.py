@@ -22,6 +22,7 @@ import csv
 import math
 import multiprocessing as mp
 import os
+import signal
 import socket
 import sys
 import time
@@ -40,7 +41,8 @@ from funding import FundingError
 from market_data import DataError
 from scoring import Score, score
 from search_space import Space, SpaceError, build_config, load_space
-from study_runner import GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, constraints_of, storage_for
+from study_runner import (GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, constraints_of, shown_url,
+                          storage_for)
 
 OBJECTIVES = ("return-drawdown", "calmar", "sortino", "sharpe", "return")
 SINGLE_KEY = {"calmar": "calmar", "sortino": "sortino", "sharpe": "sharpe", "return": "return_pct"}
@@ -111,13 +113,19 @@ class Objective:
     def evaluate(self, params: dict[str, Any], w: Window) -> Evaluation:
         cfg, why = build_config(self.base, self.space, params)
         if cfg is None:
-            worst = [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
             n = 3 if self.name == "return-drawdown" else 4
-            return Evaluation(worst, [1.0] + [0.0] * (n - 1), {"infeasible": why})
+            return Evaluation(self.worst(), [1.0] + [0.0] * (n - 1), {"infeasible": why})
         s = score(self.backtest(cfg, w))
+        values = self.values(s)
+        if not all(math.isfinite(v) for v in values):
+            return Evaluation(self.worst(), [1.0] + [0.0] * (len(self.constraints(s)) - 1),
+                              {"infeasible": "a score is not a finite number", "score": s.as_dict()})
         if TRIAL_SLEEP_S:
             time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
-        return Evaluation(self.values(s), self.constraints(s), {"score": s.as_dict()})
+        return Evaluation(values, self.constraints(s), {"score": s.as_dict()})
+
+    def worst(self) -> list[float]:
+        return [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
 
 
 def feasible(t: FrozenTrial) -> bool:
@@ -145,6 +153,9 @@ def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
 
 
 # ---------------------------------------------------------------------- studies and workers
+class StudyMismatch(ValueError):
+    """A --study that exists with another objective or space."""
+
 @dataclass
 class Plan:
     args: argparse.Namespace
@@ -173,9 +184,23 @@ class Plan:
         return optuna.samplers.TPESampler(seed=seed)
 
     def open_study(self, fold: Fold, worker: int = 0) -> tuple[optuna.Study, str]:
+        """The fold's study, created on first use; a study made for another objective or
+        space is refused (its trials would not fit)."""
         storage, url = storage_for(self.args.storage, self.study_name(fold), self.root)
         study = optuna.create_study(storage=storage, study_name=self.study_name(fold), load_if_exists=True,
                                     directions=self.objective.directions, sampler=self.sampler(worker))
+        want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
+                for d in self.objective.directions]
+        if list(study.directions) != want:
+            raise StudyMismatch(f"study {study.study_name} was made for another objective "
+                                f"({len(study.directions)} objective(s)): give another --study")
+        fingerprint = self.objective.space.fingerprint()
+        have = study.user_attrs.get("space")
+        if have is None:
+            study.set_user_attr("space", fingerprint)
+        elif have != fingerprint:
+            raise StudyMismatch(f"study {study.study_name} was made with another space file: give another --study "
+                                f"(or the space it was made with)")
         return study, url
 
 
@@ -190,8 +215,18 @@ def run_worker(plan: Plan, progress: Any = None, worker: int = 0) -> None:
 
 
 def _child(plan: Plan, worker: int) -> None:
-    # A fresh storage connection per process (none is inherited across the fork).
-    run_worker(plan, worker=worker)
+    # A fresh storage connection per process (none is inherited across the fork).  Ctrl-C
+    # is the parent's to handle (it stops the workers): no traceback per worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run_worker(plan, worker=worker)
+    except Exception as e:      # noqa: BLE001 - one line, not a traceback
+        print(f"optimize.py: worker {worker}: {_one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {shown_url(' '.join(str(e).split()))}"[:400]
 
 
 def run_local(plan: Plan) -> None:
@@ -209,12 +244,16 @@ def run_local(plan: Plan) -> None:
     for p in procs:
         p.start()
     try:
+        studies = [plan.open_study(f)[0] for f in plan.folds] if not bar.disable else []
         while any(p.is_alive() for p in procs):
             time.sleep(0.5)
-            if bar.disable:
-                continue
-            done = sum(complete_count(plan.open_study(f)[0]) for f in plan.folds)
-            bar.update(min(done, total) - bar.n)
+            if studies:
+                done = sum(complete_count(s) for s in studies)
+                bar.update(min(done, total) - bar.n)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()       # their running trials are retried after the grace on resume
+        raise
     finally:
         for p in procs:
             p.join()
@@ -260,6 +299,8 @@ def _figures(s: Score) -> str:
 def write_outputs(plan: Plan, reported: list[Reported], url: str) -> list[Path]:
     out = Path(plan.args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("best_*.txt"):
+        old.unlink()            # an earlier run's configurations are not this one's
     final = [r for r in reported if r.fold is plan.folds[-1]]
     configs = []
     for k, r in enumerate(final, start=1):
@@ -396,6 +437,12 @@ def check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--folds must be 1..20 (got {a.folds})")
     if not (0 <= a.holdout < 0.9) or not math.isfinite(a.holdout):
         raise ValueError(f"--holdout must be a share in [0, 0.9) (got {a.holdout})")
+    if not (a.heartbeat > 0 and a.heartbeat_grace >= 3 * a.heartbeat):
+        raise ValueError(f"--heartbeat-grace must be at least 3 heartbeats ({3 * a.heartbeat:g} s; "
+                         f"got {a.heartbeat_grace:g})")
+    if a.storage and a.storage.startswith("sqlite:") and a.jobs > 1:
+        raise ValueError("--storage sqlite: one job only (SQLite cannot lock a trial for several workers); "
+                         "use the default journal file or PostgreSQL for --jobs > 1")
     if a.folds == 1 and a.holdout == 0:
         print("optimize.py: note: --holdout 0 and no folds: nothing is tested out of sample", file=sys.stderr)
 
@@ -424,17 +471,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.perf_counter()
     try:
+        for fold in plan.folds:
+            plan.open_study(fold)           # a bad storage or a mismatched study: said before any work
         run_local(plan)
+        elapsed = time.perf_counter() - t0
+        _, url = plan.open_study(plan.folds[-1])
+        reported = reevaluate(plan)
+        configs = write_outputs(plan, reported, url)
     except KeyboardInterrupt:
         print("optimize.py: interrupted; the study is kept: run the same command to resume", file=sys.stderr)
         return 130
-    except RuntimeError as e:
+    except StudyMismatch as e:
         print(f"optimize.py: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:      # noqa: BLE001 - storage unreachable, a worker failed: one line
+        print(f"optimize.py: error: {_one_line(e)}", file=sys.stderr)
         return 1
-    elapsed = time.perf_counter() - t0
-    _, url = plan.open_study(plan.folds[-1])
-    reported = reevaluate(plan)
-    configs = write_outputs(plan, reported, url)
     print(f"{args.trials * len(plan.folds)} trials in {len(plan.folds)} stud{'y' if len(plan.folds) == 1 else 'ies'} "
           f"({plan.study_base}), {elapsed:.1f} s; {len(configs)} configuration(s) in {args.out}/")
     for r in (x for x in reported if x.fold is plan.folds[-1]):

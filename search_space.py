@@ -64,6 +64,11 @@ class Space:
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
         return {p.name: p.distribution for p in self.params}
 
+    def fingerprint(self) -> str:
+        """The space as a study remembers it: a study is resumed only with the same space."""
+        return ";".join(f"{p.name}={optuna.distributions.distribution_to_json(p.distribution)}"
+                        for p in self.params)
+
 
 def load_space(path: str | Path, base: GridConfig) -> Space:
     source = str(path)

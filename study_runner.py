@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -38,8 +39,30 @@ LIVE = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
+_STORAGES: dict[tuple[str, int], BaseStorage] = {}
+
+
 def storage_for(url: str | None, study: str, root: Path) -> tuple[BaseStorage, str]:
-    """(storage, the URL to name it by: for optuna-dashboard and other workers)."""
+    """(storage, the URL to name it by: for optuna-dashboard and other workers); one storage
+    object per location and process (no new connection or lock file per call)."""
+    key = (url or str(root / "optuna" / f"{study}.log"), os.getpid())
+    if key not in _STORAGES:
+        _STORAGES[key] = _open_storage(url, study, root)[0]
+    return _STORAGES[key], _open_storage_name(url, study, root)
+
+
+def _open_storage_name(url: str | None, study: str, root: Path) -> str:
+    if url is None or url.startswith("journal:"):
+        return url[len("journal:"):] if url else str(root / "optuna" / f"{study}.log")
+    return shown_url(url)
+
+
+def shown_url(url: str) -> str:
+    """A database URL as printed and reported: its password masked."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _open_storage(url: str | None, study: str, root: Path) -> tuple[BaseStorage, str]:
     if url is None or url.startswith("journal:"):
         path = Path(url[len("journal:"):]) if url else root / "optuna" / f"{study}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,10 +83,16 @@ class FlockLock:
         self._threads = threading.Lock()
 
     def acquire(self) -> bool:
+        if self._pid != os.getpid():            # first use, or after a fork: a lock of this process's own
+            self._threads, self._fd, self._pid = threading.Lock(), -1, os.getpid()
         self._threads.acquire()
-        if self._pid != os.getpid():            # opened again after a fork: a lock of our own
-            self._fd, self._pid = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644), os.getpid()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if self._fd < 0:
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._threads.release()
+            raise
         return True
 
     def release(self) -> None:
@@ -138,19 +167,24 @@ class Worker:
         beat = _Heartbeat(storage, tid, self.heartbeat_s)
         try:
             ev = self.evaluate(dict(trial.params))
-        finally:
+        except Exception as e:      # noqa: BLE001 - a trial that cannot run fails alone, not the worker
             beat.stop()
+            self._fail(trial, f"{type(e).__name__}: {e}"[:300])
+            return
+        beat.stop()
         if self._surplus(tid):
             self._drop(trial)
             return
-        for k, v in ev.attrs.items():
-            storage.set_trial_user_attr(tid, k, v)
-        # Optuna's samplers read constraints from this system attribute (one write for all).
-        storage.set_trial_system_attr(tid, "constraints", ev.constraints)
         try:
-            self.study.tell(trial, ev.values)
+            if storage.get_trial(tid).state != TrialState.RUNNING:
+                return          # failed as stale meanwhile (a stalled worker): its retry counts instead
+            for k, v in ev.attrs.items():
+                storage.set_trial_user_attr(tid, k, v)
+            # Optuna's samplers read constraints from this system attribute (one write for all).
+            storage.set_trial_system_attr(tid, "constraints", ev.constraints)
+            self.study.tell(trial, ev.values, state=TrialState.COMPLETE)
         except optuna.exceptions.UpdateFinishedTrialError:
-            return              # failed as stale meanwhile (a stalled worker): its retry counts instead
+            return              # failed as stale between the check and the writes: the same
         self.ran += 1
         if self.on_trial:
             self.on_trial()
@@ -158,6 +192,14 @@ class Worker:
     def _surplus(self, trial_id: int) -> bool:
         before = sum(t.state in LIVE and t._trial_id < trial_id for t in self.study.get_trials(deepcopy=False))
         return before >= self.n_trials
+
+    def _fail(self, trial: optuna.Trial, why: str) -> None:
+        logging.getLogger("optimize").warning("trial %d failed: %s", trial.number, why)
+        try:
+            self.study._storage.set_trial_user_attr(trial._trial_id, "error", why)
+            self.study.tell(trial, state=TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
 
     def _drop(self, trial: optuna.Trial) -> None:
         self.study._storage.set_trial_user_attr(trial._trial_id, "surplus", True)
@@ -186,7 +228,9 @@ class Worker:
                 continue        # another worker failed it first
             logging.getLogger("optimize").warning("trial %d of %s went silent: failed, parameters queued again",
                                                   t.number, t.user_attrs.get("worker", "?"))
-            if t.number not in retried and not t.user_attrs.get("surplus"):
+            # Run once again, and only once: a retry whose worker dies too is not retried (the
+            # workers then draw a fresh trial instead, so the total is still met).
+            if t.number not in retried and not t.user_attrs.get("surplus") and "retry_of" not in t.user_attrs:
                 self.study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number},
                                          skip_if_exists=False)
 
