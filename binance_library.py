@@ -99,7 +99,11 @@ class UnknownResult(Exception):
 
 
 class ConfigurationError(Exception):
-    """Bad keys, an unknown symbol, an unreachable venue: nothing to retry."""
+    """Bad keys, permissions, an unknown symbol: nothing to retry."""
+
+
+class Unreachable(ConnectionError):
+    """The exchange cannot be reached (network, DNS, refused): the launcher waits it out."""
 
 
 def _client_class(base_url: str | None) -> type[AsyncClient]:
@@ -164,8 +168,8 @@ class BinanceFuturesClient(FuturesVenue):
         try:
             self.client = await cls.create(self._key, self._secret, testnet=self.testnet)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
-            raise ConfigurationError(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
-                                     f"{type(e).__name__}") from None
+            raise Unreachable(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
+                              f"{type(e).__name__}") from None
         info = await self._call(self.client.futures_exchange_info)
         for rl in info.get("rateLimits", []):
             if rl.get("rateLimitType") == "REQUEST_WEIGHT" and rl.get("interval") == "MINUTE":

@@ -34,13 +34,16 @@ from config import ConfigError, GridConfig, load_config
 from exchange_api import BinanceError, ExchangeError, OrderUpdate
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
-from paths import Paths
+from paths import Paths, short_name
 from messages import korean
 from reconciler import Reconciler, role_of
 from records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from stream_dispatch import StreamDispatcher
 from wire import order_update_from_binance
+from events import BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
+from metrics import DaemonMetrics
+from services import UNREACHABLE_AFTER_S, Connectivity
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
@@ -55,7 +58,6 @@ CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0
 STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
-START_TRIES = 8                  # start-up attempts on transient exchange errors
 HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
 
 
@@ -67,9 +69,11 @@ class Daemon:
     def __init__(self, symbol: str, config_path: Path, api_key: str, api_secret: str, *,
                  base_url: str | None, ws_url: str | None, testnet: bool, paths: Paths,
                  capital_override: float | None = None, cancel_on_exit: bool = False,
-                 sync_interval: float = SYNC_INTERVAL_S, config_interval: float = CONFIG_INTERVAL_S):
+                 sync_interval: float = SYNC_INTERVAL_S, config_interval: float = CONFIG_INTERVAL_S,
+                 demo: bool = False, short: str | None = None):
         self.symbol = symbol
-        self.short = symbol[:-4].lower() if symbol.endswith("USDC") else symbol.lower()
+        self.short = short or short_name(symbol)
+        self.demo = demo
         self.config_path = config_path
         self.paths = paths
         self.log = logging.getLogger("grid")
@@ -94,11 +98,19 @@ class Daemon:
         self.dispatcher: StreamDispatcher | None = None
         self.reconciler: Reconciler | None = None
         self._held_check = False
+        # What the services read (services.py): the event stream, the wallet, event times.
+        self.bus = EventBus()
+        self.wallet = 0.0
+        self.last_market_at = 0.0
+        self.last_user_at = 0.0
+        self.connectivity = Connectivity(self, UNREACHABLE_AFTER_S)
+        self.metrics = DaemonMetrics(self)
 
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
         await self.venue.connect()
         await self.venue.prepare_account(self.config.leverage)
+        self.wallet = await self.venue.wallet_balance("USDC")
         state = self.state_mgr.load()
         if state is not None and state.symbol != self.symbol:
             aside = self.state_mgr.set_aside()
@@ -108,8 +120,7 @@ class Daemon:
         if state is None:
             capital = self.capital_override
             if capital is None:
-                balance = await self.venue.wallet_balance("USDC")
-                capital = self.config.capital_ratio * balance
+                capital = self.config.capital_ratio * self.wallet
             if capital <= 0:
                 raise Fatal(f"{self.symbol}: no USDC balance to trade with (capital {capital:.2f})")
             self.log.info("운용 자본: $%.2f" if korean() else "Capital: $%.2f", capital)
@@ -156,6 +167,14 @@ class Daemon:
         except OSError as e:
             self.log.error("state file not writable: %s", e.strerror or e)
 
+    def _note_wallet(self, msg: dict[str, Any]) -> None:
+        for b in (msg.get("a") or {}).get("B") or []:
+            if b.get("a") == "USDC":
+                try:
+                    self.wallet = float(b.get("wb"))
+                except (TypeError, ValueError):
+                    pass
+
     def _on_fill(self, r: FillRecord) -> None:
         f = self.venue.filters
         self.recorder.record(r, f.fmt_price, f.fmt_qty)      # a row written before a crash is not written again
@@ -165,6 +184,20 @@ class Daemon:
         # not yet acted on when the process died is replayed at restart.
         if r.trade_id > self.strategy.state.last_trade_id:
             self.strategy.state.last_trade_id = r.trade_id
+        self._publish_fill(r)
+
+    def _publish_fill(self, r: FillRecord) -> None:
+        """Fills the services care about, as events (a dict and a queue put: no I/O here)."""
+        self.metrics.fills.labels(self.symbol, r.role).inc()
+        kind = {"TP": TP, "BE": BE, "SL": SL}.get(r.role)
+        if kind is None and r.role == f"ENTRY{self.config.max_entry_level}":
+            kind = DEEPEST
+        if kind is None:
+            return
+        f = self.venue.filters
+        self.bus.publish(Event(kind, self.symbol, {
+            "price_text": f.fmt_price(r.price), "qty_text": f.fmt_qty(r.qty), "pnl": r.realized_pnl - r.fee,
+            "level": self.config.max_entry_level, "avg_text": f.fmt_price(r.avg_price_after)}, r.time_ms))
 
     async def _on_liquidation(self, u: OrderUpdate) -> None:
         """The exchange liquidated the position: recorded (CSV row of role LIQUIDATION), logged
@@ -174,6 +207,9 @@ class Daemon:
                           self.symbol, self.venue.filters.fmt_price(u.last_price), u.side,
                           self.venue.filters.fmt_qty(u.last_qty))
         self.log.critical("=" * 72)
+        f = self.venue.filters
+        self.bus.publish(Event(LIQUIDATION, self.symbol, {"price_text": f.fmt_price(u.last_price),
+                                                          "qty_text": f.fmt_qty(u.last_qty)}))
         await self.strategy.on_order_update(u)
         self._save()
         asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
@@ -283,9 +319,12 @@ class Daemon:
                 await self.reconcile()
                 if time.monotonic() - self._funding_checked >= FUNDING_CHECK_S:
                     await self._recover_funding()
+                self.connectivity.mark_up("exchange")
             except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError, RuntimeError) as e:
                 # RuntimeError: the position stayed unreadable after its retries; try next time.
                 self.log.warning("position sync failed: %s", e)
+                if not isinstance(e, ExchangeError):
+                    self.connectivity.mark_down("exchange", str(e)[:120] or type(e).__name__)
 
     async def config_reload_task(self) -> None:
         while True:
@@ -322,6 +361,7 @@ class Daemon:
             except asyncio.CancelledError:
                 raise
             except Exception as e:   # noqa: BLE001 - any stream failure: reconnect
+                self.connectivity.mark_down("stream", str(e)[:120] or type(e).__name__)
                 if time.monotonic() - started >= STREAM_HEALTHY_S:
                     backoff = 1.0   # a stream that ran a while: a fresh drop, not a flapping venue
                 self.log.warning("websocket: %s; reconnecting in %.0f s", str(e)[:200] or type(e).__name__, backoff)
@@ -346,6 +386,7 @@ class Daemon:
             sock.MAX_RECONNECTS = 0
         async with market as ms, user as us:
             await self.reconcile()
+            self.connectivity.mark_up("stream")
             self.dispatcher = StreamDispatcher(self._on_user, self._on_market)
             pumps = [asyncio.create_task(self._pump(ms, self.dispatcher.put_market)),
                      asyncio.create_task(self._pump(us, self.dispatcher.put_user)),
@@ -379,6 +420,7 @@ class Daemon:
         """The newest kline update (and the close of the newest closed candle since the last one)."""
         price = float(msg["k"]["c"])
         self.last_price = price
+        self.last_market_at = time.monotonic()
         async with self.lock:
             if closed is not None:
                 await self.strategy.on_candle_closed(closed)
@@ -407,7 +449,11 @@ class Daemon:
         self._soon = asyncio.ensure_future(go())     # kept referenced until done
 
     async def _on_user(self, msg: dict[str, Any]) -> None:
+        t0 = time.perf_counter()
+        self.last_user_at = time.monotonic()
         await self._handle_user(msg)
+        if msg.get("e") == "ORDER_TRADE_UPDATE":
+            self.metrics.reaction.labels(self.symbol).observe(time.perf_counter() - t0)
         self._reconcile_if_held()
 
     async def _handle_user(self, msg: dict[str, Any]) -> None:
@@ -442,7 +488,9 @@ class Daemon:
                 if u.is_fill and u.trade_id and u.trade_id <= self.strategy.state.last_trade_id:
                     return      # already acted on, from the trade history after a reconnect
                 await self.strategy.on_order_update(u)
-        elif e == "ACCOUNT_UPDATE" and (msg.get("a") or {}).get("m") == "FUNDING_FEE":
+        elif e == "ACCOUNT_UPDATE":
+            self._note_wallet(msg)
+        if e == "ACCOUNT_UPDATE" and (msg.get("a") or {}).get("m") == "FUNDING_FEE":
             # A cross FUNDING_FEE update names no symbol: read this symbol's income history.
             async with self.lock:
                 await self._recover_funding()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -20,11 +21,13 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
     from paths import Paths
     from records import setup_logging
 
-    short = symbol[:-4].lower()
+    from paths import short_name
+    short = short_name(symbol)
+    prog = "trade.py" if not (Path(__file__).parent / f"trade_{short}.py").exists() else f"trade_{short}.py"
     try:
         cfg = load_config(config_path)
     except ConfigError as e:
-        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     demo_paths = Paths(paths.root / "demo")
     # Every demo starts fresh: forget this symbol's previous demo (only its own
@@ -37,15 +40,24 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
         try:
             funding = {symbol: load_funding(args.demo_funding)}
         except FundingError as e:
-            print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+            print(f"{prog}: error: {e}", file=sys.stderr)
             return 2
     args.funding_series = funding
     key, secret = "demo-" + secrets.token_hex(16), secrets.token_hex(32)
-    log = setup_logging(short, demo_paths.logs, (key, secret), console=not args.quiet)
+    from launcher import notify_secrets
+    log = setup_logging(short, demo_paths.logs, (key, secret) + notify_secrets(args.services.notify_urls),
+                        console=not args.quiet)
+    # A running demo is seen by the scripts as a live daemon is (status, stop, logs): its pid
+    # file, under the demo's root.
+    pidfile = demo_paths.pid(short)
+    pidfile.parent.mkdir(parents=True, exist_ok=True)
+    pidfile.write_text(f"{os.getpid()}\n")
     try:
         return asyncio.run(_demo(symbol, cfg, config_path, key, secret, demo_paths, args, log))
     except KeyboardInterrupt:
         return 0
+    finally:
+        pidfile.unlink(missing_ok=True)
 
 
 async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
@@ -72,7 +84,7 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
     daemon_box: dict = {}
     run = asyncio.create_task(_run(symbol, config_path, key, secret, ex.rest_url, ex.ws_url, False, demo_paths,
                                    args, log, capital=cfg.initial_capital,
-                                   on_started=lambda d: daemon_box.setdefault("d", d)))
+                                   on_started=lambda d: daemon_box.setdefault("d", d), demo=True))
     try:
         while not run.done():
             await asyncio.sleep(0.02 if not ex.clock_started else 0.2)
@@ -95,7 +107,8 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
 
 
 def print_report(symbol: str, paths, ex) -> None:
-    short = symbol[:-4].lower()
+    from paths import short_name
+    short = short_name(symbol)
     rows = []
     path = paths.trades(short)
     if path.exists():

@@ -8,21 +8,27 @@ import asyncio
 import fcntl
 import logging
 import os
+import re
 import signal
 import stat
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 from dotenv import dotenv_values
 
-from binance_library import ConfigurationError, UnknownResult, venue_urls_from_env
+from binance_library import ConfigurationError, Unreachable, UnknownResult, venue_urls_from_env
 from config import ConfigError, load_config
-from daemon import CONFIG_INTERVAL_S, ROOT, START_TRIES, SYNC_INTERVAL_S, Daemon, Fatal
+from daemon import CONFIG_INTERVAL_S, ROOT, SYNC_INTERVAL_S, Daemon, Fatal
 from exchange_api import ExchangeError
 from messages import korean
-from paths import Paths
+from paths import Paths, short_name
+from notify import NotifyConfigError, settings_from as notify_settings
 from records import setup_logging
+from services import ServiceSettings, Services
+
+START_BACKOFF_MAX_S = 60
 
 
 def acquire_lock(path: Path) -> Any:
@@ -76,6 +82,40 @@ def read_keys(env_path: Path, log: logging.Logger | None = None, warn: bool = Tr
     return key.strip(), secret.strip()
 
 
+def service_settings(args: argparse.Namespace, env_path: Path) -> ServiceSettings:
+    """NOTIFY_URLS, NOTIFY_EVENTS and METRICS_PORT (environment, else .env) and the flags."""
+    try:
+        values = dotenv_values(env_path) if env_path.is_file() else {}
+    except (OSError, ValueError):
+        values = {}
+
+    def get(k: str) -> str | None:
+        return os.environ.get(k) or values.get(k)
+    try:
+        urls, events = notify_settings({"NOTIFY_URLS": get("NOTIFY_URLS"), "NOTIFY_EVENTS": get("NOTIFY_EVENTS")})
+    except NotifyConfigError as e:
+        raise Fatal(str(e)) from None
+    port = args.metrics_port
+    if port is None and get("METRICS_PORT"):
+        try:
+            port = int(str(get("METRICS_PORT")).strip())
+        except ValueError:
+            raise Fatal(f"METRICS_PORT must be a port number (got {get('METRICS_PORT')!r})") from None
+    if port is not None and not 0 <= port <= 65535:
+        raise Fatal(f"the metrics port must be 0..65535 (got {port})")
+    return ServiceSettings(urls, events, port, args.metrics_host)
+
+
+def notify_secrets(urls: list[str]) -> tuple[str, ...]:
+    """What of the notification URLs must never be logged: each URL and its parts (tokens)."""
+    out = []
+    for u in urls:
+        out.append(u)
+        body = u.split("://", 1)[-1]
+        out += [p for p in re.split(r"[/:@?&=,]", body) if len(p) >= 6]
+    return tuple(out)
+
+
 def build_parser(short: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"trade_{short}.py",
                                 description=f"Grid-martingale daemon for {short.upper()}USDC perpetual futures.")
@@ -97,22 +137,30 @@ def build_parser(short: str) -> argparse.ArgumentParser:
     p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true", help="log to the file only")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve Prometheus metrics on this port (default: METRICS_PORT in .env, else none)")
+    p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics page (default 127.0.0.1)")
     return p
 
 
 def main(symbol: str, argv: list[str] | None = None,
-         demo: Callable[..., int] | None = None) -> int:
-    """The entry point of trade_<sym>.py; `demo` runs `--demo` (the entry scripts pass
-    demo.run_demo, so the launcher itself never imports the demo)."""
-    short = symbol[:-4].lower()
-    args = build_parser(short).parse_args(argv)
+         demo: Callable[..., int] | None = None, prog: str | None = None) -> int:
+    """The entry point of trade_<sym>.py and trade.py; `demo` runs `--demo` (the entry scripts
+    pass demo.run_demo, so the launcher itself never imports the demo)."""
+    short = short_name(symbol)
+    parser = build_parser(short)
+    if prog:
+        parser.prog = prog
+    args = parser.parse_args(argv)
+    prog = parser.prog
     root = Path(args.root)
     paths = Paths(root)
     config_path = Path(args.config) if args.config else ROOT / f"config_{short}.txt"
     try:
+        args.services = service_settings(args, Path(args.env))
         if args.demo:
             if demo is None:
-                raise Fatal("--demo is run by trade_btc.py / trade_eth.py")
+                raise Fatal("--demo is run by trade.py, trade_btc.py and trade_eth.py")
             return demo(symbol, args, paths, config_path)
         load_config(config_path)                       # fail fast, one line
         env_warning = env_permission_warning(Path(args.env))
@@ -120,16 +168,17 @@ def main(symbol: str, argv: list[str] | None = None,
         lock = acquire_lock(paths.lock(short))
     except (ConfigError, Fatal) as e:
         # The config is checked before the keys are read: mask them in case a value quotes one.
-        print(f"trade_{short}.py: error: {_mask_keys(str(e), Path(args.env))}", file=sys.stderr)
+        print(f"{prog}: error: {_mask_keys(str(e), Path(args.env))}", file=sys.stderr)
         return 2
     except OSError as e:                               # e.g. state/ under a regular file
-        print(f"trade_{short}.py: error: cannot use {paths.root / 'state'}: {e.strerror or e}", file=sys.stderr)
+        print(f"{prog}: error: cannot use {paths.root / 'state'}: {e.strerror or e}", file=sys.stderr)
         return 2
     try:
-        log = setup_logging(short, paths.logs, (key, secret), console=not args.quiet)
+        log = setup_logging(short, paths.logs, (key, secret) + notify_secrets(args.services.notify_urls),
+                            console=not args.quiet)
     except OSError as e:                               # logs/ not a writable directory: one line, exit 2
         lock.close()
-        print(f"trade_{short}.py: error: cannot write logs in {paths.logs}: {e.strerror or e}", file=sys.stderr)
+        print(f"{prog}: error: cannot write logs in {paths.logs}: {e.strerror or e}", file=sys.stderr)
         return 2
     if env_warning:
         log.warning("%s", env_warning)
@@ -140,7 +189,7 @@ def main(symbol: str, argv: list[str] | None = None,
                                       log))
     except (Fatal, ConfigurationError) as e:
         log.error("%s", e)
-        print(f"trade_{short}.py: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     finally:
         try:
@@ -151,37 +200,60 @@ def main(symbol: str, argv: list[str] | None = None,
 
 
 async def run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log,
-                     capital=None, on_started=None) -> int:
-    """Start the daemon (retrying transient start-up failures) and run it until stopped."""
+                     capital=None, on_started=None, demo=False) -> int:
+    """Start the daemon (waiting an unreachable exchange out) and run it until stopped."""
     d = Daemon(symbol, config_path, key, secret, base_url=base_url, ws_url=ws_url, testnet=testnet,
                paths=paths, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
-               sync_interval=args.sync_interval, config_interval=args.config_interval)
+               sync_interval=args.sync_interval, config_interval=args.config_interval, demo=demo)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, d.stopping.set)
+    settings = getattr(args, "services", None) or ServiceSettings()
+    services = Services(d, settings, log, secrets=(key, secret) + notify_secrets(settings.notify_urls))
+    started = False
     try:
-        for attempt in range(START_TRIES):
-            try:
-                await d.start()
-                break
-            except (UnknownResult, OSError, asyncio.TimeoutError) as e:
-                # A transient failure (5xx, timeout, rate limit) while starting: start over, not a crash.
-                if attempt == START_TRIES - 1:
-                    raise Fatal(f"the exchange did not answer at start-up: {e}") from None
-                log.warning("start-up request failed (%s); retrying in %d s", e, min(2 ** attempt, 30))
-                await d.venue.close()
-                try:
-                    await asyncio.wait_for(d.stopping.wait(), min(2 ** attempt, 30))
-                    return 0
-                except asyncio.TimeoutError:
-                    pass
+        if not await _start_when_reachable(d, log):
+            return 0                                   # stopped while waiting
+        started = True
         log.info("시작: %s %s" if korean() else "Started: %s %s", symbol, d.config.trade_direction)
+        await services.start()
         if on_started is not None:
             on_started(d)
         await d.run()
     except ExchangeError as e:
         raise Fatal(f"exchange rejected a start-up request: {e}") from None
     finally:
+        if started:
+            await services.stop()
         await d.shutdown()
         log.info("종료" if korean() else "Stopped")
+
+
+async def _start_when_reachable(d: Daemon, log: logging.Logger) -> bool:
+    """d.start(), retried for as long as the exchange is unreachable or answers 5xx / times
+    out (a reboot or a network blip at start), with backoff up to a minute and a log line at
+    most once a minute; False if stopped meanwhile.  Bad keys, permissions or a bad symbol
+    still end it at once (ConfigurationError, ExchangeError)."""
+    first = time.monotonic()
+    logged = -1e9
+    attempt = 0
+    while True:
+        try:
+            await d.start()
+            if attempt:
+                log.info("the exchange answers again after %.0f s: starting", time.monotonic() - first)
+            return True
+        except (UnknownResult, OSError, asyncio.TimeoutError, Unreachable) as e:
+            pause = min(2 ** attempt, START_BACKOFF_MAX_S)
+            if time.monotonic() - logged >= 60.0:
+                logged = time.monotonic()
+                log.warning("cannot reach the exchange at start-up (%s); retrying with backoff (up to %d s), "
+                            "SIGTERM stops", str(e)[:200] or type(e).__name__, START_BACKOFF_MAX_S)
+            attempt += 1
+            await d.venue.close()
+            try:
+                await asyncio.wait_for(d.stopping.wait(), pause)
+                return False
+            except asyncio.TimeoutError:
+                pass
     return 0

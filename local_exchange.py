@@ -64,6 +64,7 @@ from brackets import BracketTable
 from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
 from local_ws_api import WsApi
 from market_data import load_klines
+from sim_types import generic_filters, infer_filters
 from sim_exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
 from wire import algo_json, order_json, trade_json
 from wire import f8 as _f8
@@ -93,9 +94,12 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
                  funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None,
                  fill_share: float | None = None):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
-        missing = [s for s in symbols if s not in known]
-        if missing:
-            raise ValueError(f"no filters for {', '.join(missing)}; known: {', '.join(known)}")
+        # Any other symbol: filters read off its data (the finest tick and step its prices and
+        # volumes use), or generic ones for the synthetic market (which starts at 100).
+        files = assign_data_files(symbols, data) if data else {}
+        for sym in symbols:
+            if sym not in known:
+                known[sym] = infer_filters(sym, load_klines(files[sym])) if sym in files else generic_filters(sym)
         self.symbols = tuple(symbols)
         self.sim = SimulatedExchange([known[s] for s in symbols], balance=balance, maker_fee=maker_fee,
                                      taker_fee=taker_fee, leverage=leverage)

@@ -7,21 +7,19 @@ the trading path); fills by role and the reaction latency are counted where they
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from daemon import Daemon
 
 VERSION = "0.13"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class DaemonMetrics:
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Any) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.fills = Counter("gm_fills", "Fills recorded since start, by role", ["symbol", "role"],
                              registry=self.registry)
@@ -54,7 +52,7 @@ class DaemonMetrics:
 
 
 class _StateCollector(Collector):
-    def __init__(self, daemon: "Daemon") -> None:
+    def __init__(self, daemon: Any) -> None:
         self.d = daemon
 
     def collect(self) -> Iterator[Any]:

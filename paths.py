@@ -22,6 +22,13 @@ def log_name(short: str, day: str) -> str:
     return f"{LOG_PREFIX}_{short}_{day}.log"
 
 
+def short_name(symbol: str) -> str:
+    """The files' name of a symbol: BTCUSDC → btc (the USDC quote left out), BTCUSDT → btcusdt;
+    a short name given (btc) stays as it is."""
+    s = symbol.strip()
+    return s[:-4].lower() if s.upper().endswith("USDC") and len(s) > 4 else s.lower()
+
+
 def today() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d")
 
@@ -41,6 +48,10 @@ class Paths:
 
     def brackets(self, short: str) -> Path:
         return self.root / "state" / f"brackets_{short}.json"
+
+    def live(self, short: str) -> Path:
+        """What a running daemon writes every few seconds for the dashboard: last price, wallet."""
+        return self.root / "state" / f"live_{short}.json"
 
     def trades(self, short: str) -> Path:
         return self.root / "trades" / f"trades_{short}.csv"
@@ -66,11 +77,13 @@ class Paths:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="paths.py", description="Print one of the daemon's file paths.")
     p.add_argument("--root", default=str(ROOT))
-    p.add_argument("kind", choices=["state", "lock", "pid", "trades", "funding", "brackets", "log", "stdout", "logs"])
+    p.add_argument("kind", choices=["state", "lock", "pid", "live", "trades", "funding", "brackets", "log", "stdout",
+                                    "logs", "short"])
     p.add_argument("symbol", nargs="?", default="btc")
     a = p.parse_args(argv)
     paths = Paths(Path(a.root))
-    print(paths.logs if a.kind == "logs" else getattr(paths, a.kind)(a.symbol.lower()))
+    short = short_name(a.symbol)
+    print(paths.logs if a.kind == "logs" else short if a.kind == "short" else getattr(paths, a.kind)(short))
     return 0
 
 

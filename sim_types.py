@@ -14,6 +14,29 @@ DEFAULT_FILTERS = {
     "BTCUSDC": SymbolFilters("BTCUSDC", tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0),
     "ETHUSDC": SymbolFilters("ETHUSDC", tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0),
 }
+
+
+def generic_filters(symbol: str) -> SymbolFilters:
+    """Filters for a symbol the offline venue knows nothing about (a synthetic market at ~100)."""
+    return SymbolFilters(symbol, tick_size=0.01, step_size=0.001, min_qty=0.001, min_notional=5.0)
+
+
+def infer_filters(symbol: str, candles: Any) -> SymbolFilters:
+    """Filters read off a symbol's candles: the tick is the finest price decimal they use, the
+    step the finest volume decimal (both at most 8 places)."""
+    def finest(values: Any, most: int) -> float:
+        import numpy as np
+        v = np.asarray(values[: 20_000], dtype=np.float64)
+        for k in range(most + 1):
+            scaled = v * 10.0 ** k
+            if np.all(np.abs(scaled - np.rint(scaled)) < 1e-6 * np.maximum(1.0, np.abs(scaled))):
+                return 10.0 ** -k
+        return 10.0 ** -most
+    tick = min(finest(candles.close, 8), finest(candles.low, 8), finest(candles.high, 8))
+    step = finest(candles.volume, 3)
+    return SymbolFilters(symbol, tick_size=tick, step_size=step, min_qty=step, min_notional=5.0)
+
+
 DEFAULT_MAKER_FEE = 0.0
 DEFAULT_TAKER_FEE = 0.0004
 MAX_OPEN_ORDERS = 200

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from paths import Paths
+from paths import Paths, short_name
 
 ROOT = Path(__file__).resolve().parent
 
@@ -76,12 +76,35 @@ def _last_log_line(logs: Path, short: str) -> str:
     return "(no log yet)"
 
 
+def found_symbols(root: Path) -> list[str]:
+    """Short names with a state or pid file, live or demo, and btc and eth always."""
+    out = {"btc", "eth"}
+    for base in (root, root / "demo"):
+        out |= {p.name[len("state_"):-len(".json")] for p in (base / "state").glob("state_*.json")}
+        out |= {p.stem for p in (base / "state").glob("*.pid")}
+    return sorted(out, key=lambda s: (s not in ("btc", "eth"), s))
+
+
 def status_lines(root: Path, short: str) -> list[str]:
-    sym = short.upper() + "USDC"
-    paths = Paths(root)
+    """The live daemon's status, and the demo's (under <root>/demo) when one runs or ran."""
+    live, demo = Paths(root), Paths(root / "demo")
+    has_demo = bool(_running(demo.pid(short))) or demo.state(short).exists()
+    has_live = bool(_running(live.pid(short))) or live.state(short).exists()
+    out = _lines(live, short, "") if has_live or not has_demo else []
+    if has_demo:
+        out += _lines(demo, short, " [demo]")
+    return out
+
+
+def _lines(paths: Paths, short: str, mark: str) -> list[str]:
     run = _running(paths.pid(short))
-    out = [f"== {sym}: " + (f"running, pid {run[0]}, up {_uptime(run[1])}" if run else "not running")]
     state_path = paths.state(short)
+    try:
+        sym = json.loads(state_path.read_text(encoding="utf-8")).get("symbol") or ""
+    except (OSError, ValueError, AttributeError):
+        sym = ""
+    sym = sym or (short.upper() + "USDC" if len(short) <= 5 else short.upper())
+    out = [f"== {sym}{mark}: " + (f"running, pid {run[0]}, up {_uptime(run[1])}" if run else "not running")]
     try:
         st = json.loads(state_path.read_text(encoding="utf-8"))
         p = st["position"]
@@ -117,15 +140,15 @@ def status_lines(root: Path, short: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="status.sh", description="Status of the grid-martingale daemons.")
-    p.add_argument("symbols", nargs="*", help="btc and/or eth (default both)")
+    p.add_argument("symbols", nargs="*", help="symbols: btc, eth, SOLUSDC, … (default: every one found)")
     p.add_argument("--root", default=str(ROOT))
     args = p.parse_args(argv)
-    bad = [s for s in args.symbols if s not in ("btc", "eth")]
+    bad = [s for s in args.symbols if not s.isalnum()]
     if bad:
-        p.error(f"unknown symbol {bad[0]!r} (use btc or eth)")
-    args.symbols = args.symbols or ["btc", "eth"]
-    for short in args.symbols:
-        print("\n".join(status_lines(Path(args.root), short)))
+        p.error(f"bad symbol {bad[0]!r} (use btc, eth or a symbol such as SOLUSDC)")
+    root = Path(args.root)
+    for short in [short_name(s) for s in args.symbols] or found_symbols(root):
+        print("\n".join(status_lines(root, short)))
     return 0
 
 

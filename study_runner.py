@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import re
 import socket
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
@@ -67,9 +69,17 @@ def _open_storage(url: str | None, study: str, root: Path) -> tuple[BaseStorage,
         path = Path(url[len("journal:"):]) if url else root / "optuna" / f"{study}.log"
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(UnsyncedJournal(str(path), lock_obj=FlockLock(str(path) + ".lock"))), str(path)
-    if url.startswith("sqlite:"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}), url
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True}), url
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
+    # Workers started together on an empty database all create Optuna's schema at once; the
+    # losers of that race see a duplicate type or table: they wait a moment and open again.
+    for attempt in range(8):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), url
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 7:
+                raise
+            time.sleep(0.2 + random.random() * 0.5)
+    raise AssertionError("unreachable")
 
 
 class FlockLock:

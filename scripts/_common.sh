@@ -19,20 +19,39 @@ root_from_args() {  # sets DATA from a --root DIR / --root=DIR among the argumen
   done
 }
 
-is_daemon() {  # is_daemon PID SYM: alive and really trade_SYM.py (not a recycled pid)
-  kill -0 "$1" 2>/dev/null && grep -q "trade_$2.py" "/proc/$1/cmdline" 2>/dev/null
+is_daemon() {  # is_daemon PID: alive and really one of our daemons or demos (not a recycled pid)
+  kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "trade"
 }
 
-start_symbol() {  # start_symbol btc|eth [args...]
-  local sym="$1"; shift
+short_of() {  # short_of btc|BTCUSDC|SOLUSDC: the name of its files (btc, sol, …)
+  "$PY" "$ROOT/paths.py" short "$1"
+}
+
+entry_of() {  # entry_of SYM: trade_<short>.py where it exists, else trade.py SYMBOL
+  local short; short="$(short_of "$1")"
+  if [ -f "$ROOT/trade_$short.py" ]; then echo "$ROOT/trade_$short.py"
+  else echo "$ROOT/trade.py ${1^^}"; fi
+}
+
+running_pidfile() {  # running_pidfile SHORT: the pid file of its running daemon, live or demo
+  local f
+  for f in "$(path_of pid "$1")" "$DATA/demo/state/$1.pid"; do
+    if [ -f "$f" ] && is_daemon "$(cat "$f")"; then echo "$f"; return 0; fi
+  done
+  return 1
+}
+
+start_symbol() {  # start_symbol btc|eth|SYMBOL [args...] (--demo runs the demo in the background)
+  local sym; sym="$(short_of "$1")"; local entry; entry="$(entry_of "$1")"; shift
   root_from_args "$@"
-  local pidfile; pidfile="$(path_of pid "$sym")"
-  if [ -f "$pidfile" ] && is_daemon "$(cat "$pidfile")" "$sym"; then
+  local pidfile
+  if pidfile="$(running_pidfile "$sym")"; then
     echo "$sym: already running (pid $(cat "$pidfile"))"; return 0
   fi
   mkdir -p "$DATA/logs" "$DATA/state"
   local out; out="$(path_of stdout "$sym")"
-  nohup "$PY" "$ROOT/trade_$sym.py" --quiet --root "$DATA" "$@" >>"$out" 2>&1 &
+  # shellcheck disable=SC2086  # entry is "script [SYMBOL]"
+  nohup "$PY" $entry --quiet --root "$DATA" "$@" >>"$out" 2>&1 &
   local pid=$!
   sleep 2
   if kill -0 "$pid" 2>/dev/null; then
@@ -42,11 +61,11 @@ start_symbol() {  # start_symbol btc|eth [args...]
   fi
 }
 
-stop_symbol() {  # stop_symbol btc|eth [--root DIR]
-  local sym="$1"; shift
+stop_symbol() {  # stop_symbol btc|eth|SYMBOL [--root DIR]: the live daemon or the demo
+  local sym; sym="$(short_of "$1")"; shift
   root_from_args "$@"
-  local pidfile; pidfile="$(path_of pid "$sym")"
-  if [ ! -f "$pidfile" ] || ! is_daemon "$(cat "$pidfile")" "$sym"; then
+  local pidfile
+  if ! pidfile="$(running_pidfile "$sym")"; then
     echo "$sym: not running"; return 0
   fi
   local pid; pid="$(cat "$pidfile")"

@@ -63,7 +63,7 @@ def test_no_import_circle():
 
 def test_only_the_entry_scripts_import_the_demo():
     importers = {name for name in MODULES if "demo" in _local_imports(name)}
-    assert importers == {"trade_btc", "trade_eth"}
+    assert importers == {"trade", "trade_btc", "trade_eth"}
     assert "demo" not in _local_imports("daemon") and "demo" not in _local_imports("launcher")
 
 

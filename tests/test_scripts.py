@@ -103,7 +103,7 @@ def layout(tmp_path: Path) -> Path:
     (proj / "scripts").mkdir(parents=True)
     for f in SCRIPTS.glob("*.sh"):
         shutil.copy2(f, proj / "scripts" / f.name)
-    for name in ("trade_btc.py", "trade_eth.py", "status.py", "paths.py"):
+    for name in ("trade_btc.py", "trade_eth.py", "trade.py", "status.py", "paths.py", "dashboard.py"):
         (proj / name).symlink_to(REPO / name)
     env = proj / ".env"
     env.write_text(f"BINANCE_API_KEY={KEY}\nBINANCE_API_SECRET={SECRET}\nLOG_LANGUAGE=en\n")
@@ -232,8 +232,10 @@ def test_status_not_running_and_both_symbols_by_default(tmp_path: Path):
     assert "no state file yet" in eth
     assert "today $+0.00, total $+0.00 over 0 fills" in eth
     assert "last log: (no log yet)" in eth
-    bad = sh(SCRIPTS / "status.sh", "--root", str(tmp_path), "doge")
-    assert bad.returncode == 2 and "unknown symbol 'doge'" in bad.stderr
+    other = sh(SCRIPTS / "status.sh", "--root", str(tmp_path), "DOGEUSDC")     # any symbol
+    assert other.returncode == 0 and "== DOGEUSDC: not running" in other.stdout and "no state file yet" in other.stdout
+    bad = sh(SCRIPTS / "status.sh", "--root", str(tmp_path), "do/ge")
+    assert bad.returncode == 2 and "bad symbol 'do/ge'" in bad.stderr
 
 
 @pytest.mark.timeout(20)
@@ -270,8 +272,8 @@ def test_logs_follows_todays_log_from_any_directory(layout: Path):
         p.stdout.close()
         p.stderr.close()
     assert not (layout / "logs" / f"grid_martingale_eth_{day}.log").exists()   # only the symbol asked for
-    bad = sh(layout / "scripts" / "logs.sh", "doge")
-    assert bad.returncode == 2 and "usage: logs.sh [btc|eth]" in bad.stderr
+    bad = sh(layout / "scripts" / "logs.sh", "--follow")
+    assert bad.returncode == 2 and "usage: logs.sh [btc|eth|SYMBOL]" in bad.stderr
 
 
 # ---------------------------------------------------------------------- start / status / stop

@@ -18,6 +18,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,9 +84,18 @@ def runs(tmp_path_factory):
         started.append(r)
         info["rejected"] = r.run_to_exit()
         info["rejected_daemon"] = r
+        # An unreachable exchange at start is waited out (logged), and SIGTERM stops it at once.
         u = Daemon(base / "unreachable", None, KEY, SECRET, base_url="http://127.0.0.1:9")
         started.append(u)
-        info["unreachable"] = u.run_to_exit()
+        u.start()
+        deadline = time.monotonic() + 15
+        while "cannot reach the exchange" not in u.log() and time.monotonic() < deadline and u.alive():
+            time.sleep(0.1)
+        alive = u.alive()
+        t0 = time.monotonic()
+        u.proc.send_signal(signal.SIGTERM)
+        rc = u.proc.wait(10)
+        info["unreachable"] = (alive, rc, time.monotonic() - t0, u.log())
 
         # 4. The offline demo (its own throwaway keys), 30 simulated minutes at 600 candles/s.
         demo_root = base / "demo-root"
@@ -117,7 +127,9 @@ def test_the_processes_ran_their_paths(runs):
     assert "(got '***')" in runs["config_error"][2]            # the value quoting the secret is masked
     assert "TP_PCT: must be a number (got '***')" in runs["main"].log()
     assert runs["rejected"][0] == 2 and "API key rejected" in runs["rejected"][2]
-    assert runs["unreachable"][0] == 2 and "cannot reach the exchange" in runs["unreachable"][2]
+    alive, rc, stop_s, log = runs["unreachable"]
+    assert alive and "cannot reach the exchange at http://127.0.0.1:9" in log and "retrying" in log
+    assert rc == 0 and stop_s < 3
     assert "BTCUSDC" in runs["status"].stdout and runs["status"].returncode == 0
 
 

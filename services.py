@@ -1,0 +1,162 @@
+"""The services that watch a daemon left alone, hung off its event stream (events.py):
+notifications (notify.py), the daily summary, Prometheus metrics (metrics.py), the
+dashboard's live file, and the connectivity watch that says when the exchange or a stream
+has been unreachable for a minute, and when it is back.
+
+None of them calls into the strategy or the venue; each runs in its own task, so a slow
+receiver or a scrape never holds a reaction up.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from events import REACHABLE, START, STOP, UNREACHABLE, Event
+from messages import korean
+from notify import ErrorEvents, Notifier, daily_summaries, quiet_apprise
+from records import SecretFilter
+
+
+UNREACHABLE_AFTER_S = 60.0
+LIVE_EVERY_S = 5.0
+WATCH_EVERY_S = 1.0
+
+
+@dataclass
+class ServiceSettings:
+    notify_urls: list[str] = field(default_factory=list)
+    notify_events: set[str] = field(default_factory=set)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    unreachable_after_s: float = UNREACHABLE_AFTER_S
+
+
+class Connectivity:
+    """Sources (the market / user streams, the exchange's REST) down since when; one
+    `unreachable` event once any has been down a minute, one `reachable` when all are back."""
+
+    def __init__(self, daemon: Any, after_s: float) -> None:
+        self.d, self.after_s = daemon, after_s
+        self.down: dict[str, tuple[float, str]] = {}
+        self.notified_at: float | None = None
+
+    def mark_down(self, source: str, what: str) -> None:
+        self.down.setdefault(source, (time.monotonic(), what))
+
+    def mark_up(self, source: str) -> None:
+        self.down.pop(source, None)
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.down and self.notified_at is None:
+            source, (since, what) = min(self.down.items(), key=lambda kv: kv[1][0])
+            if now - since >= self.after_s:
+                self.notified_at = since
+                self.d.bus.publish(Event(UNREACHABLE, self.d.symbol, {"seconds": now - since,
+                                                                       "what": f"{source}: {what}"[:200]}))
+        elif not self.down and self.notified_at is not None:
+            self.d.bus.publish(Event(REACHABLE, self.d.symbol, {"seconds": now - self.notified_at}))
+            self.notified_at = None
+
+
+class Services:
+    def __init__(self, daemon: Any, settings: ServiceSettings, log: logging.Logger,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self.d, self.s, self.log, self.secrets = daemon, settings, log, secrets
+        self.tasks: list[asyncio.Task[Any]] = []
+        self.notifier: Notifier | None = None
+        self.metrics_port: int | None = None
+        self._error_handler: ErrorEvents | None = None
+
+    async def start(self) -> None:
+        d = self.d
+        if self.s.notify_urls:
+            quiet_apprise()
+            self.notifier = Notifier(self.s.notify_urls, self.s.notify_events, d.bus, self.log, korean())
+            self.tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
+            self._error_handler = ErrorEvents(d.bus, d.symbol)
+            self._error_handler.addFilter(SecretFilter(*self.secrets))     # keys and tokens never in a message
+            self.log.addHandler(self._error_handler)
+            self.tasks.append(asyncio.create_task(daily_summaries(d.bus, d.symbol, self.daily), name="daily"))
+        if d.metrics is not None and self.s.metrics_port is not None:
+            self.metrics_port = await d.metrics.serve(self.s.metrics_port, self.s.metrics_host)
+            self.log.info("metrics: http://%s:%d/metrics", self.s.metrics_host, self.metrics_port)
+        self.tasks.append(asyncio.create_task(self._live_file(), name="live-file"))
+        self.tasks.append(asyncio.create_task(self._watch(), name="connectivity"))
+        d.bus.publish(Event(START, d.symbol, {"direction": d.config.trade_direction,
+                                              "mode": "demo" if d.demo else "live"}))
+
+    async def stop(self) -> None:
+        self.d.bus.publish(Event(STOP, self.d.symbol))
+        if self.notifier is not None:
+            # The stop message (and anything queued) goes out before the process ends, briefly.
+            await asyncio.sleep(0)
+            for t in self.tasks:
+                if t.get_name() == "notifier":
+                    t.cancel()
+            await self.notifier.drain(timeout=5.0)
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._error_handler is not None:
+            self.log.removeHandler(self._error_handler)
+        if self.d.metrics is not None:
+            await self.d.metrics.stop()
+        try:
+            self.d.paths.live(self.d.short).unlink()
+        except OSError:
+            pass
+
+    def daily(self) -> dict[str, Any]:
+        """The day that just ended (UTC): realized PnL that day and in total, funding, position."""
+        d = self.d
+        yesterday = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d")
+        rows = _pnl_by_day(d.paths.trades(d.short))
+        total = sum(v for _, v in rows)
+        day = sum(v for t, v in rows if t == yesterday)
+        st = d.strategy.state
+        f = d.venue.filters
+        p = st.position
+        return {"day": yesterday, "pnl_today": day, "pnl_total": total, "funding_paid": st.funding_paid,
+                "position_text": f"{f.fmt_qty(p.qty)} @ {f.fmt_price(p.avg_price)}" if p.qty else "0"}
+
+    async def _live_file(self) -> None:
+        """state/live_<sym>.json every few seconds: the dashboard's live price and wallet."""
+        d = self.d
+        path = d.paths.live(d.short)
+        while True:
+            data = {"symbol": d.symbol, "price": d.last_price, "wallet": d.wallet, "reconnects": d.reconnects,
+                    "demo": d.demo, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            tmp = path.with_suffix(".tmp")
+            try:
+                tmp.write_text(json.dumps(data), encoding="utf-8")
+                os.replace(tmp, path)
+            except OSError:
+                pass
+            await asyncio.sleep(LIVE_EVERY_S)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_EVERY_S)
+            self.d.connectivity.check()
+
+
+def _pnl_by_day(path: Any) -> list[tuple[str, float]]:
+    import csv
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    out.append(((r.get("time") or "")[:10], float(r["realized_pnl"]) - float(r["fee"])))
+                except (KeyError, ValueError):
+                    continue
+    except OSError:
+        pass
+    return out
