@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -21,6 +22,7 @@ from typing import Any, Callable, Iterable
 from events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
                     Event, EventBus)
 
+END = "_end"                     # published at shutdown: the notifier sends what came before, then ends
 RETRIES = 5
 BACKOFF_S = 1.0
 SEND_TIMEOUT_S = 15.0
@@ -94,7 +96,9 @@ def message(ev: Event, ko: bool) -> tuple[str, str]:
 
 
 class Notifier:
-    """Consumes the bus in its own task; `send` (a blocking apprise call) runs in a thread."""
+    """Consumes the bus in its own task and hands each message to one lane per URL (its own
+    queue and task: a receiver that hangs holds up only its own messages); the blocking
+    apprise call runs in a daemon thread."""
 
     def __init__(self, urls: Iterable[str], events: set[str], bus: EventBus, log: logging.Logger, ko: bool,
                  *, retries: int = RETRIES, backoff_s: float = BACKOFF_S,
@@ -105,45 +109,80 @@ class Notifier:
         self.sender = sender or _apprise_send
         self.sent = 0
         self.dropped = 0
+        self.lanes: dict[str, asyncio.Queue[tuple[str, str] | None]] = {u: asyncio.Queue(maxsize=1000)
+                                                                         for u in self.urls}
 
     async def run(self) -> None:
-        while True:
-            ev = await self.queue.get()
-            if ev.kind not in self.events:
-                continue
-            title, body = message(ev, self.ko)
-            for url in self.urls:
-                await self._deliver(url, title, body)
-
-    async def drain(self, timeout: float) -> None:
-        """At shutdown: send what is queued (the stop message), within `timeout`."""
+        """Until the END marker: every lane sends what was published before it, then ends."""
+        lanes = [asyncio.create_task(self._lane(u, q), name="notify-lane") for u, q in self.lanes.items()]
         try:
-            await asyncio.wait_for(self._drain(), timeout)
-        except asyncio.TimeoutError:
-            self.log.warning("notifications: %d message(s) not sent at shutdown", self.queue.qsize())
+            while True:
+                ev = await self.queue.get()
+                if ev.kind == END:
+                    for q in self.lanes.values():
+                        q.put_nowait(None)
+                    await asyncio.gather(*lanes)
+                    return
+                if ev.kind not in self.events:
+                    continue
+                msg = message(ev, self.ko)
+                for q in self.lanes.values():
+                    if q.full():
+                        q.get_nowait()          # a lane that cannot keep up loses its oldest
+                        self.dropped += 1
+                    q.put_nowait(msg)
+        finally:
+            for t in lanes:
+                t.cancel()
 
-    async def _drain(self) -> None:
-        while not self.queue.empty():
-            ev = self.queue.get_nowait()
-            if ev.kind in self.events:
-                title, body = message(ev, self.ko)
-                for url in self.urls:
-                    await self._deliver(url, title, body, retries=1)
+    def pending(self) -> int:
+        return self.queue.qsize() + sum(q.qsize() for q in self.lanes.values())
 
-    async def _deliver(self, url: str, title: str, body: str, retries: int | None = None) -> None:
-        tries = self.retries if retries is None else retries
-        for attempt in range(tries):
+    async def _lane(self, url: str, q: "asyncio.Queue[tuple[str, str] | None]") -> None:
+        while True:
+            item = await q.get()
+            if item is None:
+                return
+            await self._deliver(url, *item)
+
+    async def _deliver(self, url: str, title: str, body: str) -> None:
+        for attempt in range(self.retries):
             try:
-                ok = await asyncio.wait_for(asyncio.to_thread(self.sender, url, title, body), SEND_TIMEOUT_S)
+                ok = await asyncio.wait_for(_in_daemon_thread(self.sender, url, title, body), SEND_TIMEOUT_S)
             except Exception:       # noqa: BLE001 - whatever a notification service raises: retried
                 ok = False
             if ok:
                 self.sent += 1
                 return
-            if attempt < tries - 1:
+            if attempt < self.retries - 1:
                 await asyncio.sleep(self.backoff_s * 2 ** attempt)
         self.dropped += 1
-        self.log.warning("notification to %s not delivered after %d tries: dropped", redact(url), tries)
+        self.log.warning("notification to %s not delivered after %d tries: dropped", redact(url), self.retries)
+
+
+def _in_daemon_thread(fn: Callable[..., bool], *args: Any) -> "asyncio.Future[bool]":
+    """fn(*args) in a daemon thread: a send stuck on a receiver that never answers is left
+    behind when the process ends (a thread pool's worker would be waited for at exit)."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[bool] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result: Any = fn(*args)
+        except Exception as e:      # noqa: BLE001 - handed to the awaiting task
+            result = e
+        loop.call_soon_threadsafe(_settle, fut, result)
+    threading.Thread(target=run, name="notify-send", daemon=True).start()
+    return fut
+
+
+def _settle(fut: "asyncio.Future[bool]", result: Any) -> None:
+    if fut.done():
+        return                      # timed out meanwhile
+    if isinstance(result, Exception):
+        fut.set_exception(result)
+    else:
+        fut.set_result(bool(result))
 
 
 def _apprise_send(url: str, title: str, body: str) -> bool:

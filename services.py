@@ -19,13 +19,14 @@ from typing import Any
 
 from events import REACHABLE, START, STOP, UNREACHABLE, Event
 from messages import korean
-from notify import ErrorEvents, Notifier, daily_summaries, quiet_apprise
+from notify import END, ErrorEvents, Notifier, daily_summaries, quiet_apprise
 from records import SecretFilter
 
 
 UNREACHABLE_AFTER_S = 60.0
 LIVE_EVERY_S = 5.0
 WATCH_EVERY_S = 1.0
+STOP_SEND_S = 4.0               # at shutdown, queued messages get this long to go out
 
 
 @dataclass
@@ -94,13 +95,14 @@ class Services:
 
     async def stop(self) -> None:
         self.d.bus.publish(Event(STOP, self.d.symbol))
-        if self.notifier is not None:
-            # The stop message (and anything queued) goes out before the process ends, briefly.
-            await asyncio.sleep(0)
-            for t in self.tasks:
-                if t.get_name() == "notifier":
-                    t.cancel()
-            await self.notifier.drain(timeout=5.0)
+        self.d.bus.publish(Event(END, self.d.symbol))
+        notifier = next((t for t in self.tasks if t.get_name() == "notifier"), None)
+        if notifier is not None:
+            # The stop message (and anything still queued) goes out before the process ends,
+            # within a few seconds: a receiver that hangs does not hold the shutdown up.
+            done, _ = await asyncio.wait([notifier], timeout=STOP_SEND_S)
+            if not done:
+                self.log.warning("notifications: %d message(s) not sent at shutdown", self.notifier.pending())
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
