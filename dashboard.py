@@ -95,8 +95,9 @@ def symbol_status(paths: Paths, short: str, mode: str) -> dict[str, Any]:
     pos = st.get("position") or {}
     qty, avg = float(pos.get("qty") or 0.0), float(pos.get("avg_price") or 0.0)
     sign = -1 if st.get("direction") == "SHORT" else 1
-    price = float(live.get("price") or st.get("mark_price") or 0.0)
     trades = _rows(paths.trades(short))
+    # The live price while it runs (its live file); else the last mark read, else the last fill's.
+    price = float(live.get("price") or st.get("mark_price") or (_f(trades[-1], "price") if trades else 0.0))
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     pnl_total = pnl_today = 0.0
     curve: list[list[float]] = []
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
 
 PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>grid-martingale</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body{font:14px system-ui,sans-serif;margin:0;background:#f4f5f7;color:#222}
 header{background:#1f2933;color:#fff;padding:10px 18px;display:flex;justify-content:space-between}
@@ -254,7 +255,7 @@ function ladder(s) {
     svg.append(l);
     const t = document.createElementNS(svgNS, "text");
     t.setAttribute("x", 2); t.setAttribute("y", y(p) + 4); t.setAttribute("font-size", 10); t.setAttribute("fill", color);
-    t.textContent = label + " " + p; svg.append(t);
+    t.textContent = label + " " + Number(p).toFixed(p >= 100 ? 2 : 4); svg.append(t);
   };
   const colors = {TP: "#2b6cb0", BE: "#dd6b20", SL: "#c53030"};
   for (const o of s.orders) line(o.price, o.role.startsWith("ENTRY") ? "#2f855a" : (colors[o.role] || "#555"),

@@ -308,6 +308,7 @@ def test_start_status_stop_a_daemon_against_a_local_exchange(layout: Path, excha
 
         again = sh(scripts / "start_btc.sh", *venue_args(exchange, layout, layout / ".env"))
         assert again.returncode == 0 and f"btc: already running (pid {pid})" in again.stdout
+        assert "Level 4 order set" in follow_log(scripts, "btc", until="Level 4 order set")   # logs.sh follows it
 
         stop = sh(scripts / "stop_btc.sh")
         assert stop.returncode == 0 and "btc: stopped" in stop.stdout, stop.stdout
@@ -321,6 +322,51 @@ def test_start_status_stop_a_daemon_against_a_local_exchange(layout: Path, excha
         assert "grid centre $" in st.stdout                           # the state file stays
         again = sh(scripts / "stop_btc.sh")
         assert again.returncode == 0 and "btc: not running" in again.stdout
+    finally:
+        terminate_pid(pid)
+
+
+def follow_log(scripts: Path, *args: str, until: str) -> str:
+    """What logs.sh prints until a line holding `until` (it follows: stopped then)."""
+    p = subprocess.Popen(["bash", str(scripts / "logs.sh"), *args], cwd="/tmp", env=script_env(),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen = []
+        while not seen or until not in seen[-1]:
+            seen.append(p.stdout.readline())
+        return "".join(seen)
+    finally:
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+
+
+@pytest.mark.timeout(60)
+def test_start_status_logs_stop_a_demo_as_a_live_daemon(layout: Path):
+    """A demo started by start_btc.sh --demo: status.sh shows it running (marked [demo]) with
+    its position and orders, logs.sh follows its log, stop_btc.sh stops it."""
+    scripts = layout / "scripts"
+    pidfile = layout / "demo" / "state" / "btc.pid"
+    pid = None
+    try:
+        r = sh(scripts / "start_btc.sh", "--demo", "--demo-speed", "5", "--env", str(layout / "none.env"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        pid = started_pid(r.stdout)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text().strip() == str(pid), 15, "the demo's pid file")
+        wait_for(lambda: "open orders 4" in sh(scripts / "status.sh", "btc").stdout, 20, "the demo's grid")
+        st = sh(scripts / "status.sh", "btc").stdout
+        assert re.search(rf"== BTCUSDC \[demo\]: running, pid {pid}, up 00:00:\d\d", st), st
+        assert "position " in st and "ENTRY_1×1" in st
+        assert "== BTCUSDC: not running" not in st                      # no live daemon block for a demo only
+        logged = follow_log(scripts, "btc", until="Level 4")
+        assert (layout / "demo" / "logs").is_dir() and "Level 4" in logged
+        again = sh(scripts / "start_btc.sh", "--demo")
+        assert f"btc: already running (pid {pid})" in again.stdout
+        stop = sh(scripts / "stop_btc.sh")
+        assert stop.returncode == 0 and "btc: stopped" in stop.stdout, stop.stdout
+        assert not alive(pid) and not pidfile.exists()
+        assert re.search(r"== BTCUSDC \[demo\]: not running", sh(scripts / "status.sh", "btc").stdout)
     finally:
         terminate_pid(pid)
 
