@@ -26,7 +26,7 @@ from records import SecretFilter
 UNREACHABLE_AFTER_S = 60.0
 LIVE_EVERY_S = 5.0
 WATCH_EVERY_S = 1.0
-STOP_SEND_S = 4.0               # at shutdown, queued messages get this long to go out
+STOP_SEND_S = 3.0               # at shutdown, queued messages get this long to go out
 
 
 @dataclass

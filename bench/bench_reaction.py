@@ -55,6 +55,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -230,7 +231,23 @@ def open_orders(ex: LocalExchange):
     return ex.sim.open_orders(SYM)
 
 
-async def run(cycles: int, tmp: Path) -> None:
+async def hanging_receiver() -> tuple[str, Any]:
+    """A webhook on 127.0.0.1 that accepts every notification and never answers."""
+    from aiohttp import web
+
+    async def hang(_: web.Request) -> web.Response:
+        await asyncio.sleep(3600)
+        return web.Response()
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", hang)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return f"json://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", runner
+
+
+async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
     probe = Probe()
     probe.install_ws()
     setup_logging("btc", tmp / "logs", (KEY, SECRET), console=False)
@@ -245,8 +262,16 @@ async def run(cycles: int, tmp: Path) -> None:
     probe.wrap_disk(d)
     runner: asyncio.Task | None = None
     t0 = time.perf_counter()
+    services = receiver = None
     try:
         await d.start()
+        if notify_hanging:
+            from services import ServiceSettings, Services
+            from events import KINDS
+            url, receiver = await hanging_receiver()
+            services = Services(d, ServiceSettings([url], set(KINDS)), logging.getLogger("grid"))
+            await services.start()
+            print(f"notifications on, every event, to a receiver that never answers ({url})")
         runner = asyncio.create_task(d.run())
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:     # both streams up and the post-connect reconcile done
@@ -292,6 +317,9 @@ async def run(cycles: int, tmp: Path) -> None:
                 await asyncio.wait_for(runner, 10)
             except Exception as e:   # noqa: BLE001 - report, then clean up
                 print(f"daemon run ended with {type(e).__name__}: {e}", file=sys.stderr)
+        if services is not None:
+            await services.stop()
+            await receiver.cleanup()
         await d.shutdown()
         await ex.stop()
         probe.uninstall_ws()
@@ -354,11 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cycles", type=int, default=150, help="level-1 fill + TP fill cycles (2 reactions each)")
     p.add_argument("--keep", action="store_true", help="keep the temporary state/log folder")
+    p.add_argument("--notify-hanging", action="store_true",
+                   help="with notifications of every event to a receiver that never answers")
     args = p.parse_args(argv)
     os.environ.setdefault("LOG_LANGUAGE", "en")
     tmp = Path(tempfile.mkdtemp(prefix="bench_reaction_"))
     try:
-        asyncio.run(asyncio.wait_for(run(args.cycles, tmp), 55))
+        asyncio.run(asyncio.wait_for(run(args.cycles, tmp, args.notify_hanging), 55))
     finally:
         logging.shutdown()
         if not args.keep:

@@ -102,7 +102,7 @@ def run_parity(tmp: Path, data: Path, directions=("LONG", "SHORT")) -> dict[str,
 @pytest.mark.timeout(200)
 def test_daemon_fills_equal_backtest_fills_on_synthetic_market(tmp_path):
     data = tmp_path / "synthetic.csv"
-    write_klines_csv(synthetic_klines(400, seed=5, start_price=60_000.0), data)
+    write_klines_csv(synthetic_klines(200, seed=22, start_price=60_000.0), data)   # every role, both directions
     for direction, (live, bt) in run_parity(tmp_path, data).items():
         roles = {r[1] for r in bt}
         assert {"ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4", "TP", "BE", "SL"} <= roles, (direction, roles)

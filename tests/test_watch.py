@@ -125,7 +125,7 @@ async def test_a_message_still_failing_after_its_retries_is_logged_once_without_
                                                                            "qty_text": "0.100"}), False)[1]
 
 
-def demo_slice(tmp: Path, minutes: int = 300) -> Path:
+def demo_slice(tmp: Path, minutes: int = 240) -> Path:
     rows = BTC_FILE.read_text(encoding="utf-8").splitlines()
     path = tmp / "btc_slice.csv"
     path.write_text("\n".join(rows[:minutes + 1]) + "\n", encoding="utf-8")
@@ -335,3 +335,69 @@ async def test_a_live_daemon_keeps_its_keys_and_tokens_out_of_metrics_dashboard_
               if f.is_file() and f.name != ".env"]
     for secret_text in (key, secret, TOKEN):
         assert not any(secret_text in t for t in texts), secret_text
+
+
+# ---------------------------------------------------------------------- the other events
+def test_unreachable_after_a_minute_then_reachable_once_each():
+    from services import Connectivity
+
+    class D:
+        symbol = "BTCUSDC"
+        bus = EventBus()
+    d = D()
+    q = d.bus.subscribe()
+    c = Connectivity(d, after_s=0.2)
+    c.mark_down("stream", "ConnectionResetError")
+    c.check()
+    assert q.empty()                                   # not yet a minute (here 0.2 s)
+    time.sleep(0.25)
+    c.mark_down("exchange", "timeout")
+    c.check()
+    c.check()
+    ev = q.get_nowait()
+    assert ev.kind == "unreachable" and ev.data["what"] == "stream: ConnectionResetError" and q.empty()
+    c.mark_up("stream")
+    c.check()
+    assert q.empty()                                   # the exchange is still out
+    c.mark_up("exchange")
+    c.check()
+    back = q.get_nowait()
+    assert back.kind == "reachable" and back.data["seconds"] >= 0.25
+    c.check()
+    assert q.empty()
+
+
+def test_error_lines_become_events_once_per_ten_minutes_with_secrets_masked():
+    from notify import ErrorEvents
+    from records import SecretFilter
+    bus = EventBus()
+    q = bus.subscribe()
+    log = logging.getLogger("grid.test-errors")
+    h = ErrorEvents(bus, "ETHUSDC")
+    h.addFilter(SecretFilter("sekret-api-key-123"))
+    log.addHandler(h)
+    try:
+        log.warning("only a warning")
+        log.error("order refused for key sekret-api-key-123")
+        log.error("order refused for key sekret-api-key-123")
+        log.error("another error")
+    finally:
+        log.removeHandler(h)
+    texts = [q.get_nowait().data["text"] for _ in range(q.qsize())]
+    assert texts == ["order refused for key ***", "another error"]
+
+
+async def test_the_daily_summary_comes_at_midnight_utc_with_the_days_figures():
+    from notify import daily_summaries
+    bus = EventBus()
+    q = bus.subscribe()
+    now = [86_400 * 20_000 - 0.6]                       # 0.6 s before a UTC midnight
+    task = asyncio.create_task(daily_summaries(bus, "BTCUSDC", lambda: {"day": "x", "pnl_today": 1.5},
+                                               clock=lambda: now[0]))
+    try:
+        ev = await asyncio.wait_for(q.get(), 5)
+    finally:
+        task.cancel()
+    assert ev.kind == "daily" and ev.data["pnl_today"] == 1.5
+    title, body = message(ev, True)
+    assert "일일 요약" in title and "실현 PnL 오늘 +1.50" in body

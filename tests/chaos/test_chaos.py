@@ -23,18 +23,18 @@ def keys() -> tuple[str, str]:
 
 
 @pytest.mark.timeout(150)
-def test_crash_14_kills(tmp_path, keys):
-    # 14 kills keep the suite inside its time budget; bench/chaos_soak.py runs 200 (RELIABILITY.md).
-    rep = run_crash_test(tmp_path, keys, kills=14, seed=11, mean_life_s=0.9)
+def test_crash_10_kills(tmp_path, keys):
+    # 10 kills keep the suite inside its time budget; bench/chaos_soak.py runs 200 (RELIABILITY.md).
+    rep = run_crash_test(tmp_path, keys, kills=10, seed=11, mean_life_s=0.9)
     print(rep.figures())
-    assert rep.kills == 14
+    assert rep.kills == 10
     assert rep.fills > 0, "the market filled nothing: the test proves little"
     assert not rep.violations, rep.figures()
 
 
 @pytest.mark.timeout(150)
-def test_fault_soak_twelve_hours(tmp_path, keys):
-    rep = run_fault_soak(tmp_path, keys, minutes=720, seed=5)     # 12 h of market (the bench runs longer)
+def test_fault_soak_eight_hours(tmp_path, keys):
+    rep = run_fault_soak(tmp_path, keys, minutes=480, seed=5)     # 8 h of market (the bench runs longer)
     print(rep.figures())
     assert rep.fills > 0
     assert not rep.violations, rep.figures()

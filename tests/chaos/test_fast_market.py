@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chaos_lib import BTC_FILE, FastReport, run_fast_market  # noqa: E402
 
 DATA = Path(os.environ.get("GM_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
-SECONDS = 14            # of market per run: 140 candles at 10/s, 280 at 20/s
+SECONDS = 10            # of market per run: 100 candles at 10/s, 200 at 20/s
 
 
 def both_speeds(tmp_path: Path, data_dir: Path | None) -> dict[float, FastReport]:
