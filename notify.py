@@ -185,11 +185,21 @@ def _settle(fut: "asyncio.Future[bool]", result: Any) -> None:
         fut.set_result(bool(result))
 
 
+_APPRISE: dict[str, Any] = {}
+_APPRISE_LOCK = threading.Lock()
+
+
 def _apprise_send(url: str, title: str, body: str) -> bool:
+    """One message to one URL; the URL is parsed once (apprise's parsing and plugin set-up
+    cost milliseconds of CPU, taken from the trading thread through the GIL)."""
     import apprise
-    ap = apprise.Apprise()
-    if not ap.add(url):
-        return False
+    with _APPRISE_LOCK:
+        ap = _APPRISE.get(url)
+        if ap is None:
+            ap = apprise.Apprise()
+            if not ap.add(url):
+                return False
+            _APPRISE[url] = ap
     return bool(ap.notify(title=title, body=body))
 
 

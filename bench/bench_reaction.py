@@ -277,12 +277,13 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
         while True:     # both streams up and the post-connect reconcile done
             ws = ex.stats()["websockets"]
             if ws["user"] >= 1 and ws["market"] >= 1 and d.reconnects == 0 and probe.inflight == 0 \
-                    and not d.lock.locked() and any(r.path == "/fapi/v1/openAlgoOrders" for r in probe.requests[-3:]):
+                    and not d.lock.locked() and any(r.path == "/fapi/v1/openAlgoOrders" for r in probe.requests[-6:]) \
+                    and probe.requests[-1].path == "/fapi/v1/userTrades":
                 break
             if runner.done():
                 runner.result()
             if time.monotonic() > deadline:
-                raise TimeoutError("streams did not come up")
+                raise TimeoutError(f"streams did not come up (last requests: {[r.path for r in probe.requests[-6:]]}, ws {ws}, reconnects {d.reconnects})")
             await asyncio.sleep(0.005)
 
         # The first grid: one closed candle sets the centre.
