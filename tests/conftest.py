@@ -2,6 +2,8 @@
 python-binance AsyncClient pointed at them by base URL (nothing is mocked)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from binance import AsyncClient
 
@@ -88,9 +90,8 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = 1
 
 
-def _postgres_bin() -> "Path | None":
+def _postgres_bin() -> Path | None:
     import shutil
-    from pathlib import Path
     found = shutil.which("initdb")
     if found:
         return Path(found).resolve().parent

@@ -300,7 +300,6 @@ def test_entries_filled_after_a_be_while_down_count_as_their_levels_and_get_the_
     the level-1 quantity, and the stop), not fold them into level 1 and leave the deepest
     level without a stop."""
     ex, d, center = live()
-    gen = d.state()["generation"]
     p1, p2, p3, p4 = entry_prices(center)
     q1, q2, q3, q4 = (level_qty(p, i) for i, p in enumerate((p1, p2, p3, p4), 1))
     ex.price(p2 - 1.0)
@@ -338,7 +337,6 @@ def test_the_whole_old_grid_filled_after_a_tp_while_down_gets_its_be_and_stop(li
     grid held back), then the three late fills as entries of levels 2-4: the position gets one
     BE (no level-1 quantity to keep) and the stop, and no new entry is placed on top of it."""
     ex, d, center = live()
-    gen = d.state()["generation"]
     prices = entry_prices(center)
     qty = [level_qty(p, i) for i, p in enumerate(prices, 1)]
     ex.price(prices[0] - 1.0)

@@ -12,7 +12,6 @@ secrets those suites use.
 """
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import signal
