@@ -247,6 +247,16 @@ async def hanging_receiver() -> tuple[str, Any]:
     return f"json://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", runner
 
 
+async def notifications_to_a_hanging_receiver(d: Any) -> tuple[Any, Any]:
+    from events import KINDS
+    from services import ServiceSettings, Services
+    url, receiver = await hanging_receiver()
+    services = Services(d, ServiceSettings([url], set(KINDS)), logging.getLogger("grid"))
+    await services.start()
+    print(f"notifications on, every event, to a receiver that never answers ({url})")
+    return services, receiver
+
+
 async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
     probe = Probe()
     probe.install_ws()
@@ -266,12 +276,7 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
     try:
         await d.start()
         if notify_hanging:
-            from services import ServiceSettings, Services
-            from events import KINDS
-            url, receiver = await hanging_receiver()
-            services = Services(d, ServiceSettings([url], set(KINDS)), logging.getLogger("grid"))
-            await services.start()
-            print(f"notifications on, every event, to a receiver that never answers ({url})")
+            services, receiver = await notifications_to_a_hanging_receiver(d)
         runner = asyncio.create_task(d.run())
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:     # both streams up and the post-connect reconcile done
