@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from paths import Paths
+from status import running
 
 ROOT = Path(__file__).resolve().parent
 EQUITY_POINTS = 600              # the realized-PnL curve is thinned to this many points
@@ -34,19 +35,6 @@ LOG_LINES = 15
 
 
 # ---------------------------------------------------------------------- reading the files
-def _running(paths: Paths, short: str) -> tuple[int, float] | None:
-    pidfile = paths.pid(short)
-    try:
-        pid = int(pidfile.read_text().strip())
-        os.kill(pid, 0)
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    if "trade" not in cmd:
-        return None             # a recycled pid
-    return pid, time.time() - pidfile.stat().st_mtime
-
-
 def _json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -91,7 +79,7 @@ def _log_tail(paths: Paths, short: str) -> list[str]:
 def symbol_status(paths: Paths, short: str, mode: str) -> dict[str, Any]:
     st = _json(paths.state(short)) or {}
     live = _json(paths.live(short)) or {}
-    run = _running(paths, short)
+    run = running(paths.pid(short), daemon_only=True)
     pos = st.get("position") or {}
     qty, avg = float(pos.get("qty") or 0.0), float(pos.get("avg_price") or 0.0)
     sign = -1 if st.get("direction") == "SHORT" else 1

@@ -113,19 +113,20 @@ class Objective:
     def evaluate(self, params: dict[str, Any], w: Window) -> Evaluation:
         cfg, why = build_config(self.base, self.space, params)
         if cfg is None:
-            n = 3 if self.name == "return-drawdown" else 4
-            return Evaluation(self.worst(), [1.0] + [0.0] * (n - 1), {"infeasible": why})
+            return self.infeasible({"infeasible": why})
         s = score(self.backtest(cfg, w))
         values = self.values(s)
         if not all(math.isfinite(v) for v in values):
-            return Evaluation(self.worst(), [1.0] + [0.0] * (len(self.constraints(s)) - 1),
-                              {"infeasible": "a score is not a finite number", "score": s.as_dict()})
+            return self.infeasible({"infeasible": "a score is not a finite number", "score": s.as_dict()})
         if TRIAL_SLEEP_S:
             time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
         return Evaluation(values, self.constraints(s), {"score": s.as_dict()})
 
-    def worst(self) -> list[float]:
-        return [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
+    def infeasible(self, attrs: dict[str, Any]) -> Evaluation:
+        """The worst values and the first constraint (the config's own rules) violated."""
+        worst = [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
+        n = 3 if self.name == "return-drawdown" else 4          # as constraints() gives them
+        return Evaluation(worst, [1.0] + [0.0] * (n - 1), attrs)
 
 
 def feasible(t: FrozenTrial) -> bool:

@@ -21,6 +21,7 @@ from events import REACHABLE, START, STOP, UNREACHABLE, Event
 from messages import korean
 from notify import END, ErrorEvents, Notifier, daily_summaries, quiet_apprise
 from records import SecretFilter
+from status import pnl
 
 
 UNREACHABLE_AFTER_S = 60.0
@@ -119,9 +120,7 @@ class Services:
         """The day that just ended (UTC): realized PnL that day and in total, funding, position."""
         d = self.d
         yesterday = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d")
-        rows = _pnl_by_day(d.paths.trades(d.short))
-        total = sum(v for _, v in rows)
-        day = sum(v for t, v in rows if t == yesterday)
+        day, total, _ = pnl(d.paths.trades(d.short), yesterday)
         st = d.strategy.state
         f = d.venue.filters
         p = st.position
@@ -148,17 +147,3 @@ class Services:
             await asyncio.sleep(WATCH_EVERY_S)
             self.d.connectivity.check()
 
-
-def _pnl_by_day(path: Any) -> list[tuple[str, float]]:
-    import csv
-    out = []
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for r in csv.DictReader(fh):
-                try:
-                    out.append(((r.get("time") or "")[:10], float(r["realized_pnl"]) - float(r["fee"])))
-                except (KeyError, ValueError):
-                    continue
-    except OSError:
-        pass
-    return out

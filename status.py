@@ -17,10 +17,14 @@ from paths import Paths, short_name
 ROOT = Path(__file__).resolve().parent
 
 
-def _running(pidfile: Path) -> tuple[int, float] | None:
+def running(pidfile: Path, daemon_only: bool = False) -> tuple[int, float] | None:
+    """(pid, seconds up) of a live process named by a pid file; with daemon_only, only if
+    its command line is one of our daemons (not a recycled pid)."""
     try:
         pid = int(pidfile.read_text().strip())
         os.kill(pid, 0)
+        if daemon_only and b"trade" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return None
     except (OSError, ValueError):
         return None
     return pid, time.time() - pidfile.stat().st_mtime
@@ -34,10 +38,11 @@ def _uptime(seconds: float) -> str:
     return (f"{d}d " if d else "") + f"{h:02d}:{m:02d}:{s:02d}"
 
 
-def _today_and_total(path: Path, value: Callable[[dict[str, str]], float]) -> tuple[float, float, int]:
-    """Sum of `value(row)` over a CSV's rows today (UTC) and in total, and the row count
-    (a torn or malformed row is skipped)."""
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+def _today_and_total(path: Path, value: Callable[[dict[str, str]], float],
+                     day_text: str | None = None) -> tuple[float, float, int]:
+    """Sum of `value(row)` over a CSV's rows of one UTC day (today unless told) and in total,
+    and the row count (a torn or malformed row is skipped)."""
+    today = day_text or datetime.now(timezone.utc).strftime("%Y-%m-%d")
     total = day = 0.0
     n = 0
     if path.exists():
@@ -54,9 +59,9 @@ def _today_and_total(path: Path, value: Callable[[dict[str, str]], float]) -> tu
     return day, total, n
 
 
-def _pnl(path: Path) -> tuple[float, float, int]:
-    """Realized PnL after fees, from trades_<sym>.csv."""
-    return _today_and_total(path, lambda r: float(r["realized_pnl"]) - float(r["fee"]))
+def pnl(path: Path, day_text: str | None = None) -> tuple[float, float, int]:
+    """Realized PnL after fees, from trades_<sym>.csv: that day's (today's), in total, fills."""
+    return _today_and_total(path, lambda r: float(r["realized_pnl"]) - float(r["fee"]), day_text)
 
 
 def _funding(path: Path) -> tuple[float, float, int]:
@@ -88,8 +93,8 @@ def found_symbols(root: Path) -> list[str]:
 def status_lines(root: Path, short: str) -> list[str]:
     """The live daemon's status, and the demo's (under <root>/demo) when one runs or ran."""
     live, demo = Paths(root), Paths(root / "demo")
-    has_demo = bool(_running(demo.pid(short))) or demo.state(short).exists()
-    has_live = bool(_running(live.pid(short))) or live.state(short).exists()
+    has_demo = bool(running(demo.pid(short))) or demo.state(short).exists()
+    has_live = bool(running(live.pid(short))) or live.state(short).exists()
     out = _lines(live, short, "") if has_live or not has_demo else []
     if has_demo:
         out += _lines(demo, short, " [demo]")
@@ -97,7 +102,7 @@ def status_lines(root: Path, short: str) -> list[str]:
 
 
 def _lines(paths: Paths, short: str, mark: str) -> list[str]:
-    run = _running(paths.pid(short))
+    run = running(paths.pid(short))
     state_path = paths.state(short)
     try:
         sym = json.loads(state_path.read_text(encoding="utf-8")).get("symbol") or ""
@@ -130,7 +135,7 @@ def _lines(paths: Paths, short: str, mark: str) -> list[str]:
         out.append("   no state file yet")
     except (OSError, ValueError, KeyError, TypeError) as e:
         out.append(f"   state file unreadable: {type(e).__name__}")
-    day, total, n = _pnl(paths.trades(short))
+    day, total, n = pnl(paths.trades(short))
     out.append(f"   realized PnL (after fees): today ${day:+.2f}, total ${total:+.2f} over {n} fills")
     fday, ftotal, fn = _funding(paths.funding(short))
     out.append(f"   funding paid: today ${fday:+.4f}, total ${ftotal:+.4f} over {fn} settlements")

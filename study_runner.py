@@ -45,18 +45,14 @@ _STORAGES: dict[tuple[str, int], BaseStorage] = {}
 
 
 def storage_for(url: str | None, study: str, root: Path) -> tuple[BaseStorage, str]:
-    """(storage, the URL to name it by: for optuna-dashboard and other workers); one storage
+    """(storage, the name to show it by: for optuna-dashboard and other workers); one storage
     object per location and process (no new connection or lock file per call)."""
-    key = (url or str(root / "optuna" / f"{study}.log"), os.getpid())
+    journal = url is None or url.startswith("journal:")
+    where = (url[len("journal:"):] if url else str(root / "optuna" / f"{study}.log")) if journal else url
+    key = (where, os.getpid())
     if key not in _STORAGES:
-        _STORAGES[key] = _open_storage(url, study, root)[0]
-    return _STORAGES[key], _open_storage_name(url, study, root)
-
-
-def _open_storage_name(url: str | None, study: str, root: Path) -> str:
-    if url is None or url.startswith("journal:"):
-        return url[len("journal:"):] if url else str(root / "optuna" / f"{study}.log")
-    return shown_url(url)
+        _STORAGES[key] = _open_journal(Path(where)) if journal else _open_database(where)
+    return _STORAGES[key], where if journal else shown_url(where)
 
 
 def shown_url(url: str) -> str:
@@ -64,17 +60,18 @@ def shown_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def _open_storage(url: str | None, study: str, root: Path) -> tuple[BaseStorage, str]:
-    if url is None or url.startswith("journal:"):
-        path = Path(url[len("journal:"):]) if url else root / "optuna" / f"{study}.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(UnsyncedJournal(str(path), lock_obj=FlockLock(str(path) + ".lock"))), str(path)
+def _open_journal(path: Path) -> BaseStorage:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(UnsyncedJournal(str(path), lock_obj=FlockLock(str(path) + ".lock")))
+
+
+def _open_database(url: str) -> BaseStorage:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else {"pool_pre_ping": True}
     # Workers started together on an empty database all create Optuna's schema at once; the
     # losers of that race see a duplicate type or table: they wait a moment and open again.
     for attempt in range(8):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs), url
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == 7:
                 raise

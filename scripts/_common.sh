@@ -19,6 +19,14 @@ root_from_args() {  # sets DATA from a --root DIR / --root=DIR among the argumen
   done
 }
 
+without_root() {  # sets ARGS to the arguments minus --root DIR / --root=DIR
+  ARGS=(); local skip=0 a
+  for a in "$@"; do
+    if [ $skip = 1 ]; then skip=0; continue; fi
+    case "$a" in --root) skip=1 ;; --root=*) ;; *) ARGS+=("$a") ;; esac
+  done
+}
+
 is_daemon() {  # is_daemon PID: alive and really one of our daemons or demos (not a recycled pid)
   kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q "trade"
 }

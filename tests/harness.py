@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +95,15 @@ def floor_step(x: float) -> float:
 
 def level_qty(price: float, level: int) -> float:
     return floor_step(RATIOS[level - 1] * CAPITAL * LEVERAGE / price)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

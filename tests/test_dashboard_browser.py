@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SYSTEM_SKIP
-from harness import clean_env
+from harness import clean_env, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,14 +24,6 @@ def _chromium() -> tuple[str, str] | None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     return (browser, driver) if browser and driver else None
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import csv
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from aiohttp import ClientSession, web
 import dashboard
 from events import DEEPEST, SL, START, TP, Event, EventBus
 from notify import Notifier, message, parse_events
-from harness import Daemon, Exchange, clean_env, wait_until
+from harness import Daemon, Exchange, clean_env, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or REPO.parent / "shared" / "data")
@@ -193,14 +192,6 @@ async def test_the_demo_notifies_each_event_and_a_hanging_receiver_changes_no_tr
 
 
 # ---------------------------------------------------------------------- metrics, a third symbol
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def metric(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
