@@ -96,6 +96,7 @@ class Daemon:
         self.reconnects = 0
         self.last_price = 0.0
         self.dispatcher: StreamDispatcher | None = None
+        self.stream_messages = 0            # taken from the current pair of streams (lockstep_view)
         self.reconciler: Reconciler | None = None
         self._held_check = False
         # What the services read (services.py): the event stream, the wallet, event times.
@@ -384,6 +385,7 @@ class Daemon:
             # would race its exit: a socket that reconnects while being closed sets itself
             # STREAMING again and __aexit__ then waits for its read loop forever.
             sock.MAX_RECONNECTS = 0
+        self.stream_messages = 0
         async with market as ms, user as us:
             await self.reconcile()
             self.connectivity.mark_up("stream")
@@ -405,6 +407,7 @@ class Daemon:
         me = asyncio.current_task()
         while True:
             msg = await socket.recv()
+            self.stream_messages += 1
             # python-binance's recv() waits with asyncio.wait_for, which on Python 3.11 can
             # swallow a cancellation that arrives as a message does (gh-86296): the pump
             # would then read on forever and hold up the stop. Honour the request here.
@@ -426,6 +429,12 @@ class Daemon:
                 await self.strategy.on_candle_closed(closed)
             await self.strategy.on_price(price)
         self._reconcile_if_held()
+
+    def lockstep_view(self) -> tuple[int, bool]:
+        """(messages taken from the open streams, nothing left to act on): what the demo's
+        embedded exchange waits on in lockstep, instead of guessing how long a reaction takes."""
+        d = self.dispatcher
+        return self.stream_messages, d is not None and d.idle() and not self.lock.locked()
 
     def _reconcile_if_held(self) -> None:
         """Levels held back for a raced fill: if its event does not come within a second

@@ -92,6 +92,8 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
             if d is None:
                 continue
             if not ex.clock_started and ex.streams_connected():
+                if ex.lockstep:
+                    ex.lockstep_client = d.lockstep_view     # the market waits on what it has done
                 ex.start_clock()
             if ex.finished:         # the data ran out, or --demo-minutes candles were played
                 d.stopping.set()

@@ -262,12 +262,14 @@ class _Conn:
     keys: set[str] = field(default_factory=set)   # /private/stream: the listenKeys subscribed
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
     counter: Counter = field(default_factory=Counter)   # shared: messages sent by all connections
+    queued: int = 0                    # messages accepted for this connection (lockstep compares it)
 
     def send(self, text: str) -> None:
         if self.queue.qsize() >= MAX_WS_BACKLOG:
             self.abort()
             return
         self.queue.put_nowait(text)
+        self.queued += 1
 
     async def pump(self) -> None:
         try:

@@ -104,7 +104,7 @@ class ClockMixin:
         for s in active:
             self._market_tick(s.symbol, kline=True, closed=closed)
         if self.lockstep:
-            await self._grace()
+            await (self._wait_client_done() if self.lockstep_client is not None else self._grace())
         else:
             await asyncio.sleep(0)  # let the sockets send before the path goes on
         if paced:
@@ -118,14 +118,39 @@ class ClockMixin:
             await asyncio.sleep(self._pace_deadline - now)
 
     async def _after_fill(self) -> None:
-        if self.lockstep:
+        if self.lockstep and self.lockstep_client is not None:
+            await self._wait_client_done()
+        elif self.lockstep:
             self._last_activity = max(self._last_activity, time.monotonic())
             await self._wait_quiet()
         else:
             await asyncio.sleep(0)
 
+    def _queued_to_streams(self) -> int:
+        """Messages accepted for the open market and user-stream connections since they opened."""
+        return sum(c.queued for c in self._conns if c.category in ("market", "public", "private"))
+
+    async def _wait_client_done(self) -> None:
+        """Hold the path until the client in this process has taken every message sent on its
+        streams, acted on all of them, and has no REST request in flight: an acknowledgement of
+        what it did, not a guess of how long it takes (the demo's lockstep; see DECISIONS)."""
+        give_up = time.monotonic() + self.max_hold_s
+        spins = 0
+        while not self._stopping:
+            received, idle = self.lockstep_client()
+            if idle and self._inflight == 0 and received >= self._queued_to_streams():
+                return
+            if time.monotonic() >= give_up:   # a stream dropped under the message: never freeze the market
+                log.warning("lockstep: the client did not acknowledge within %.0f s; the path goes on",
+                            self.max_hold_s)
+                return
+            spins += 1
+            await asyncio.sleep(0 if spins < 64 else 0.0005)
+
     async def _grace(self) -> None:
-        """After a vertex tick: hold only if the client starts talking within the grace period."""
+        """After a vertex tick, for a client in another process (local_exchange.py --lockstep):
+        hold only if it starts talking within the grace period.  Best effort: a client slower
+        than grace_ms is not waited for; the demo's in-process client acknowledges instead."""
         seen = self._request_seq
         await asyncio.sleep(self.grace_ms / 1000)
         if self._request_seq != seen or self._inflight:

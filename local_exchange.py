@@ -57,7 +57,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 from aiohttp import web
 from exchange_api import SymbolFilters
 from brackets import BracketTable
@@ -118,6 +118,9 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
         self.quiet_ms = float(quiet_ms)
         self.grace_ms = float(grace_ms)
         self.max_hold_s = float(max_hold_s)
+        # Lockstep with a client in this process (the demo): () -> (messages it has taken from its
+        # streams since they opened, nothing left to act on).  None: the grace/quiet heuristic.
+        self.lockstep_client: Callable[[], tuple[int, bool]] | None = None
         self.api_key = api_key
         self._secret = api_secret.encode()       # never logged, never printed, not in repr
         self.faults = faults if isinstance(faults, Faults) else Faults()

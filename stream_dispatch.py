@@ -41,6 +41,7 @@ class StreamDispatcher:
         self.last_order_event_ms = 0
         self.ticks_coalesced = 0
         self.ticks_stale = 0
+        self._draining = False
 
     def put_user(self, msg: dict[str, Any]) -> None:
         self._user.append(msg)
@@ -59,12 +60,20 @@ class StreamDispatcher:
     def is_stale(self, msg: dict[str, Any]) -> bool:
         return int(msg.get("E", 0) or 0) < self.last_order_event_ms
 
+    def idle(self) -> bool:
+        """Nothing waiting and no handler running."""
+        return not (self._draining or self._user or self._tick is not None)
+
     async def run(self) -> None:
         """Hand messages to the handlers until cancelled; a handler's exception ends it."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.drain()
+            self._draining = True
+            try:
+                await self.drain()
+            finally:
+                self._draining = False
 
     async def drain(self) -> None:
         """Handle everything waiting, in the order above."""

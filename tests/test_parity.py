@@ -74,29 +74,38 @@ def backtest_run(config: Path, data: Path, funding: Path):
 
 
 def run_parity(tmp: Path, data: Path, directions=("LONG", "SHORT")) -> dict[str, tuple[list, list]]:
-    """Fills must be equal; with a funding series on, the settlements and the final wallet too."""
+    """Fills must be equal; with a funding series on, the settlements and the final wallet too.
+    The demos run side by side: lockstep waits for the daemon's acknowledgement of what it has
+    done (Daemon.lockstep_view), so a busy machine slows them down but cannot change a fill."""
     funding = funding_file(tmp, data)
-    out = {}
+    runs = {}
     for d in directions:
-        # One demo at a time: lockstep holds the market for a reaction that starts within its
-        # grace period, and two demos plus the suite on two cores can miss it.
         cfg, root = tight_config(tmp, d), tmp / f"root_{d}"
-        proc = start_demo(cfg, data, root, funding)
-        try:
+        runs[d] = (cfg, root, start_demo(cfg, data, root, funding))
+    out = {}
+    try:
+        for d, (cfg, root, proc) in runs.items():
             stdout, err = proc.communicate(timeout=150)
-        finally:
+            assert proc.returncode == 0, err[-2000:]
+            assert "lockstep" not in _demo_log(root), f"{d}: the lockstep gave up waiting:\n" + _demo_log(root)[-2000:]
+            fills, paid, wallet = backtest_run(cfg, data, funding)
+            live_paid = daemon_funding(root)
+            assert paid, f"{d}: no settlement on a position: funding parity untested"
+            assert [t for t, _ in live_paid] == [t for t, _ in paid], d
+            for (_, a), (_, b) in zip(live_paid, paid):
+                assert a == pytest.approx(b, abs=1e-8), d
+            demo_wallet = float(re.search(r"wallet\s+(-?[\d.]+)", stdout).group(1))
+            assert demo_wallet == pytest.approx(wallet, abs=1e-6), (d, demo_wallet, wallet)
+            out[d] = (daemon_fills(root), fills)
+    finally:
+        for _, _, proc in runs.values():
             proc.kill()
-        assert proc.returncode == 0, err[-2000:]
-        fills, paid, wallet = backtest_run(cfg, data, funding)
-        live_paid = daemon_funding(root)
-        assert paid, f"{d}: no settlement on a position: funding parity untested"
-        assert [t for t, _ in live_paid] == [t for t, _ in paid], d
-        for (_, a), (_, b) in zip(live_paid, paid):
-            assert a == pytest.approx(b, abs=1e-8), d
-        demo_wallet = float(re.search(r"wallet\s+(-?[\d.]+)", stdout).group(1))
-        assert demo_wallet == pytest.approx(wallet, abs=1e-6), (d, demo_wallet, wallet)
-        out[d] = (daemon_fills(root), fills)
+            proc.wait()
     return out
+
+
+def _demo_log(root: Path) -> str:
+    return "".join(p.read_text(encoding="utf-8") for p in sorted((root / "demo" / "logs").glob("*.log")))
 
 
 @pytest.mark.timeout(200)
