@@ -52,7 +52,8 @@ def crash_point(event: str) -> None:
     environment the process dies (os._exit(137), like SIGKILL) at the n-th <event> of its life.
     Events: "send" (an order request about to go out, its state saved), "place" (an order
     request answered, its state not yet saved), "fill" (a fill written to the CSV, its exit
-    order not yet placed).  Unset: does nothing."""
+    order not yet placed), "funding" (a settlement written to funding_<sym>.csv, nothing
+    else done yet).  Unset: does nothing."""
     spec = os.environ.get("GM_CRASH_AFTER", "")
     name, _, n = spec.partition(":")
     if not spec or name != event:

@@ -16,8 +16,9 @@ recovers missed fills from userTrades (recorded once), cancels orphan orders
 of the symbol and re-places missing protective orders.
 
 Test hook: GM_CRASH_AFTER=<event>:<n> makes the process die at the n-th
-"place" (an order request answered, before the state save) or "fill" (a fill
-in the CSV, before its exit order); see binance_library.crash_point.
+"place" (an order request answered, before the state save), "fill" (a fill
+in the CSV, before its exit order) or "funding" (a settlement in its CSV); see
+binance_library.crash_point.
 """
 from __future__ import annotations
 
@@ -242,7 +243,9 @@ class Daemon:
     async def _recover_funding(self) -> int:
         """Write the funding settlements of this symbol the CSV does not hold yet, from the
         exchange's income history (after a restart, a missed event, or any downtime); each
-        one is logged and counted in the state once.  Returns how many were new."""
+        one is logged once.  The CSV is the one record: the total paid shown anywhere
+        (metrics, the daily summary, status, the dashboard) is summed from it.  Returns how
+        many were new."""
         self._funding_checked = time.monotonic()
         start = self.funding.last_time or None
         new = 0
@@ -253,24 +256,20 @@ class Daemon:
                     if self.funding.record(rec):
                         new += 1
                         self._log_funding(rec)
+                        crash_point("funding")          # test hook: where the state used to be saved
                 if len(page) < 1000:
                     break
                 start = max(int(r["time"]) for r in page)
         except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError) as e:
             self.log.warning("funding history unreadable (%s); read again at the next sync", e)
-        if new and self.strategy is not None:
-            self._save()
         return new
 
     def _log_funding(self, rec: dict[str, Any]) -> None:
         income = float(rec["income"])
-        st = self.strategy.state if self.strategy is not None else None
-        if st is not None:
-            st.funding_paid -= income
         when = datetime.fromtimestamp(int(rec["time"]) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         self.log.info(("펀딩비 %s: %+.6f %s (누적 지불 %.6f)" if korean() else
                        "Funding fee %s: %+.6f %s (paid in total %.6f)"),
-                      when, income, rec.get("asset", "USDC"), st.funding_paid if st is not None else -income)
+                      when, income, rec.get("asset", "USDC"), self.funding.paid)
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> None:
@@ -388,6 +387,10 @@ class Daemon:
         self.stream_messages = 0
         async with market as ms, user as us:
             await self.reconcile()
+            # A FUNDING_FEE event sent while no user stream was open (a start, a reconnect) is
+            # never sent again: the income history, read once the stream is up, covers it.
+            async with self.lock:
+                await self._recover_funding()
             self.connectivity.mark_up("stream")
             self.dispatcher = StreamDispatcher(self._on_user, self._on_market)
             pumps = [asyncio.create_task(self._pump(ms, self.dispatcher.put_market)),

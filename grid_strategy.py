@@ -303,8 +303,6 @@ class GridMartingaleStrategy(LadderMixin):
         p.qty, p.avg_price = self.filters.qty_round(abs(new_qty)), new_avg   # on the step grid: no float drift
         if not lookahead:
             seen_qty, seen_avg = new_qty, new_avg
-        self.state.realized_pnl += u.realized_pnl
-        self.state.fees += u.commission
         if self.on_fill is not None:
             role = f"ENTRY{o.level}" if o.is_entry else o.role
             self.on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side, role, u.last_price,

@@ -100,7 +100,7 @@ class _StateCollector(Collector):
         yield gauge("gm_liquidation_distance_ratio", "|mark − liquidation price| / mark (−1: none)",
                     abs(mark - liq) / mark if liq and mark else -1.0)
         yield gauge("gm_deepest_level", "Deepest entry level filled", p.deepest_level)
-        yield gauge("gm_funding_paid", "Funding paid in total (USDC; negative: received)", st.funding_paid)
+        yield gauge("gm_funding_paid", "Funding paid in total (USDC; negative: received)", d.funding.paid)
         by_role = GaugeMetricFamily("gm_open_orders", "Open orders the daemon keeps, by role",
                                     labels=["symbol", "role"])
         counts: dict[str, int] = {}

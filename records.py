@@ -42,6 +42,11 @@ class FundingRecorder:
                     self.last_time = max(self.last_time, t)
                     self.total += v
 
+    @property
+    def paid(self) -> float:
+        """Funding paid in total (> 0 paid, < 0 received): the file's rows, negated."""
+        return -self.total
+
     def record(self, rec: dict, fmt=lambda v: f"{v:.8f}") -> bool:
         """Write one income record unless already written; True when new."""
         tid = int(rec["tranId"])

@@ -124,7 +124,7 @@ class Services:
         st = d.strategy.state
         f = d.venue.filters
         p = st.position
-        return {"day": yesterday, "pnl_today": day, "pnl_total": total, "funding_paid": st.funding_paid,
+        return {"day": yesterday, "pnl_today": day, "pnl_total": total, "funding_paid": d.funding.paid,
                 "position_text": f"{f.fmt_qty(p.qty)} @ {f.fmt_price(p.avg_price)}" if p.qty else "0"}
 
     async def _live_file(self) -> None:

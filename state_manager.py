@@ -64,8 +64,6 @@ class GridState:
     exit_seq: int = 0                # changes with each exit order placed
     position: PositionState = field(default_factory=PositionState)
     orders: dict[str, OrderState] = field(default_factory=dict)
-    realized_pnl: float = 0.0
-    fees: float = 0.0
     round_trips: int = 0
     last_trade_id: int = 0           # newest exchange trade id recorded in the CSV
     # Entry levels from this one on are still to be placed around grid_center (0: none): a
@@ -75,7 +73,6 @@ class GridState:
     # come.  The held levels go out once every one of them has been acted on.
     raced: dict[str, float] = field(default_factory=dict)
     liquidated_at: int = 0           # time (ms) of the last liquidation seen (0: never)
-    funding_paid: float = 0.0        # funding paid (> 0) or received since the state began
     liquidation_price: float = 0.0   # the exchange's, at the last position read (0: none)
     mark_price: float = 0.0          # the mark price at that read
     last_update: str = ""
@@ -92,12 +89,11 @@ class GridState:
         pos = PositionState(**d["position"])
         orders = {cid: OrderState(**o) for cid, o in d["orders"].items()}
         fields = {k: d[k] for k in ("symbol", "direction", "capital", "grid_center", "generation",
-                                    "exit_seq", "realized_pnl", "fees", "round_trips",
+                                    "exit_seq", "round_trips",
                                     "last_trade_id", "last_update")}
         st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)),
                  raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()},
                  liquidated_at=int(d.get("liquidated_at", 0) or 0),
-                 funding_paid=float(d.get("funding_paid", 0.0) or 0.0),
                  liquidation_price=float(d.get("liquidation_price", 0.0) or 0.0),
                  mark_price=float(d.get("mark_price", 0.0) or 0.0), **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:

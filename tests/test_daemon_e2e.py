@@ -19,6 +19,7 @@ keys, the per-symbol lock, SIGTERM, and a vanished exchange.
 from __future__ import annotations
 
 import secrets
+import re
 import signal
 import time
 from pathlib import Path
@@ -742,17 +743,31 @@ def exchange_on_candles(tmp_path: Path, keys: tuple[str, str], rows: list[tuple[
 def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(tmp_path, keys, daemons):
     """A position held over two funding times (Binance's baseline 0.01 % per 8 h): the one settled
     while the daemon was down comes back from the income history at restart, the one settled
-    while it runs comes with its FUNDING_FEE event; no row twice across restarts."""
+    while it runs comes with its FUNDING_FEE event; no row twice across restarts.  The CSV is
+    the one record: a kill right after the recovered row is written loses nothing from the
+    total the metrics, the log and status.sh show."""
     import csv as _csv
     import subprocess
     import sys
+    import urllib.request
 
-    from harness import REPO
+    from harness import REPO, free_port
     ft = 1_704_067_200_000                               # 2024-01-01T00:00:00Z
     c = 60_000.0
     below = round(c * 0.993, 1)                          # under level 1, above level 2
     rows = [(c, c + 5, c - 5, c), (c, c, below, below)] + [(below, below + 5, below - 5, below)] * 490
     ex = exchange_on_candles(tmp_path, keys, rows, ft - 2 * 60_000)   # candle 2 opens at the funding time
+    both = lambda: d.alive() and (lambda ws: ws["user"] >= 1 and ws["market"] >= 1)(ex.stats()["websockets"])  # noqa: E731
+    port = free_port()
+
+    def paid_metric() -> float | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        m = re.search(r'^gm_funding_paid\{symbol="BTCUSDC"\} (\S+)$', text, re.M)
+        return float(m.group(1)) if m else None
     try:
         d = start_daemon(ex, tmp_path / "root", keys, daemons)
         ex.step(1)
@@ -762,28 +777,43 @@ def test_funding_is_recorded_once_recovered_after_downtime_and_shown_by_status(t
         q = ex.position()
         d.kill(signal.SIGKILL)
         ex.step(1)                                       # FT settles while the daemon is down
-        d.start()
         path = d.root / "trades" / "funding_btc.csv"
         read = lambda: list(_csv.DictReader(open(path, newline=""))) if path.exists() else []  # noqa: E731
-        wait_until(lambda: len(read()) == 1, 15, "the funding row recovered from the income history", d.diag)
+        # Killed right after the recovered row is written (GM_CRASH_AFTER=funding:1).
+        d.extra_env = {"GM_CRASH_AFTER": "funding:1"}
+        rc, _, _ = d.run_to_exit(30)
+        assert rc == 137 and len(read()) == 1, d.diag()
         [r] = read()
         assert r["time"] == "2024-01-01T00:00:00Z" and float(r["income"]) == pytest.approx(-q * below * 0.0001,
                                                                                             abs=1e-8)
-        assert d.state()["funding_paid"] == pytest.approx(q * below * 0.0001, abs=1e-8)
+        first = q * below * 0.0001
+        d.extra_env = {"METRICS_PORT": str(port)}
+        d.start()
+        wait_until(both, 15, "the daemon's streams after the restart", d.diag)
+        assert len(read()) == 1
+        wait_until(lambda: paid_metric() is not None, 15, "the metrics page", d.diag)
+        assert paid_metric() == pytest.approx(first, abs=1e-8)         # from the CSV: nothing lost
+        assert "funding_paid" not in d.state()                         # one record, not two
         assert "펀딩비 2024-01-01 00:00 UTC" in d.log()
         # Running: the next settlement (8 h later) arrives as a FUNDING_FEE event.
         ex.step(480)
         wait_until(lambda: len(read()) == 2, 15, "the second funding row", d.diag)
         assert read()[1]["time"] == "2024-01-01T08:00:00Z"
-        # A restart writes nothing twice.
+        total = sum(-float(x["income"]) for x in read())
+        wait_until(lambda: paid_metric() == pytest.approx(total, abs=1e-8), 10, "the total in the metrics", d.diag)
+        assert f"누적 지불 {total:.6f}" in d.log(), d.log()[-1500:]
+        # A restart writes nothing twice: the income history is read again once the streams
+        # are up (after the start's own read), and finds both rows written.
         d.kill(signal.SIGKILL)
+        reads = ex.stats()["requests"].get("GET /fapi/v1/income", 0)
+        d.extra_env = {}
         d.start()
-        wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 3, 15, "the third start", d.diag)
-        time.sleep(1.5)
+        wait_until(both, 15, "the third start's streams", d.diag)
+        wait_until(lambda: ex.stats()["requests"].get("GET /fapi/v1/income", 0) >= reads + 2, 15,
+                   "the income history read at start and after the streams connected", d.diag)
         assert len(read()) == 2 and len({x["tran_id"] for x in read()}) == 2
         out = subprocess.run([sys.executable, str(REPO / "status.py"), "--root", str(d.root), "btc"],
                              capture_output=True, text=True, timeout=20).stdout
-        total = sum(-float(x["income"]) for x in read())
         assert f"total ${total:+.4f} over 2 settlements" in out, out
         assert (d.root / "state" / "brackets_btc.json").exists()   # the account's own table, for backtests
     finally:

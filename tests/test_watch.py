@@ -199,6 +199,14 @@ def metric(text: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def _metrics_agree(text: str, st: dict) -> bool:
+    entries = sum(1 for o in st["orders"].values() if o["role"].startswith("ENTRY"))
+    return (metric(text, "gm_position_qty", symbol="SOLUSDC") == pytest.approx(st["position"]["qty"])
+            and metric(text, "gm_position_avg_price", symbol="SOLUSDC") == pytest.approx(st["position"]["avg_price"])
+            and metric(text, "gm_deepest_level", symbol="SOLUSDC") == st["position"]["deepest_level"]
+            and metric(text, "gm_open_orders", symbol="SOLUSDC", role="ENTRY") == entries)
+
+
 @pytest.mark.timeout(120)
 async def test_a_third_symbol_demo_serves_its_metrics_and_files(tmp_path):
     root = tmp_path / "sol"
@@ -227,22 +235,25 @@ async def test_a_third_symbol_demo_serves_its_metrics_and_files(tmp_path):
                     pass
                 assert time.monotonic() < deadline and proc.poll() is None, "no fill seen on the metrics page"
                 await asyncio.sleep(0.2)
-            for _ in range(50):                    # a moment with no state change around the scrape
+            # The market runs on: the page shows the daemon's state in memory, the file the last
+            # one saved.  They must agree at a moment the file did not change around a scrape
+            # (a reaction may be between its order and its save at any single instant).
+            agreed, tries = False, 0
+            while not agreed:
+                tries += 1
+                assert time.monotonic() < deadline + 30 and proc.poll() is None, \
+                    f"the metrics never agreed with the state file ({tries} scrapes)"
                 before = state_path.read_text()
                 text = await scrape()
-                if state_path.read_text() == before:
-                    break
-            st = json.loads(before)
+                if state_path.read_text() != before:
+                    continue
+                st = json.loads(before)
+                agreed = _metrics_agree(text, st)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
     assert 'gm_info{direction="LONG",mode="demo",symbol="SOLUSDC",version=' in text
-    assert metric(text, "gm_position_qty", symbol="SOLUSDC") == pytest.approx(st["position"]["qty"])
-    assert metric(text, "gm_position_avg_price", symbol="SOLUSDC") == pytest.approx(st["position"]["avg_price"])
-    assert metric(text, "gm_deepest_level", symbol="SOLUSDC") == st["position"]["deepest_level"]
-    entries = sum(1 for o in st["orders"].values() if o["role"].startswith("ENTRY"))
-    assert metric(text, "gm_open_orders", symbol="SOLUSDC", role="ENTRY") == entries
     assert metric(text, "gm_request_weight_limit", symbol="SOLUSDC") == 2400
     assert metric(text, "gm_wallet_balance", symbol="SOLUSDC") > 0
     assert metric(text, "gm_reaction_seconds_count", symbol="SOLUSDC") >= 1
