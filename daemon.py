@@ -44,7 +44,7 @@ from stream_dispatch import StreamDispatcher
 from wire import order_update_from_binance
 from events import BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
 from metrics import DaemonMetrics
-from services import UNREACHABLE_AFTER_S, Connectivity
+from services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
 
 ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
@@ -58,7 +58,11 @@ ORDER_REJECTIONS = {E.BAD_PRECISION, E.UNKNOWN_ORDER, E.NO_SUCH_ORDER, E.MARGIN_
 CONFIG_INTERVAL_S = 60.0
 LISTEN_KEY_KEEPALIVE_S = 30 * 60
 STOP_GRACE_S = 5.0
-STREAM_HEALTHY_S = 10.0        # a stream up this long was healthy: the next drop waits 1 s again
+# A stream that came up and stayed up this long was healthy: its drop is a fresh event and the
+# reconnect waits 1 s again; only attempts that fail sooner double the wait (up to 60 s).  At
+# most one pair of connections every 3 s even on a flapping link (Binance: "IPs that are
+# repeatedly disconnected may be banned", USDⓈ-M Websocket Market Streams).
+STREAM_HEALTHY_S = 2.0
 HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
 
 
@@ -98,6 +102,7 @@ class Daemon:
         self.last_price = 0.0
         self.dispatcher: StreamDispatcher | None = None
         self.stream_messages = 0            # taken from the current pair of streams (lockstep_view)
+        self._streams_up_at: float | None = None   # when the current pair came up (None: not up)
         self.reconciler: Reconciler | None = None
         self._held_check = False
         # What the services read (services.py): the event stream, the wallet, event times.
@@ -106,6 +111,7 @@ class Daemon:
         self.last_market_at = 0.0
         self.last_user_at = 0.0
         self.connectivity = Connectivity(self, UNREACHABLE_AFTER_S)
+        self.market_day = DayWatch()        # the daily summary: when the market's clock passes 00:00 UTC
         self.metrics = DaemonMetrics(self)
 
     # ------------------------------------------------------------------ start-up
@@ -354,7 +360,7 @@ class Daemon:
     async def websocket_handler(self) -> None:
         backoff = 1.0
         while True:
-            started = time.monotonic()
+            self._streams_up_at = None
             try:
                 await self._stream_once()
                 backoff = 1.0
@@ -362,8 +368,9 @@ class Daemon:
                 raise
             except Exception as e:   # noqa: BLE001 - any stream failure: reconnect
                 self.connectivity.mark_down("stream", str(e)[:120] or type(e).__name__)
-                if time.monotonic() - started >= STREAM_HEALTHY_S:
-                    backoff = 1.0   # a stream that ran a while: a fresh drop, not a flapping venue
+                up = self._streams_up_at
+                if up is not None and time.monotonic() - up >= STREAM_HEALTHY_S:
+                    backoff = 1.0   # a stream that came up and ran: a fresh drop, not a flapping venue
                 self.log.warning("websocket: %s; reconnecting in %.0f s", str(e)[:200] or type(e).__name__, backoff)
             self.reconnects += 1
             await asyncio.sleep(backoff)
@@ -392,6 +399,7 @@ class Daemon:
             async with self.lock:
                 await self._recover_funding()
             self.connectivity.mark_up("stream")
+            self._streams_up_at = time.monotonic()
             self.dispatcher = StreamDispatcher(self._on_user, self._on_market)
             pumps = [asyncio.create_task(self._pump(ms, self.dispatcher.put_market)),
                      asyncio.create_task(self._pump(us, self.dispatcher.put_user)),
@@ -427,6 +435,7 @@ class Daemon:
         price = float(msg["k"]["c"])
         self.last_price = price
         self.last_market_at = time.monotonic()
+        self.market_day.see(int(msg.get("E", 0) or 0))
         async with self.lock:
             if closed is not None:
                 await self.strategy.on_candle_closed(closed)

@@ -2,6 +2,7 @@
 connections and stream routing (used by its gateway, clock, streams and endpoint parts)."""
 from __future__ import annotations
 import asyncio
+import json
 import logging
 import math
 from collections import Counter, deque
@@ -47,6 +48,7 @@ class Faults:
     """Injected faults; every field can be set by `--faults k=v,...` or POST /_sim/faults."""
 
     ws_drop_every: float = 0.0       # seconds between forced drops of every WebSocket (0 = never)
+    ws_drop_every_min: int = 0       # simulated minutes (candles) between such drops, on the clock (0 = never)
     delay_ms: float = 0.0            # added to every REST response (the request is processed first)
     http_5xx_rate: float = 0.0       # share of /fapi requests answered 503 "Service Unavailable." (not executed)
     unknown_rate: float = 0.0        # share of order placements answered 503 "Unknown error, ..."
@@ -70,6 +72,43 @@ def _coerce_fault(kind: Any, v: Any) -> Any:
     if isinstance(v, str) and v.strip().lower() in ("true", "false"):
         v = 1 if v.strip().lower() == "true" else 0
     return int(float(v)) if kind in (int, "int") else float(v)
+
+
+PLAN_ACTIONS = ("ban_s", "expire_listen_keys", "ws_drop")   # one-off actions a plan entry may hold
+
+
+@dataclass
+class PlannedFault:
+    """Faults set, or actions taken, when the clock reaches candle `at_minute` (simulated time:
+    the same market instant on any machine, however slow the client or the host)."""
+
+    at_minute: int
+    faults: dict[str, Any] = field(default_factory=dict)
+    actions: dict[str, float] = field(default_factory=dict)
+
+
+def parse_plan_entry(entry: Mapping[str, Any]) -> PlannedFault:
+    """{"at_minute": 48, "http_429_next": 6} or {"at_minute": 72, "ban_s": 3}: checked now."""
+    if "at_minute" not in entry:
+        raise ValueError(f"fault plan entry {dict(entry)!r} has no at_minute")
+    at = int(float(entry["at_minute"]))
+    if at < 0:
+        raise ValueError(f"fault plan entry at_minute {at} is negative")
+    faults = {k: v for k, v in entry.items() if k != "at_minute" and k not in PLAN_ACTIONS}
+    Faults().update(faults)
+    actions = {k: float(v) for k, v in entry.items() if k in PLAN_ACTIONS}
+    return PlannedFault(at, faults, actions)
+
+
+def load_fault_plan(path: str | Path) -> list[PlannedFault]:
+    """A JSON list of plan entries (local_exchange.py --fault-plan FILE)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"fault plan {path}: {e}") from None
+    if not isinstance(data, list):
+        raise ValueError(f"fault plan {path}: a JSON list of entries is expected")
+    return sorted((parse_plan_entry(e) for e in data), key=lambda p: p.at_minute)
 
 
 def parse_faults(spec: str) -> dict[str, str]:
@@ -126,6 +165,7 @@ class _IpState:
     strikes: int = 0        # 429s answered since the client was last under the limit
     bans: int = 0
     ban_until: float = 0.0  # monotonic
+    retry_until: float = 0.0  # monotonic: the end of the last 429's Retry-After
 
 
 class _Reply(Exception):

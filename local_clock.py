@@ -4,12 +4,12 @@ A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the fa
 from __future__ import annotations
 import asyncio
 import time
-from typing import Iterator
+from typing import Any, Iterator
 
 from fill_model import leg_volume_steps
 from market_replay import FILL, play_candle, play_leg
 from market_data import MINUTE_MS
-from local_base import (_Live, _Series, log)
+from local_base import PlannedFault, _Live, _Series, log
 
 
 class ClockMixin:
@@ -61,6 +61,7 @@ class ClockMixin:
         active = [s for s in self.series.values() if s.has_next()]
         if not active:
             return False
+        self._faults_due(active[0].cursor)
         paths: dict[str, Iterator[int]] = {}
         for s in active:
             i = s.cursor
@@ -84,6 +85,33 @@ class ClockMixin:
             s.cursor += 1
             del self.live[s.symbol]
         return True
+
+    # ------------------------------------------------------------------ faults on the clock
+    def plan_fault(self, entry: PlannedFault) -> None:
+        self.fault_plan.append(entry)
+        self.fault_plan.sort(key=lambda p: p.at_minute)
+
+    def _faults_due(self, minute: int) -> None:
+        """Before candle `minute` plays: the plan's entries due by then, and the periodic drops
+        (every ws_drop_every_min candles).  Simulated time, so a test sees the same faults at
+        the same market instants on a busy machine as on an idle one."""
+        while self.fault_plan and self.fault_plan[0].at_minute <= minute:
+            entry = self.fault_plan.pop(0)
+            if entry.faults:
+                self.faults.update(entry.faults)
+            done: dict[str, Any] = {"minute": minute, **entry.faults}
+            if "ban_s" in entry.actions:
+                self.ban(entry.actions["ban_s"])
+                done["ban_s"] = entry.actions["ban_s"]
+            if entry.actions.get("expire_listen_keys"):
+                done["expire_listen_keys"] = self.expire_listen_keys()
+            if entry.actions.get("ws_drop"):
+                done["ws_drop"] = self.drop_websockets()
+            log.info("fault plan at minute %d: %s", minute, done)
+            self.fault_log.append(done)
+        every = int(self.faults.ws_drop_every_min)
+        if every > 0 and minute > 0 and minute % every == 0:
+            log.info("fault: dropping %d websocket(s) at minute %d", self.drop_websockets(), minute)
 
     async def _run_leg(self, symbol: str, path: Iterator[int]) -> None:
         """Follow a path to its next vertex; after each fill, publish it and let the client react."""
@@ -112,10 +140,21 @@ class ClockMixin:
 
     async def _pace(self) -> None:
         """Four vertices per candle at `speed` candles/s; no burst to catch up after a pause."""
+        if self.pause_on_retry_after:
+            await self._stand_still_while_clients_wait()
         now = time.monotonic()
         self._pace_deadline = max(self._pace_deadline, now - 0.25 / self.speed) + 0.25 / self.speed
         if self._pace_deadline > now:
             await asyncio.sleep(self._pace_deadline - now)
+
+    async def _stand_still_while_clients_wait(self) -> None:
+        """Hold the market while any client is inside a Retry-After or a ban this exchange gave."""
+        while not self._stopping:
+            now = time.monotonic()
+            until = max((max(s.ban_until, s.retry_until) for s in self._ips.values()), default=0.0)
+            if until <= now:
+                return
+            await asyncio.sleep(until - now)
 
     async def _after_fill(self) -> None:
         if self.lockstep and self.lockstep_client is not None:
@@ -202,9 +241,12 @@ class ClockMixin:
         return (self.sim.now_ms // period + 1) * period, 0.0
 
     async def _housekeeping(self) -> None:
-        """listenKey expiry and periodic socket drops."""
+        """listenKey expiry, periodic socket drops (wall-clock ones), a held clock's start."""
         while True:
             await asyncio.sleep(0.05)
+            if self.hold_clock and not self.clock_started and self.streams_connected():
+                log.info("a market and a user stream are open: the clock starts")
+                self.start_clock()
             now = time.monotonic()
             for k, exp in list(self._listen_keys.items()):
                 if exp <= now:

@@ -51,6 +51,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import signal
 import sys
 import time
@@ -68,15 +69,17 @@ from sim_types import generic_filters, infer_filters
 from sim_exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
 from wire import algo_json, order_json, trade_json
 from wire import f8 as _f8
-from local_base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, MSG_UNKNOWN, _Conn, _IpState, _Live,
-    _Series, _Window, _synthetic_series, assign_data_files, log, parse_faults)
+from local_base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, MSG_UNKNOWN, PlannedFault, _Conn, _IpState,
+    _Live, _Series, _Window, _synthetic_series, assign_data_files, load_fault_plan, log, parse_faults,
+    parse_plan_entry)
 from local_clock import ClockMixin
 from local_streams import StreamsMixin
 from local_gateway import GatewayMixin
 from local_market_api import MarketApiMixin
 from local_account_api import AccountApiMixin
 
-__all__ = ["LocalExchange", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN", "assign_data_files", "parse_faults"]
+__all__ = ["LocalExchange", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN", "PlannedFault",
+           "assign_data_files", "load_fault_plan", "parse_faults", "parse_plan_entry"]
 
 class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, AccountApiMixin):
     """SimulatedExchange behind Binance USDⓈ-M REST + WebSocket on one loopback port."""
@@ -92,7 +95,8 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
                  filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None,
                  funding: FundingSeries | Mapping[str, FundingSeries] | None = None,
                  funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None,
-                 fill_share: float | None = None):
+                 fill_share: float | None = None, fault_plan: Sequence[PlannedFault] = (),
+                 hold_clock: bool = False, fault_seed: int | None = None, pause_on_retry_after: bool = False):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
         # Any other symbol: filters read off its data (the finest tick and step its prices and
         # volumes use), or generic ones for the synthetic market (which starts at 100).
@@ -128,6 +132,16 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
             self.faults.update(parse_faults(faults))
         elif isinstance(faults, Mapping):
             self.faults.update(faults)
+        # Faults on the market's clock (simulated minutes), applied as each candle begins.
+        self.fault_plan: list[PlannedFault] = sorted(fault_plan, key=lambda p: p.at_minute)
+        self.fault_log: list[dict[str, Any]] = []   # what the plan did, at which minute
+        self._fault_rng = random.Random(fault_seed)  # the dice of the rate faults (5xx, unknown)
+        # The running clock waits for a market and a user stream to be open (a client listening).
+        self.hold_clock = hold_clock
+        # The running clock stands still while a client waits out a Retry-After (429) or a ban
+        # (418) this exchange gave: at `speed` candles a second, one second of waiting would be
+        # `speed` minutes of market, where on Binance it is one second.
+        self.pause_on_retry_after = pause_on_retry_after
         self.weight_limit = weight_limit
         self.order_limit_10s = order_limit_10s
         self.order_limit_1m = order_limit_1m
@@ -193,7 +207,7 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
         self._port = self._runner.addresses[0][1]
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._housekeeping()))
-        if clock:
+        if clock and not self.hold_clock:      # a held clock starts once a client listens
             self.start_clock()
         log.info("local exchange on %s (ws %s)", self.rest_url, self.ws_url)
         return self
@@ -272,6 +286,7 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
         for sym, b in sim.books.items():
             n = self._position_numbers(b)
             symbols[sym] = {"price": self._filters(sym).fmt_price(b.price), "candleIndex": self.series[sym].cursor,
+                            "firstCandleTime": self.series[sym].t[0],
                             "leverage": b.position.leverage, "marginType": b.position.margin_type,
                             "position": {"positionAmt": b.filters.fmt_qty(n["qty"]), "entryPrice": _f8(n["entry"]),
                                          "unRealizedProfit": _f8(n["upnl"]), "realizedCum": _f8(b.realized_cum)}}
@@ -292,6 +307,8 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
             "fills": fills,
             "listenKeys": [{"listenKey": k, "expiresInS": round(exp - now, 3)} for k, exp in self._listen_keys.items()],
             "faults": asdict(self.faults),
+            "faultLog": list(self.fault_log),
+            "faultPlanLeft": [asdict(p) for p in self.fault_plan],
         }
 
     def stats(self) -> dict[str, Any]:
@@ -329,6 +346,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--api-secret", default=os.environ.get("LOCAL_EXCHANGE_API_SECRET", DEFAULT_API_SECRET),
                    help="HMAC secret (or env LOCAL_EXCHANGE_API_SECRET, which keeps it out of `ps`)")
     p.add_argument("--faults", default="", metavar="SPEC", help="e.g. ws_drop_every=30,http_5xx_rate=0.05,delay_ms=50")
+    p.add_argument("--fault-plan", metavar="FILE", help="JSON list of faults on the market's clock: "
+                   '[{"at_minute": 48, "http_429_next": 6}, {"at_minute": 72, "ban_s": 3}, '
+                   '{"at_minute": 90, "expire_listen_keys": 1}, {"at_minute": 95, "ws_drop": 1}]')
+    p.add_argument("--fault-seed", type=int, help="seed of the rate faults' dice (http_5xx_rate, unknown_rate)")
+    p.add_argument("--hold-clock", action="store_true",
+                   help="the running clock starts once a market and a user stream are open")
+    p.add_argument("--pause-on-retry-after", action="store_true",
+                   help="the running clock stands still while a client waits out a 429's Retry-After or a ban")
     p.add_argument("--lockstep", action="store_true", help="pause the price path after fills until the client is quiet")
     p.add_argument("--quiet-ms", type=float, default=100.0)
     p.add_argument("--maker-fee", type=float, default=DEFAULT_MAKER_FEE)
@@ -373,7 +398,10 @@ async def _serve(args: argparse.Namespace) -> int:
                        taker_fee=args.taker_fee, weight_limit=args.weight_limit,
                        funding={args.symbols.split(",")[0].strip().upper(): load_funding(args.funding)}
                        if args.funding else None, funding_rate=args.funding_rate,
-                       fill_share=args.fill_share if args.fill_model == "volume" else None)
+                       fill_share=args.fill_share if args.fill_model == "volume" else None,
+                       fault_plan=load_fault_plan(args.fault_plan) if args.fault_plan else (),
+                       hold_clock=args.hold_clock, fault_seed=args.fault_seed,
+                       pause_on_retry_after=args.pause_on_retry_after)
     await ex.start(args.host, args.port)
     print(_banner(ex, args), flush=True)
     stop = asyncio.Event()
@@ -393,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.faults:
             parse_faults(args.faults)
+        if args.fault_plan:
+            load_fault_plan(args.fault_plan)
         return asyncio.run(_serve(args))
     except (ValueError, OSError) as e:
         print(f"local_exchange.py: error: {e}", file=sys.stderr)

@@ -6,14 +6,13 @@ import asyncio
 import hashlib
 import hmac
 import json
-import random
 import time
 from dataclasses import asdict
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 from aiohttp import web
 from exchange_api import ExchangeError
-from local_base import (JSON_SEP, MAX_BAN_S, MSG_BAD_KEY, MSG_UNAVAILABLE, MSG_UNKNOWN, SPOT_WEIGHT_LIMIT,
+from local_base import (JSON_SEP, MAX_BAN_S, MSG_BAD_KEY, MSG_UNAVAILABLE, MSG_UNKNOWN, SPOT_WEIGHT_LIMIT, parse_plan_entry,
     _IpState, _Reply, _Route, _Window, _mandatory, _split_signature, log)
 
 
@@ -24,11 +23,12 @@ class GatewayMixin:
     def _add_routes(self, app: web.Application) -> None:
         r = app.router
         for path, handler in (("/_sim/state", self._admin_state), ("/_sim/stats", self._admin_stats),
-                              ("/_sim/faults", self._admin_faults)):
+                              ("/_sim/faults", self._admin_faults), ("/_sim/clock", self._admin_clock)):
             r.add_route("GET", path, handler)
         for path, handler in (("/_sim/step", self._admin_step), ("/_sim/price", self._admin_price),
                               ("/_sim/faults", self._admin_faults), ("/_sim/ws_drop", self._admin_ws_drop),
-                              ("/_sim/listen_key/expire", self._admin_expire), ("/_sim/ban", self._admin_ban)):
+                              ("/_sim/listen_key/expire", self._admin_expire), ("/_sim/ban", self._admin_ban),
+                              ("/_sim/plan", self._admin_plan)):
             r.add_route("POST", path, handler)
         r.add_get("/{category:market|public}/stream", self._ws_market)
         r.add_get("/{category:market|public}/ws/{stream:[^/]+}", self._ws_market)
@@ -81,7 +81,7 @@ class GatewayMixin:
         try:
             try:
                 self._check_weight(state, ip, bucket, route, params)
-                if bucket == "fapi" and self.faults.http_5xx_rate > 0 and random.random() < self.faults.http_5xx_rate:
+                if bucket == "fapi" and self.faults.http_5xx_rate > 0 and self._fault_rng.random() < self.faults.http_5xx_rate:
                     raise _Reply(503, -1001, MSG_UNAVAILABLE)
                 if route.security != "NONE":
                     self._check_auth(request, params, raw_qs, body, route.security == "SIGNED")
@@ -123,6 +123,7 @@ class GatewayMixin:
             raise self._ban_reply(state, ip, now)
         if bucket == "fapi" and self.faults.http_429_next > 0:
             self.faults.http_429_next -= 1
+            state.retry_until = max(state.retry_until, now + 1.0)
             raise _Reply(429, -1003, self._too_many_msg(ip), {"Retry-After": "1"})
         w = route.weight(params) if callable(route.weight) else route.weight
         limit = self.weight_limit if bucket == "fapi" else SPOT_WEIGHT_LIMIT
@@ -131,8 +132,9 @@ class GatewayMixin:
             if state.strikes > self.ban_after_429s:
                 self.ban(self.ban_s * 2 ** state.bans, ip, bucket, now=now)  # escalates: 2 min, 4, 8, ...
                 raise self._ban_reply(state, ip, now)
-            raise _Reply(429, -1003, self._too_many_msg(ip),
-                         {"Retry-After": str(state.weight.retry_after(now, w, limit))})
+            retry = state.weight.retry_after(now, w, limit)
+            state.retry_until = max(state.retry_until, now + float(retry))
+            raise _Reply(429, -1003, self._too_many_msg(ip), {"Retry-After": str(retry)})
         state.strikes = 0
         state.weight.add(now, w)
 
@@ -200,13 +202,13 @@ class GatewayMixin:
         if not route.placement:
             return None
         fl = self.faults
-        hit = fl.unknown_next > 0 or (fl.unknown_rate > 0 and random.random() < fl.unknown_rate)
+        hit = fl.unknown_next > 0 or (fl.unknown_rate > 0 and self._fault_rng.random() < fl.unknown_rate)
         if not hit:
             return None
         if fl.unknown_next > 0:
             fl.unknown_next -= 1
         reply = _Reply(503, -1000, MSG_UNKNOWN)
-        if random.random() >= fl.unknown_placed:
+        if self._fault_rng.random() >= fl.unknown_placed:
             raise reply
         return reply
 
@@ -286,6 +288,13 @@ class GatewayMixin:
         await self._admin_params(request)
         return web.json_response(self.state())
 
+    async def _admin_clock(self, request: web.Request) -> web.Response:
+        """The market's clock alone (cheap to poll, unlike /_sim/state which lists every order)."""
+        await self._admin_params(request)
+        return web.json_response({"simTime": self.sim.now_ms, "started": self.clock_started,
+                                  "finished": self.finished,
+                                  "candleIndex": {s: ser.cursor for s, ser in self.series.items()}})
+
     async def _admin_stats(self, request: web.Request) -> web.Response:
         await self._admin_params(request)
         return web.json_response(self.stats())
@@ -312,6 +321,15 @@ class GatewayMixin:
             except ValueError as e:
                 return web.json_response({"error": str(e)}, status=400)
         return web.json_response(asdict(self.faults))
+
+    async def _admin_plan(self, request: web.Request) -> web.Response:
+        """One plan entry: `at_minute=N` and faults or actions (ban_s, expire_listen_keys, ws_drop)."""
+        p = await self._admin_params(request)
+        try:
+            self.plan_fault(parse_plan_entry(p))
+        except ValueError as e:
+            return web.json_response({"error": str(e)}, status=400)
+        return web.json_response({"plan": [asdict(x) for x in self.fault_plan]})
 
     async def _admin_ws_drop(self, request: web.Request) -> web.Response:
         p = await self._admin_params(request)

@@ -6,10 +6,12 @@ the trading path); fills by role and the reaction latency are counted where they
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -26,6 +28,9 @@ class DaemonMetrics:
         self.reaction = Histogram("gm_reaction_seconds", "User-stream event received → the strategy's reaction "
                                   "done (orders sent)", ["symbol"], buckets=LATENCY_BUCKETS, registry=self.registry)
         self.registry.register(_StateCollector(daemon))
+        # process_resident_memory_bytes, process_open_fds, ...: a daemon left alone for weeks
+        # is watched for growth (bench/chaos_soak.py --days 30 reads them).
+        ProcessCollector(registry=self.registry)
         self._runner: Any = None
 
     async def serve(self, port: int, host: str = "127.0.0.1") -> int:
@@ -69,6 +74,11 @@ class _StateCollector(Collector):
             return g
         now = time.monotonic()
         yield gauge("gm_reconnects", "Stream reconnects since start", d.reconnects)
+        yield gauge("gm_asyncio_tasks", "asyncio tasks alive in the daemon", len(asyncio.all_tasks()))
+        yield gauge("gm_threads", "Threads alive in the daemon", threading.active_count())
+        pending = getattr(d, "notifications_pending", None)
+        yield gauge("gm_notifications_pending", "Notifications queued, not yet sent",
+                    pending() if pending is not None else 0)
         yield gauge("gm_request_weight_used", "Request weight used this minute (the exchange's count)",
                     d.venue.used_weight)
         yield gauge("gm_request_weight_limit", "Request weight per minute", d.venue.weight_limit)

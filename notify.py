@@ -229,15 +229,6 @@ class ErrorEvents(logging.Handler):
         self.bus.publish(Event(ERROR, self.symbol, {"text": text[:500]}))
 
 
-async def daily_summaries(bus: EventBus, symbol: str, summary: Callable[[], dict[str, Any]],
-                          clock: Callable[[], float] = time.time) -> None:
-    """A `daily` event at each 00:00 UTC with the day that ended."""
-    while True:
-        now = clock()
-        await asyncio.sleep(86_400 - now % 86_400 + 0.5)
-        bus.publish(Event(DAILY, symbol, summary()))
-
-
 def settings_from(env: dict[str, str | None]) -> tuple[list[str], set[str]]:
     """(urls, events) from NOTIFY_URLS / NOTIFY_EVENTS; NotifyConfigError names a bad one."""
     urls = parse_urls(env.get("NOTIFY_URLS"))

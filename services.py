@@ -14,12 +14,12 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Callable
 
-from events import REACHABLE, START, STOP, UNREACHABLE, Event
+from events import DAILY, REACHABLE, START, STOP, UNREACHABLE, Event
 from messages import korean
-from notify import END, ErrorEvents, Notifier, daily_summaries, quiet_apprise
+from notify import END, ErrorEvents, Notifier, quiet_apprise
 from records import SecretFilter
 from status import pnl
 
@@ -67,6 +67,28 @@ class Connectivity:
             self.notified_at = None
 
 
+class DayWatch:
+    """The market's UTC day, read off the event times the daemon receives: when they pass
+    00:00 UTC, each listener is called with the day that ended ("YYYY-MM-DD").  Live, event
+    times are the wall clock's; in a demo they are the simulated market's, so a demo's
+    simulated day ends with its own summary."""
+
+    def __init__(self) -> None:
+        self.day: int | None = None
+        self.listeners: list[Callable[[str], None]] = []
+
+    def see(self, event_ms: int) -> None:
+        if event_ms <= 0:
+            return
+        day = event_ms // 86_400_000
+        if self.day is not None and day > self.day:
+            ended = datetime.fromtimestamp(self.day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+            for listener in self.listeners:
+                listener(ended)
+        if self.day is None or day > self.day:
+            self.day = day
+
+
 class Services:
     def __init__(self, daemon: Any, settings: ServiceSettings, log: logging.Logger,
                  secrets: tuple[str, ...] = ()) -> None:
@@ -82,10 +104,11 @@ class Services:
             quiet_apprise()
             self.notifier = Notifier(self.s.notify_urls, self.s.notify_events, d.bus, self.log, korean())
             self.tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
+            d.notifications_pending = self.notifier.pending
             self._error_handler = ErrorEvents(d.bus, d.symbol)
             self._error_handler.addFilter(SecretFilter(*self.secrets))     # keys and tokens never in a message
             self.log.addHandler(self._error_handler)
-            self.tasks.append(asyncio.create_task(daily_summaries(d.bus, d.symbol, self.daily), name="daily"))
+            d.market_day.listeners.append(self._day_ended)
         if d.metrics is not None and self.s.metrics_port is not None:
             self.metrics_port = await d.metrics.serve(self.s.metrics_port, self.s.metrics_host)
             self.log.info("metrics: http://%s:%d/metrics", self.s.metrics_host, self.metrics_port)
@@ -116,10 +139,12 @@ class Services:
         except OSError:
             pass
 
-    def daily(self) -> dict[str, Any]:
+    def _day_ended(self, day: str) -> None:
+        self.d.bus.publish(Event(DAILY, self.d.symbol, self.daily(day)))
+
+    def daily(self, yesterday: str) -> dict[str, Any]:
         """The day that just ended (UTC): realized PnL that day and in total, funding, position."""
         d = self.d
-        yesterday = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d")
         day, total, _ = pnl(d.paths.trades(d.short), yesterday)
         st = d.strategy.state
         f = d.venue.filters

@@ -81,6 +81,18 @@ def wait_until(pred: Callable[[], Any], timeout: float = 10.0, what: str = "cond
         time.sleep(interval)
 
 
+def wait_reconciles(ex: "Exchange", n: int = 2, diag: Callable[[], str] | None = None,
+                    timeout: float = 20.0) -> None:
+    """Wait until the daemon has run `n` whole reconciliations that began after this call: each
+    reads the open algo orders once (nothing else does), one at a time under the daemon's lock,
+    so when the (n+1)-th read from now is served the n-th has finished.  A test that asserts
+    "a sync changes nothing" waits for the syncs, not for a guessed number of seconds."""
+    key = "GET /fapi/v1/openAlgoOrders"
+    start = ex.stats()["requests"].get(key, 0)
+    wait_until(lambda: ex.stats()["requests"].get(key, 0) >= start + n + 1, timeout,
+               f"{n} reconciliation(s) of the daemon", diag)
+
+
 def floor_tick(x: float) -> float:
     return round(math.floor(x / TICK + 1e-9) * TICK, 1)
 
@@ -130,7 +142,9 @@ class Exchange:
 
     def __init__(self, workdir: Path, key: str, secret: str, seed: int = 7, data: Path | list[Path] | None = None,
                  speed: float = 0.0, faults: str = "", symbols: str | None = None,
-                 fill_share: float | None = None, funding_rate: float | None = None):
+                 fill_share: float | None = None, funding_rate: float | None = None,
+                 fault_plan: list[dict[str, Any]] | None = None, hold_clock: bool = False,
+                 fault_seed: int | None = None, pause_on_retry_after: bool = False):
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
@@ -140,6 +154,16 @@ class Exchange:
             market += ["--fill-model", "volume", "--fill-share", str(fill_share)]
         if funding_rate is not None:
             market += ["--funding-rate", str(funding_rate)]
+        if fault_plan:
+            plan = workdir / "fault_plan.json"
+            plan.write_text(json.dumps(fault_plan))
+            market += ["--fault-plan", str(plan)]
+        if hold_clock:
+            market += ["--hold-clock"]
+        if pause_on_retry_after:
+            market += ["--pause-on-retry-after"]
+        if fault_seed is not None:
+            market += ["--fault-seed", str(fault_seed)]
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
              "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", symbols or SYM, "--balance", str(BALANCE), "--api-key", key,
@@ -176,6 +200,9 @@ class Exchange:
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "/_sim/stats")
+
+    def clock(self) -> dict[str, Any]:
+        return self._call("GET", "/_sim/clock")
 
     def step(self, n: int = 1) -> dict[str, Any]:
         return self._call("POST", "/_sim/step", candles=n)

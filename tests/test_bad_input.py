@@ -30,7 +30,7 @@ import pytest
 import harness
 from harness import (
     CONFIG, REPO, Daemon, Exchange, assert_csv_matches_exchange, ceil_tick, clean_env, entry_prices, exits,
-    level_qty, wait_until,
+    level_qty, wait_reconciles, wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -279,7 +279,7 @@ def test_unreadable_state_files_are_kept_aside_and_the_position_recovered(tmp_pa
             ex_exits = [o for o in book.values() if o["reduceOnly"]]
             return len(ex_exits) == 1 and set(book) == set(st["orders"]) and st["position"]["qty"] == q1
         wait_until(settled, 10, f"one exit, no orphan, the position adopted ({kind})", d.diag)
-        time.sleep(1.2)                                    # a sync later: still so
+        wait_reconciles(ex, 1, d.diag)                     # a sync later: still so
         assert settled(), kind
         book = ex.book()
         assert len([c for c in book if "-E" in c]) <= 4 and not ex.open_algos()
@@ -367,7 +367,7 @@ def test_trades_not_writable_then_full_disk_no_row_lost(tmp_path, exchange, keys
     ex.price(p1 - 1.0)                                   # ENTRY1 fills: its row cannot be written
     wait_until(lambda: len(exits(ex)) == 1, 10, "the TP", d.diag)
     wait_until(lambda: "trades CSV" in d.log(), 5, "the CSV error logged", d.diag)
-    time.sleep(1.5)                                      # syncs retry, without logging again
+    wait_reconciles(ex, 1, d.diag)                       # syncs retry, without logging again
     errors = [ln for ln in d.log().splitlines() if "trades CSV" in ln and "not writable" in ln]
     assert len(errors) == 1 and " - ERROR - " in errors[0] and "1 row(s) kept" in errors[0]
     assert d.alive()
@@ -387,12 +387,12 @@ def test_trades_not_writable_then_full_disk_no_row_lost(tmp_path, exchange, keys
         return len(fills) == 3 and len(xs) == 1 and "-BE" in xs[0]["clientOrderId"]
     wait_until(be_placed, 10, "the BE", d.diag)
     wait_until(lambda: d.log().count("not writable") == 2, 5, "the full disk logged", d.diag)
-    time.sleep(1.5)
+    wait_reconciles(ex, 1, d.diag)
     assert d.log().count("not writable") == 2 and "No space left on device" in d.log()
     assert d.alive()
     os.replace(saved, csv_path)                          # space returns: the old file is back in place
     wait_until(lambda: len(d.trades()) == 3, 10, "the kept rows written", d.diag)
-    time.sleep(1.2)
+    wait_reconciles(ex, 1, d.diag)
     assert_csv_matches_exchange(d, ex)                    # every fill exactly once
     assert [r["role"] for r in d.trades()] == ["ENTRY1", "ENTRY2", "ENTRY3"]
     assert csv_path.read_text().count("time,symbol") == 1  # one header

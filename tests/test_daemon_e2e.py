@@ -30,7 +30,7 @@ import pytest
 from harness import (  # the shared subprocess harness
     CAPITAL, CONFIG, DISTANCES, Daemon, Exchange, MAKER_FEE, SYM, TAKER_FEE,
     assert_csv_matches_exchange, by_cid, ceil_tick, entry_prices, exits, floor_step, floor_tick,
-    level_qty, wait_until,
+    level_qty, wait_reconciles, wait_until,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -241,7 +241,7 @@ def test_restart_after_sigkill_keeps_orders_and_records_missed_fills_once(live):
     # Restart with an open position and orders: nothing is duplicated or lost.
     d.start()
     wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 2, 15, "the restart", d.diag)
-    time.sleep(1.5)                                         # a sync or two after the restart
+    wait_reconciles(ex, 1, d.diag)                          # a sync or two after the restart
     assert d.alive()
     assert ex.book().keys() == before.keys()                # same client ids, nothing re-placed
     assert [o["orderId"] for o in ex.open_orders()] == [o["orderId"] for o in before.values()]
@@ -262,7 +262,7 @@ def test_restart_after_sigkill_keeps_orders_and_records_missed_fills_once(live):
     wait_until(lambda: [(o["clientOrderId"][:len(f"GM-{SYM}-{gen}-BE")], float(o["price"]), float(o["origQty"]))
                         for o in exits(ex)] == [(f"GM-{SYM}-{gen}-BE", be, q2)], 15,
                "the missed level-2 fill recovered: exactly one exit, the BE", d.diag)
-    time.sleep(1.5)
+    wait_reconciles(ex, 1, d.diag)
     book = ex.book()
     assert len(exits(ex)) == 1
     assert sorted(c for c in book if "-E" in c) == [f"GM-{SYM}-{gen}-E3", f"GM-{SYM}-{gen}-E4"]
@@ -284,7 +284,7 @@ def test_restart_after_sigkill_keeps_orders_and_records_missed_fills_once(live):
     wait_until(lambda: len(ex.open_orders()) == 4 and [o["clientOrderId"][:len(f"GM-{SYM}-{gen + 1}-TP")]
                                                        for o in exits(ex)] == [f"GM-{SYM}-{gen + 1}-TP"], 15,
                "levels 2-4 and a TP after the missed BE", d.diag)
-    time.sleep(1.2)
+    wait_reconciles(ex, 1, d.diag)
     book = ex.book()
     assert len(book) == 4 and sorted(c for c in book if "-E" in c) == [f"GM-{SYM}-{gen + 1}-E{i}" for i in (2, 3, 4)]
     (tp_order,) = exits(ex)
@@ -316,7 +316,7 @@ def test_entries_filled_after_a_be_while_down_count_as_their_levels_and_get_the_
     # One BE: the new grid's levels were held back for the raced fills, and once levels 3-4
     # were acted on nothing deeper was left to place (no new generation).
     wait_until(lambda: len(exits(ex)) == 1 and "-BE" in exits(ex)[0]["clientOrderId"], 10, "one BE", d.diag)
-    time.sleep(1.5)                                         # a sync or two: nothing changes
+    wait_reconciles(ex, 1, d.diag)                          # a sync or two: nothing changes
     (a,) = ex.open_algos()
     assert a["clientAlgoId"] == algos[0]["clientAlgoId"] and a["orderType"] == "STOP_MARKET"
     new_center = avg / (1 - DISTANCES[0])
@@ -349,7 +349,7 @@ def test_the_whole_old_grid_filled_after_a_tp_while_down_gets_its_be_and_stop(li
     assert ex.position() == pytest.approx(sum(qty[1:]))
     d.start()
     wait_until(lambda: ex.open_algos() and len(exits(ex)) == 1, 15, "the stop and one exit", d.diag)
-    time.sleep(1.5)
+    wait_reconciles(ex, 1, d.diag)
     (a,) = ex.open_algos()
     assert float(a["triggerPrice"]) == floor_tick(tp * 0.95)           # the centre is the TP's fill price
     (be_order,) = exits(ex)
@@ -381,7 +381,7 @@ def test_a_fill_of_an_entry_the_state_forgot_counts_as_its_level(live):
     assert "-BE" in be_order["clientOrderId"] and float(be_order["origQty"]) == 0.1
     assert float(be_order["price"]) == ceil_tick(ex.entry_price() * 1.001)
     assert not ex.open_algos()
-    time.sleep(1.5)                                         # the syncs agree
+    wait_reconciles(ex, 1, d.diag)                          # the syncs agree
     assert len(exits(ex)) == 1 and not ex.open_algos() and f"GM-{SYM}-{gen}-E4" in ex.book()
     assert [r["role"] for r in d.trades()] == ["ENTRY3"]
     assert_csv_matches_exchange(d, ex)
@@ -407,7 +407,7 @@ def test_kill_during_grid_placement_leaves_no_duplicate_grid(exchange, keys, tmp
     d.start()
     wait_until(lambda: d.log().count("시작: BTCUSDC LONG") == 2 and d.state()["orders"] and all(
         o["order_id"] for o in d.state()["orders"].values()), 15, "the restart to adopt the grid", d.diag)
-    time.sleep(1.5)
+    wait_reconciles(ex, 1, d.diag)
     assert ex.book().keys() == before.keys() and len(ex.state()["orders"]) == 4   # never placed twice
     assert {c: o["order_id"] for c, o in d.state()["orders"].items()} == {c: o["orderId"] for c, o in before.items()}
 
@@ -431,7 +431,7 @@ def test_grid_saved_but_never_sent_before_a_crash_is_sent_at_restart(live):
     d.extra_env = {}
     d.start()
     wait_until(lambda: len(ex.open_orders()) == 4 and len(exits(ex)) == 1, 15, "levels 2-4 and the TP", d.diag)
-    time.sleep(1.2)
+    wait_reconciles(ex, 1, d.diag)
     book = ex.book()
     # the first grid, TP, BE, the new grid once, its TP
     assert {c for c in book if "-E" in c} == saved and len(ex.state()["orders"]) == 4 + 1 + 1 + 3 + 1
@@ -460,7 +460,7 @@ def test_stop_passed_while_down_closes_at_market_even_through_reduce_only_refusa
     d.start()
     wait_until(lambda: ex.position() == 0 and f"GM-{SYM}-{gen + 1}-E1" in ex.book(), 15,
                "the position closed and a new grid", d.diag)
-    time.sleep(1.2)
+    wait_reconciles(ex, 1, d.diag)
     assert d.alive()
     log = d.log()
     assert "start-up reconciliation: an order was refused" in log and "-2022" in log
@@ -525,7 +525,7 @@ def test_margin_and_reduce_only_rejections_shrink_the_order(live):
     assert len(tp) == 1 and ex.state()["faults"]["reduce_only_next"] == 0
     assert ex.position() == pos and 0.5 * pos <= float(tp[0]["origQty"]) < pos
     assert float(tp[0]["price"]) == ceil_tick(prices[0] * 1.005)
-    time.sleep(1.2)                                         # a sync: the smaller TP is kept, not duplicated
+    wait_reconciles(ex, 1, d.diag)                          # a sync: the smaller TP is kept, not duplicated
     assert len(exits(ex)) == 1 and d.alive()
 
 
@@ -544,6 +544,8 @@ def test_fill_missed_while_the_user_stream_is_down_is_recovered_once(live):
     gen = d.state()["generation"]
     p1 = entry_prices(center)[0]
     q1 = level_qty(p1, 1)
+    income_reads = lambda: ex.stats()["requests"].get("GET /fapi/v1/income", 0)  # noqa: E731
+    reads = income_reads()
     assert ex.ws_drop("user") == 1
     ex.price(p1 - 1.0)                                      # level 1 fills with nobody listening
     assert ex.stats()["websockets"]["user"] == 0 and ex.position() == q1
@@ -551,7 +553,8 @@ def test_fill_missed_while_the_user_stream_is_down_is_recovered_once(live):
     wait_until(lambda: [(float(o["price"]), float(o["origQty"])) for o in exits(ex)] == [(tp, q1)], 15,
                "the TP after the missed fill", d.diag)
     wait_until(lambda: _streams_up(ex), 15, "the user stream back", d.diag)
-    time.sleep(0.5)
+    # The reconnect's last step (after its reconcile, under the same lock) reads the income history.
+    wait_until(lambda: income_reads() > reads, 15, "the reconnect done", d.diag)
     assert len(exits(ex)) == 1 and [r["role"] for r in d.trades()] == ["ENTRY1"]
     assert_csv_matches_exchange(d, ex)
 
@@ -561,17 +564,18 @@ def test_fill_missed_while_the_user_stream_is_down_is_recovered_once(live):
 
     # listenKey expired early: the daemon takes a new key; a fill in the gap is recovered once.
     new_p1 = entry_prices(d.state()["grid_center"])[0]
+    reads = income_reads()
     ex._call("POST", "/_sim/listen_key/expire")
     ex.price(new_p1 - 1.0)
     wait_until(lambda: len(exits(ex)) == 1 and ex.position() > 0, 15, "the TP after the second missed fill",
                d.diag)
     wait_until(lambda: _streams_up(ex) and len(d.trades()) == 3, 15, "the stream back and three rows", d.diag)
-    time.sleep(0.5)
+    wait_until(lambda: income_reads() > reads, 15, "the reconnect done", d.diag)
     assert [r["role"] for r in d.trades()] == ["ENTRY1", "TP", "ENTRY1"] and len(exits(ex)) == 1
     assert_csv_matches_exchange(d, ex)
     log = d.log()
     assert log.count("놓친 체결 복구") == 2 and "놓친 체결 복구: GM-BTCUSDC-1-TP" not in log   # the TP came live
-    assert log.count("reconnecting in 1 s") == 1 and "listenKey expired; reconnecting" in log
+    assert log.count("websocket:") == 2 and "listenKey expired; reconnecting" in log
     assert d.alive() and "Traceback" not in log and " - ERROR - " not in log
 
 
@@ -714,7 +718,7 @@ def test_liquidation_is_recognised_recorded_and_stops_the_grid(tmp_path, exchang
     assert "LIQUIDATED" in d.log() and "AFTER_LIQUIDATION=STOP" in d.log()
     # Halted: the market goes on, the daemon places nothing (its syncs run every second).
     ex.step(3)
-    time.sleep(2.5)
+    wait_reconciles(ex, 1, d.diag)
     assert d.alive() and not ex.open_orders() and not ex.open_algos()
     assert d.state()["liquidated_at"] > 0
     out = subprocess.run([sys.executable, str(REPO / "status.py"), "--root", str(root), "btc"],

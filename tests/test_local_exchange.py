@@ -646,6 +646,69 @@ async def test_lockstep_lets_the_client_react_inside_the_leg(tmp_path, start_exc
     assert ex.sim.position(SYM).qty == 0
 
 
+# ---------------------------------------------------------------------------- faults on the market's clock
+
+
+async def test_a_fault_plan_fires_at_its_simulated_minute_not_at_a_wall_clock_second(tmp_path, start_exchange,
+                                                                                    client_for):
+    """The plan is read off the candles played: however long the test waits between steps,
+    the 429 comes with candle 3 and the ban with candle 5, never before."""
+    from local_exchange import parse_plan_entry
+    plan = [parse_plan_entry({"at_minute": 3, "http_429_next": 1}),
+            parse_plan_entry({"at_minute": 5, "ban_s": 2, "ws_drop": 1})]
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)], fault_plan=plan)
+    client = await client_for(ex)
+    await ex.step(3)                                  # candles 0..2: nothing due yet
+    await asyncio.sleep(0.3)                          # wall time passing changes nothing
+    await client.futures_account_balance()
+    assert ex.fault_log == []
+    await ex.step(1)                                  # candle 3 begins: the 429 is armed
+    assert [e["minute"] for e in ex.fault_log] == [3]
+    e = await api_error(client.futures_account_balance())
+    assert e.status_code == 429 and e.code == -1003
+    await client.futures_account_balance()            # one only
+    await ex.step(1)
+    assert len(ex.fault_log) == 1
+    await ex.step(1)                                  # candle 5: the ban and a drop
+    assert ex.fault_log[1]["minute"] == 5 and ex.fault_log[1]["ban_s"] == 2
+    e = await api_error(client.futures_account_balance())
+    assert e.status_code == 418 and e.response.headers["Retry-After"] == "2"
+
+
+async def test_drops_every_n_simulated_minutes(tmp_path, start_exchange):
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)], faults={"ws_drop_every_min": 2})
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(f"{ex.ws_url}market/ws/btcusdc@kline_1m") as ws:
+            await wait_for(lambda: len(ex._conns) == 1)
+            await ex.step(2)                          # minutes 0 and 1: no drop
+            assert len(ex._conns) == 1
+            await ex.step(1)                          # minute 2: dropped
+            msg = await ws.receive(timeout=5)
+            while msg.type == aiohttp.WSMsgType.TEXT:
+                msg = await ws.receive(timeout=5)
+            assert msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.ERROR)
+
+
+async def test_a_held_clock_starts_with_the_streams_and_stands_still_through_a_ban(tmp_path, start_exchange,
+                                                                                   client_for):
+    rows = [(100.0, 100.5, 99.5, 100.0)] * 400
+    ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path, rows)], speed=200.0, hold_clock=True,
+                              pause_on_retry_after=True)
+    client = await client_for(ex)
+    await asyncio.sleep(0.3)
+    assert ex.series[SYM].cursor == 0 and not ex.clock_started       # nobody listens yet
+    bsm = bsm_for(client, ex)
+    async with quick(bsm.futures_user_socket()), quick(bsm.futures_multiplex_socket(["btcusdc@kline_1m"])):
+        await wait_for(lambda: ex.clock_started, 5)
+        await wait_for(lambda: ex.series[SYM].cursor >= 20, 5)
+        ex.ban(1.0)
+        at_ban = ex.series[SYM].cursor
+        state = ex._ips[("127.0.0.1", "fapi")]
+        await asyncio.sleep(max(0.0, state.ban_until - time.monotonic() - 0.05))
+        assert ex.series[SYM].cursor - at_ban <= 1   # a vertex under way may finish; no more
+        await wait_for(lambda: ex.series[SYM].cursor >= at_ban + 20, 5)   # and on it goes
+
+
 # ---------------------------------------------------------------------------- command line
 
 

@@ -389,17 +389,21 @@ def test_error_lines_become_events_once_per_ten_minutes_with_secrets_masked():
     assert texts == ["order refused for key ***", "another error"]
 
 
-async def test_the_daily_summary_comes_at_midnight_utc_with_the_days_figures():
-    from notify import daily_summaries
-    bus = EventBus()
-    q = bus.subscribe()
-    now = [86_400 * 20_000 - 0.6]                       # 0.6 s before a UTC midnight
-    task = asyncio.create_task(daily_summaries(bus, "BTCUSDC", lambda: {"day": "x", "pnl_today": 1.5},
-                                               clock=lambda: now[0]))
-    try:
-        ev = await asyncio.wait_for(q.get(), 5)
-    finally:
-        task.cancel()
-    assert ev.kind == "daily" and ev.data["pnl_today"] == 1.5
+def test_the_daily_summary_comes_when_the_markets_clock_passes_midnight_utc():
+    from services import DayWatch
+    watch, ended = DayWatch(), []
+    watch.listeners.append(ended.append)
+    midnight = 86_400_000 * 20_000                      # 2024-10-04T00:00Z
+    watch.see(midnight - 120_000)
+    watch.see(midnight - 60_000)
+    watch.see(0)                                        # an event without a time changes nothing
+    assert ended == []
+    watch.see(midnight)                                 # the first event of the new day
+    watch.see(midnight + 60_000)
+    watch.see(midnight - 1)                             # a late event of the old day: no second summary
+    assert ended == ["2024-10-03"]
+    watch.see(midnight + 3 * 86_400_000)                # days without events (a long outage): one summary
+    assert ended == ["2024-10-03", "2024-10-04"]
+    ev = Event("daily", "BTCUSDC", {"day": ended[0], "pnl_today": 1.5})
     title, body = message(ev, True)
     assert "일일 요약" in title and "실현 PnL 오늘 +1.50" in body

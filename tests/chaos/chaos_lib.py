@@ -267,7 +267,7 @@ def streams_up(ex: Exchange, n: int = 1) -> bool:
 
 
 def market_done(ex: Exchange, candles: int, symbol: str = SYM) -> bool:
-    return ex.state()["symbols"][symbol]["candleIndex"] >= candles
+    return ex.clock()["candleIndex"][symbol] >= candles
 
 
 @dataclass
@@ -285,6 +285,7 @@ class Report:
     seconds: float = 0.0
     unrequested_429: int = 0
     max_share: float = 0.0          # max |position| / ladder of the grid in force, over every fill
+    first_grid_minute: int | None = None
 
     def figures(self) -> str:
         lines = [f"kills survived            {self.kills}  ({dict(self.kills_by_mode)})" if self.kills else None,
@@ -292,6 +293,8 @@ class Report:
                  f"exchange fills / CSV rows {self.fills} / {self.csv_rows}",
                  f"max position / ladder     {self.max_share:.1%}" if self.max_share else None,
                  f"orders placed (exchange)  {self.orders_placed}",
+                 f"first grid at minute      {self.first_grid_minute}" if self.first_grid_minute is not None
+                 else None,
                  f"invariant checks run      {self.checks}",
                  f"violations                {len(self.violations)}",
                  f"faults injected           {dict(self.faults)}" if self.faults else None,
@@ -397,80 +400,95 @@ def run_crash_test(workdir: Path, keys: tuple[str, str], kills: int = 20, seed: 
 # ---------------------------------------------------------------------------- 2. fault soak
 
 
+# The soak's faults, on the exchange's clock (simulated minutes): the same faults at the same
+# market instants whatever the machine's load.  Rates are per request (seeded dice).
 BACKGROUND_FAULTS = {
-    "ws_drop_every": 3.0,        # real seconds: ~2 simulated hours at 40 candles/s (see the report)
+    "ws_drop_every_min": 120,    # every socket dropped every 2 simulated hours
     "http_5xx_rate": 0.05,       # 503 before execution
     "unknown_rate": 0.03,        # 503 "Unknown error" on placements ...
     "unknown_placed": 0.5,       # ... half of them after the order was placed
     "delay_ms": 5,
-    "listen_key_ttl_s": 8.0,     # early listenKey expiry
 }
-CLEAR_FAULTS = {"ws_drop_every": 0, "http_5xx_rate": 0, "unknown_rate": 0, "unknown_next": 0, "unknown_placed": 1,
-                "http_429_next": 0, "skew_ms": 0, "margin_next": 0, "reduce_only_next": 0, "delay_ms": 0,
-                "listen_key_ttl_s": 3600}
+CLEAR_FAULTS = {"ws_drop_every_min": 0, "http_5xx_rate": 0, "unknown_rate": 0, "unknown_next": 0,
+                "unknown_placed": 1, "http_429_next": 0, "skew_ms": 0, "margin_next": 0, "reduce_only_next": 0,
+                "delay_ms": 0}
+FIRST_FAULT_SHARE = 0.10
 
 
-def _waves(duration: float) -> list[tuple[float, str, dict[str, Any]]]:
-    """(time as a share of the run, kind, faults to set): bursts and waves over the background."""
-    return [(0.10, "429 burst", {"http_429_next": 6}),
-            (0.15, "418 ban", {"_ban": 3}),
+def _waves() -> list[tuple[float, str, dict[str, Any]]]:
+    """(share of the run's minutes, kind, plan entry): bursts and waves over the background."""
+    return [(FIRST_FAULT_SHARE, "429 burst", {"http_429_next": 3}),
+            (0.15, "418 ban", {"ban_s": 2}),
+            (0.20, "listenKey expired", {"expire_listen_keys": 1}),
             (0.25, "clock skew -3 s", {"skew_ms": -3000}),
             (0.32, "clock skew off", {"skew_ms": 0}),
             (0.38, "-2019 wave", {"margin_next": 4}),
             (0.48, "-2022 wave", {"reduce_only_next": 4}),
             (0.55, "clock skew +7 s", {"skew_ms": 7000}),
+            (0.60, "listenKey expired", {"expire_listen_keys": 1}),
             (0.62, "clock skew off", {"skew_ms": 0}),
             (0.70, "-2019 wave", {"margin_next": 4}),
             (0.75, "unknown-result burst", {"unknown_next": 3}),
             (0.80, "-2022 wave", {"reduce_only_next": 4}),
-            (0.85, "429 burst", {"http_429_next": 6})]
+            (0.85, "429 burst", {"http_429_next": 3})]
+
+
+def fault_plan(minutes: int) -> list[dict[str, Any]]:
+    """The whole soak as the exchange's --fault-plan: the background from minute 1 (once the
+    first grid is out), the waves at their shares of the run, everything cleared at the end."""
+    plan = [{"at_minute": 1, **BACKGROUND_FAULTS}]
+    plan += [{"at_minute": max(2, int(share * minutes)), **f} for share, _, f in _waves()]
+    plan.append({"at_minute": int(0.95 * minutes), **CLEAR_FAULTS})
+    return plan
+
+
+def first_grid_minute(ex_state: dict[str, Any], symbol: str = SYM) -> int | None:
+    """The simulated minute (since the market began) at which the daemon's first order went out."""
+    t0 = ex_state["symbols"][symbol].get("firstCandleTime")
+    times = [int(o["time"]) for o in ex_state["orders"] if o["symbol"] == symbol]
+    return (min(times) - t0) // 60_000 if times and t0 is not None else None
 
 
 def run_fault_soak(workdir: Path, keys: tuple[str, str], minutes: int = 1440, seed: int = 2,
                    speed: float = 40.0) -> Report:
-    """One simulated day under every fault at once; then settle and check the invariants."""
+    """One simulated day under every fault at once, on the exchange's clock (which starts once
+    the daemon listens); then settle and check the invariants."""
     t0 = time.monotonic()
     data = market_csv(workdir / "data" / f"{SYM}-soak-{seed}.csv", minutes, seed)
     rep = Report()
-    ex = Exchange(workdir / "exchange", *keys, data=data, speed=speed)
+    ex = Exchange(workdir / "exchange", *keys, data=data, speed=speed, fault_plan=fault_plan(minutes),
+                  hold_clock=True, fault_seed=seed, pause_on_retry_after=True)
     d = make_daemon(workdir / "root", ex, keys)
     try:
         d.start()
-        # The faults start once the daemon is up: a start under a 503 storm and a 429 burst
-        # is the crash test's and test_bad_input's matter; here it would only eat the day.
-        wait_until(lambda: d.alive() and streams_up(ex), 20, "the daemon's streams", d.diag)
-        ex.faults(**BACKGROUND_FAULTS)
-        rep.faults.update({"ws_drop_every_s": BACKGROUND_FAULTS["ws_drop_every"],
-                           "listen_key_ttl_s": BACKGROUND_FAULTS["listen_key_ttl_s"]})
-        run_s = minutes / speed
-        for share, kind, f in _waves(run_s):
-            while time.monotonic() - t0 < share * run_s:
-                if not d.alive():
-                    break
-                time.sleep(0.05)
-            if "_ban" in f:
-                ex._call("POST", "/_sim/ban", seconds=f["_ban"])
-            else:
-                ex.faults(**f)
-            rep.faults[kind] += 1
-        wait_until(lambda: not d.alive() or market_done(ex, minutes), run_s + 60, "the market to end", d.diag)
+        wait_until(lambda: not d.alive() or market_done(ex, minutes), minutes / speed + 120, "the market to end",
+                   d.diag)
         if not d.alive():
             rep.violations.append(f"the daemon died during the soak (exit {d.proc.returncode}):\n{d.diag()}")
         else:
-            ex.faults(**CLEAR_FAULTS)
             wait_until(lambda: d.alive() and streams_up(ex), 30, "the daemon's streams after the faults", d.diag)
             bad, n = settle_and_check(ex, d)
             rep.checks += n
             rep.violations += bad
+        st = ex.state()
+        rep.first_grid_minute = first_grid_minute(st)
+        first_fault = int(FIRST_FAULT_SHARE * minutes)
+        if rep.first_grid_minute is None or rep.first_grid_minute >= first_fault:
+            rep.violations.append(f"the first grid went out at minute {rep.first_grid_minute}, not before the "
+                                  f"first fault wave (minute {first_fault})")
         _finish(rep, ex, d)
+        for entry in st["faultLog"]:
+            for kind in ("ban_s", "expire_listen_keys", "http_429_next", "margin_next", "reduce_only_next",
+                         "unknown_next"):
+                if entry.get(kind):
+                    rep.faults[kind] += 1
         rep.faults["ws drops (exchange log)"] = ex.err_path.read_text().count("fault: dropping")
-        rep.faults["listenKey expiries (exchange log)"] = ex.err_path.read_text().count("listenKey expired")
         for code in ("503", "429", "418"):
             rep.faults[f"HTTP {code} answered"] = int(rep.stats["responses"].get(code, 0))
         log = d.log()
         rep.faults["daemon reconnects (log)"] = log.count("websocket:")
         rep.faults["HTTP 400 answered (-1021 skew, -2019, -2022, ...)"] = int(rep.stats["responses"].get("400", 0))
-        injected_429 = sum(f.get("http_429_next", 0) for _, _, f in _waves(0))
+        injected_429 = sum(f.get("http_429_next", 0) for _, _, f in _waves())
         if rep.faults["HTTP 429 answered"] > injected_429:
             rep.violations.append(f"{rep.faults['HTTP 429 answered'] - injected_429} HTTP 429 beyond the "
                                   f"{injected_429} injected: the daemon went over a rate limit")
