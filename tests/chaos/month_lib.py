@@ -116,6 +116,8 @@ class MonthReport(Report):
     days: list[DaySample] = field(default_factory=list)
     restarts: list[tuple[int, str]] = field(default_factory=list)
     config_edits: int = 0
+    summaries: int = 0              # daily summaries the receiver got, by the end
+    notifications: int = 0          # every message it got
     log_files: int = 0
     growth: list[str] = field(default_factory=list)
 
@@ -123,6 +125,7 @@ class MonthReport(Report):
         out = [DaySample.HEADER] + [s.line() for s in self.days]
         out.append(f"restarts (day, how)       {self.restarts}")
         out.append(f"config edits              {self.config_edits}")
+        out.append(f"notifications received    {self.notifications} ({self.summaries} daily summaries)")
         out.append(f"log files                 {self.log_files} (one per UTC day of the wall clock)")
         out += [f"growth                    {g}" for g in self.growth]
         return "\n".join(out) + "\n" + super().figures()
@@ -233,6 +236,8 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
         for code in ("503", "429", "418", "400"):
             rep.faults[f"HTTP {code} answered"] = int(rep.stats["responses"].get(code, 0))
         rep.log_files = len(list(log_dir.glob("*.log")))
+        rep.summaries = receiver.count("일일 요약", "daily summary")
+        rep.notifications = len(receiver.messages)
         rep.growth = _growth(rep.days)
     finally:
         d.kill()
