@@ -435,12 +435,23 @@ class Daemon:
         price = float(msg["k"]["c"])
         self.last_price = price
         self.last_market_at = time.monotonic()
-        self.market_day.see(int(msg.get("E", 0) or 0))
         async with self.lock:
+            self._see_market_time(int(msg.get("E", 0) or 0))
             if closed is not None:
                 await self.strategy.on_candle_closed(closed)
             await self.strategy.on_price(price)
         self._reconcile_if_held()
+
+    def _see_market_time(self, event_ms: int) -> None:
+        """The daily summary's clock.  The day is kept in the state, so a daemon restarted
+        across midnight still summarises the day that ended while it was down."""
+        st = self.strategy.state
+        if self.market_day.day is None and st.market_day:
+            self.market_day.day = st.market_day
+        self.market_day.see(event_ms)
+        if self.market_day.day is not None and self.market_day.day != st.market_day:
+            st.market_day = self.market_day.day
+            self._save()
 
     def lockstep_view(self) -> tuple[int, bool]:
         """(messages taken from the open streams, nothing left to act on): what the demo's

@@ -71,7 +71,8 @@ class DayWatch:
     """The market's UTC day, read off the event times the daemon receives: when they pass
     00:00 UTC, each listener is called with the day that ended ("YYYY-MM-DD").  Live, event
     times are the wall clock's; in a demo they are the simulated market's, so a demo's
-    simulated day ends with its own summary."""
+    simulated day ends with its own summary.  The daemon keeps `day` in its state, so a
+    restart across midnight still ends the day it last saw."""
 
     def __init__(self) -> None:
         self.day: int | None = None
@@ -140,7 +141,9 @@ class Services:
             pass
 
     def _day_ended(self, day: str) -> None:
-        self.d.bus.publish(Event(DAILY, self.d.symbol, self.daily(day)))
+        # Called from the market tick's reaction: the CSV is read just after it, not in it.
+        asyncio.get_running_loop().call_soon(
+            lambda: self.d.bus.publish(Event(DAILY, self.d.symbol, self.daily(day))))
 
     def daily(self, yesterday: str) -> dict[str, Any]:
         """The day that just ended (UTC): realized PnL that day and in total, funding, position."""

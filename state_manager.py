@@ -73,6 +73,7 @@ class GridState:
     # come.  The held levels go out once every one of them has been acted on.
     raced: dict[str, float] = field(default_factory=dict)
     liquidated_at: int = 0           # time (ms) of the last liquidation seen (0: never)
+    market_day: int = 0              # UTC day (days since 1970) of the newest market event seen (0: none)
     liquidation_price: float = 0.0   # the exchange's, at the last position read (0: none)
     mark_price: float = 0.0          # the mark price at that read
     last_update: str = ""
@@ -94,6 +95,7 @@ class GridState:
         st = cls(position=pos, orders=orders, pending_level=int(d.get("pending_level", 0)),
                  raced={str(k): float(v) for k, v in (d.get("raced") or {}).items()},
                  liquidated_at=int(d.get("liquidated_at", 0) or 0),
+                 market_day=int(d.get("market_day", 0) or 0),
                  liquidation_price=float(d.get("liquidation_price", 0.0) or 0.0),
                  mark_price=float(d.get("mark_price", 0.0) or 0.0), **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:

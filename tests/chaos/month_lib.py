@@ -167,7 +167,8 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
                    ) -> MonthReport:
     t0 = time.monotonic()
     minutes = days * DAY
-    data = market_csv(workdir / "data" / f"{SYM}-month-{seed}.csv", minutes + 30, seed)
+    # A tail of 10 hours after the last day: a restart on the last day still sees the next one.
+    data = market_csv(workdir / "data" / f"{SYM}-month-{seed}.csv", minutes + 600, seed)
     receiver = NotifyReceiver()
     port = free_port()
     rep = MonthReport()
@@ -204,7 +205,7 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
             tp = "0.0021" if day % 2 else "0.002"
             d.config.write_text(with_values(TIGHT_CONFIG, {"TP_PCT": tp}))
             rep.config_edits += 1
-            if day in restart_days and day < days:
+            if day in restart_days:
                 how = "SIGKILL" if restart_days.index(day) % 2 else "SIGTERM"
                 d.kill(signal.SIGKILL if how == "SIGKILL" else signal.SIGTERM)
                 d.start()
