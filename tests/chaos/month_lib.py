@@ -152,14 +152,14 @@ def _growth(samples: list[DaySample]) -> list[str]:
     against its last; per-day figures (log bytes) compared between the first and last half."""
     out = []
     for life in sorted({s.life for s in samples}):
-        ss = [s for s in samples if s.life == life]
+        ss = [s for s in samples if s.life == life and s.day > 0]
         if len(ss) < 3:
             continue
         a, b = ss[1], ss[-1]
         out.append(f"life {life} (days {ss[0].day}-{b.day}): RSS {a.rss_mb:.1f} -> {b.rss_mb:.1f} MB "
                    f"({b.rss_mb - a.rss_mb:+.1f}), fds {a.fds} -> {b.fds}, tasks {a.tasks} -> {b.tasks}, "
                    f"threads {a.threads} -> {b.threads}, state {a.state_bytes} -> {b.state_bytes} B")
-    logs = [s.log_bytes_day for s in samples[1:]]
+    logs = [s.log_bytes_day for s in samples[2:]]       # day 1 carries the start's lines
     if len(logs) >= 4:
         h = len(logs) // 2
         out.append(f"log bytes per day: first half mean {sum(logs[:h]) / h:,.0f}, "
@@ -185,27 +185,33 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
     state_path = d.root / "state" / f"state_{d.short}.json"
     log_dir = d.root / "logs"
     life, log_seen = 1, 0
+
+    def sample(day: int) -> None:
+        nonlocal log_seen
+        m = wait_until(lambda: _try_metrics(port), 15, "the metrics page", d.diag)
+        log_total = sum(p.stat().st_size for p in log_dir.glob("*.log"))
+        s = DaySample(day, life, m.get("process_resident_memory_bytes", 0) / 2**20,
+                      int(m.get("process_open_fds", 0)), int(m.get("gm_asyncio_tasks", 0)),
+                      int(m.get("gm_threads", 0)), int(m.get("gm_notifications_pending", 0)),
+                      state_path.stat().st_size, log_total - log_seen, len(d.trades()),
+                      sum(1 for f in ex.state()["fills"] if f["symbol"] == SYM),
+                      receiver.count("일일 요약", "daily summary"), time.monotonic() - t0)
+        log_seen = log_total
+        rep.days.append(s)
+        if on_day is not None:
+            on_day(s)
     try:
         d.start()
         wait_until(lambda: d.alive() and streams_up(ex), 30, "the daemon's streams", d.diag)
+        wait_until(lambda: state_path.exists(), 15, "the state file", d.diag)
+        sample(0)                                   # at the start
         for day in range(1, days + 1):
             wait_until(lambda: not d.alive() or ex.clock()["candleIndex"][SYM] >= day * DAY,
                        DAY / speed * 4 + 120, f"simulated day {day}", d.diag)
             if not d.alive():
                 rep.violations.append(f"day {day}: the daemon died (exit {d.proc.returncode}):\n{d.diag()}")
                 break
-            m = wait_until(lambda: _try_metrics(port), 15, "the metrics page", d.diag)
-            log_total = sum(p.stat().st_size for p in log_dir.glob("*.log"))
-            sample = DaySample(day, life, m.get("process_resident_memory_bytes", 0) / 2**20,
-                               int(m.get("process_open_fds", 0)), int(m.get("gm_asyncio_tasks", 0)),
-                               int(m.get("gm_threads", 0)), int(m.get("gm_notifications_pending", 0)),
-                               state_path.stat().st_size, log_total - log_seen, len(d.trades()),
-                               sum(1 for f in ex.state()["fills"] if f["symbol"] == SYM),
-                               receiver.count("일일 요약", "daily summary"), time.monotonic() - t0)
-            log_seen = log_total
-            rep.days.append(sample)
-            if on_day is not None:
-                on_day(sample)
+            sample(day)
             # A config edit a day: TP_PCT alternates between two valid values.
             tp = "0.0021" if day % 2 else "0.002"
             d.config.write_text(with_values(TIGHT_CONFIG, {"TP_PCT": tp}))

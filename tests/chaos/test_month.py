@@ -23,7 +23,8 @@ def test_one_simulated_day_alone_with_notifications_and_metrics(tmp_path):
     rep = run_month_soak(tmp_path, keys, days=1, speed=200.0, seed=3, restart_days=(1,))
     print(rep.figures())
     assert not rep.violations, rep.figures()
-    [day] = rep.days
+    start, day = rep.days
+    assert start.day == 0 and day.day == 1 and start.fds > 0 and start.state_bytes > 0
     assert day.rss_mb > 0 and day.fds > 0 and day.tasks > 0 and day.threads >= 1 and day.state_bytes > 0
     assert rep.fills > 0 and rep.csv_rows == rep.fills, rep.figures()
     assert rep.restarts == [(1, "SIGTERM")]
