@@ -78,14 +78,18 @@ class DayWatch:
         self.day: int | None = None
         self.listeners: list[Callable[[str], None]] = []
 
+    MAX_DAYS_CAUGHT_UP = 7          # after a longer outage, the last week's summaries only
+
     def see(self, event_ms: int) -> None:
         if event_ms <= 0:
             return
         day = event_ms // 86_400_000
         if self.day is not None and day > self.day:
-            ended = datetime.fromtimestamp(self.day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
-            for listener in self.listeners:
-                listener(ended)
+            # One summary per day that ended, also the days the daemon did not see end.
+            for ended_day in range(max(self.day, day - self.MAX_DAYS_CAUGHT_UP), day):
+                ended = datetime.fromtimestamp(ended_day * 86_400, tz=timezone.utc).strftime("%Y-%m-%d")
+                for listener in self.listeners:
+                    listener(ended)
         if self.day is None or day > self.day:
             self.day = day
 

@@ -402,8 +402,10 @@ def test_the_daily_summary_comes_when_the_markets_clock_passes_midnight_utc():
     watch.see(midnight + 60_000)
     watch.see(midnight - 1)                             # a late event of the old day: no second summary
     assert ended == ["2024-10-03"]
-    watch.see(midnight + 3 * 86_400_000)                # days without events (a long outage): one summary
-    assert ended == ["2024-10-03", "2024-10-04"]
+    watch.see(midnight + 3 * 86_400_000)                # days without events (an outage): each summarised
+    assert ended == ["2024-10-03", "2024-10-04", "2024-10-05", "2024-10-06"]
+    watch.see(midnight + 30 * 86_400_000)               # a month down: the last week's only
+    assert len(ended) == 4 + 7 and ended[-1] == "2024-11-02"
     ev = Event("daily", "BTCUSDC", {"day": ended[0], "pnl_today": 1.5})
     title, body = message(ev, True)
     assert "일일 요약" in title and "실현 PnL 오늘 +1.50" in body

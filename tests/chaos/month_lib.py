@@ -252,8 +252,8 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
         rep.notifications = len(receiver.messages)
         # One summary per UTC midnight the market crossed: fewer means the daemon was blind to
         # the market stream at a midnight, or lost the day over a restart.
-        t0 = st["symbols"][SYM]["firstCandleTime"]
-        midnights = (t0 + (minutes + 600) * 60_000) // 86_400_000 - t0 // 86_400_000
+        first = st["symbols"][SYM]["firstCandleTime"]
+        midnights = (first + (minutes + 600) * 60_000) // 86_400_000 - first // 86_400_000
         if rep.summaries != midnights:
             rep.violations.append(f"{rep.summaries} daily summaries for {midnights} simulated midnights")
         rep.growth = _growth(rep.days)
