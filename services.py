@@ -26,6 +26,9 @@ from status import pnl
 
 UNREACHABLE_AFTER_S = 60.0
 LIVE_EVERY_S = 5.0
+# Freed heap pages are handed back to the system this often (glibc's malloc_trim; GM_TRIM_S
+# overrides it: the month soak, whose clock runs 100 times faster, trims every 5 s).
+TRIM_EVERY_S = 60.0
 WATCH_EVERY_S = 1.0
 STOP_SEND_S = 3.0               # at shutdown, queued messages get this long to go out
 
@@ -65,6 +68,15 @@ class Connectivity:
         elif not self.down and self.notified_at is not None:
             self.d.bus.publish(Event(REACHABLE, self.d.symbol, {"seconds": now - self.notified_at}))
             self.notified_at = None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None (another C library, another system)."""
+    try:
+        import ctypes
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 class DayWatch:
@@ -119,6 +131,10 @@ class Services:
             self.log.info("metrics: http://%s:%d/metrics", self.s.metrics_host, self.metrics_port)
         self.tasks.append(asyncio.create_task(self._live_file(), name="live-file"))
         self.tasks.append(asyncio.create_task(self._watch(), name="connectivity"))
+        trim = _malloc_trim()
+        if trim is not None:
+            every = float(os.environ.get("GM_TRIM_S") or TRIM_EVERY_S)
+            self.tasks.append(asyncio.create_task(self._trim_memory(trim, every), name="malloc-trim"))
         d.bus.publish(Event(START, d.symbol, {"direction": d.config.trade_direction,
                                               "mode": "demo" if d.demo else "live"}))
 
@@ -173,6 +189,15 @@ class Services:
             except OSError:
                 pass
             await asyncio.sleep(LIVE_EVERY_S)
+
+    async def _trim_memory(self, trim: Callable[[int], int], every: float) -> None:
+        """glibc keeps freed memory (a reconnect's compression buffers, a burst of messages) in
+        its arenas: the resident size of a daemon left alone crept up by about half a MB a
+        simulated day in the month soak while its Python heap stayed flat.  malloc_trim(0)
+        returns the free pages; it takes about a millisecond."""
+        while True:
+            await asyncio.sleep(every)
+            trim(0)
 
     async def _watch(self) -> None:
         while True:
