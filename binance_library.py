@@ -151,6 +151,7 @@ class BinanceFuturesClient(FuturesVenue):
         self.client: AsyncClient | None = None
         self.filters = SymbolFilters(self.symbol, 0.1, 0.001, 0.001, 5.0)   # replaced from exchangeInfo
         self.leverage = 20
+        self.margin_asset = "USDT" if self.symbol.endswith("USDT") else "USDC"   # replaced from exchangeInfo
         self.used_weight = 0
         self.peak_weight = 0
         self.weight_limit = WEIGHT_LIMIT_1M
@@ -183,6 +184,7 @@ class BinanceFuturesClient(FuturesVenue):
         if sym is None:
             raise ConfigurationError(f"symbol {self.symbol} is not listed by the exchange")
         self.filters = filters_from_exchange_info(sym)
+        self.margin_asset = str(sym.get("marginAsset") or sym.get("quoteAsset") or self.margin_asset)
         await self.resync_time()
 
     async def close(self) -> None:
@@ -300,15 +302,23 @@ class BinanceFuturesClient(FuturesVenue):
     async def first_rung_to_try(self, side: str, price: float, qty: float, tries: int) -> int:
         """The rung the account's available balance affords, less RUNG_MARGIN rungs."""
         try:
-            acct = await self._call(self.client.futures_account)
-            avail = float(acct.get("availableBalance", 0))
-        except (ExchangeError, UnknownResult, ValueError):
+            avail = await self.available_balance()
+        except (ExchangeError, UnknownResult, ValueError, TypeError):
             return 1
         affordable = avail * self.leverage / price
         if affordable >= qty:
             return 1
         k = math.floor((1.0 - affordable / qty) / ENTRY_RETRY_STEP) + 1 - RUNG_MARGIN
         return max(1, min(tries, k))
+
+    async def available_balance(self) -> float:
+        """The margin asset's available balance, from its row of GET /fapi/v3/balance.  Not the
+        top-level `availableBalance` of /fapi/v2/account: in single-asset mode Binance counts
+        that for USDT only (Account-Information-V2 / -V3), and this symbol's margin is USDC."""
+        for b in await self._call(self.client.futures_account_balance):
+            if b.get("asset") == self.margin_asset:
+                return _f(b, "availableBalance")
+        return 0.0
 
     async def wallet_balance(self, asset: str = "USDC") -> float:
         for b in await self._call(self.client.futures_account_balance):

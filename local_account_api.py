@@ -87,17 +87,25 @@ class AccountApiMixin:
         return out
 
     def _account(self, version: int) -> dict[str, Any]:
+        """GET /fapi/v2|v3/account.  Single-asset mode, as Binance documents it: the top-level
+        totals are "only for USDT asset" (Account-Information-V2 / -V3), so with a USDC wallet
+        they are zero and the USDC figures are in its row of `assets`."""
         t = self._totals()
+        top = t if self.sim.asset == "USDT" else dict.fromkeys(t, 0.0)
         d: dict[str, Any] = {}
         if version == 2:
             d.update({"feeTier": 0, "feeBurn": True, "canTrade": True, "canDeposit": True, "canWithdraw": True,
                       "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1})
-        d.update({"totalInitialMargin": _f8(t["pim"] + t["oim"]), "totalMaintMargin": _f8(t["mm"]),
-                  "totalWalletBalance": _f8(t["wallet"]), "totalUnrealizedProfit": _f8(t["upnl"]),
-                  "totalMarginBalance": _f8(t["wallet"] + t["upnl"]), "totalPositionInitialMargin": _f8(t["pim"]),
-                  "totalOpenOrderInitialMargin": _f8(t["oim"]), "totalCrossWalletBalance": _f8(t["wallet"]),
-                  "totalCrossUnPnl": _f8(t["upnl"]), "availableBalance": _f8(t["avail"]),
-                  "maxWithdrawAmount": _f8(t["withdraw"]), "assets": [self._asset_json(t)]})
+        assets = [self._asset_json(t)]
+        if self.sim.asset != "USDT":
+            assets.insert(0, {**self._asset_json(dict.fromkeys(t, 0.0)), "asset": "USDT", "updateTime": 0})
+        d.update({"totalInitialMargin": _f8(top["pim"] + top["oim"]), "totalMaintMargin": _f8(top["mm"]),
+                  "totalWalletBalance": _f8(top["wallet"]), "totalUnrealizedProfit": _f8(top["upnl"]),
+                  "totalMarginBalance": _f8(top["wallet"] + top["upnl"]),
+                  "totalPositionInitialMargin": _f8(top["pim"]), "totalOpenOrderInitialMargin": _f8(top["oim"]),
+                  "totalCrossWalletBalance": _f8(top["wallet"]), "totalCrossUnPnl": _f8(top["upnl"]),
+                  "availableBalance": _f8(top["avail"]), "maxWithdrawAmount": _f8(top["withdraw"]),
+                  "assets": assets})
         positions = []
         for sym, b in self.sim.books.items():
             n, f = self._position_numbers(b), b.filters

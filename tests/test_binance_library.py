@@ -83,3 +83,25 @@ async def test_stop_is_sent_with_its_working_type_and_position_reads_the_liquida
         assert pos.liquidation_price == pytest.approx(ex.sim.books["BTCUSDC"].liq_price) and pos.liquidation_price > 0
     finally:
         await venue.close()
+
+
+async def test_the_2019_ladder_reads_the_usdc_row_not_the_usdt_only_totals(start_exchange):
+    """Issue 19 (1): in single-asset mode the top-level totals of /fapi/v2/account count USDT
+    only (Account-Information-V2 / -V3); the local exchange says so, and the ladder's first rung
+    comes from the USDC row.  Reading the top level, a USDC wallet looked empty: every level
+    refused once with -2019 was then placed at 30 % of its size."""
+    ex = await start_exchange(balance=10_000.0)
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        acct = await venue._call(venue.client.futures_account)
+        usdc = next(a for a in acct["assets"] if a["asset"] == "USDC")
+        assert acct["availableBalance"] == "0.00000000" and float(usdc["availableBalance"]) == 10_000.0
+        assert venue.margin_asset == "USDC" and await venue.available_balance() == 10_000.0
+        price = float(ex.sim.books["BTCUSDC"].price)
+        affordable = 10_000.0 * 20 / price                   # the wallet at 20x
+        assert await venue.first_rung_to_try("BUY", price, affordable * 0.5, 700) == 1
+        # Half of it affordable: rung (1 - 0.5) / 0.001 + 1 - RUNG_MARGIN, not the last one.
+        assert await venue.first_rung_to_try("BUY", price, affordable * 2, 700) == 491
+    finally:
+        await venue.close()

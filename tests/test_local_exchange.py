@@ -178,7 +178,11 @@ async def test_account_endpoints(csv_exchange, client_for):
             "updateTime"} <= set(usdc)
 
     acc = await client.futures_account()                               # v2: every symbol, with leverage
-    assert acc["totalWalletBalance"] == "10000.00000000" and acc["assets"][0]["asset"] == "USDC"
+    # Single-asset mode: the top-level totals count USDT only (Account-Information-V2).
+    assert acc["totalWalletBalance"] == acc["availableBalance"] == "0.00000000"
+    rows = {a["asset"]: a for a in acc["assets"]}
+    assert rows["USDC"]["walletBalance"] == rows["USDC"]["availableBalance"] == "10000.00000000"
+    assert rows["USDT"]["walletBalance"] == "0.00000000"
     assert [p["symbol"] for p in acc["positions"]] == [SYM] and acc["positions"][0]["leverage"] == "20"
     assert (await client.futures_account(version=3))["positions"] == []  # v3: active positions only
 
