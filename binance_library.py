@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import os
+import re
 import time
 from collections import deque
 from typing import Any, Awaitable, Callable
@@ -45,6 +46,8 @@ ORDER_LIMIT_1M = 1200
 UNKNOWN_RESULT_TRIES = 5
 ERR_DUPLICATE_ID = BinanceError.CLIENT_ORDER_ID_DUPLICATED
 BATCH_SIZE = 5
+BANNED_UNTIL = re.compile(r"banned until (\d{12,})")
+MAX_BAN_WAIT_S = 3 * 24 * 3600.0
 
 
 def crash_point(event: str) -> None:
@@ -97,6 +100,12 @@ class OrderBudget:
 
 class UnknownResult(Exception):
     """The request may or may not have been executed (timeout, network, 5xx)."""
+
+
+class RateLimited(UnknownResult):
+    """429 / 418 after every try: a definite refusal (nothing was executed), never to be settled by
+    querying and re-sending while the IP is limited; callers that keep it as "unknown" let the
+    next reconciliation look, after the wait."""
 
 
 class ConfigurationError(Exception):
@@ -223,7 +232,9 @@ class BinanceFuturesClient(FuturesVenue):
                 if e.code == BinanceError.INVALID_TIMESTAMP and attempt == 0:
                     await self.resync_time()
                     continue
-                if status >= 500 or e.code in (BinanceError.UNKNOWN, BinanceError.UNEXPECTED_RESP, BinanceError.TIMEOUT):
+                # 408: the backend timed out and the request may have been executed (general info).
+                if status >= 500 or status == 408 or e.code in (BinanceError.UNKNOWN, BinanceError.UNEXPECTED_RESP,
+                                                                BinanceError.TIMEOUT):
                     raise UnknownResult(f"HTTP {status} {e.code}: {e.message}") from None
                 if e.code in (BinanceError.BAD_API_KEY_FMT, BinanceError.REJECTED_MBX_KEY,
                               BinanceError.INVALID_SIGNATURE):
@@ -233,7 +244,7 @@ class BinanceFuturesClient(FuturesVenue):
                 raise UnknownResult(f"invalid response: {str(e)[:120]}") from None
             except (asyncio.TimeoutError, aiohttp.ClientError, OSError) as e:
                 raise UnknownResult(f"{type(e).__name__}: {str(e)[:120]}") from None
-        raise UnknownResult("rate limited: gave up after repeated 429/418")
+        raise RateLimited("rate limited: gave up after repeated 429/418")
 
     def _read_weight(self) -> None:
         resp = getattr(self.client, "response", None)
@@ -249,11 +260,19 @@ class BinanceFuturesClient(FuturesVenue):
                 budget.seen(int(n), time.monotonic())
 
     def _back_off(self, e: BinanceAPIException, status: int) -> None:
+        """Wait what Binance says: Retry-After if sent (USD-M does not promise it), else the end
+        of a ban named in the -1003 message ("IP banned until <ms>"), else 1 s (429) / 60 s (418)."""
         retry_after = 0.0
         try:
             retry_after = float(e.response.headers.get("Retry-After", "0"))
-        except (AttributeError, ValueError):
+        except (AttributeError, ValueError, TypeError):
             pass
+        if not retry_after:
+            m = BANNED_UNTIL.search(str(getattr(e, "message", "") or ""))
+            if m:
+                offset = getattr(self.client, "timestamp_offset", 0) or 0
+                server_now = time.time() * 1000 + offset
+                retry_after = min(MAX_BAN_WAIT_S, max(1.0, (int(m.group(1)) - server_now) / 1000))
         wait = retry_after or (60.0 if status == 418 else 1.0)
         self._banned_until = max(self._banned_until, time.monotonic() + wait)
         self.log.warning("rate limited (HTTP %d, code %s): pausing %.1f s", status, e.code, wait)
@@ -366,6 +385,8 @@ class BinanceFuturesClient(FuturesVenue):
                 r = await send()
                 crash_point("place")
                 return r
+            except RateLimited:
+                raise                       # refused, not unknown: no query, no re-send while limited
             except UnknownResult as e:
                 self.log.warning("%s %s: result unknown (%s); querying by client id", self.symbol,
                                  client_id, e)
@@ -410,6 +431,8 @@ class BinanceFuturesClient(FuturesVenue):
                 rows = await self._call(self.client.futures_place_batch_order,
                                         batchOrders=[self._order_params(o) for o in chunk])
                 crash_point("place")
+            except RateLimited:
+                raise
             except UnknownResult:
                 # Settle each order on its own: query, then place what is missing.
                 for o in chunk:
@@ -459,6 +482,8 @@ class BinanceFuturesClient(FuturesVenue):
             if e.code in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
                 return False
             raise
+        except RateLimited:
+            raise
         except UnknownResult:
             o = await self.find_order(client_id)
             if o is not None and o.get("status") in ("NEW", "PARTIALLY_FILLED"):
@@ -474,6 +499,8 @@ class BinanceFuturesClient(FuturesVenue):
             except ExchangeError as e:
                 if e.code not in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
                     raise
+            except RateLimited:
+                raise
             except UnknownResult:
                 pass
             # Not open any more (filled, expired, cancelled), or the answer was lost: ask.

@@ -124,7 +124,7 @@ class GatewayMixin:
         if bucket == "fapi" and self.faults.http_429_next > 0:
             self.faults.http_429_next -= 1
             state.retry_until = max(state.retry_until, now + 1.0)
-            raise _Reply(429, -1003, self._too_many_msg(ip), {"Retry-After": "1"})
+            raise _Reply(429, -1003, self._too_many_msg(ip), self._retry_after(1))
         w = route.weight(params) if callable(route.weight) else route.weight
         limit = self.weight_limit if bucket == "fapi" else SPOT_WEIGHT_LIMIT
         if state.weight.used(now) + w > limit:
@@ -134,9 +134,14 @@ class GatewayMixin:
                 raise self._ban_reply(state, ip, now)
             retry = state.weight.retry_after(now, w, limit)
             state.retry_until = max(state.retry_until, now + float(retry))
-            raise _Reply(429, -1003, self._too_many_msg(ip), {"Retry-After": str(retry)})
+            raise _Reply(429, -1003, self._too_many_msg(ip), self._retry_after(retry))
         state.strikes = 0
         state.weight.add(now, w)
+
+    def _retry_after(self, seconds: Any) -> dict[str, str]:
+        """The Retry-After header, only when the fault asks for it: the USD-M general-info page
+        does not promise one on 429/418 (the -1003 message of a ban names its end instead)."""
+        return {"Retry-After": str(seconds)} if self.faults.retry_after else {}
 
     def _too_many_msg(self, ip: str) -> str:
         return (f"Too many requests; current limit of IP({ip}) is {self.weight_limit} requests per minute. "
@@ -146,10 +151,10 @@ class GatewayMixin:
         until_ms = self.server_time() + int((state.ban_until - now) * 1000)
         return _Reply(418, -1003, f"Way too many requests; IP({ip}) banned until {until_ms}. "
                       "Please use the websocket for live updates to avoid bans.",
-                      {"Retry-After": str(max(1, round(state.ban_until - now)))})  # whole seconds, no jitter
+                      self._retry_after(max(1, round(state.ban_until - now))))  # whole seconds, no jitter
 
     def ban(self, seconds: float, ip: str = "127.0.0.1", bucket: str = "fapi", now: float | None = None) -> None:
-        """Ban an IP for `seconds` (418 with Retry-After until then)."""
+        """Ban an IP for `seconds` (418, "banned until <ms>", until then)."""
         state = self._ips.setdefault((ip, bucket), _IpState(_Window(60.0)))
         state.ban_until = (time.monotonic() if now is None else now) + min(seconds, MAX_BAN_S)
         state.bans += 1
@@ -190,10 +195,10 @@ class GatewayMixin:
         now = time.monotonic()
         if self._orders_10s.used(now) + cost[0] > self.order_limit_10s:
             raise _Reply(429, -1015, f"Too many new orders; current limit is {self.order_limit_10s} orders per TEN_SECONDS.",
-                         {"Retry-After": str(self._orders_10s.retry_after(now, cost[0], self.order_limit_10s))})
+                         self._retry_after(self._orders_10s.retry_after(now, cost[0], self.order_limit_10s)))
         if self._orders_1m.used(now) + cost[1] > self.order_limit_1m:
             raise _Reply(429, -1015, f"Too many new orders; current limit is {self.order_limit_1m} orders per MINUTE.",
-                         {"Retry-After": str(self._orders_1m.retry_after(now, cost[1], self.order_limit_1m))})
+                         self._retry_after(self._orders_1m.retry_after(now, cost[1], self.order_limit_1m)))
         self._orders_10s.add(now, cost[0])
         self._orders_1m.add(now, cost[1])
 

@@ -105,3 +105,41 @@ async def test_the_2019_ladder_reads_the_usdc_row_not_the_usdt_only_totals(start
         assert await venue.first_rung_to_try("BUY", price, affordable * 2, 700) == 491
     finally:
         await venue.close()
+
+
+async def test_a_ban_without_retry_after_is_waited_out_to_the_time_its_message_names(start_exchange, caplog):
+    """Issue 19 (7): USD-M does not promise Retry-After; the -1003 message of a 418 names the
+    ban's end ("IP banned until <ms>").  The client waits until then, not a blind 60 s."""
+    import logging
+    ex = await start_exchange()
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        ex.ban(2.0)
+        with caplog.at_level(logging.WARNING, logger="binance_library"):
+            assert await venue.wallet_balance() == 10_000.0          # answered once the ban is over
+        waits = [float(r.getMessage().split("pausing ")[1].split(" s")[0]) for r in caplog.records
+                 if "HTTP 418" in r.getMessage()]
+        assert waits and all(1.0 <= w <= 2.5 for w in waits), waits
+    finally:
+        await venue.close()
+
+
+async def test_repeated_429s_refuse_an_order_without_querying_or_resending(start_exchange):
+    """Issue 19 (7): a 429 is a definite refusal, not an unknown result: after its tries the
+    order is not looked up and sent again while the IP is limited."""
+    from binance_library import RateLimited
+    ex = await start_exchange()
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        ex.faults.http_429_next = 50
+        price = float(ex.sim.books["BTCUSDC"].price)
+        with pytest.raises(RateLimited):
+            await venue.place_limit(LimitOrder("GM-BTCUSDC-1-E1", "BUY", round(price * 0.9, 1), 0.001))
+        req = ex.stats()["requests"]
+        assert req.get("POST /fapi/v1/order") == 4 and not req.get("GET /fapi/v1/order")
+        assert ex.sim.open_orders() == []
+    finally:
+        ex.faults.http_429_next = 0
+        await venue.close()

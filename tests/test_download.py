@@ -246,6 +246,7 @@ async def test_a_month_not_dumped_comes_from_daily_files_then_rest(dump, tmp_pat
     assert await ex.step(2 * 1440) == 2 * 1440
     out = tmp_path / "data"
     ex.faults.http_429_next = 2              # two refusals (Retry-After: 1) on the way: obeyed, not fatal
+    ex.faults.retry_after = 1                # (USD-M does not promise the header; this mirror sends it)
     res = await run(dump, out, kinds=("klines", "fundingRate"), rest_url=ex.rest_url)
     assert res.errors == []
     assert ex.stats()["responses"].get("429") == 2

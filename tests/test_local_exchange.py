@@ -305,7 +305,9 @@ async def test_authentication_errors(csv_exchange, client_for):
 
 
 async def test_weight_limit_429_then_418_with_retry_after(start_exchange, client_for):
-    ex = await start_exchange(symbols=(SYM,), weight_limit=12, ban_after_429s=2, ban_s=120)
+    """Retry-After only as a fault (USD-M does not promise it); without it, see the next test."""
+    ex = await start_exchange(symbols=(SYM,), weight_limit=12, ban_after_429s=2, ban_s=120,
+                              faults={"retry_after": 1})
     client = await client_for(ex)
     await client.futures_account_balance()                     # weight 5
     assert client.response.headers["X-MBX-USED-WEIGHT-1M"] == "5"
@@ -320,6 +322,18 @@ async def test_weight_limit_429_then_418_with_retry_after(start_exchange, client
     assert e.status_code == 418 and "banned until" in e.message
     stats = ex.stats()
     assert stats["peakWeight1m"] == 10 and stats["responses"]["429"] == 2 and stats["responses"]["418"] == 2
+
+
+async def test_429_and_418_carry_no_retry_after_unless_asked(start_exchange, client_for):
+    ex = await start_exchange(symbols=(SYM,), weight_limit=6, ban_after_429s=1, ban_s=120)
+    client = await client_for(ex)
+    await client.futures_account_balance()                     # weight 5
+    e429 = await api_error(client.futures_account_balance())
+    e418 = await api_error(client.futures_account_balance())
+    assert (e429.status_code, e418.status_code) == (429, 418)
+    assert "Retry-After" not in e429.response.headers and "Retry-After" not in e418.response.headers
+    until = int(re.search(r"banned until (\d+)", e418.message).group(1))
+    assert until == pytest.approx(ex.server_time() + 120_000, abs=2_000)
 
 
 async def test_order_count_headers(csv_exchange, client_for):
@@ -679,7 +693,8 @@ async def test_a_fault_plan_fires_at_its_simulated_minute_not_at_a_wall_clock_se
     await ex.step(1)                                  # candle 5: the ban and a drop
     assert ex.fault_log[1]["minute"] == 5 and ex.fault_log[1]["ban_s"] == 2
     e = await api_error(client.futures_account_balance())
-    assert e.status_code == 418 and e.response.headers["Retry-After"] == "2"
+    # No Retry-After (USD-M does not promise one): the -1003 message names the ban's end.
+    assert e.status_code == 418 and "Retry-After" not in e.response.headers and "banned until" in e.message
 
 
 async def test_drops_every_n_simulated_minutes(tmp_path, start_exchange):
