@@ -64,6 +64,10 @@ STOP_GRACE_S = 5.0
 # repeatedly disconnected may be banned", USDⓈ-M Websocket Market Streams).
 STREAM_HEALTHY_S = 2.0
 HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if its event is this late
+# Binance pushes a kline update every 250 ms ("Update Speed: 250ms", Kline/Candlestick Streams);
+# a market stream that is connected and brings nothing this long is withheld, not quiet (a
+# route change silences old paths without closing them): reconnect and say so.
+MARKET_SILENCE_S = 90.0
 
 
 class Fatal(Exception):
@@ -75,7 +79,7 @@ class Daemon:
                  base_url: str | None, ws_url: str | None, testnet: bool, paths: Paths,
                  capital_override: float | None = None, cancel_on_exit: bool = False,
                  sync_interval: float = SYNC_INTERVAL_S, config_interval: float = CONFIG_INTERVAL_S,
-                 demo: bool = False, short: str | None = None):
+                 demo: bool = False, short: str | None = None, market_silence_s: float = MARKET_SILENCE_S):
         self.symbol = symbol
         self.short = short or short_name(symbol)
         self.demo = demo
@@ -88,6 +92,8 @@ class Daemon:
         self.cancel_on_exit = cancel_on_exit
         self.sync_interval = sync_interval
         self.config_interval = config_interval
+        self.market_silence_s = market_silence_s
+        self._market_msg_at = 0.0          # monotonic time of the last market-stream message
         self.state_mgr = StateManager(paths.state(self.short))
         self.recorder = TradeRecorder(paths.trades(self.short), self.log)
         self.funding = FundingRecorder(paths.funding(self.short), self.log)
@@ -401,9 +407,10 @@ class Daemon:
             self.connectivity.mark_up("stream")
             self._streams_up_at = time.monotonic()
             self.dispatcher = StreamDispatcher(self._on_user, self._on_market)
-            pumps = [asyncio.create_task(self._pump(ms, self.dispatcher.put_market)),
+            pumps = [asyncio.create_task(self._pump(ms, self._put_market)),
                      asyncio.create_task(self._pump(us, self.dispatcher.put_user)),
-                     asyncio.create_task(self.dispatcher.run())]
+                     asyncio.create_task(self.dispatcher.run()),
+                     asyncio.create_task(self._watch_market_silence())]
             try:
                 done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -412,6 +419,21 @@ class Daemon:
                 for t in pumps:
                     t.cancel()
                 await asyncio.gather(*pumps, return_exceptions=True)
+
+    def _put_market(self, msg: dict[str, Any]) -> None:
+        self._market_msg_at = time.monotonic()
+        self.dispatcher.put_market(msg)
+
+    async def _watch_market_silence(self) -> None:
+        """End the streams (the caller reconnects) when the market stream brings nothing for
+        market_silence_s while connected; logged as an ERROR, which notifies."""
+        start = time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.2, min(5.0, self.market_silence_s / 5)))
+            quiet = time.monotonic() - max(start, self._market_msg_at)
+            if quiet >= self.market_silence_s:
+                self.log.error("market stream connected but silent for %.0f s: reconnecting", quiet)
+                raise ConnectionError(f"market stream silent for {quiet:.0f} s")
 
     async def _pump(self, socket: Any, put: Callable[[dict[str, Any]], None]) -> None:
         """Move a socket's messages to the dispatcher as they come (it decides the order)."""

@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 
 from binance_library import ConfigurationError, Unreachable, UnknownResult, venue_urls_from_env
 from config import ConfigError, load_config
-from daemon import CONFIG_INTERVAL_S, ROOT, SYNC_INTERVAL_S, Daemon, Fatal
+from daemon import CONFIG_INTERVAL_S, MARKET_SILENCE_S, ROOT, SYNC_INTERVAL_S, Daemon, Fatal
 from exchange_api import ExchangeError
 from messages import korean
 from paths import Paths, short_name
@@ -136,6 +136,9 @@ def build_parser(short: str) -> argparse.ArgumentParser:
                    help="demo funding per 8 h at 00/08/16 UTC (default 0.0001, Binance's baseline; 0: none)")
     p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
+    p.add_argument("--market-silence", type=float, default=MARKET_SILENCE_S, metavar="SECONDS",
+                   help="reconnect when the market stream, connected, brings nothing this long "
+                        f"(default {MARKET_SILENCE_S:g})")
     p.add_argument("--quiet", action="store_true", help="log to the file only")
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port (default: METRICS_PORT in .env, else none)")
@@ -204,7 +207,8 @@ async def run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet
     """Start the daemon (waiting an unreachable exchange out) and run it until stopped."""
     d = Daemon(symbol, config_path, key, secret, base_url=base_url, ws_url=ws_url, testnet=testnet,
                paths=paths, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
-               sync_interval=args.sync_interval, config_interval=args.config_interval, demo=demo)
+               sync_interval=args.sync_interval, config_interval=args.config_interval, demo=demo,
+               market_silence_s=args.market_silence)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, d.stopping.set)

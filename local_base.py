@@ -60,6 +60,7 @@ class Faults:
     reduce_only_next: int = 0        # the next N reduce-only orders get -2022
     listen_key_ttl_s: float = LISTEN_KEY_TTL_S  # shorter = early listenKey expiry
     retry_after: int = 0             # 1: 429 / 418 answers carry Retry-After (USD-M does not promise it)
+    market_silent: int = 0           # 1: market streams stay open but carry nothing (a withheld route)
 
     def update(self, values: Mapping[str, Any]) -> None:
         kinds = {f.name: f.type for f in fields(self)}

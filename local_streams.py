@@ -71,6 +71,8 @@ class StreamsMixin:
                 self._publish(name, payload, conns)
 
     def _publish(self, name: str, payload: Any, conns: Iterable[_Conn]) -> None:
+        if self.faults.market_silent:
+            return   # connected, subscribed, fed nothing: how a wrongly routed stream looks
         raw = wrapped = None
         want = _stream_category(name)
         for c in conns:

@@ -579,6 +579,28 @@ def test_fill_missed_while_the_user_stream_is_down_is_recovered_once(live):
     assert d.alive() and "Traceback" not in log and " - ERROR - " not in log
 
 
+def test_a_market_stream_connected_but_silent_is_reconnected_and_said(tmp_path, keys, daemons):
+    """Issue 19 (8): a stream on a route Binance no longer feeds opens and then brings nothing.
+    The daemon notices (here after 1.5 s; 90 s by default), logs an ERROR (which notifies) and
+    reconnects; once the market flows again it trades on."""
+    ex = Exchange(tmp_path / "exchange", *keys, seed=4, speed=20)
+    try:
+        d = start_daemon(ex, tmp_path / "root", keys, daemons, market_silence=1.5)
+        wait_until(lambda: d.state().get("grid_center"), 15, "the first grid", d.diag)
+        ex.faults(market_silent=1)
+        wait_until(lambda: "market stream connected but silent" in d.log(), 15, "the silence noticed", d.diag)
+        line = next(ln for ln in d.log().splitlines() if "market stream connected but silent" in ln)
+        assert " - ERROR - " in line
+        wait_until(lambda: "websocket: market stream silent" in d.log(), 15, "the reconnect", d.diag)
+        ex.faults(market_silent=0)
+        before = d.log().count("market stream connected but silent")
+        wait_until(lambda: _streams_up(ex), 15, "the streams back", d.diag)
+        wait_reconciles(ex, 2, d.diag)
+        assert d.alive() and d.log().count("market stream connected but silent") <= before + 1
+    finally:
+        ex.stop()
+
+
 # ---------------------------------------------------------------------------- 7. keys
 
 
