@@ -93,7 +93,6 @@ class Daemon:
         self.sync_interval = sync_interval
         self.config_interval = config_interval
         self.market_silence_s = market_silence_s
-        self._market_msg_at = 0.0          # monotonic time of the last market-stream message
         self.state_mgr = StateManager(paths.state(self.short))
         self.recorder = TradeRecorder(paths.trades(self.short), self.log)
         self.funding = FundingRecorder(paths.funding(self.short), self.log)
@@ -421,7 +420,7 @@ class Daemon:
                 await asyncio.gather(*pumps, return_exceptions=True)
 
     def _put_market(self, msg: dict[str, Any]) -> None:
-        self._market_msg_at = time.monotonic()
+        self.last_market_at = time.monotonic()      # as it arrives, handled or coalesced
         self.dispatcher.put_market(msg)
 
     async def _watch_market_silence(self) -> None:
@@ -430,7 +429,7 @@ class Daemon:
         start = time.monotonic()
         while True:
             await asyncio.sleep(max(0.2, min(5.0, self.market_silence_s / 5)))
-            quiet = time.monotonic() - max(start, self._market_msg_at)
+            quiet = time.monotonic() - max(start, self.last_market_at)
             if quiet >= self.market_silence_s:
                 self.log.error("market stream connected but silent for %.0f s: reconnecting", quiet)
                 raise ConnectionError(f"market stream silent for {quiet:.0f} s")
@@ -456,7 +455,6 @@ class Daemon:
         """The newest kline update (and the close of the newest closed candle since the last one)."""
         price = float(msg["k"]["c"])
         self.last_price = price
-        self.last_market_at = time.monotonic()
         async with self.lock:
             self._see_market_time(int(msg.get("E", 0) or 0))
             if closed is not None:

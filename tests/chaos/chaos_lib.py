@@ -442,6 +442,18 @@ def fault_plan(minutes: int) -> list[dict[str, Any]]:
     return plan
 
 
+PLANNED_KINDS = ("ban_s", "expire_listen_keys", "ws_drop", "http_429_next", "margin_next", "reduce_only_next",
+                 "unknown_next", "skew_ms")
+
+
+def count_planned_faults(rep: Report, ex_state: dict[str, Any]) -> None:
+    """What the exchange's fault plan did (its faultLog), counted into the report by kind."""
+    for entry in ex_state["faultLog"]:
+        for kind in PLANNED_KINDS:
+            if entry.get(kind):
+                rep.faults[kind] += 1
+
+
 def first_grid_minute(ex_state: dict[str, Any], symbol: str = SYM) -> int | None:
     """The simulated minute (since the market began) at which the daemon's first order went out."""
     t0 = ex_state["symbols"][symbol].get("firstCandleTime")
@@ -477,11 +489,7 @@ def run_fault_soak(workdir: Path, keys: tuple[str, str], minutes: int = 1440, se
             rep.violations.append(f"the first grid went out at minute {rep.first_grid_minute}, not before the "
                                   f"first fault wave (minute {first_fault})")
         _finish(rep, ex, d)
-        for entry in st["faultLog"]:
-            for kind in ("ban_s", "expire_listen_keys", "http_429_next", "margin_next", "reduce_only_next",
-                         "unknown_next"):
-                if entry.get(kind):
-                    rep.faults[kind] += 1
+        count_planned_faults(rep, st)
         rep.faults["ws drops (exchange log)"] = ex.err_path.read_text().count("fault: dropping")
         for code in ("503", "429", "418"):
             rep.faults[f"HTTP {code} answered"] = int(rep.stats["responses"].get(code, 0))

@@ -24,8 +24,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
-from chaos_lib import (SYM, TIGHT_CONFIG, Report, exposure_of, log_problems, make_daemon, market_csv,
-                       rate_problems, settle_and_check, streams_up)
+from chaos_lib import (SYM, TIGHT_CONFIG, Report, _finish, _tear_down, count_planned_faults, make_daemon,
+                       market_csv, settle_and_check, streams_up)
 from harness import Exchange, free_port, wait_until, with_values
 
 DAY = 1440
@@ -233,20 +233,8 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
             rep.checks += n
             rep.violations += bad
         st = ex.state()
-        rep.fills = sum(1 for f in st["fills"] if f["symbol"] == SYM)
-        rep.orders_placed = sum(1 for o in st["orders"] if o["symbol"] == SYM) + len(st["algoOrders"])
-        rep.csv_rows = len(d.trades())
-        rep.stats = ex.stats()
-        rep.violations += rate_problems(rep.stats)
-        rep.violations += log_problems(d)
-        e = exposure_of(st, d)
-        rep.max_share = e.max_share
-        rep.violations += e.violations
-        for entry in st["faultLog"]:
-            for kind in ("ban_s", "expire_listen_keys", "ws_drop", "http_429_next", "margin_next",
-                         "reduce_only_next", "skew_ms"):
-                if entry.get(kind):
-                    rep.faults[kind] += 1
+        _finish(rep, ex, d)
+        count_planned_faults(rep, st)
         rep.faults["stream reconnects (daemon log)"] = d.log().count("websocket:")
         for code in ("503", "429", "418", "400"):
             rep.faults[f"HTTP {code} answered"] = int(rep.stats["responses"].get(code, 0))
@@ -261,12 +249,7 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
             rep.violations.append(f"{rep.summaries} daily summaries for {midnights} simulated midnights")
         rep.growth = _growth(rep.days)
     finally:
-        d.kill()
-        try:
-            (workdir / "exchange_state.json").write_text(json.dumps(ex.state(), indent=1))
-        except Exception:  # noqa: BLE001 - diagnostics only
-            pass
-        ex.stop()
+        _tear_down(ex, d, workdir)
         receiver.stop()
     rep.seconds = time.monotonic() - t0
     return rep
