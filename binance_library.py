@@ -25,11 +25,13 @@ import os
 import re
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import aiohttp
 from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+from binance.ws.keepalive_websocket import KeepAliveWebsocket
 
 from exchange_api import (
     BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
@@ -108,6 +110,22 @@ class RateLimited(UnknownResult):
     next reconciliation look, after the wait."""
 
 
+CREDITS_ASSET = "BNFCR"          # the EU (MiCA) credits mode's collateral
+
+
+@dataclass(frozen=True)
+class AccountMode:
+    multi_assets: bool
+    collateral: str                 # the asset whose row margins the symbol; "USD" in multi-assets mode
+
+    def describe(self) -> str:
+        if self.multi_assets:
+            return "multi-assets mode (margin: every asset, valued in USD)"
+        if self.collateral == CREDITS_ASSET:
+            return "credits mode (margin: BNFCR)"
+        return f"single-asset mode (margin: {self.collateral})"
+
+
 class ConfigurationError(Exception):
     """Bad keys, permissions, an unknown symbol: nothing to retry."""
 
@@ -132,6 +150,39 @@ def socket_manager(client: AsyncClient, ws_url: str | None) -> BinanceSocketMana
     if ws_url:
         bsm.FSTREAM_URL = ws_url if ws_url.endswith("/") else ws_url + "/"
     return bsm
+
+
+# What the daemon's user stream asks for.  Binance documents the private route only with an
+# explicit list (Important-WebSocket-Change-Notice: /private/ws?listenKey=K&events=A/B), and a
+# client library found production withheld events without one (unicorn-binance-websocket-api
+# #445); python-binance opens /private/ws?listenKey=K with none.  Naming every event we use is
+# right under either reading.  listenKeyExpired is named too: whether it is filtered is not said.
+USER_EVENTS = ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE", "ALGO_UPDATE", "ACCOUNT_CONFIG_UPDATE",
+               "MARGIN_CALL", "listenKeyExpired")
+
+
+class DocumentedUserSocket(KeepAliveWebsocket):
+    """python-binance's futures user socket (listenKey kept alive, renewed on reconnect),
+    opened in Binance's documented form with an explicit `events` list."""
+
+    def _build_path(self) -> None:
+        super()._build_path()                 # "?listenKey=K" with prefix "ws"
+        self._path += "&events=" + "/".join(USER_EVENTS)
+
+
+def user_socket(bsm: BinanceSocketManager) -> KeepAliveWebsocket:
+    """The futures user-data socket at <FSTREAM>/private/ws?listenKey=K&events=…"""
+
+    async def _no_registry(_path: str) -> None:      # not kept in bsm's table: the caller owns it
+        return None
+
+    base = bsm.FSTREAM_URL
+    if bsm.demo and base == BinanceSocketManager.FSTREAM_URL:    # the testnet, unless a URL was given
+        base = bsm.FSTREAM_DEMO_URL
+    return DocumentedUserSocket(client=bsm._client, url=base + "private/", keepalive_type="futures", prefix="ws",
+                                exit_coro=_no_registry, user_timeout=bsm._user_timeout,
+                                https_proxy=bsm._client.https_proxy, max_queue_size=bsm._max_queue_size,
+                                **bsm.ws_kwargs)
 
 
 def venue_urls_from_env(base_url: str | None = None, ws_url: str | None = None) -> tuple[str | None, str | None, bool]:
@@ -168,6 +219,7 @@ class BinanceFuturesClient(FuturesVenue):
         self.order_budgets = {"10S": OrderBudget(10.0, ORDER_LIMIT_10S), "1M": OrderBudget(60.0, ORDER_LIMIT_1M)}
         self._banned_until = 0.0
         self._lock = asyncio.Lock()
+        self.mode: AccountMode | None = None     # read by account_mode()
 
     def __repr__(self) -> str:   # never show the keys
         return f"BinanceFuturesClient({self.symbol}, base_url={self.base_url!r}, testnet={self.testnet})"
@@ -177,7 +229,11 @@ class BinanceFuturesClient(FuturesVenue):
         """Create the client, read the symbol's filters, learn the clock offset."""
         cls = _client_class(self.base_url)
         try:
-            self.client = await cls.create(self._key, self._secret, testnet=self.testnet)
+            # BINANCE_TESTNET=1: Binance's futures testnet as its General Info page names it
+            # (REST https://demo-fapi.binance.com, streams wss://fstream.binancefuture.com), which
+            # is python-binance's `demo` switch; its `testnet` switch still sends REST to
+            # testnet.binancefuture.com (docs/DECISIONS.md, issue 19).
+            self.client = await cls.create(self._key, self._secret, demo=self.testnet)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise Unreachable(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
                               f"{type(e).__name__}") from None
@@ -330,20 +386,46 @@ class BinanceFuturesClient(FuturesVenue):
         k = math.floor((1.0 - affordable / qty) / ENTRY_RETRY_STEP) + 1 - RUNG_MARGIN
         return max(1, min(tries, k))
 
-    async def available_balance(self) -> float:
-        """The margin asset's available balance, from its row of GET /fapi/v3/balance.  Not the
-        top-level `availableBalance` of /fapi/v2/account: in single-asset mode Binance counts
-        that for USDT only (Account-Information-V2 / -V3), and this symbol's margin is USDC."""
-        for b in await self._call(self.client.futures_account_balance):
-            if b.get("asset") == self.margin_asset:
-                return _f(b, "availableBalance")
-        return 0.0
+    async def account_mode(self) -> AccountMode:
+        """How the account margins this symbol: multi-assets mode (GET /fapi/v1/multiAssetsMargin,
+        Get-Current-Multi-Assets-Mode), the EU credits mode (a BNFCR row holding the wallet,
+        the symbol's own margin asset empty), or single-asset mode on the margin asset.  Read
+        again at every call: a mode switched in the web UI is followed at the next start or sync."""
+        multi = bool((await self._call(self.client.futures_get_multi_assets_mode)).get("multiAssetsMargin"))
+        if multi:
+            self.mode = AccountMode(True, "USD")
+            return self.mode
+        rows = {b.get("asset"): b for b in await self._call(self.client.futures_account_balance)}
+        own, credits = rows.get(self.margin_asset) or {}, rows.get(CREDITS_ASSET) or {}
+        if _f(own, "balance") <= 0 and _f(credits, "balance") > 0:
+            self.mode = AccountMode(False, CREDITS_ASSET)
+        else:
+            self.mode = AccountMode(False, self.margin_asset)
+        return self.mode
 
-    async def wallet_balance(self, asset: str = "USDC") -> float:
+    async def _collateral(self) -> tuple[float, float]:
+        """(wallet, available) of what margins this symbol, as the account's mode counts it.
+        Single-asset mode: the margin asset's row of GET /fapi/v3/balance, not the top-level
+        totals of /fapi/v2/account, which Binance counts "only for USDT asset" in that mode
+        (Account-Information-V2 / -V3) while this symbol's margin is USDC.  Multi-assets mode:
+        the top-level totals, which there sum every asset in USD (same pages).  Credits mode:
+        the BNFCR row."""
+        mode = self.mode or await self.account_mode()
+        if mode.multi_assets:
+            acct = await self._call(self.client.futures_account, version=3)
+            return _f(acct, "totalWalletBalance"), _f(acct, "availableBalance")
         for b in await self._call(self.client.futures_account_balance):
-            if b.get("asset") == asset:
-                return _f(b, "balance")
-        return 0.0
+            if b.get("asset") == mode.collateral:
+                return _f(b, "balance"), _f(b, "availableBalance")
+        return 0.0, 0.0
+
+    async def available_balance(self) -> float:
+        """What new orders can still use (the -2019 ladder's first rung)."""
+        return (await self._collateral())[1]
+
+    async def wallet_balance(self) -> float:
+        """The wallet that margins this symbol (capital = CAPITAL_RATIO × this)."""
+        return (await self._collateral())[0]
 
     # ------------------------------------------------------------------ FuturesVenue primitives
     async def get_position(self) -> Position:

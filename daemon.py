@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from binance_library import BinanceFuturesClient, UnknownResult, crash_point
+from binance_library import BinanceFuturesClient, UnknownResult, crash_point, user_socket
 from config import ConfigError, GridConfig, load_config
 from exchange_api import BinanceError, ExchangeError, OrderUpdate
 from grid_strategy import FillRecord, GridMartingaleStrategy
@@ -123,7 +123,11 @@ class Daemon:
     async def start(self) -> None:
         await self.venue.connect()
         await self.venue.prepare_account(self.config.leverage)
-        self.wallet = await self.venue.wallet_balance("USDC")
+        mode = await self.venue.account_mode()
+        if mode.collateral != self.venue.margin_asset:
+            self.log.warning("account in %s: capital and margin follow it, not the %s row",
+                             mode.describe(), self.venue.margin_asset)
+        self.wallet = await self.venue.wallet_balance()
         state = self.state_mgr.load()
         if state is not None and state.symbol != self.symbol:
             aside = self.state_mgr.set_aside()
@@ -135,7 +139,8 @@ class Daemon:
             if capital is None:
                 capital = self.config.capital_ratio * self.wallet
             if capital <= 0:
-                raise Fatal(f"{self.symbol}: no USDC balance to trade with (capital {capital:.2f})")
+                raise Fatal(f"{self.symbol}: no {mode.collateral} balance to trade with in {mode.describe()} "
+                            f"(capital {capital:.2f})")
             self.log.info("운용 자본: $%.2f" if korean() else "Capital: $%.2f", capital)
         self.strategy = GridMartingaleStrategy(self.config, self.venue, state=state,
                                                capital=None if state else capital, logger=self.log,
@@ -181,8 +186,12 @@ class Daemon:
             self.log.error("state file not writable: %s", e.strerror or e)
 
     def _note_wallet(self, msg: dict[str, Any]) -> None:
+        """The wallet from an ACCOUNT_UPDATE row of the collateral asset.  Multi-assets mode has
+        no one row for it (the USD total is read at the next sync)."""
+        mode = self.venue.mode
+        asset = mode.collateral if mode else self.venue.margin_asset
         for b in (msg.get("a") or {}).get("B") or []:
-            if b.get("a") == "USDC":
+            if b.get("a") == asset:
                 try:
                     self.wallet = float(b.get("wb"))
                 except (TypeError, ValueError):
@@ -328,6 +337,8 @@ class Daemon:
             last = time.monotonic()
             try:
                 await self.reconcile()
+                if self.venue.mode is not None and self.venue.mode.multi_assets:
+                    self.wallet = await self.venue.wallet_balance()     # no one row of it streams
                 if time.monotonic() - self._funding_checked >= FUNDING_CHECK_S:
                     await self._recover_funding()
                 self.connectivity.mark_up("exchange")
@@ -389,7 +400,7 @@ class Daemon:
         bsm = self.venue.socket_manager()
         sym = self.symbol.lower()
         market = bsm.futures_multiplex_socket([f"{sym}@kline_1m"], futures_type=_usdm())
-        user = bsm.futures_user_socket()
+        user = user_socket(bsm)         # the documented form, with an explicit `events` list
         for sock in (market, user):
             sock.TIMEOUT = 1.0      # python-binance waits this long on exit; keep shutdown quick
             # Reconnecting is ours (below, with a reconcile).  python-binance's own reconnect

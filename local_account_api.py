@@ -64,7 +64,7 @@ class AccountApiMixin:
                 "withdraw": max(0.0, min(avail, wallet))}
 
     def _asset_json(self, t: dict[str, float]) -> dict[str, Any]:
-        return {"asset": self.sim.asset, "walletBalance": _f8(t["wallet"]), "unrealizedProfit": _f8(t["upnl"]),
+        return {"asset": self.sim.collateral, "walletBalance": _f8(t["wallet"]), "unrealizedProfit": _f8(t["upnl"]),
                 "marginBalance": _f8(t["wallet"] + t["upnl"]), "maintMargin": _f8(t["mm"]),
                 "initialMargin": _f8(t["pim"] + t["oim"]), "positionInitialMargin": _f8(t["pim"]),
                 "openOrderInitialMargin": _f8(t["oim"]), "crossWalletBalance": _f8(t["wallet"]),
@@ -75,8 +75,10 @@ class AccountApiMixin:
         t = self._totals()
         zero = _f8(0.0)
         out = []
-        for asset in dict.fromkeys(("USDT", self.sim.asset, "BNB")):  # real accounts list several assets
-            mine = asset == self.sim.asset
+        # Real accounts list several assets; the wallet is in the collateral's row (the
+        # margin asset, or BNFCR in credits mode, or any asset in multi-assets mode).
+        for asset in dict.fromkeys(("USDT", self.sim.asset, "BNB", self.sim.collateral)):
+            mine = asset == self.sim.collateral
             out.append({"accountAlias": "SgsRmYFzAuTiXqFz", "asset": asset,
                         "balance": _f8(t["wallet"]) if mine else zero,
                         "crossWalletBalance": _f8(t["wallet"]) if mine else zero,
@@ -87,17 +89,18 @@ class AccountApiMixin:
         return out
 
     def _account(self, version: int) -> dict[str, Any]:
-        """GET /fapi/v2|v3/account.  Single-asset mode, as Binance documents it: the top-level
-        totals are "only for USDT asset" (Account-Information-V2 / -V3), so with a USDC wallet
-        they are zero and the USDC figures are in its row of `assets`."""
+        """GET /fapi/v2|v3/account.  As Binance documents it (Account-Information-V2 / -V3): in
+        single-asset mode the top-level totals are "only for USDT asset", so with a USDC (or
+        BNFCR) wallet they are zero and the figures are in that asset's row of `assets`; in
+        multi-assets mode they are the sum of every asset valued in USD (stable coins at 1 here)."""
         t = self._totals()
-        top = t if self.sim.asset == "USDT" else dict.fromkeys(t, 0.0)
+        top = t if self.sim.multi_assets or self.sim.collateral == "USDT" else dict.fromkeys(t, 0.0)
         d: dict[str, Any] = {}
         if version == 2:
             d.update({"feeTier": 0, "feeBurn": True, "canTrade": True, "canDeposit": True, "canWithdraw": True,
-                      "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1})
+                      "updateTime": 0, "multiAssetsMargin": self.sim.multi_assets, "tradeGroupId": -1})
         assets = [self._asset_json(t)]
-        if self.sim.asset != "USDT":
+        if self.sim.collateral != "USDT":
             assets.insert(0, {**self._asset_json(dict.fromkeys(t, 0.0)), "asset": "USDT", "updateTime": 0})
         d.update({"totalInitialMargin": _f8(top["pim"] + top["oim"]), "totalMaintMargin": _f8(top["mm"]),
                   "totalWalletBalance": _f8(top["wallet"]), "totalUnrealizedProfit": _f8(top["upnl"]),
@@ -152,6 +155,12 @@ class AccountApiMixin:
         if not p.get("leverage"):
             raise _mandatory("leverage")
         return self.sim.change_leverage(sym, int(p["leverage"]))
+
+    def _multi_assets(self, p: Mapping[str, str]) -> dict[str, Any]:
+        value = (p.get("multiAssetsMargin") or "").lower()
+        if value not in ("true", "false"):
+            raise _mandatory("multiAssetsMargin")
+        return self.sim.change_multi_assets(value == "true")
 
     def _margin_type(self, p: Mapping[str, str]) -> dict[str, Any]:
         sym = self._symbol(p)

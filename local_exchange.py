@@ -96,7 +96,8 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
                  funding: FundingSeries | Mapping[str, FundingSeries] | None = None,
                  funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None,
                  fill_share: float | None = None, fault_plan: Sequence[PlannedFault] = (),
-                 hold_clock: bool = False, fault_seed: int | None = None, pause_on_retry_after: bool = False):
+                 hold_clock: bool = False, fault_seed: int | None = None, pause_on_retry_after: bool = False,
+                 strict_user_stream: bool = True):
         known = dict(DEFAULT_FILTERS, **(filters or {}))
         # Any other symbol: filters read off its data (the finest tick and step its prices and
         # volumes use), or generic ones for the synthetic market (which starts at 100).
@@ -125,6 +126,7 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
         # Lockstep with a client in this process (the demo): () -> (messages it has taken from its
         # streams since they opened, nothing left to act on).  None: the grace/quiet heuristic.
         self.lockstep_client: Callable[[], tuple[int, bool]] | None = None
+        self.strict_user_stream = strict_user_stream   # no `events` named: nothing (local_streams._wants)
         self.api_key = api_key
         self._secret = api_secret.encode()       # never logged, never printed, not in repr
         self.faults = faults if isinstance(faults, Faults) else Faults()
@@ -342,6 +344,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--symbols", default="BTCUSDC,ETHUSDC")
     p.add_argument("--speed", type=float, default=0.0, help="candles per second (0 = manual clock: POST /_sim/step)")
     p.add_argument("--balance", type=float, default=10_000.0, help="USDC wallet")
+    p.add_argument("--collateral", metavar="ASSET", help="the asset holding the wallet (default: the symbols' margin "
+                   "asset; BNFCR = the EU credits mode; USDT with multi-assets mode switched on)")
+    p.add_argument("--lenient-user-stream", action="store_true",
+                   help="deliver every user event on a connection that names no `events` (default: nothing, "
+                        "the strict reading of Binance's documented forms)")
     p.add_argument("--api-key", default=DEFAULT_API_KEY)
     p.add_argument("--api-secret", default=os.environ.get("LOCAL_EXCHANGE_API_SECRET", DEFAULT_API_SECRET),
                    help="HMAC secret (or env LOCAL_EXCHANGE_API_SECRET, which keeps it out of `ps`)")
@@ -402,6 +409,9 @@ async def _serve(args: argparse.Namespace) -> int:
                        fault_plan=load_fault_plan(args.fault_plan) if args.fault_plan else (),
                        hold_clock=args.hold_clock, fault_seed=args.fault_seed,
                        pause_on_retry_after=args.pause_on_retry_after)
+    if args.collateral:
+        ex.sim.collateral = args.collateral.upper()
+    ex.strict_user_stream = not args.lenient_user_stream
     await ex.start(args.host, args.port)
     print(_banner(ex, args), flush=True)
     stop = asyncio.Event()

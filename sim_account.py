@@ -80,6 +80,16 @@ class AccountMixin:
         b.position.leverage = int(leverage)
         return {"leverage": int(leverage), "maxNotionalValue": "1000000", "symbol": symbol}
 
+    def change_multi_assets(self, on: bool) -> dict[str, Any]:
+        """POST /fapi/v1/multiAssetsMargin (Change-Multi-Assets-Mode)."""
+        if on == self.multi_assets:
+            # codes as other clients report them; the daemon never switches the mode
+            raise sim_error(-4171, "Adjusted asset mode is currently set and does not need to be adjusted.")
+        if any(b.position.steps or b.open_by_client or b.algo_by_client for b in self.books.values()):
+            raise sim_error(-4172, "Unable to adjust asset mode with open orders or positions.")
+        self.multi_assets = on
+        return {"code": 200, "msg": "success"}
+
     def change_margin_type(self, symbol: str, margin_type: str) -> dict[str, Any]:
         b = self.book(symbol)
         mt = margin_type.upper().replace("CROSS", "CROSSED").replace("CROSSEDED", "CROSSED")
@@ -219,5 +229,6 @@ class AccountMixin:
             return
         p = b.position
         self.events.append(AccountUpdate(reason, b.filters.symbol, self.wallet, p.qty, p.entry_price,
-                                         p.qty * (self.mark_of(b) - p.entry_price), b.realized_cum, self.now_ms))
+                                         p.qty * (self.mark_of(b) - p.entry_price), b.realized_cum, self.now_ms,
+                                         self.collateral))
 

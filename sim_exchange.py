@@ -59,6 +59,10 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
         self.asset = asset
+        # The asset whose row holds the wallet: the margin asset, or BNFCR in the EU credits
+        # mode, or USDT held to margin USDC symbols in multi-assets mode.
+        self.collateral = asset
+        self.multi_assets = False
         self.dual_side = False
         self.now_ms = 0
         self.orders: dict[int, SimOrder] = {}          # every order ever placed, by id

@@ -216,6 +216,7 @@ class AccountUpdate:
     unrealized: float
     realized_cum: float
     event_time: int
+    asset: str = "USDC"             # the balance row's asset: the account's collateral
 
 
 Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate]

@@ -67,13 +67,14 @@ def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
             "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": ev.close_position, "pP": False,
             "R": ev.close_position, "tt": 0, "gtd": 0}}
     f = filters
-    if ev.reason == "FUNDING_FEE":      # cross margin: the balance only
+    if ev.reason == "FUNDING_FEE":
+        # Cross margin: the balance only, and since 2026-08 the symbol settled (`a.S`).
         return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
-            "m": ev.reason, "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
-            "P": []}}
+            "m": ev.reason, "S": ev.symbol,
+            "B": [{"a": ev.asset, "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}], "P": []}}
     return {"e": "ACCOUNT_UPDATE", "E": ev.event_time, "T": ev.event_time, "a": {
         "m": ev.reason,
-        "B": [{"a": "USDC", "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
+        "B": [{"a": ev.asset, "wb": f"{ev.wallet:.8f}", "cw": f"{ev.wallet:.8f}", "bc": "0"}],
         "P": [{"s": ev.symbol, "pa": f.fmt_qty(ev.position_qty), "ep": f"{ev.entry_price:.8f}",
                "bep": f"{ev.entry_price:.8f}", "cr": f"{ev.realized_cum:.8f}",
                "up": f"{ev.unrealized:.8f}", "mt": "cross", "iw": "0", "ps": "BOTH"}]}}

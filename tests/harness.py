@@ -144,7 +144,8 @@ class Exchange:
                  speed: float = 0.0, faults: str = "", symbols: str | None = None,
                  fill_share: float | None = None, funding_rate: float | None = None,
                  fault_plan: list[dict[str, Any]] | None = None, hold_clock: bool = False,
-                 fault_seed: int | None = None, pause_on_retry_after: bool = False):
+                 fault_seed: int | None = None, pause_on_retry_after: bool = False,
+                 collateral: str | None = None, lenient_user_stream: bool = False):
         workdir.mkdir(parents=True, exist_ok=True)
         self.out_path, self.err_path = workdir / "exchange.out", workdir / "exchange.err"
         self.out, self.err = open(self.out_path, "w"), open(self.err_path, "w")
@@ -164,6 +165,10 @@ class Exchange:
             market += ["--pause-on-retry-after"]
         if fault_seed is not None:
             market += ["--fault-seed", str(fault_seed)]
+        if collateral:
+            market += ["--collateral", collateral]
+        if lenient_user_stream:
+            market += ["--lenient-user-stream"]
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "local_exchange.py"), "--port", "0", *market,
              "--speed", str(speed), *(["--faults", faults] if faults else []), "--symbols", symbols or SYM, "--balance", str(BALANCE), "--api-key", key,

@@ -29,6 +29,7 @@ from binance.exceptions import BinanceAPIException
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosedError
 
+from binance_library import USER_EVENTS, user_socket
 from local_exchange import (DEFAULT_API_SECRET, MSG_UNKNOWN, Faults, LocalExchange,
                             assign_data_files, parse_faults)
 from market_data import Candles, write_klines_csv
@@ -353,7 +354,7 @@ async def test_order_count_headers(csv_exchange, client_for):
 async def test_limit_fill_arrives_on_user_stream(csv_exchange, client_for):
     ex = csv_exchange
     client = await client_for(ex)
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         o = await limit(client, "BUY", "98.0", "0.100", "GM-BTCUSDC-1-E1")
         new = await recv_until(us, lambda m: m.get("e") == "ORDER_TRADE_UPDATE")
         assert (new["o"]["x"], new["o"]["X"], new["o"]["i"]) == ("NEW", "NEW", o["orderId"])
@@ -392,7 +393,7 @@ async def test_algo_stop_market_close_position_triggers(csv_exchange, client_for
     assert [a["clientAlgoId"] for a in await client.futures_get_open_algo_orders(symbol=SYM)] == ["GM-BTCUSDC-1-SL3"]
     assert (await api_error(client.futures_cancel_algo_order(clientAlgoId="nope"))).code == -2011
 
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await ex.step(3)                                   # candle 2 falls through 96.0
         seen: list[dict] = []
         await recv_until(us, lambda m: m.get("e") == "ALGO_UPDATE" and m["o"]["X"] == "FINISHED", seen=seen)
@@ -418,15 +419,39 @@ async def test_user_stream_events_allow_list_and_ping(csv_exchange, client_for):
         await asyncio.wait_for(await ws.ping(), 2)           # the server answers pings
         await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
         assert json.loads(await asyncio.wait_for(ws.recv(), 5))["e"] == "ACCOUNT_UPDATE"
-    async with ws_connect(f"{ex.ws_url}private/ws?listenKey={key}") as ws:   # no `events`: everything
+    # No `events`: Binance documents no such form; strict (the default), it gets nothing, while
+    # a connection beside it that names its events gets them.
+    async with ws_connect(f"{ex.ws_url}private/ws?listenKey={key}") as bare, \
+            ws_connect(f"{ex.ws_url}private/ws?listenKey={key}&events=ORDER_TRADE_UPDATE") as named:
         await client.futures_create_order(symbol=SYM, side="SELL", type="MARKET", quantity="0.100")
-        assert json.loads(await asyncio.wait_for(ws.recv(), 5))["e"] == "ORDER_TRADE_UPDATE"
+        assert json.loads(await asyncio.wait_for(named.recv(), 5))["e"] == "ORDER_TRADE_UPDATE"
+        conns = {c.events: c for c in ex._conns if c.category == "private"}
+        assert conns[None].queued == 0 and conns[frozenset({"ORDER_TRADE_UPDATE"})].queued >= 1
+        ex.strict_user_stream = False                      # --lenient-user-stream: everything
+        await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
+        assert json.loads(await asyncio.wait_for(bare.recv(), 5))["e"] == "ORDER_TRADE_UPDATE"
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{ex.rest_url}/private/ws?listenKey=unknown") as r:
             assert r.status == 400 and (await r.json())["code"] == -1125
 
 
 # ---------------------------------------------------------------------------- market streams
+
+
+async def test_the_daemons_user_socket_names_its_events_in_the_documented_form(csv_exchange, client_for):
+    """python-binance's futures_user_socket opens /private/ws?listenKey=K with no `events`; ours
+    adds every event the daemon uses, and gets fills on the strict exchange."""
+    ex = csv_exchange
+    client = await client_for(ex)
+    bsm = bsm_for(client, ex)
+    async with quick(bsm.futures_user_socket()) as bare, quick(user_socket(bsm)) as us:
+        await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
+        got = await asyncio.wait_for(us.recv(), 5)
+        assert got["e"] in ("ORDER_TRADE_UPDATE", "ACCOUNT_UPDATE")
+        assert bare._path == f"?listenKey={bare._listen_key}"
+        assert us._path == f"?listenKey={us._listen_key}&events=" + "/".join(USER_EVENTS)
+        conns = [c for c in ex._conns if c.category == "private"]
+        assert sorted(c.queued for c in conns)[0] == 0        # the bare one: nothing
 
 
 async def test_market_streams_on_the_2026_routes(start_exchange, client_for):
@@ -514,7 +539,7 @@ async def test_listen_key_keepalive_and_close(csv_exchange, client_for):
 async def test_listen_key_expiry_sends_listen_key_expired(start_exchange, client_for):
     ex = await start_exchange(symbols=(SYM,), faults={"listen_key_ttl_s": 0.4})
     client = await client_for(ex)
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:   # keepalive every 5 min: too late
+    async with quick(user_socket(bsm_for(client, ex))) as us:   # keepalive every 5 min: too late
         msg = await recv_until(us, lambda m: m.get("e") == "listenKeyExpired", timeout=5)
         assert isinstance(msg["listenKey"], str) and int(msg["E"]) > 0
         await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
@@ -525,7 +550,7 @@ async def test_listen_key_expiry_sends_listen_key_expired(start_exchange, client
 async def test_python_binance_keepalive_keeps_the_key(start_exchange, client_for):
     ex = await start_exchange(symbols=(SYM,), faults={"listen_key_ttl_s": 0.8})
     client = await client_for(ex)
-    async with quick(bsm_for(client, ex, user_timeout=0.25).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex, user_timeout=0.25))) as us:
         await asyncio.sleep(1.6)                        # twice the TTL: alive only through keepalives
         await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
         seen: list[dict] = []
@@ -537,7 +562,7 @@ async def test_python_binance_keepalive_keeps_the_key(start_exchange, client_for
 async def test_admin_early_expiry(csv_exchange, client_for):
     ex = csv_exchange
     client = await client_for(ex)
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await wait_for(lambda: ex.stats()["websockets"]["user"] == 1)
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{ex.rest_url}/_sim/listen_key/expire") as r:
@@ -552,7 +577,7 @@ async def test_admin_early_expiry(csv_exchange, client_for):
 async def test_websocket_drop_python_binance_reconnects(csv_exchange, client_for):
     ex = csv_exchange
     client = await client_for(ex)
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await wait_for(lambda: ex.stats()["websockets"]["user"] == 1)
         assert ex.drop_websockets("user") == 1
         seen: list[dict] = []
@@ -657,7 +682,7 @@ async def test_lockstep_lets_the_client_react_inside_the_leg(tmp_path, start_exc
         await limit(client, "SELL", "99.5", "0.100", "GM-BTCUSDC-1-TP2", reduceOnly="true")
         placed.set()
 
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await limit(client, "BUY", "98.0", "0.100", "GM-BTCUSDC-1-E1")
         reactor = asyncio.create_task(react(us))
         await ex.step(2)                 # candle 1: 100 → 98 (fill) → 102 (the TP at 99.5 fills) → 101
@@ -720,7 +745,7 @@ async def test_a_held_clock_starts_with_the_streams_and_stands_still_through_a_b
     await asyncio.sleep(0.3)
     assert ex.series[SYM].cursor == 0 and not ex.clock_started       # nobody listens yet
     bsm = bsm_for(client, ex)
-    async with quick(bsm.futures_user_socket()), quick(bsm.futures_multiplex_socket(["btcusdc@kline_1m"])):
+    async with quick(user_socket(bsm)), quick(bsm.futures_multiplex_socket(["btcusdc@kline_1m"])):
         await wait_for(lambda: ex.clock_started, 5)
         await wait_for(lambda: ex.series[SYM].cursor >= 20, 5)
         ex.ban(1.0)

@@ -103,7 +103,7 @@ async def test_private_stream_route_subscribes_listen_keys_in_the_combined_envel
     ex = await start_exchange(symbols=(SYM,), data=[write_csv(tmp_path)])
     client = await client_for(ex)
     key = await client.futures_stream_get_listen_key()
-    async with ws_connect(f"{ex.ws_url}private/stream") as ws:
+    async with ws_connect(f"{ex.ws_url}private/stream?events=ORDER_TRADE_UPDATE") as ws:
         await ws.send(json.dumps({"method": "SUBSCRIBE", "params": [key], "id": 1}))
         assert json.loads(await ws.recv()) == {"result": None, "id": 1}
         await ws.send(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 2}))
@@ -121,7 +121,7 @@ async def test_private_stream_route_subscribes_listen_keys_in_the_combined_envel
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.3)            # unsubscribed: nothing more
     # The key given on the URL works the same, and an unknown one is refused at the handshake.
-    async with ws_connect(f"{ex.ws_url}private/stream?listenKey={key}") as ws:
+    async with ws_connect(f"{ex.ws_url}private/stream?listenKey={key}&events=ORDER_TRADE_UPDATE") as ws:
         await client.futures_create_order(symbol=SYM, side="BUY", type="LIMIT", price="97.0", quantity="0.100",
                                           timeInForce="GTC", newClientOrderId="GM-BTCUSDC-1-E2")
         msg = json.loads(await asyncio.wait_for(ws.recv(), 5))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from binance_library import user_socket
 from brackets import SHIPPED, liquidation_price
 from funding import FundingSeries
 from market_data import Candles, write_klines_csv
@@ -44,13 +45,14 @@ async def test_funding_settles_the_wallet_and_is_served(tmp_path, start_exchange
     assert pi["nextFundingTime"] == FT and float(pi["lastFundingRate"]) == rate
     await client.futures_create_order(symbol=SYM, side=side, type="MARKET", quantity="1.000")
     wallet = ex.sim.wallet
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await ex.step(3)                                   # candle 2 opens at FT (101.0)
         ev = await recv_until(us, lambda m: m.get("e") == "ACCOUNT_UPDATE" and m["a"]["m"] == "FUNDING_FEE")
     sign = 1 if side == "BUY" else -1
     paid = sign * 1.0 * 101.0 * rate
     assert ex.sim.wallet == pytest.approx(wallet - paid)
     assert float(ev["a"]["B"][0]["wb"]) == pytest.approx(ex.sim.wallet) and ev["a"]["P"] == [] and ev["E"] == FT
+    assert ev["a"]["S"] == SYM          # since 2026-08 the settled symbol is named (a.S)
     inc = await client.futures_income_history(symbol=SYM, incomeType="FUNDING_FEE", startTime=T0)
     assert [(r["incomeType"], r["time"], r["asset"]) for r in inc] == [("FUNDING_FEE", FT, "USDC")]
     assert float(inc[0]["income"]) == pytest.approx(-paid) and isinstance(inc[0]["tranId"], int)
@@ -85,7 +87,7 @@ async def test_liquidation_price_brackets_and_forced_close(tmp_path, start_excha
     assert lp == pytest.approx(want, abs=1e-6) and 48_000 < lp < 50_000
     # Binance's formula, by hand: tier 1 (mmr 0.4 %, cum 0).
     assert lp == pytest.approx((ex.sim.wallet - 0.8 * p.entry_price) / (0.8 * 0.004 - 0.8), rel=1e-12)
-    async with quick(bsm_for(client, ex).futures_user_socket()) as us:
+    async with quick(user_socket(bsm_for(client, ex))) as us:
         await ex.set_price(SYM, 48_500.0)                  # above the liquidation price: nothing
         seen: list[dict] = []
         await ex.set_price(SYM, 47_000.0)                  # through the liquidation price
