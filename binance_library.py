@@ -49,6 +49,7 @@ UNKNOWN_RESULT_TRIES = 5
 ERR_DUPLICATE_ID = BinanceError.CLIENT_ORDER_ID_DUPLICATED
 BATCH_SIZE = 5
 BANNED_UNTIL = re.compile(r"banned until (\d{12,})")
+ORDER_WINDOW = re.compile(r"orders per (SECOND|TEN_SECONDS|MINUTE)")     # -1015's message (error-code)
 MAX_BAN_WAIT_S = 3 * 24 * 3600.0
 
 
@@ -283,7 +284,7 @@ class BinanceFuturesClient(FuturesVenue):
                 self._read_weight()
                 status = int(getattr(e, "status_code", 0) or 0)
                 if status in (418, 429):
-                    self._back_off(e, status)
+                    self._back_off(e, status, attempt)
                     continue
                 if e.code == BinanceError.INVALID_TIMESTAMP and attempt == 0:
                     await self.resync_time()
@@ -315,9 +316,12 @@ class BinanceFuturesClient(FuturesVenue):
             if n and n.isdigit():
                 budget.seen(int(n), time.monotonic())
 
-    def _back_off(self, e: BinanceAPIException, status: int) -> None:
+    def _back_off(self, e: BinanceAPIException, status: int, attempt: int = 0) -> None:
         """Wait what Binance says: Retry-After if sent (USD-M does not promise it), else the end
-        of a ban named in the -1003 message ("IP banned until <ms>"), else 1 s (429) / 60 s (418)."""
+        of a ban named in the -1003 message ("IP banned until <ms>").  Neither: a 418 waits
+        60 s; a 429 with the minute's weight spent (X-MBX-USED-WEIGHT-1M at the limit) waits a
+        whole minute, which is right whether Binance's window is fixed or rolling; an order-count
+        429 (-1015, "... orders per TEN_SECONDS") that window; any other 429 doubles from 1 s."""
         retry_after = 0.0
         try:
             retry_after = float(e.response.headers.get("Retry-After", "0"))
@@ -329,9 +333,19 @@ class BinanceFuturesClient(FuturesVenue):
                 offset = getattr(self.client, "timestamp_offset", 0) or 0
                 server_now = time.time() * 1000 + offset
                 retry_after = min(MAX_BAN_WAIT_S, max(1.0, (int(m.group(1)) - server_now) / 1000))
-        wait = retry_after or (60.0 if status == 418 else 1.0)
+        wait = retry_after or (60.0 if status == 418 else self._window_wait(e, attempt))
         self._banned_until = max(self._banned_until, time.monotonic() + wait)
         self.log.warning("rate limited (HTTP %d, code %s): pausing %.1f s", status, e.code, wait)
+
+    def _window_wait(self, e: BinanceAPIException, attempt: int) -> float:
+        headers = getattr(getattr(e, "response", None), "headers", None) or {}
+        used = headers.get("X-MBX-USED-WEIGHT-1M") or headers.get("x-mbx-used-weight-1m") or ""
+        if used.isdigit() and int(used) >= self.weight_limit:
+            return 60.0
+        m = ORDER_WINDOW.search(str(getattr(e, "message", "") or ""))
+        if m:
+            return {"SECOND": 1.0, "TEN_SECONDS": 10.0, "MINUTE": 60.0}.get(m.group(1), 10.0)
+        return float(2 ** attempt)
 
     def weight_pressed(self) -> bool:
         """Above the soft share of the minute's request weight (as of the last answer)."""
@@ -371,6 +385,10 @@ class BinanceFuturesClient(FuturesVenue):
             except ExchangeError as e:
                 if e.code != ok:
                     raise
+        await self.set_leverage(leverage)
+
+    async def set_leverage(self, leverage: int) -> None:
+        """POST /fapi/v1/leverage for this symbol (the exchange answers ACCOUNT_CONFIG_UPDATE)."""
         await self._call(self.client.futures_change_leverage, symbol=self.symbol, leverage=int(leverage))
         self.leverage = int(leverage)
 

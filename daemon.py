@@ -23,6 +23,7 @@ binance_library.crash_point.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -185,6 +186,28 @@ class Daemon:
         except OSError as e:
             self.log.error("state file not writable: %s", e.strerror or e)
 
+    async def _on_algo_update(self, msg: dict[str, Any]) -> None:
+        """ALGO_UPDATE: the link from a triggered stop to its order, and a stop that failed when
+        it triggered (X=REJECTED / EXPIRED with the reason in `rm`: since 2025-12-15 the only
+        report of it, change-log 2025-12-10): the position is unprotected, so act at once."""
+        o = msg.get("o") or {}
+        if o.get("s") != self.symbol:
+            return
+        self.reconciler.note_algo_update(o)
+        caid, status = o.get("caid") or "", o.get("X")
+        if status not in ("REJECTED", "EXPIRED") or caid not in self.strategy.state.orders:
+            return
+        async with self.lock:
+            try:
+                done = await self.strategy.on_stop_failed(caid)
+            except (ExchangeError, UnknownResult) as e:
+                done = f"re-placing it failed ({e}); the next sync tries again"
+                self._reconcile_soon()
+            self._save()
+        if done:
+            self.log.error("stop %s %s when it triggered (%s): %s", caid, status, o.get("rm") or "no reason given",
+                           done)
+
     def _note_wallet(self, msg: dict[str, Any]) -> None:
         """The wallet from an ACCOUNT_UPDATE row of the collateral asset.  Multi-assets mode has
         no one row for it (the USD total is read at the next sync)."""
@@ -337,6 +360,9 @@ class Daemon:
             last = time.monotonic()
             try:
                 await self.reconcile()
+                if self.strategy.leverage != self.venue.leverage:
+                    async with self.lock:
+                        await self.apply_leverage()      # a change that waited for flat
                 if self.venue.mode is not None and self.venue.mode.multi_assets:
                     self.wallet = await self.venue.wallet_balance()     # no one row of it streams
                 if time.monotonic() - self._funding_checked >= FUNDING_CHECK_S:
@@ -352,7 +378,8 @@ class Daemon:
         while True:
             await asyncio.sleep(self.config_interval)
             async with self.lock:          # never in the middle of a reaction
-                self.reload_config()
+                if self.reload_config():
+                    await self.apply_leverage()
 
     def reload_config(self) -> bool:
         try:
@@ -372,6 +399,40 @@ class Daemon:
         self.strategy.update_config(cfg)
         self.log.info("설정 파일 재로드: %s" if korean() else "Config reloaded: %s", self.config_path.name)
         return True
+
+    async def apply_leverage(self) -> bool:
+        """Make the exchange's leverage the config's (for the direction traded), and only while
+        the position is flat (SPEC §5): sizes follow the config, so the exchange's leverage must
+        too, or the margin the ladder counts on is not the margin it gets.  A change that waits
+        for flat is applied by the sync that finds the position flat.  True if it was set."""
+        want = self.strategy.leverage
+        if want == self.venue.leverage or self.strategy.state.position.qty > 0:
+            return False
+        before = self.venue.leverage
+        try:
+            await self.venue.set_leverage(want)
+        except (ExchangeError, UnknownResult) as e:
+            self.log.error("leverage %dx could not be set (%s); still %dx on the exchange", want, e, before)
+            return False
+        self.log.info("leverage %dx → %dx on the exchange (config)", before, want)
+        return True
+
+    async def _on_account_config(self, msg: dict[str, Any]) -> None:
+        """ACCOUNT_CONFIG_UPDATE: a leverage changed outside the daemon (the web UI, another
+        program).  Said loudly, and corrected to the config's once flat."""
+        ac = msg.get("ac") or {}
+        if ac.get("s") != self.symbol or "l" not in ac:
+            return
+        got = int(ac["l"])
+        self.venue.leverage = got
+        want = self.strategy.leverage
+        if got == want:
+            return
+        flat = self.strategy.state.position.qty <= 0
+        self.log.error("leverage changed on the exchange to %dx, the config says %dx: %s", got, want,
+                       "setting it back" if flat else "set back once the position is flat")
+        if flat:
+            await self.apply_leverage()
 
     async def websocket_handler(self) -> None:
         backoff = 1.0
@@ -530,6 +591,12 @@ class Daemon:
                     if not self.recorder.has(self.symbol, u.trade_id):
                         await self._on_liquidation(u)
                     return
+                if u.client_id not in self.strategy.state.orders:
+                    # The order one of our stops placed as it triggered: linked by `ai`, its
+                    # own client id is the exchange's (not promised to be the stop's).
+                    stop = await self.reconciler.stop_for_order(u.order_id, u.order_type)
+                    if stop is not None:
+                        u = dataclasses.replace(u, client_id=stop)
                 if u.is_fill and u.trade_id and u.client_id not in self.strategy.state.orders:
                     # A fill of an order the state already forgot (cancelled by us while it
                     # filled).  One of our entries counts as a fill of its level; any other
@@ -551,10 +618,17 @@ class Daemon:
                 if u.is_fill and u.trade_id and u.trade_id <= self.strategy.state.last_trade_id:
                     return      # already acted on, from the trade history after a reconnect
                 await self.strategy.on_order_update(u)
+        elif e == "ALGO_UPDATE":
+            await self._on_algo_update(msg)
+        elif e == "ACCOUNT_CONFIG_UPDATE":
+            async with self.lock:
+                await self._on_account_config(msg)
         elif e == "ACCOUNT_UPDATE":
             self._note_wallet(msg)
-        if e == "ACCOUNT_UPDATE" and (msg.get("a") or {}).get("m") == "FUNDING_FEE":
-            # A cross FUNDING_FEE update names no symbol: read this symbol's income history.
+        if e == "ACCOUNT_UPDATE" and (msg.get("a") or {}).get("m") == "FUNDING_FEE" \
+                and (msg.get("a") or {}).get("S", self.symbol) == self.symbol:
+            # Since 2026-08 the update names the symbol settled (a.S): another symbol's
+            # settlement is not ours.  Without it, read this symbol's income history anyway.
             async with self.lock:
                 await self._recover_funding()
         elif e == "listenKeyExpired":

@@ -468,7 +468,28 @@ class GridMartingaleStrategy(LadderMixin):
         if await self._replace_exit(ROLE_BE, price, be_qty):
             self.log_info and self._info("be_set", price=price, qty=be_qty, q1=q1)
 
-    async def _set_stop_order(self) -> None:
+    async def on_stop_failed(self, client_id: str) -> str:
+        """Our stop triggered and failed (ALGO_UPDATE REJECTED / EXPIRED): the position may be
+        unprotected.  Read the position; if it still wants a stop, place it again at once, and
+        if the price is already beyond it (the exchange says it would trigger), close at market
+        as the stop would have.  Returns what was done: "" (not our stop), "flat",
+        "not needed", "replaced" or "closed at market"."""
+        o = self.state.orders.pop(client_id, None)
+        if o is None or o.role != ROLE_SL:
+            if o is not None:
+                self.state.orders[client_id] = o
+            return ""
+        self._changed()
+        await self._sync_position()
+        if self.state.position.qty <= EPS:
+            return "flat"
+        if not self.wants_stop() or self._orders_with_role(ROLE_SL):
+            return "not needed"
+        return "closed at market" if await self._set_stop_order() else "replaced"
+
+    async def _set_stop_order(self) -> bool:
+        """Place the stop; True when it would have triggered at once and the position was
+        closed at market instead."""
         trigger = self.stop_price()
         order = OrderState(self._next_exit_id(ROLE_SL), ROLE_SL, self.exit_side, trigger, 0.0)
         self._register(order)
@@ -488,7 +509,7 @@ class GridMartingaleStrategy(LadderMixin):
                 await self._sync_position()
                 if self.state.position.qty <= EPS:
                     self.state.orders.pop(order.client_id, None)     # nothing left to protect
-                    return
+                    return True
                 try:
                     ack = await self.venue.place_market_close(order.client_id, self.exit_side,
                                                               self.state.position.qty)
@@ -499,7 +520,8 @@ class GridMartingaleStrategy(LadderMixin):
                         raise
                     continue
                 self._acknowledge(order, ack)
-                return
+                return True
+        return False
 
     # ------------------------------------------------------------------ what should rest
     def desired_orders(self) -> list[Intent]:

@@ -61,6 +61,11 @@ class Faults:
     listen_key_ttl_s: float = LISTEN_KEY_TTL_S  # shorter = early listenKey expiry
     retry_after: int = 0             # 1: 429 / 418 answers carry Retry-After (USD-M does not promise it)
     market_silent: int = 0           # 1: market streams stay open but carry nothing (a withheld route)
+    stop_reject_next: int = 0        # the next N algo stops that trigger fail: ALGO_UPDATE REJECTED with `rm`
+    stop_expire_next: int = 0        # ... ALGO_UPDATE EXPIRED with `rm`
+    http_408_next: int = 0           # the next N order placements are executed, then answered 408 (-1007)
+    key_withdrawals: int = 0         # 1: apiRestrictions reports the key with withdrawals enabled
+    key_no_futures: int = 0          # 1: apiRestrictions reports the key without futures trading
 
     def update(self, values: Mapping[str, Any]) -> None:
         kinds = {f.name: f.type for f in fields(self)}
@@ -168,6 +173,7 @@ class _IpState:
     bans: int = 0
     ban_until: float = 0.0  # monotonic
     retry_until: float = 0.0  # monotonic: the end of the last 429's Retry-After
+    fault_429s: int = 0     # injected 429s in a row (the client doubles its wait from 1 s)
 
 
 class _Reply(Exception):

@@ -77,11 +77,12 @@ from local_streams import StreamsMixin
 from local_gateway import GatewayMixin
 from local_market_api import MarketApiMixin
 from local_account_api import AccountApiMixin
+from local_preflight_api import PreflightApiMixin
 
 __all__ = ["LocalExchange", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN", "PlannedFault",
            "assign_data_files", "load_fault_plan", "parse_faults", "parse_plan_entry"]
 
-class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, AccountApiMixin):
+class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, PreflightApiMixin, AccountApiMixin):
     """SimulatedExchange behind Binance USDⓈ-M REST + WebSocket on one loopback port."""
 
     def __init__(self, symbols: Sequence[str] = ("BTCUSDC", "ETHUSDC"), balance: float = 10_000.0,
@@ -127,6 +128,8 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
         # streams since they opened, nothing left to act on).  None: the grace/quiet heuristic.
         self.lockstep_client: Callable[[], tuple[int, bool]] | None = None
         self.strict_user_stream = strict_user_stream   # no `events` named: nothing (local_streams._wants)
+        self.sim.own_triggered_ids = True               # linked by `ai`, not by client id
+        self.sim.trigger_fault = self._stop_trigger_fault
         self.api_key = api_key
         self._secret = api_secret.encode()       # never logged, never printed, not in repr
         self.faults = faults if isinstance(faults, Faults) else Faults()
@@ -277,6 +280,17 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Acco
 
     def server_time(self) -> int:
         return int(time.time() * 1000) + int(self.faults.skew_ms)
+
+    def _stop_trigger_fault(self) -> tuple[str, str] | None:
+        """The stop_reject_next / stop_expire_next faults, taken as a stop triggers."""
+        fl = self.faults
+        if fl.stop_reject_next > 0:
+            fl.stop_reject_next -= 1
+            return "REJECTED", "Reduce Only reject"
+        if fl.stop_expire_next > 0:
+            fl.stop_expire_next -= 1
+            return "EXPIRED", "Order would immediately trigger"
+        return None
 
     def _prices(self) -> dict[str, str]:
         return {s: self._filters(s).fmt_price(self.sim.books[s].price) for s in self.symbols}

@@ -123,8 +123,13 @@ class GatewayMixin:
             raise self._ban_reply(state, ip, now)
         if bucket == "fapi" and self.faults.http_429_next > 0:
             self.faults.http_429_next -= 1
-            state.retry_until = max(state.retry_until, now + 1.0)
-            raise _Reply(429, -1003, self._too_many_msg(ip), self._retry_after(1))
+            # No Retry-After (unless the fault asks): a client doubles its wait from 1 s, and the
+            # market stands still that long under --pause-on-retry-after.
+            wait = 2 ** min(state.fault_429s, 6)
+            state.fault_429s += 1
+            state.retry_until = max(state.retry_until, now + float(wait))
+            raise _Reply(429, -1003, self._too_many_msg(ip), self._retry_after(wait))
+        state.fault_429s = 0
         w = route.weight(params) if callable(route.weight) else route.weight
         limit = self.weight_limit if bucket == "fapi" else SPOT_WEIGHT_LIMIT
         if state.weight.used(now) + w > limit:
@@ -207,6 +212,12 @@ class GatewayMixin:
         if not route.placement:
             return None
         fl = self.faults
+        if fl.http_408_next > 0:
+            # General Info: 408 is a backend timeout; the request may have been executed. Here
+            # it always was, so a client that takes 408 for a refusal leaves an order behind.
+            fl.http_408_next -= 1
+            return _Reply(408, -1007, "Timeout waiting for response from backend server. "
+                                      "Send status unknown; execution status unknown.")
         hit = fl.unknown_next > 0 or (fl.unknown_rate > 0 and self._fault_rng.random() < fl.unknown_rate)
         if not hit:
             return None
@@ -254,6 +265,7 @@ class GatewayMixin:
             R("GET", "/fapi/v3/balance", self._balance, "SIGNED", 5),
             R("GET", "/fapi/v2/account", lambda p: self._account(2), "SIGNED", 5),
             R("GET", "/fapi/v3/account", lambda p: self._account(3), "SIGNED", 5),
+            R("GET", "/sapi/v1/account/apiRestrictions", self._api_restrictions, "SIGNED", 1),
             R("GET", "/fapi/v2/positionRisk", lambda p: self._position_risk(p, 2), "SIGNED", 5),
             R("GET", "/fapi/v3/positionRisk", lambda p: self._position_risk(p, 3), "SIGNED", 5),
             R("POST", "/fapi/v1/leverage", self._leverage, "SIGNED"),
@@ -262,6 +274,7 @@ class GatewayMixin:
             R("POST", "/fapi/v1/positionSide/dual", self._position_mode, "SIGNED"),
             R("GET", "/fapi/v1/commissionRate", self._commission, "SIGNED", 20),
             R("POST", "/fapi/v1/order", self._new_order, "SIGNED", 0, (1, 1), True),
+            R("POST", "/fapi/v1/order/test", self._test_order, "SIGNED", 1),
             R("GET", "/fapi/v1/order", self._get_order, "SIGNED"),
             R("DELETE", "/fapi/v1/order", self._cancel_order, "SIGNED"),
             R("PUT", "/fapi/v1/order", self._modify_order, "SIGNED", 1, (1, 1)),

@@ -31,6 +31,34 @@ class Reconciler:
         self.symbol, self.venue, self.strategy, self.recorder, self.log = symbol, venue, strategy, recorder, log
         self.save, self.on_fill, self.on_liquidation = save, on_fill, on_liquidation
         self.replaying = False          # the daemon saves the state once a replay is done, not during it
+        # The order a stop placed when it triggered → the stop's clientAlgoId.  Binance links
+        # them by ALGO_UPDATE `ai` and GET /fapi/v1/algoOrder `actualOrderId` (New-Algo-Order,
+        # Event-Algo-Order-Update); the triggered order's own client id is not promised.
+        self.stop_links: dict[int, str] = {}
+
+    def note_algo_update(self, o: dict[str, Any]) -> None:
+        """Remember an ALGO_UPDATE's link from the triggered order (`ai`) to its stop (`caid`)."""
+        ai, caid = str(o.get("ai") or ""), o.get("caid")
+        if ai.isdigit() and int(ai) and caid:
+            self.stop_links[int(ai)] = caid
+            if len(self.stop_links) > 64:                    # a month of stops: keep the newest
+                del self.stop_links[next(iter(self.stop_links))]
+
+    async def stop_for_order(self, order_id: int, order_type: str) -> str | None:
+        """The client id of our stop that placed order `order_id`, or None.  From the link an
+        ALGO_UPDATE brought, else (the fill came first: events arrive in any order) from the
+        stops the state holds, asked by id (GET /fapi/v1/algoOrder → actualOrderId)."""
+        if order_id in self.stop_links:
+            return self.stop_links[order_id]
+        if order_type and not order_type.startswith(("STOP", "TAKE_PROFIT")):
+            return None
+        for o in [o for o in self.strategy.state.orders.values() if o.role == ROLE_SL]:
+            a = await self.venue.find_algo_order(o.client_id)
+            actual = str((a or {}).get("actualOrderId") or "")
+            if actual.isdigit() and int(actual) == order_id:
+                self.stop_links[order_id] = o.client_id
+                return o.client_id
+        return None
 
     async def run(self, startup: bool = False) -> None:
         """Make the exchange and the strategy agree; the exchange wins."""
@@ -101,6 +129,8 @@ class Reconciler:
                     o = await self.venue._call(self.venue.client.futures_get_order, symbol=self.symbol,
                                                orderId=int(t["orderId"]))
                     cid = o.get("clientOrderId", "")
+                    if cid not in st.orders:        # placed by one of our stops as it triggered?
+                        cid = await self.stop_for_order(int(t["orderId"]), o.get("origType") or "") or cid
                 except ExchangeError:     # the exchange does not know the order: recorded without a role
                     cid = ""
                 # A failed lookup (5xx, timeout) ends this replay: taking one of our fills for a

@@ -9,7 +9,7 @@ from typing import Any
 from brackets import liquidation_price
 from sim_types import (
     LIQ_KEY, sim_error, SimOrder, LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate,
-    SymbolBook,
+    ConfigUpdate, SymbolBook,
 )
 
 
@@ -78,6 +78,8 @@ class AccountMixin:
             raise sim_error(-4028, "Leverage is not valid.")
         b = self.book(symbol)
         b.position.leverage = int(leverage)
+        if self.ack_events:
+            self.events.append(ConfigUpdate(symbol, int(leverage), self.now_ms))
         return {"leverage": int(leverage), "maxNotionalValue": "1000000", "symbol": symbol}
 
     def change_multi_assets(self, on: bool) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from exchange_api import (
     ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
@@ -74,6 +74,12 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         # are streamed to user streams; an in-process driver that acts only on
         # fills and expiries turns them off.
         self.ack_events = True
+        # Binance links a triggered algo order to the order it places by `ai` (that order's id)
+        # and promises nothing about that order's client id: on the Binance-protocol exchange
+        # it gets one of its own (the daemon must link by `ai`); in process it keeps the algo's.
+        self.own_triggered_ids = False
+        # A stop whose trigger fails (local exchange faults): () -> ("REJECTED"|"EXPIRED", rm) or None.
+        self.trigger_fault: Callable[[], tuple[str, str] | None] | None = None
         self._next_id = 1_000_000
         self._next_trade_id = 1
         self._next_tran_id = 1
@@ -494,13 +500,23 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         closes = pos != 0 and (pos > 0) == (a.side == "SELL")
         if (a.close_position or a.reduce_only) and not closes:
             a.status, a.actual_order_id = "EXPIRED", 0   # nothing to close: Binance rejects the triggered order
+            a.reason = "Reduce Only reject"
+            self._emit_algo(a)
+            return
+        failed = self.trigger_fault() if self.trigger_fault is not None else None
+        if failed is not None:
+            # Since 2025-12-15 a stop that fails when it triggers is reported only as
+            # ALGO_UPDATE X=REJECTED/EXPIRED with the reason in `rm` (change-log 2025-12-10).
+            a.status, a.reason = failed
+            a.actual_order_id = 0
             self._emit_algo(a)
             return
         if a.reduce_only:
             qty = min(qty, abs(pos))
         oid = self._new_id()
         is_market = a.order_type.endswith("MARKET")
-        o = SimOrder(order_id=oid, client_id=a.client_algo_id, symbol=a.symbol, side=a.side,
+        cid = f"algo_{a.algo_id}" if self.own_triggered_ids else a.client_algo_id
+        o = SimOrder(order_id=oid, client_id=cid, symbol=a.symbol, side=a.side,
                      type="MARKET" if is_market else "LIMIT", orig_type=a.order_type,
                      price=0.0 if is_market else a.price, qty=qty,
                      reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
@@ -587,7 +603,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             return
         self.events.append(AlgoUpdate(a.symbol, a.client_algo_id, a.algo_id, a.side, a.order_type,
                                       a.status, a.trigger_price, a.qty, a.close_position, self.now_ms,
-                                      a.actual_order_id))
+                                      a.actual_order_id, a.reason))
 
     # ------------------------------------------------------------------ queries
     def position(self, symbol: str) -> SimPosition:

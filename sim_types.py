@@ -106,6 +106,7 @@ class SimAlgoOrder:
     trigger_time: int = 0
     actual_order_id: int = 0
     actual_price: float = 0.0
+    reason: str = ""            # why it failed when it triggered (ALGO_UPDATE `rm`)
     limit_t: int = 0            # STOP / TAKE_PROFIT limit price, in ticks
     working_mark: bool = False  # workingType MARK_PRICE: triggered by the mark price
     # fill-model view: the trigger in integer ticks
@@ -156,6 +157,7 @@ class AlgoUpdate:
     close_position: bool
     event_time: int
     actual_order_id: int = 0
+    reason: str = ""                # `rm`: why a triggered stop failed (REJECTED / EXPIRED)
 
 
 @dataclass(slots=True, eq=False)
@@ -219,7 +221,16 @@ class AccountUpdate:
     asset: str = "USDC"             # the balance row's asset: the account's collateral
 
 
-Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate]
+@dataclass
+class ConfigUpdate:
+    """ACCOUNT_CONFIG_UPDATE: a symbol's leverage changed (Event-User-Data-Stream ... Account
+    Configuration Update)."""
+    symbol: str
+    leverage: int
+    event_time: int
+
+
+Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate, ConfigUpdate]
 
 
 @dataclass

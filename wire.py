@@ -11,6 +11,7 @@ from typing import Any
 
 from exchange_api import OrderUpdate, SymbolFilters
 from sim_exchange import AlgoUpdate, Event, SimAlgoOrder, SimOrder, SimTrade
+from sim_types import ConfigUpdate
 from market_data import MINUTE_MS
 
 
@@ -57,6 +58,9 @@ def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
     """The user-stream payload of a simulator event, as Binance sends it."""
     if isinstance(ev, OrderUpdate):
         return order_update_to_binance(ev, filters)
+    if isinstance(ev, ConfigUpdate):
+        return {"e": "ACCOUNT_CONFIG_UPDATE", "E": ev.event_time, "T": ev.event_time,
+                "ac": {"s": ev.symbol, "l": ev.leverage}}
     if isinstance(ev, AlgoUpdate):
         f = filters
         return {"e": "ALGO_UPDATE", "T": ev.event_time, "E": ev.event_time, "o": {
@@ -65,7 +69,10 @@ def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:
             "X": ev.status, "ai": str(ev.actual_order_id or ""), "ap": "0.00000", "aq": "0.000",
             "act": "0", "tp": f.fmt_price(ev.trigger_price), "p": "0.00", "V": "EXPIRE_MAKER",
             "wt": "CONTRACT_PRICE", "pm": "NONE", "cp": ev.close_position, "pP": False,
-            "R": ev.close_position, "tt": 0, "gtd": 0}}
+            "R": ev.close_position, "tt": 0, "gtd": 0, "rm": ev.reason,
+            # `ia` (change-log 2026-08-07 / -21): a trailing stop's activation flag; false for
+            # every other conditional order.
+            "ia": False}}
     f = filters
     if ev.reason == "FUNDING_FEE":
         # Cross margin: the balance only, and since 2026-08 the symbol settled (`a.S`).

@@ -281,9 +281,9 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while True:     # both streams up and the post-connect reconcile done
             ws = ex.stats()["websockets"]
+            # _streams_up_at is set once the post-connect reconcile and income read are done.
             if ws["user"] >= 1 and ws["market"] >= 1 and d.reconnects == 0 and probe.inflight == 0 \
-                    and not d.lock.locked() and any(r.path == "/fapi/v1/openAlgoOrders" for r in probe.requests[-6:]) \
-                    and probe.requests[-1].path == "/fapi/v1/userTrades":
+                    and not d.lock.locked() and d._streams_up_at is not None:
                 break
             if runner.done():
                 runner.result()

@@ -359,9 +359,13 @@ def assert_csv_matches_exchange(d: Daemon, ex: Exchange) -> None:
     assert len(ids) == len(set(ids)), f"duplicated CSV rows: {ids}"
     assert sorted(ids) == sorted(int(f["id"]) for f in fills)
     by_id = {int(f["id"]): f for f in fills}
+    # A triggered stop's order has the exchange's own client id; the CSV names the stop, linked
+    # to that order by the algo order's actualOrderId (ALGO_UPDATE `ai`).
+    placed_by = {a["actualOrderId"]: a["clientAlgoId"] for a in ex.state()["algoOrders"] if a["actualOrderId"]}
     for r in rows:
         f = by_id[int(r["trade_id"])]
-        assert r["client_order_id"] == f["clientOrderId"] and r["side"] == f["side"]
+        assert r["client_order_id"] == placed_by.get(str(f["orderId"]), f["clientOrderId"]), (r, f)
+        assert r["side"] == f["side"]
         assert float(r["price"]) == float(f["price"]) and float(r["quantity"]) == float(f["qty"])
         assert float(r["fee"]) == pytest.approx(float(f["commission"]), abs=1e-8)
         assert float(r["realized_pnl"]) == pytest.approx(float(f["realizedPnl"]), abs=1e-8)

@@ -143,3 +143,67 @@ async def test_repeated_429s_refuse_an_order_without_querying_or_resending(start
     finally:
         ex.faults.http_429_next = 0
         await venue.close()
+
+
+async def test_a_408_is_an_unknown_result_settled_by_asking_for_the_order(start_exchange):
+    """Issue 19 (7): HTTP 408 is a backend timeout whose request may have been executed
+    (General Info).  The local exchange executes the order and then answers 408; the client
+    asks for the order by its id and finds it, instead of taking it for refused (the order
+    would then be an "orphan" a reconcile cancels)."""
+    ex = await start_exchange()
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        ex.faults.http_408_next = 1
+        price = round(float(ex.sim.books["BTCUSDC"].price) * 0.9, 1)
+        ack = await venue.place_limit(LimitOrder("GM-BTCUSDC-1-E1", "BUY", price, 0.001))
+        assert ack.client_id == "GM-BTCUSDC-1-E1" and ack.order_id
+        req = ex.stats()["requests"]
+        assert req.get("POST /fapi/v1/order") == 1 and req.get("GET /fapi/v1/order") == 1   # asked, not re-sent
+        assert [o.client_id for o in ex.sim.open_orders()] == ["GM-BTCUSDC-1-E1"]
+    finally:
+        await venue.close()
+
+
+async def test_429s_without_retry_after_double_the_wait(start_exchange, caplog):
+    """Issue 19 (7): with no Retry-After (USD-M does not promise it) and the weight not spent,
+    the client waits 1 s, 2 s, 4 s: not a blind 1 s into more 429s and a ban."""
+    import logging
+    ex = await start_exchange()
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        ex.faults.http_429_next = 2
+        with caplog.at_level(logging.WARNING, logger="binance_library"):
+            assert await venue.wallet_balance() == 10_000.0
+        waits = [float(r.getMessage().split("pausing ")[1].split(" s")[0]) for r in caplog.records
+                 if "HTTP 429" in r.getMessage()]
+        assert waits == [1.0, 2.0]
+    finally:
+        await venue.close()
+
+
+@pytest.mark.parametrize("mode", ["multi", "credits", "single"])
+async def test_capital_and_the_2019_ladder_follow_the_account_mode(start_exchange, mode):
+    """Issue 19 (5): multi-assets mode margins with every asset (top-level totals in USD),
+    the EU credits mode with BNFCR; single-asset mode with the symbol's margin asset.  A wallet
+    held in USDT under multi-assets mode, or in BNFCR, is not "no USDC balance"."""
+    from binance_library import AccountMode
+    ex = await start_exchange(balance=8_000.0)
+    if mode == "multi":
+        ex.sim.collateral = "USDT"
+    elif mode == "credits":
+        ex.sim.collateral = "BNFCR"
+    venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
+    await venue.connect()
+    try:
+        if mode == "multi":
+            assert await venue._call(venue.client.futures_change_multi_assets_mode, multiAssetsMargin=True)
+        got = await venue.account_mode()
+        assert got == {"multi": AccountMode(True, "USD"), "credits": AccountMode(False, "BNFCR"),
+                       "single": AccountMode(False, "USDC")}[mode]
+        rows = {b["asset"]: float(b["balance"]) for b in await venue._call(venue.client.futures_account_balance)}
+        assert rows.get("USDC", 0.0) == (8_000.0 if mode == "single" else 0.0)   # the old reading: nothing
+        assert await venue.wallet_balance() == 8_000.0 and await venue.available_balance() == 8_000.0
+    finally:
+        await venue.close()

@@ -225,6 +225,67 @@ def test_stop_loss_goes_through_the_algo_api_and_regrids(live):
     assert f"SL 주문 설정: ${stop:.2f}" in d.log() and "그리드 재설정 (SL)" in d.log()
 
 
+@pytest.mark.parametrize("fault, status", [("stop_reject_next", "REJECTED"), ("stop_expire_next", "EXPIRED")])
+def test_a_stop_that_fails_when_it_triggers_is_acted_on_at_once_and_said(live, fault, status):
+    """Since 2025-12-15 a stop that fails as it triggers is reported only as ALGO_UPDATE
+    REJECTED / EXPIRED (with `rm`).  The price is beyond it: the daemon closes at market at
+    once (the sync is a minute away: only the event can have done it), says it as an ERROR
+    (which notifies), records the SL and re-grids."""
+    ex, d, center = live(sync_interval=60.0)
+    gen = d.state()["generation"]
+    prices = entry_prices(center)
+    qty = [level_qty(p, i) for i, p in enumerate(prices, 1)]
+    stop = floor_tick(center * 0.95)
+    ex.price(prices[3] - 1.0)                               # through all four levels
+    (a,) = wait_until(ex.open_algos, 10, "the stop", d.diag)
+    ex.faults(**{fault: 1})
+    ex.price(stop - 10.0)                                   # through the stop, which fails
+    wait_until(lambda: ex.position() == 0 and f"GM-{SYM}-{gen + 1}-E1" in ex.book(), 10,
+               "the position closed at market and a new grid", d.diag)
+    algo = next(x for x in ex.state()["algoOrders"] if x["clientAlgoId"] == a["clientAlgoId"])
+    assert algo["algoStatus"] == status and not algo["actualOrderId"]
+    assert f"stop {a['clientAlgoId']} {status} when it triggered" in d.log() and "closed at market" in d.log()
+    rows = d.trades()
+    assert [r["role"] for r in rows] == ["ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4", "SL"]
+    assert float(rows[-1]["price"]) == stop - 10.0 and float(rows[-1]["quantity"]) == pytest.approx(sum(qty))
+    assert d.state()["grid_center"] == stop - 10.0
+    assert_csv_matches_exchange(d, ex)
+
+
+def exchange_leverage(ex: Exchange, d: Daemon) -> int:
+    (row,) = ex.signed("GET", "/fapi/v2/positionRisk", d.key, d.secret, symbol=SYM)
+    return int(row["leverage"])
+
+
+def test_leverage_follows_the_config_only_while_flat_and_a_change_from_outside_is_set_back(live):
+    """The exchange's leverage is the config's: a reload that changes it is applied while flat
+    (SPEC §5), and with a position once flat again; a change made elsewhere (the web UI:
+    ACCOUNT_CONFIG_UPDATE) is said as an ERROR and set back."""
+    ex, d, center = live()
+    assert exchange_leverage(ex, d) == 20
+    # From outside, while flat: said and set back at once.
+    ex.signed("POST", "/fapi/v1/leverage", d.key, d.secret, symbol=SYM, leverage=7)
+    wait_until(lambda: exchange_leverage(ex, d) == 20, 10, "the leverage set back", d.diag)
+    assert "leverage changed on the exchange to 7x, the config says 20x: setting it back" in d.log()
+    # A reload while flat: applied.
+    d.config.write_text(d.config.read_text().replace("LEVERAGE_LONG=20", "LEVERAGE_LONG=10"))
+    wait_until(lambda: exchange_leverage(ex, d) == 10, 10, "the reloaded leverage", d.diag)
+    assert "leverage 20x → 10x on the exchange (config)" in d.log()
+    # With a position: the change waits for flat.
+    prices = entry_prices(center)
+    ex.price(prices[0] - 1.0)
+    tp = ceil_tick(prices[0] * 1.005)
+    wait_until(lambda: [float(o["price"]) for o in exits(ex)] == [tp], 10, "the TP", d.diag)
+    d.config.write_text(d.config.read_text().replace("LEVERAGE_LONG=10", "LEVERAGE_LONG=15"))
+    wait_until(lambda: d.log().count("Config reloaded") + d.log().count("설정 파일 재로드") >= 2, 10,
+               "the second reload", d.diag)
+    wait_reconciles(ex, 2, d.diag)
+    assert exchange_leverage(ex, d) == 10 and ex.position() > 0
+    ex.price(tp + 1.0)                                      # the TP: flat
+    wait_until(lambda: exchange_leverage(ex, d) == 15, 10, "the leverage once flat", d.diag)
+    assert d.alive()
+
+
 # ---------------------------------------------------------------------------- 3. restart
 
 
@@ -968,4 +1029,26 @@ def test_the_stops_market_close_sweeps_a_thin_book_in_several_trades(tmp_path, k
         assert len({r["client_order_id"] for r in sls}) == 1                      # one order, many trades
         assert_csv_matches_exchange(d, ex)
     finally:
+        ex.stop()
+
+
+@pytest.mark.parametrize("collateral, multi", [("BNFCR", False), ("USDT", True)])
+def test_a_credits_or_multi_assets_account_trades_on_the_capital_its_mode_gives(tmp_path, keys, daemons,
+                                                                                collateral, multi):
+    """Issue 19 (5): an EU credits-mode account (BNFCR) or a multi-assets account holding USDT
+    has no USDC row to size from; the daemon reads the mode and sizes from what margins the
+    symbol (before, it stopped with "no USDC balance")."""
+    ex = Exchange(tmp_path / "exchange", *keys, collateral=collateral)
+    try:
+        if multi:
+            ex.signed("POST", "/fapi/v1/multiAssetsMargin", *keys, multiAssetsMargin="true")
+        d = start_daemon(ex, tmp_path / "root", keys, daemons)
+        ex.step(1)
+        wait_until(lambda: len(ex.open_orders()) == 4, 10, "the first grid", d.diag)
+        mode = "multi-assets mode" if multi else "credits mode (margin: BNFCR)"
+        assert mode in d.log()
+        assert d.state()["capital"] == pytest.approx(CAPITAL)
+    finally:
+        for x in daemons:
+            x.kill()
         ex.stop()

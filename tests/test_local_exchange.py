@@ -402,13 +402,40 @@ async def test_algo_stop_market_close_position_triggers(csv_exchange, client_for
                      ("ACCOUNT_UPDATE", "0.000"), ("ALGO_UPDATE", "FINISHED")]
     assert seen[0]["E"] == T0 + 2 * 60_000 + 20_000         # candle 2, leg 2 (101.5 → 95)
     fill = next(m["o"] for m in seen if m["e"] == "ORDER_TRADE_UPDATE" and m["o"]["X"] == "FILLED")
-    assert (fill["ot"], fill["L"], fill["c"], fill["cp"], fill["m"]) == ("STOP_MARKET", "96.0", "GM-BTCUSDC-1-SL3",
-                                                                        True, False)
+    assert (fill["ot"], fill["L"], fill["cp"], fill["m"]) == ("STOP_MARKET", "96.0", True, False)
+    # Linked to the algo order by `ai` (the triggered order's id), never by its client id,
+    # which Binance does not promise to be the algo's: here it is one of the exchange's own.
+    assert fill["c"] != "GM-BTCUSDC-1-SL3" and seen[0]["o"]["ai"] == str(fill["i"])
+    assert seen[0]["o"]["caid"] == "GM-BTCUSDC-1-SL3" and seen[0]["o"]["ia"] is False and seen[0]["o"]["rm"] == ""
     assert ex.sim.position(SYM).qty == 0
     got = await client.futures_get_algo_order(clientAlgoId="GM-BTCUSDC-1-SL3")
     assert got["algoStatus"] == "FINISHED" and got["actualOrderId"] == str(fill["i"])
     assert await client.futures_get_open_algo_orders(symbol=SYM) == []
     assert (await client.futures_position_information(symbol=SYM)) == []
+
+
+@pytest.mark.parametrize("fault, status", [("stop_reject_next", "REJECTED"), ("stop_expire_next", "EXPIRED")])
+async def test_a_stop_whose_trigger_fails_ends_as_algo_update_with_its_reason(csv_exchange, client_for, fault,
+                                                                              status):
+    """Since 2025-12-15 a stop that fails when it triggers is reported only as ALGO_UPDATE
+    REJECTED / EXPIRED with `rm`: no order is placed and the position stays open."""
+    ex = csv_exchange
+    client = await client_for(ex)
+    await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
+    await client.futures_create_algo_order(symbol=SYM, side="SELL", type="STOP_MARKET", triggerPrice="96.0",
+                                           closePosition="true", clientAlgoId="GM-BTCUSDC-1-SL3")
+    ex.faults.update({fault: 1})
+    async with quick(user_socket(bsm_for(client, ex))) as us:
+        await ex.step(3)                                   # candle 2 falls through 96.0
+        seen: list[dict] = []
+        ev = await recv_until(us, lambda m: m.get("e") == "ALGO_UPDATE" and m["o"]["X"] not in ("NEW", "TRIGGERING",
+                                                                                                  "TRIGGERED"),
+                              seen=seen)
+    assert ev["o"]["X"] == status and ev["o"]["caid"] == "GM-BTCUSDC-1-SL3" and ev["o"]["rm"]
+    assert ev["o"]["ai"] == "" and not [m for m in seen if m["e"] == "ORDER_TRADE_UPDATE"]
+    assert ex.sim.position(SYM).qty == pytest.approx(0.1)            # unprotected: the daemon must act
+    got = await client.futures_get_algo_order(clientAlgoId="GM-BTCUSDC-1-SL3")
+    assert got["algoStatus"] == status and await client.futures_get_open_algo_orders(symbol=SYM) == []
 
 
 async def test_user_stream_events_allow_list_and_ping(csv_exchange, client_for):

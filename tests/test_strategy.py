@@ -311,3 +311,31 @@ def test_an_entry_filled_while_the_tp_reaction_cancels_counts_as_its_level():
     assert st.grid_center == 99997.5 and st.position.deepest_level == 3 and st.position.qty == pytest.approx(0.1)
     assert [lvl for lvl, _, _ in h.entries()] == [4]       # levels 1-3 of the new grid: held by the fill
     assert h.exits() == [("BE", 100100.0, 0.1)] and h.stops() == []
+
+
+@pytest.mark.parametrize("direction", ["LONG", "SHORT"])
+@pytest.mark.parametrize("back", [False, True])
+def test_a_stop_that_failed_when_it_triggered_is_replaced_or_closed_at_market(direction, back):
+    """ALGO_UPDATE REJECTED / EXPIRED (issue 19): the position is unprotected.  Price beyond the
+    stop: closed at market as the stop would have (an SL fill, a new grid).  Price back inside:
+    the stop is placed again."""
+    h = make(direction)
+    h.move(95_400.0 if direction == "LONG" else 104_600.0)          # all four levels
+    stop_id = next(c for c, o in h.strategy.state.orders.items() if o.role == "SL")
+    failures = [("EXPIRED", "Reduce Only reject")]
+    h.sim.trigger_fault = lambda: failures.pop() if failures else None
+    h.move(94_900.0 if direction == "LONG" else 105_100.0)           # through the stop: it fails
+    assert h.sim.position(h.symbol).qty != 0 and h.stops() == []     # unprotected
+    if back:
+        h.move(95_300.0 if direction == "LONG" else 104_700.0)       # back inside before the reaction
+    done = run_sync(h.strategy.on_stop_failed(stop_id))
+    h.deliver()
+    if back:
+        assert done == "replaced"
+        assert h.stops() == [95000.0 if direction == "LONG" else 105000.0]
+        assert h.sim.position(h.symbol).qty != 0
+    else:
+        assert done == "closed at market"
+        assert h.sim.position(h.symbol).qty == 0 and h.fills[-1].role == "SL"
+        assert h.strategy.state.grid_center == h.fills[-1].price and len(h.entries()) == 4
+    assert run_sync(h.strategy.on_stop_failed("GM-BTCUSDC-9-SL9")) == ""   # not ours: nothing done
