@@ -178,12 +178,20 @@ def user_socket(bsm: BinanceSocketManager) -> KeepAliveWebsocket:
         return None
 
     base = bsm.FSTREAM_URL
-    if bsm.demo and base == BinanceSocketManager.FSTREAM_URL:    # the testnet, unless a URL was given
-        base = bsm.FSTREAM_DEMO_URL
+    if bsm.demo and base == BinanceSocketManager.FSTREAM_URL.format(bsm._client.tld):
+        base = bsm.FSTREAM_DEMO_URL         # the testnet, unless a URL was given
     return DocumentedUserSocket(client=bsm._client, url=base + "private/", keepalive_type="futures", prefix="ws",
                                 exit_coro=_no_registry, user_timeout=bsm._user_timeout,
                                 https_proxy=bsm._client.https_proxy, max_queue_size=bsm._max_queue_size,
                                 **bsm.ws_kwargs)
+
+
+def client_switches(testnet: bool) -> dict[str, bool]:
+    """python-binance's venue switch for BINANCE_TESTNET=1: `demo`, whose hosts are the ones
+    Binance's USDⓈ-M General Info page names for the testnet (REST demo-fapi.binance.com,
+    streams fstream.binancefuture.com); its `testnet` switch still points REST at
+    testnet.binancefuture.com, which other clients report disabled (go-binance #765)."""
+    return {"demo": True} if testnet else {}
 
 
 def venue_urls_from_env(base_url: str | None = None, ws_url: str | None = None) -> tuple[str | None, str | None, bool]:
@@ -234,7 +242,7 @@ class BinanceFuturesClient(FuturesVenue):
             # (REST https://demo-fapi.binance.com, streams wss://fstream.binancefuture.com), which
             # is python-binance's `demo` switch; its `testnet` switch still sends REST to
             # testnet.binancefuture.com (docs/DECISIONS.md, issue 19).
-            self.client = await cls.create(self._key, self._secret, demo=self.testnet)
+            self.client = await cls.create(self._key, self._secret, **client_switches(self.testnet))
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise Unreachable(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
                               f"{type(e).__name__}") from None

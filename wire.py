@@ -124,6 +124,9 @@ def order_json(o: SimOrder, f: SymbolFilters, *, query: bool = False, ack: bool 
     if query:
         d["time"] = o.time
     else:
+        # Change-log (connector 14.0.0, 2026-07-15): order, batch and cancel answers no longer
+        # carry avgPrice / cumQuote; GET /fapi/v1/order and the stream keep them.
+        del d["avgPrice"], d["cumQuote"]
         d["cumQty"] = f.fmt_qty(executed)
     return d
 

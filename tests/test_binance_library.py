@@ -207,3 +207,25 @@ async def test_capital_and_the_2019_ladder_follow_the_account_mode(start_exchang
         assert await venue.wallet_balance() == 8_000.0 and await venue.available_balance() == 8_000.0
     finally:
         await venue.close()
+
+
+async def test_the_testnet_switch_uses_the_hosts_binance_documents(monkeypatch):
+    """Issue 19 (4): BINANCE_TESTNET=1 → REST https://demo-fapi.binance.com/fapi and the user
+    stream on wss://fstream.binancefuture.com/private/ (General Info), not python-binance's
+    `testnet` host testnet.binancefuture.com.  Nothing is sent: the URLs are read off the
+    client python-binance builds with our switches."""
+    from binance import AsyncClient, BinanceSocketManager
+
+    from binance_library import client_switches, user_socket, venue_urls_from_env
+    monkeypatch.setenv("BINANCE_TESTNET", "1")
+    monkeypatch.delenv("BINANCE_BASE_URL", raising=False)
+    base, ws, testnet = venue_urls_from_env()
+    assert (base, ws, testnet) == (None, None, True)
+    client = AsyncClient("k" * 64, "s" * 64, **client_switches(testnet))
+    try:
+        assert client._create_futures_api_uri("order").startswith("https://demo-fapi.binance.com/fapi/")
+        sock = user_socket(BinanceSocketManager(client))
+        assert sock._url == "wss://fstream.binancefuture.com/private/"
+    finally:
+        await client.close_connection()
+    assert client_switches(False) == {}
