@@ -25,6 +25,7 @@ from exchange_api import ExchangeError
 from messages import korean
 from paths import Paths, short_name
 from notify import NotifyConfigError, settings_from as notify_settings
+from preflight import CHECK_TIMEOUT_S, main_check
 from records import setup_logging
 from services import ServiceSettings, Services
 
@@ -143,6 +144,10 @@ def build_parser(short: str) -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=None,
                    help="serve Prometheus metrics on this port (default: METRICS_PORT in .env, else none)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics page (default 127.0.0.1)")
+    p.add_argument("--check", action="store_true", help="read-only pre-flight against the venue instead of trading: "
+                   "one OK / WARN / FAIL line per check, exit 1 on a FAIL (preflight.py)")
+    p.add_argument("--check-timeout", type=float, default=CHECK_TIMEOUT_S, metavar="SECONDS",
+                   help=f"--check: how long each stream check waits (default {CHECK_TIMEOUT_S:g})")
     return p
 
 
@@ -159,6 +164,8 @@ def main(symbol: str, argv: list[str] | None = None,
     root = Path(args.root)
     paths = Paths(root)
     config_path = Path(args.config) if args.config else ROOT / f"config_{short}.txt"
+    if args.check:                                     # the pre-flight: read-only, no lock, no log file
+        return main_check(symbol, args, paths, config_path, read_keys)
     try:
         args.services = service_settings(args, Path(args.env))
         if args.demo:

@@ -105,10 +105,16 @@ class AccountMixin:
         return {"code": 200, "msg": "success"}
 
     def change_position_mode(self, dual: bool) -> dict[str, Any]:
+        """POST /fapi/v1/positionSide/dual: Binance switches an account holding no position and
+        no open order (-4068 / -4067 otherwise), so a user can leave one in hedge mode.  The
+        engine trades one-way only: in hedge mode every order is refused (-4061, as Binance
+        refuses positionSide BOTH there); a daemon switches back at start."""
         if dual == self.dual_side:
             raise sim_error(-4059, "No need to change position side.")
-        if dual:
-            raise sim_error(-4059, "The simulator supports one-way mode only.")
+        if any(b.position.steps for b in self.books.values()):
+            raise sim_error(-4068, "Position side cannot be changed if there exists position.")
+        if any(b.open_by_client or b.algo_by_client for b in self.books.values()):
+            raise sim_error(-4067, "Position side cannot be changed if there exists open orders.")
         self.dual_side = dual
         return {"code": 200, "msg": "success"}
 

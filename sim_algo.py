@@ -31,7 +31,7 @@ class AlgoMixin:
         otype = (type or "").upper()
         if otype not in ("STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"):
             raise sim_error(-1116, "Invalid orderType.")
-        if (positionSide or "BOTH").upper() != "BOTH":
+        if (positionSide or "BOTH").upper() != "BOTH" or self.dual_side:
             raise sim_error(-4061, "Order's position side does not match user's setting.")
         if triggerPrice in (None, ""):
             raise sim_error(-1102, "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.")

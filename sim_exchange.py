@@ -170,7 +170,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
                        "Please use the Algo Order API endpoints instead.")
         if otype not in ("LIMIT", "MARKET"):
             raise sim_error(-1116, "Invalid orderType.")
-        if (positionSide or "BOTH").upper() != "BOTH":
+        if (positionSide or "BOTH").upper() != "BOTH" or self.dual_side:
             raise sim_error(-4061, "Order's position side does not match user's setting.")
         reduce_only = parse_bool(reduceOnly)
         cid = self._check_client_id(b, newClientOrderId)
