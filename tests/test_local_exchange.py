@@ -568,7 +568,8 @@ async def test_listen_key_expiry_sends_listen_key_expired(start_exchange, client
     client = await client_for(ex)
     async with quick(user_socket(bsm_for(client, ex))) as us:   # keepalive every 5 min: too late
         msg = await recv_until(us, lambda m: m.get("e") == "listenKeyExpired", timeout=5)
-        assert isinstance(msg["listenKey"], str) and int(msg["E"]) > 0
+        # E an integer (Event-User-Data-Stream-Expired, USDⓈ-M; the margin pages show a string)
+        assert isinstance(msg["listenKey"], str) and isinstance(msg["E"], int) and msg["E"] > 0
         await client.futures_create_order(symbol=SYM, side="BUY", type="MARKET", quantity="0.100")
         with pytest.raises(asyncio.TimeoutError):     # no user events after expiry until a new key is used
             await recv_until(us, lambda m: m.get("e") == "ORDER_TRADE_UPDATE", timeout=0.5)
