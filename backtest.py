@@ -30,13 +30,13 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_ticks, leg_volume_steps
+from sim.fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_ticks, leg_volume_steps
 from grid_strategy import FillRecord, GridMartingaleStrategy
-from market_data import Candles, DataError, load_klines
-from market_replay import FILL, OPEN, play_candle
-from brackets import BracketError, BracketTable, load_brackets, table_for
-from funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
-from sim_exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
+from market.data import Candles, DataError, load_klines
+from sim.replay import FILL, OPEN, play_candle
+from market.brackets import BracketError, BracketTable, load_brackets, table_for
+from market.funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
+from sim.exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
 
 TRADE_COLUMNS = ["time", "role", "side", "price", "qty", "fee", "realized_pnl", "position_after",

@@ -35,7 +35,7 @@ from binance.ws.keepalive_websocket import KeepAliveWebsocket
 
 from exchange_api import (
     BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
-    OrderAck, Position, SymbolFilters,
+    OrderAck, OrderUpdate, Position, SymbolFilters,
 )
 
 log = logging.getLogger("binance_library")
@@ -667,6 +667,26 @@ class BinanceFuturesClient(FuturesVenue):
     async def leverage_brackets(self) -> list[dict[str, Any]] | dict[str, Any]:
         """GET /fapi/v1/leverageBracket of this symbol (the account's own table)."""
         return await self._call(self.client.futures_leverage_bracket, symbol=self.symbol)
+
+
+# ---------------------------------------------------------------------------- Binance's events, decoded
+
+
+def order_update_from_binance(event: dict[str, Any]) -> OrderUpdate:
+    """Parse a streamed ORDER_TRADE_UPDATE (the live path)."""
+    o = event["o"]
+    return OrderUpdate(
+        symbol=o["s"], client_id=o["c"], order_id=int(o["i"]), side=o["S"],
+        order_type=o.get("ot") or o["o"], exec_type=o["x"], status=o["X"],
+        price=float(o.get("p", 0) or 0), orig_qty=float(o.get("q", 0) or 0),
+        last_qty=float(o.get("l", 0) or 0), last_price=float(o.get("L", 0) or 0),
+        cum_qty=float(o.get("z", 0) or 0), avg_price=float(o.get("ap", 0) or 0),
+        commission=float(o.get("n", 0) or 0), realized_pnl=float(o.get("rp", 0) or 0),
+        is_maker=bool(o.get("m", False)), reduce_only=bool(o.get("R", False)),
+        close_position=bool(o.get("cp", False)), stop_price=float(o.get("sp", 0) or 0),
+        trade_id=int(o.get("t", 0) or 0), event_time=int(event.get("E", 0)),
+        trade_time=int(o.get("T", 0) or 0), commission_asset=o.get("N", "USDC") or "USDC",
+    )
 
 
 def filters_from_exchange_info(sym: dict[str, Any]) -> SymbolFilters:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from paths import ROOT
+
 __all__ = ["ConfigError", "GridConfig", "parse_config", "load_config", "config_path_for", "format_config", "key_kind",
            "field_of"]
 
@@ -171,11 +173,11 @@ def load_config(path: str | Path) -> GridConfig:
 
 
 def config_path_for(symbol_short: str) -> Path:
-    """``<dir of this module>/config_<sym>.txt`` for a short symbol like "btc"."""
+    """``<project root>/config_<sym>.txt`` for a short symbol like "btc"."""
     sym = symbol_short.strip().lower()
     if not sym.isalnum():
         raise ValueError(f"bad symbol name {symbol_short!r}")
-    return Path(__file__).resolve().parent / f"config_{sym}.txt"
+    return ROOT / f"config_{sym}.txt"
 
 
 def _convert(text: str, kind: str, source: str, lineno: int, key: str) -> Any:

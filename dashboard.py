@@ -26,10 +26,9 @@ from typing import Any
 
 from aiohttp import web
 
-from paths import Paths
+from paths import ROOT, Paths
 from status import running
 
-ROOT = Path(__file__).resolve().parent
 EQUITY_POINTS = 600              # the realized-PnL curve is thinned to this many points
 LOG_LINES = 15
 

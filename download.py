@@ -40,8 +40,8 @@ from typing import Any, Callable, Iterable
 import aiohttp
 from tqdm import tqdm
 
-from funding import FundingError, load_funding
-from market_data import HEADER_12, MINUTE_MS, DataError, load_klines
+from market.funding import FundingError, load_funding
+from market.data import HEADER_12, MINUTE_MS, DataError, load_klines
 
 DUMP_URL = "https://data.binance.vision"
 REST_URL = "https://fapi.binance.com"

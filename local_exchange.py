@@ -61,23 +61,23 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from aiohttp import web
 from exchange_api import SymbolFilters
-from brackets import BracketTable
-from funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
-from local_ws_api import WsApi
-from market_data import load_klines
-from sim_types import generic_filters, infer_filters
-from sim_exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
-from wire import algo_json, order_json, trade_json
-from wire import f8 as _f8
-from local_base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, MSG_UNKNOWN, PlannedFault, _Conn, _IpState,
+from market.brackets import BracketTable
+from market.funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
+from localex.ws_api import WsApi
+from market.data import load_klines
+from sim.model import generic_filters, infer_filters
+from sim.exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
+from localex.wire import algo_json, order_json, trade_json
+from localex.wire import f8 as _f8
+from localex.base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, MSG_UNKNOWN, PlannedFault, _Conn, _IpState,
     _Live, _Series, _Window, _synthetic_series, assign_data_files, load_fault_plan, log, parse_faults,
     parse_plan_entry)
-from local_clock import ClockMixin
-from local_streams import StreamsMixin
-from local_gateway import GatewayMixin
-from local_market_api import MarketApiMixin
-from local_account_api import AccountApiMixin
-from local_preflight_api import PreflightApiMixin
+from localex.clock import ClockMixin
+from localex.streams import StreamsMixin
+from localex.gateway import GatewayMixin
+from localex.market_api import MarketApiMixin
+from localex.account_api import AccountApiMixin
+from localex.preflight_api import PreflightApiMixin
 
 __all__ = ["LocalExchange", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN", "PlannedFault",
            "assign_data_files", "load_fault_plan", "parse_faults", "parse_plan_entry"]

@@ -35,13 +35,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from backtest import BacktestResult, Market, add_market_arguments, apply_fee_overrides, load_market, run_backtest
-from brackets import BracketError
+from market.brackets import BracketError
 from config import ConfigError, GridConfig, format_config, load_config
-from funding import FundingError
-from market_data import DataError
-from scoring import Score, score
-from search_space import Space, SpaceError, build_config, load_space
-from study_runner import (GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, constraints_of, shown_url,
+from market.funding import FundingError
+from market.data import DataError
+from research.scoring import Score, score
+from research.search_space import Space, SpaceError, build_config, load_space
+from research.study_runner import (GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, constraints_of, shown_url,
                           storage_for)
 
 OBJECTIVES = ("return-drawdown", "calmar", "sortino", "sharpe", "return")

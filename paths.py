@@ -1,6 +1,6 @@
 """The one owner of the daemon's file names: state, lock, pid, trades, funding, brackets, logs.
 
-The daemon, records.py, status.py and the shell scripts all take their paths from here (the
+The daemon, ops/records.py, status.py and the shell scripts all take their paths from here (the
 scripts through the small command line below), so a name changes in one place.
 
     python paths.py [--root DIR] {state,lock,pid,trades,funding,brackets,log,stdout,logs} [btc|eth|<sym>]
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent     # the project root: the one place it is computed
 LOG_PREFIX = "grid_martingale"
 
 

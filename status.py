@@ -12,9 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from paths import Paths, short_name
+from paths import ROOT, Paths, short_name
 
-ROOT = Path(__file__).resolve().parent
 
 
 def running(pidfile: Path, daemon_only: bool = False) -> tuple[int, float] | None:

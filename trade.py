@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Any USDⓈ-M symbol: `python trade.py SYMBOL [--demo] [options]` (see daemon.py).
+"""Any USDⓈ-M symbol: `python trade.py SYMBOL [--demo] [options]` (see live/daemon.py).
 
 Its config is config_<short>.txt (BTCUSDC → btc, SOLUSDC → sol, BTCUSDT → btcusdt) and its
 state, trades and logs are named after it; filters and leverage brackets come from the
@@ -8,8 +8,8 @@ BTCUSDC and ETHUSDC."""
 import re
 import sys
 
-from demo import run_demo
-from launcher import main
+from live.demo import run_demo
+from live.launcher import main
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or not re.fullmatch(r"[A-Za-z0-9]{5,20}", sys.argv[1]):

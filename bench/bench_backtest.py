@@ -34,10 +34,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from backtest import BacktestResult, run_backtest  # noqa: E402
-from funding import BASELINE_RATE, constant_funding  # noqa: E402
+from market.funding import BASELINE_RATE, constant_funding  # noqa: E402
 from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters  # noqa: E402
-from market_data import Candles, chain_candles, load_klines  # noqa: E402
+from market.data import Candles, chain_candles, load_klines  # noqa: E402
 
 T = TypeVar("T")
 REPEAT = 5

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import optuna  # noqa: E402
 
 import optimize  # noqa: E402
-from study_runner import complete_count  # noqa: E402
+from research.study_runner import complete_count  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "binance-futures-um-NEARUSDT-1m-2024-09.csv"
 MARKET = ["--symbol", "NEARUSDT", "--tick-size", "0.001", "--step-size", "0.1"]

@@ -63,11 +63,11 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from binance.ws.reconnecting_websocket import ReconnectingWebsocket  # noqa: E402
 
-from daemon import Daemon  # noqa: E402
+from live.daemon import Daemon  # noqa: E402
 from paths import Paths  # noqa: E402
 from exchange_api import ROLE_TP, parse_client_order_id  # noqa: E402
 from local_exchange import LocalExchange  # noqa: E402
-from records import setup_logging  # noqa: E402
+from ops.records import setup_logging  # noqa: E402
 
 SYM = "BTCUSDC"
 KEY = "bench-reaction-key-0123456789"
@@ -248,8 +248,8 @@ async def hanging_receiver() -> tuple[str, Any]:
 
 
 async def notifications_to_a_hanging_receiver(d: Any) -> tuple[Any, Any]:
-    from events import KINDS
-    from services import ServiceSettings, Services
+    from ops.events import KINDS
+    from ops.services import ServiceSettings, Services
     url, receiver = await hanging_receiver()
     services = Services(d, ServiceSettings([url], set(KINDS)), logging.getLogger("grid"))
     await services.start()

@@ -28,10 +28,10 @@ sys.path.insert(0, str(REPO))
 from backtest import run_backtest, summarize  # noqa: E402
 from config import GridConfig, load_config  # noqa: E402
 from exchange_api import OrderUpdate, SymbolFilters, run_sync  # noqa: E402
-from fill_model import candle_path  # noqa: E402
+from sim.fill_model import candle_path  # noqa: E402
 from grid_strategy import FillRecord, GridMartingaleStrategy  # noqa: E402
-from market_data import Candles, load_klines, synthetic_klines, write_klines_csv  # noqa: E402
-from sim_exchange import DEFAULT_FILTERS, SimulatedExchange, SimVenue  # noqa: E402
+from market.data import Candles, load_klines, synthetic_klines, write_klines_csv  # noqa: E402
+from sim.exchange import DEFAULT_FILTERS, SimulatedExchange, SimVenue  # noqa: E402
 
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 DATA_FILES = sorted(DATA_DIR.glob("*.csv")) if DATA_DIR.is_dir() else []

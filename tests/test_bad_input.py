@@ -178,7 +178,7 @@ def _check_config_error(path: Path, rc: int, out: str, err: str, name: str) -> N
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_config_at_start_is_one_line_and_exit_2(config_base, name, capsys):
-    import launcher
+    from live import launcher as launcher
     base, env = config_base
     path = _write_case(base, name)
     rc = launcher.main("BTCUSDC", _argv(path, base, env))

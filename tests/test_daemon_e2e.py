@@ -732,7 +732,7 @@ def test_daemon_survives_a_vanished_exchange_and_still_stops_promptly(live):
 
 def test_flat_grid_follows_the_price_up_out_of_its_range(tmp_path, keys, daemons):
     """The range exit reacts to the market stream (klines), so it needs candles: a hand-made CSV."""
-    from market_data import Candles, write_klines_csv
+    from market.data import Candles, write_klines_csv
     t0 = 1_700_000_000_000
     rows = [(60_000.0, 60_000.0, 60_000.0, 60_000.0),       # centre 60 000, band 61 200
             (60_000.0, 61_300.0, 60_000.0, 61_300.0),       # up through the band, no entry touched
@@ -816,7 +816,7 @@ HOUR_AFTER_NEW_YEAR = 1_704_067_200_000 + 3_600_000   # 2024-01-01T01:00Z: no fu
 def exchange_on_candles(tmp_path: Path, keys: tuple[str, str], rows: list[tuple[float, float, float, float]],
                         t0: int, vols: list[float] | None = None, **kw: Any) -> Exchange:
     """A local exchange replaying hand-made candles (open, high, low, close) from `t0`."""
-    from market_data import Candles, write_klines_csv
+    from market.data import Candles, write_klines_csv
     n = len(rows)
     o, h, l, c = (list(x) for x in zip(*rows))
     data = tmp_path / "BTCUSDC-1m.csv"

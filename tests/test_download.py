@@ -21,7 +21,7 @@ import backtest
 import download
 from download import Month, ensure
 from exchange_api import SymbolFilters
-from market_data import load_klines
+from market.data import load_klines
 
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 MONTH_FILE = DATA_DIR / "binance-futures-um-NEARUSDT-1m-2024-09.csv"

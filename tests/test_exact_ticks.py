@@ -25,8 +25,8 @@ from backtest import run_backtest  # noqa: E402
 from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters, apply_fill  # noqa: E402
 from grid_strategy import GridMartingaleStrategy  # noqa: E402
-from market_data import Candles, load_klines  # noqa: E402
-from sim_exchange import SimulatedExchange, SimVenue  # noqa: E402
+from market.data import Candles, load_klines  # noqa: E402
+from sim.exchange import SimulatedExchange, SimVenue  # noqa: E402
 from test_backtest import DATA_FILES, NO_DATA, filters_for  # noqa: E402
 
 F = SymbolFilters("DOTUSDT", 0.001, 0.1, 0.1, 5.0)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from exchange_api import SymbolFilters
-from fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, next_trigger
-from sim_exchange import SimulatedExchange
+from sim.fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, next_trigger
+from sim.exchange import SimulatedExchange
 
 SYM = "BTCUSDC"
 BTC = SymbolFilters(SYM, tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0)

@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backtest import run_backtest, summarize  # noqa: E402
-from brackets import SHIPPED, BracketError, liquidation_price, load_brackets, parse_binance  # noqa: E402
+from market.brackets import SHIPPED, BracketError, liquidation_price, load_brackets, parse_binance  # noqa: E402
 from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters  # noqa: E402
-from funding import FundingError, FundingSeries, constant_funding, load_funding  # noqa: E402
-from market_data import Candles, write_klines_csv  # noqa: E402
-from sim_exchange import SimulatedExchange  # noqa: E402
+from market.funding import FundingError, FundingSeries, constant_funding, load_funding  # noqa: E402
+from market.data import Candles, write_klines_csv  # noqa: E402
+from sim.exchange import SimulatedExchange  # noqa: E402
 
 BTC = SymbolFilters("BTCUSDC", 0.1, 0.001, 0.001, 5.0)
 CFG = load_config(ROOT / "config_btc.txt")
@@ -145,7 +145,7 @@ def test_position_opened_or_closed_in_the_minute_of_t():
 def test_backtest_funding_equals_an_independent_count(hours):
     """Over a month of synthetic candles, 8-hourly and 4-hourly, rates of both signs: every
     settlement = position at T × open at T × rate, the position at T read from the fills alone."""
-    from market_data import synthetic_klines
+    from market.data import synthetic_klines
     candles = synthetic_klines(30 * 1440, 7, start_price=50_000.0, start_time_ms=T0 + 60_000, tick=0.1)
     rates = constant_funding(0.0001, T0, int(candles.open_time[-1]), interval_hours=hours)
     assert np.all(rates.times % (hours * 3_600_000) == 0)
@@ -313,7 +313,7 @@ def _mark_case(tmp_path, working_type: str):
     path = tmp_path / "mark.csv"
     write_klines_csv(Candles.from_arrays(mark.open_time, mark.open, mark.high, mark.low, mark.close,
                                          np.zeros(len(mark))), path)
-    from market_data import load_klines
+    from market.data import load_klines
     return run_backtest(cfg, last, BTC, mark=load_klines([path])), sl
 
 

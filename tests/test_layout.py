@@ -1,16 +1,29 @@
-"""The layout rules of DESIGN §3–6, checked on the source (issue 10): no class over ~600
+"""The layout rules of DESIGN §3–6 and issue 20, checked on the source: no class over ~600
 lines and no function over ~120, no import circle, only the entry scripts import the demo,
-no literal Binance error code in the daemon's modules."""
+no literal Binance error code in the daemon's modules; the packages and their layers (the
+live side never loads the simulator, the local exchange or numpy)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("live", "sim", "market", "localex", "research", "ops")
+# Modules by dotted name: the root's files (the user's and one per command) and the packages'.
 MODULES = {p.stem: p for p in sorted(ROOT.glob("*.py"))}
+MODULES.update({f"{pkg}.{p.stem}": p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))
+                if p.stem != "__init__"})
 MAX_CLASS_LINES = 600
 MAX_FUNCTION_LINES = 120
-DAEMON_MODULES = ("daemon", "reconciler", "launcher", "binance_library", "grid_strategy", "grid_ladder")
+DAEMON_MODULES = ("live.daemon", "live.reconciler", "live.launcher", "binance_library", "grid_strategy",
+                  "grid_ladder")
+# What stays at the root (issue 20): the user's files, one file per command, what the strategy
+# stands on.  Anything else belongs in a package.
+ROOT_MODULES = {"trade", "trade_btc", "trade_eth", "config", "grid_strategy", "grid_ladder", "exchange_api",
+                "messages", "state_manager", "binance_library", "backtest", "optimize", "download",
+                "local_exchange", "dashboard", "status", "paths"}
 
 
 def _tree(name: str) -> ast.Module:
@@ -18,12 +31,14 @@ def _tree(name: str) -> ast.Module:
 
 
 def _local_imports(name: str) -> set[str]:
+    """The project's modules `name` imports, by dotted name (`from sim import model` → sim.model)."""
     out: set[str] = set()
     for node in ast.walk(_tree(name)):
         if isinstance(node, ast.Import):
-            out |= {a.name.split(".")[0] for a in node.names}
+            out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            out.add(node.module.split(".")[0])
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
     return (out & MODULES.keys()) - {name}
 
 
@@ -62,9 +77,9 @@ def test_no_import_circle():
 
 
 def test_only_the_entry_scripts_import_the_demo():
-    importers = {name for name in MODULES if "demo" in _local_imports(name)}
+    importers = {name for name in MODULES if "live.demo" in _local_imports(name)}
     assert importers == {"trade", "trade_btc", "trade_eth"}
-    assert "demo" not in _local_imports("daemon") and "demo" not in _local_imports("launcher")
+    assert "live.demo" not in _local_imports("live.daemon") and "live.demo" not in _local_imports("live.launcher")
 
 
 def test_no_literal_error_code_in_the_daemon():
@@ -77,3 +92,43 @@ def test_no_literal_error_code_in_the_daemon():
                     and 1000 <= node.operand.value <= 9999):
                 found.append(f"{name}.py:{node.lineno}: -{node.operand.value}")
     assert not found, found
+
+
+def test_the_root_holds_the_users_files_and_the_commands_only():
+    assert {p.stem for p in ROOT.glob("*.py")} == ROOT_MODULES
+    for pkg in PACKAGES:
+        doc = ast.get_docstring(ast.parse((ROOT / pkg / "__init__.py").read_text(encoding="utf-8")))
+        assert doc, f"{pkg}/__init__.py says what the package is for"
+
+
+def test_the_live_side_loads_no_simulator_no_local_exchange_and_no_numpy():
+    """Importing the daemon (and everything a live start imports) loads no sim / localex /
+    research module and not numpy: the simulator cannot leak into the live path."""
+    code = ("import sys; import live.daemon, live.launcher, live.preflight, binance_library; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sim', 'localex', 'research', 'numpy') "
+            "or m in ('local_exchange', 'backtest', 'optimize')); print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == ""
+
+
+def test_the_layers_show_in_the_imports():
+    """live never imports sim / localex / research (the demo embeds the local exchange, and
+    only the entry scripts import it); sim never imports localex or live; Binance's decoders
+    are the live side's (binance_library), its encoders the local exchange's (localex.wire)."""
+    wrong: list[str] = []
+    for name in MODULES:
+        deps = _local_imports(name)
+        top = name.split(".")[0]
+        if top == "live" and name != "live.demo":
+            wrong += [f"{name} → {d}" for d in deps if d.split(".")[0] in ("sim", "localex", "research")
+                      or d in ("local_exchange", "backtest", "optimize")]
+        if top == "sim":
+            wrong += [f"{name} → {d}" for d in deps if d.split(".")[0] in ("localex", "live", "research")]
+        if top in ("ops", "market"):
+            wrong += [f"{name} → {d}" for d in deps if d.split(".")[0] in ("sim", "localex", "live")]
+    assert not wrong, wrong
+    assert "localex.wire" not in _local_imports("binance_library")
+    decoders = [n.name for n in ast.walk(_tree("localex.wire")) if isinstance(n, ast.FunctionDef)
+                and "from_binance" in n.name]
+    assert decoders == [], decoders

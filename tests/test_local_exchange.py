@@ -32,8 +32,8 @@ from websockets.exceptions import ConnectionClosedError
 from binance_library import USER_EVENTS, user_socket
 from local_exchange import (DEFAULT_API_SECRET, MSG_UNKNOWN, Faults, LocalExchange,
                             assign_data_files, parse_faults)
-from market_data import Candles, write_klines_csv
-from sim_exchange import DEFAULT_FILTERS
+from market.data import Candles, write_klines_csv
+from sim.exchange import DEFAULT_FILTERS
 
 pytestmark = pytest.mark.timeout(30)
 

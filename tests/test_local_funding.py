@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from binance_library import user_socket
-from brackets import SHIPPED, liquidation_price
-from funding import FundingSeries
-from market_data import Candles, write_klines_csv
+from market.brackets import SHIPPED, liquidation_price
+from market.funding import FundingSeries
+from market.data import Candles, write_klines_csv
 from test_local_exchange import bsm_for, quick, recv_until
 
 pytestmark = pytest.mark.timeout(30)

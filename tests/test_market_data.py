@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from market_data import (  # noqa: E402
+from market.data import (  # noqa: E402
     COLUMNS,
     Candles,
     DataError,

@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 import backtest
 import optimize
 from config import load_config
-from market_data import load_klines, write_klines_csv
-from search_space import SpaceError, build_config, parse_space
+from market.data import load_klines, write_klines_csv
+from research.search_space import SpaceError, build_config, parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -61,7 +61,7 @@ def trials_csv(tmp: Path) -> list[dict[str, str]]:
 
 
 def journal_study(tmp: Path, name: str) -> optuna.Study:
-    from study_runner import storage_for
+    from research.study_runner import storage_for
     storage, _ = storage_for(None, name, tmp)
     return optuna.load_study(study_name=name, storage=storage)
 
@@ -127,7 +127,7 @@ def test_folds_are_anchored_and_never_test_on_what_they_trained_on():
 
 
 def test_constraints_say_liquidated_or_too_few_round_trips():
-    from scoring import Score
+    from research.scoring import Score
     obj = optimize.Objective("calmar", BASE, parse_space("TP_PCT=0.003..0.01", BASE), None, 5, 30.0)
     ok = Score(10, 20, 1, 1, 1, 6, 0, 50, 10, 0)
     assert all(c <= 0 for c in obj.constraints(ok))
@@ -214,7 +214,7 @@ def test_a_trial_failed_as_stale_while_its_worker_stalled_is_retried_and_the_wor
     and runs its parameters again; A then finds its trial failed and carries on: exactly
     the total, A's stalled trial not counted."""
     import threading
-    from study_runner import Evaluation, Worker, storage_for
+    from research.study_runner import Evaluation, Worker, storage_for
     storage, _ = storage_for(None, "stall", tmp_path)
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     study = optuna.create_study(storage=storage, study_name="stall", sampler=optuna.samplers.RandomSampler(seed=1))

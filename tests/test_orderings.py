@@ -17,8 +17,8 @@ from typing import Callable
 import pytest
 
 from exchange_api import OrderUpdate, run_sync
-from sim_exchange import SimVenue
-from stream_dispatch import StreamDispatcher
+from sim.exchange import SimVenue
+from live.stream_dispatch import StreamDispatcher
 from test_strategy import LONG_LEVELS, SHORT_LEVELS, make
 
 LADDER = {"LONG": sum(q for _, _, q in LONG_LEVELS), "SHORT": sum(q for _, _, q in SHORT_LEVELS)}

@@ -16,9 +16,9 @@ import pytest
 from backtest import run_backtest
 from config import load_config
 from harness import TIGHT, with_values
-from funding import load_funding
-from market_data import load_klines, synthetic_klines, write_klines_csv
-from sim_exchange import DEFAULT_FILTERS
+from market.funding import load_funding
+from market.data import load_klines, synthetic_klines, write_klines_csv
+from sim.exchange import DEFAULT_FILTERS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR", ROOT.parent / "shared" / "data"))

@@ -1,4 +1,4 @@
-"""The pre-flight check (`trade_btc.py --check`, preflight.py; issue 19), as a user runs it:
+"""The pre-flight check (`trade_btc.py --check`, live/preflight.py; issue 19), as a user runs it:
 the real command in a subprocess against the local exchange in a subprocess (tests/harness.py),
 one problem injected per test (keys, hedge mode, multi-assets and credits modes, a key with
 withdrawals, a capital too small for level 1, a leverage above its bracket, a state file that

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from local_exchange import DEFAULT_API_KEY
-from records import CSV_COLUMNS
+from ops.records import CSV_COLUMNS
 from state_manager import GridState, OrderState, StateManager
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,9 @@ import pytest
 import exchange_api
 from exchange_api import (ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, SymbolFilters,
                           run_sync)
-from sim_exchange import AccountUpdate, AlgoUpdate, SimulatedExchange, SimVenue
-from wire import order_update_from_binance, order_update_to_binance, to_binance_event
+from sim.exchange import AccountUpdate, AlgoUpdate, SimulatedExchange, SimVenue
+from binance_library import order_update_from_binance
+from localex.wire import order_update_to_binance, to_binance_event
 
 SYM = "BTCUSDC"
 BTC = SymbolFilters(SYM, tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0)

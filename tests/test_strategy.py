@@ -8,7 +8,7 @@ import pytest
 from config import load_config
 from exchange_api import OrderUpdate, SymbolFilters, parse_client_order_id, run_sync
 from grid_strategy import GridMartingaleStrategy
-from sim_exchange import SimulatedExchange, SimVenue
+from sim.exchange import SimulatedExchange, SimVenue
 
 ROOT = Path(__file__).resolve().parents[1]
 BTC = SymbolFilters("BTCUSDC", tick_size=0.1, step_size=0.001, min_qty=0.001, min_notional=5.0)

@@ -8,7 +8,7 @@ import csv
 import logging
 from pathlib import Path
 
-from daemon import Daemon
+from live.daemon import Daemon
 from paths import Paths
 from harness import CONFIG
 from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET, LocalExchange

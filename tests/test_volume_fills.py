@@ -16,8 +16,8 @@ sys.path.insert(0, str(ROOT))
 from backtest import run_backtest  # noqa: E402
 from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters  # noqa: E402
-from market_data import synthetic_klines  # noqa: E402
-from sim_exchange import SimulatedExchange  # noqa: E402
+from market.data import synthetic_klines  # noqa: E402
+from sim.exchange import SimulatedExchange  # noqa: E402
 
 F = SymbolFilters("BTCUSDC", 0.1, 0.001, 0.001, 5.0)
 SYM = "BTCUSDC"

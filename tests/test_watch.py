@@ -18,8 +18,8 @@ import pytest
 from aiohttp import ClientSession, web
 
 import dashboard
-from events import DEEPEST, SL, START, TP, Event, EventBus
-from notify import Notifier, message, parse_events
+from ops.events import DEEPEST, SL, START, TP, Event, EventBus
+from ops.notify import Notifier, message, parse_events
 from harness import Daemon, Exchange, clean_env, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,8 +161,8 @@ async def test_the_demo_notifies_each_event_and_a_hanging_receiver_changes_no_tr
     nothing from trading; the demo still ends promptly."""
     from backtest import run_backtest
     from config import load_config
-    from market_data import load_klines
-    from sim_exchange import DEFAULT_FILTERS
+    from market.data import load_klines
+    from sim.exchange import DEFAULT_FILTERS
     data, cfg = demo_slice(tmp_path), tight(tmp_path)
     hanging = await Receiver("hang").start()
     try:
@@ -341,7 +341,7 @@ async def test_a_live_daemon_keeps_its_keys_and_tokens_out_of_metrics_dashboard_
 
 # ---------------------------------------------------------------------- the other events
 def test_unreachable_after_a_minute_then_reachable_once_each():
-    from services import Connectivity
+    from ops.services import Connectivity
 
     class D:
         symbol = "BTCUSDC"
@@ -370,8 +370,8 @@ def test_unreachable_after_a_minute_then_reachable_once_each():
 
 
 def test_error_lines_become_events_once_per_ten_minutes_with_secrets_masked():
-    from notify import ErrorEvents
-    from records import SecretFilter
+    from ops.notify import ErrorEvents
+    from ops.records import SecretFilter
     bus = EventBus()
     q = bus.subscribe()
     log = logging.getLogger("grid.test-errors")
@@ -390,7 +390,7 @@ def test_error_lines_become_events_once_per_ten_minutes_with_secrets_masked():
 
 
 def test_the_daily_summary_comes_when_the_markets_clock_passes_midnight_utc():
-    from services import DayWatch
+    from ops.services import DayWatch
     watch, ended = DayWatch(), []
     watch.listeners.append(ended.append)
     midnight = 86_400_000 * 20_000                      # 2024-10-04T00:00Z

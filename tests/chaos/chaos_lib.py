@@ -32,7 +32,7 @@ if str(TESTS.parent) not in sys.path:
     sys.path.insert(0, str(TESTS.parent))
 
 from harness import CONFIG, SYM, TIGHT, Daemon, Exchange, wait_until, with_values  # noqa: E402
-from market_data import synthetic_klines, write_klines_csv  # noqa: E402
+from market.data import synthetic_klines, write_klines_csv  # noqa: E402
 
 LEVELS = 4
 TIGHT_CONFIG = with_values(CONFIG.format(tp=TIGHT["TP_PCT"]), TIGHT)
@@ -183,7 +183,7 @@ def exposure_of(ex_state: dict[str, Any], d: Daemon) -> Exposure:
         capital = float(d.state()["capital"])
     except (OSError, ValueError, KeyError):
         capital = 0.33 * 10_000.0
-    from sim_exchange import DEFAULT_FILTERS
+    from sim.exchange import DEFAULT_FILTERS
     return check_exposure(ex_state, d.symbol, list(cfg.entry_ratios), lev, capital,
                           DEFAULT_FILTERS[d.symbol].step_size)
 
@@ -533,7 +533,7 @@ def fast_market_data(workdir: Path, data_dir: Path | None, candles: int, seed: i
                      symbols: tuple[str, ...]) -> list[Path]:
     """The same candles for every symbol: a window of the BTCUSDC de-peg file, or the synthetic
     market (GARCH volatility with jumps) when data_dir is None."""
-    from market_data import load_klines
+    from market.data import load_klines
     if data_dir is not None:
         src = load_klines([data_dir / BTC_FILE])
         start = max(0, min(BTC_WINDOW, len(src) - candles))       # a long run starts earlier

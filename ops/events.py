@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-# The kinds a service can ask for (notify.py's NOTIFY_EVENTS names).
+# The kinds a service can ask for (ops/notify.py's NOTIFY_EVENTS names).
 START, STOP = "start", "stop"
 TP, BE, SL, LIQUIDATION = "tp", "be", "sl", "liquidation"
 DEEPEST = "deepest"                  # the last entry level filled (level 4 with the seed's config)

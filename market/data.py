@@ -523,10 +523,10 @@ def synthetic_klines(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python market_data.py synthetic --days 30 --seed 7 --out FILE`: write a synthetic market."""
+    """`python -m market.data synthetic --days 30 --seed 7 --out FILE`: write a synthetic market."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="market_data.py", description="Kline data tools.")
+    p = argparse.ArgumentParser(prog="python -m market.data", description="Kline data tools.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synthetic", help="write a seeded synthetic 1-minute market as a Binance kline CSV")
     s.add_argument("--days", type=float, default=30.0)
@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     n = int(args.days * 1440)
     if n < 1:
-        print("market_data.py: error: --days must give at least one candle", file=sys.stderr)
+        print("market.data: error: --days must give at least one candle", file=sys.stderr)
         return 2
     candles = synthetic_klines(n, seed=args.seed, start_price=args.start_price, tick=args.tick)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

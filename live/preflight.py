@@ -27,9 +27,9 @@ from typing import Any, Awaitable, Callable
 
 from binance_library import (CREDITS_ASSET, AccountMode, BinanceFuturesClient, ConfigurationError, UnknownResult,
                              Unreachable, user_socket, venue_urls_from_env)
-from brackets import BracketError, parse_binance
+from market.brackets import BracketError, parse_binance
 from config import ConfigError, GridConfig, load_config
-from daemon import Fatal
+from live.daemon import Fatal
 from exchange_api import ROLE_ENTRY, ExchangeError, LimitOrder, client_order_id
 from grid_strategy import GridMartingaleStrategy
 from paths import Paths, short_name

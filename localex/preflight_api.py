@@ -1,4 +1,4 @@
-"""What the pre-flight check (preflight.py, `trade_btc.py --check`) reads beyond the daemon's
+"""What the pre-flight check (live/preflight.py, `trade_btc.py --check`) reads beyond the daemon's
 endpoints: POST /fapi/v1/order/test and GET /sapi/v1/account/apiRestrictions.
 
 A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""

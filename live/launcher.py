@@ -20,14 +20,14 @@ from dotenv import dotenv_values
 
 from binance_library import ConfigurationError, Unreachable, UnknownResult, venue_urls_from_env
 from config import ConfigError, load_config
-from daemon import CONFIG_INTERVAL_S, MARKET_SILENCE_S, ROOT, SYNC_INTERVAL_S, Daemon, Fatal
+from live.daemon import CONFIG_INTERVAL_S, MARKET_SILENCE_S, SYNC_INTERVAL_S, Daemon, Fatal
 from exchange_api import ExchangeError
 from messages import korean
-from paths import Paths, short_name
-from notify import NotifyConfigError, settings_from as notify_settings
-from preflight import CHECK_TIMEOUT_S, main_check
-from records import setup_logging
-from services import ServiceSettings, Services
+from paths import ROOT, Paths, short_name
+from ops.notify import NotifyConfigError, settings_from as notify_settings
+from live.preflight import CHECK_TIMEOUT_S, main_check
+from ops.records import setup_logging
+from ops.services import ServiceSettings, Services
 
 START_BACKOFF_MAX_S = 60
 
@@ -145,7 +145,7 @@ def build_parser(short: str) -> argparse.ArgumentParser:
                    help="serve Prometheus metrics on this port (default: METRICS_PORT in .env, else none)")
     p.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics page (default 127.0.0.1)")
     p.add_argument("--check", action="store_true", help="read-only pre-flight against the venue instead of trading: "
-                   "one OK / WARN / FAIL line per check, exit 1 on a FAIL (preflight.py)")
+                   "one OK / WARN / FAIL line per check, exit 1 on a FAIL (live/preflight.py)")
     p.add_argument("--check-timeout", type=float, default=CHECK_TIMEOUT_S, metavar="SECONDS",
                    help=f"--check: how long each stream check waits (default {CHECK_TIMEOUT_S:g})")
     return p

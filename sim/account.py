@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from brackets import liquidation_price
-from sim_types import (
+from market.brackets import liquidation_price
+from sim.model import (
     LIQ_KEY, sim_error, SimOrder, LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate,
     ConfigUpdate, SymbolBook,
 )

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl
 from aiohttp import web
 from exchange_api import ExchangeError
-from local_base import (JSON_SEP, MAX_BAN_S, MSG_BAD_KEY, MSG_UNAVAILABLE, MSG_UNKNOWN, SPOT_WEIGHT_LIMIT, parse_plan_entry,
+from localex.base import (JSON_SEP, MAX_BAN_S, MSG_BAD_KEY, MSG_UNAVAILABLE, MSG_UNKNOWN, SPOT_WEIGHT_LIMIT, parse_plan_entry,
     _IpState, _Reply, _Route, _Window, _mandatory, _split_signature, log)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from exchange_api import OrderUpdate, SymbolFilters
-from sim_exchange import AlgoUpdate, Event, SimAlgoOrder, SimOrder, SimTrade
-from sim_types import ConfigUpdate
-from market_data import MINUTE_MS
+from sim.exchange import AlgoUpdate, Event, SimAlgoOrder, SimOrder, SimTrade
+from sim.model import ConfigUpdate
+from market.data import MINUTE_MS
 
 
 # ---------------------------------------------------------------------------- user-stream events
@@ -35,23 +35,6 @@ def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
         o["n"] = f"{u.commission:.8f}"
         o["N"] = u.commission_asset
     return {"e": "ORDER_TRADE_UPDATE", "E": u.event_time, "T": u.trade_time or u.event_time, "o": o}
-
-
-def order_update_from_binance(event: dict[str, Any]) -> OrderUpdate:
-    """Parse a streamed ORDER_TRADE_UPDATE (the live path)."""
-    o = event["o"]
-    return OrderUpdate(
-        symbol=o["s"], client_id=o["c"], order_id=int(o["i"]), side=o["S"],
-        order_type=o.get("ot") or o["o"], exec_type=o["x"], status=o["X"],
-        price=float(o.get("p", 0) or 0), orig_qty=float(o.get("q", 0) or 0),
-        last_qty=float(o.get("l", 0) or 0), last_price=float(o.get("L", 0) or 0),
-        cum_qty=float(o.get("z", 0) or 0), avg_price=float(o.get("ap", 0) or 0),
-        commission=float(o.get("n", 0) or 0), realized_pnl=float(o.get("rp", 0) or 0),
-        is_maker=bool(o.get("m", False)), reduce_only=bool(o.get("R", False)),
-        close_position=bool(o.get("cp", False)), stop_price=float(o.get("sp", 0) or 0),
-        trade_id=int(o.get("t", 0) or 0), event_time=int(event.get("E", 0)),
-        trade_time=int(o.get("T", 0) or 0), commission_asset=o.get("N", "USDC") or "USDC",
-    )
 
 
 def to_binance_event(ev: Event, filters: SymbolFilters) -> dict[str, Any]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import bisect
 from typing import Any, Mapping
 from exchange_api import ExchangeError, SymbolFilters
-from wire import kline_row
-from wire import f8 as _f8, fmt_avg as _avg, symbol_info as _symbol_info
-from local_base import (_limit, _mandatory, _opt_int)
+from localex.wire import kline_row
+from localex.wire import f8 as _f8, fmt_avg as _avg, symbol_info as _symbol_info
+from localex.base import (_limit, _mandatory, _opt_int)
 
 
 class MarketApiMixin:

@@ -8,7 +8,7 @@ from typing import Any
 
 from exchange_api import ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER
 
-from sim_types import CLIENT_ID_RE, sim_error, SimAlgoOrder, parse_bool
+from sim.model import CLIENT_ID_RE, sim_error, SimAlgoOrder, parse_bool
 
 
 class AlgoMixin:

@@ -1,5 +1,5 @@
-"""The services that watch a daemon left alone, hung off its event stream (events.py):
-notifications (notify.py), the daily summary, Prometheus metrics (metrics.py), the
+"""The services that watch a daemon left alone, hung off its event stream (ops/events.py):
+notifications (ops/notify.py), the daily summary, Prometheus metrics (ops/metrics.py), the
 dashboard's live file, and the connectivity watch that says when the exchange or a stream
 has been unreachable for a minute, and when it is back.
 
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from events import DAILY, REACHABLE, START, STOP, UNREACHABLE, Event
+from ops.events import DAILY, REACHABLE, START, STOP, UNREACHABLE, Event
 from messages import korean
-from notify import END, ErrorEvents, Notifier, quiet_apprise
-from records import SecretFilter
+from ops.notify import END, ErrorEvents, Notifier, quiet_apprise
+from ops.records import SecretFilter
 from status import pnl
 
 

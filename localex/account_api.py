@@ -8,10 +8,10 @@ import string
 import time
 from typing import Any, Mapping
 from exchange_api import ExchangeError
-from sim_exchange import MAX_BATCH_ORDERS, SymbolBook
-from wire import algo_json, order_json, trade_json
-from wire import f8 as _f8, fmt_rate as _rate
-from local_base import (MSG_NO_LISTEN_KEY, TRADES_DEFAULT_WINDOW_MS, _limit, _mandatory, _opt_int)
+from sim.exchange import MAX_BATCH_ORDERS, SymbolBook
+from localex.wire import algo_json, order_json, trade_json
+from localex.wire import f8 as _f8, fmt_rate as _rate
+from localex.base import (MSG_NO_LISTEN_KEY, TRADES_DEFAULT_WINDOW_MS, _limit, _mandatory, _opt_int)
 
 
 class AccountApiMixin:

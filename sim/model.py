@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from exchange_api import ERR_PRECISION, ExchangeError, OrderUpdate, SymbolFilters
-from brackets import BracketTable
+from market.brackets import BracketTable
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
 DEFAULT_FILTERS = {

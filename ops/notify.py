@@ -3,7 +3,7 @@
     NOTIFY_URLS=tgram://BOT_TOKEN/CHAT_ID  json://127.0.0.1:8000/hook     (.env or environment)
     NOTIFY_EVENTS=start,stop,tp,be,sl,liquidation,deepest,unreachable,reachable,error,daily
 
-The notifier reads the daemon's event stream (events.py) in its own task: sending never
+The notifier reads the daemon's event stream (ops/events.py) in its own task: sending never
 blocks or slows trading.  Each message goes to each URL with bounded retries (1, 2, 4, 8,
 16 s apart: a receiver down for half a minute loses nothing); one still failing after them
 is logged once (the URL's scheme only: tokens never reach a log or a message) and dropped.
@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
-from events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
+from ops.events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
                     Event, EventBus)
 
 END = "_end"                     # published at shutdown: the notifier sends what came before, then ends

@@ -27,16 +27,16 @@ from exchange_api import (
     ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ExchangeError, FuturesVenue, LimitOrder,
     OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
 )
-from brackets import table_for
-from fill_model import next_trigger
-from sim_types import (
+from market.brackets import table_for
+from sim.fill_model import next_trigger
+from sim.model import (
     DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_OPEN_ORDERS, MAX_BATCH_ORDERS, CLIENT_ID_RE,
     ALGO_TYPES, EPS, LIQ_KEY, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
     LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate, Event, SymbolBook,
     parse_units, parse_decimal, mandatory_error, parse_bool,
 )
-from sim_account import AccountMixin
-from sim_algo import AlgoMixin
+from sim.account import AccountMixin
+from sim.algo import AlgoMixin
 
 # The records and the typed events are sim_types'; importers take them from here too.
 __all__ = ["SimulatedExchange", "SimVenue", "DEFAULT_FILTERS", "DEFAULT_MAKER_FEE", "DEFAULT_TAKER_FEE",

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 from aiohttp import web
 from exchange_api import ExchangeError
-from fill_model import candle_ticks
-from market_data import MINUTE_MS, Candles, synthetic_klines
+from sim.fill_model import candle_ticks
+from market.data import MINUTE_MS, Candles, synthetic_klines
 
 log = logging.getLogger("local_exchange")
 

@@ -8,10 +8,10 @@ import re
 import time
 from typing import Any, Callable, Iterable
 from aiohttp import WSMsgType, web
-from market_data import MINUTE_MS
-from wire import kline_row, to_binance_event
-from wire import f8 as _f8, fmt_avg as _avg
-from local_base import (JSON_SEP, MAX_CONNECTION_S, MSG_NO_LISTEN_KEY, WS_PING_S, _Conn, _norm_stream,
+from market.data import MINUTE_MS
+from localex.wire import kline_row, to_binance_event
+from localex.wire import f8 as _f8, fmt_avg as _avg
+from localex.base import (JSON_SEP, MAX_CONNECTION_S, MSG_NO_LISTEN_KEY, WS_PING_S, _Conn, _norm_stream,
     _stream_category, log)
 
 

@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any, Iterator
 
-from fill_model import leg_volume_steps
-from market_replay import FILL, play_candle, play_leg
-from market_data import MINUTE_MS
-from local_base import PlannedFault, _Live, _Series, log
+from sim.fill_model import leg_volume_steps
+from sim.replay import FILL, play_candle, play_leg
+from market.data import MINUTE_MS
+from localex.base import PlannedFault, _Live, _Series, log
 
 
 class ClockMixin:

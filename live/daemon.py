@@ -1,4 +1,4 @@
-"""The per-symbol daemon shared by trade_btc.py and trade_eth.py (launcher.py reads the
+"""The per-symbol daemon shared by trade_btc.py and trade_eth.py (live/launcher.py reads the
 command line, keys, lock and logging, then runs it; the demo runs it the same way).
 
 Start-up: one-way mode, cross margin, leverage, capital
@@ -11,7 +11,7 @@ reconcile with the exchange; then three tasks, as the seed runs them:
 - config_reload_task: re-read the config every 60 s (a bad file keeps the
   last good one and is logged once).
 
-The exchange is the truth and the state file a cache: reconciliation (reconciler.py)
+The exchange is the truth and the state file a cache: reconciliation (live/reconciler.py)
 recovers missed fills from userTrades (recorded once), cancels orphan orders
 of the symbol and re-places missing protective orders.
 
@@ -31,23 +31,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from binance_library import BinanceFuturesClient, UnknownResult, crash_point, user_socket
+from binance_library import BinanceFuturesClient, UnknownResult, crash_point, order_update_from_binance, user_socket
 from config import ConfigError, GridConfig, load_config
 from exchange_api import BinanceError, ExchangeError, OrderUpdate
 from grid_strategy import FillRecord, GridMartingaleStrategy
-from brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
+from market.brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from paths import Paths, short_name
 from messages import korean
-from reconciler import Reconciler, role_of
-from records import FundingRecorder, TradeRecorder
+from live.reconciler import Reconciler, role_of
+from ops.records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
-from stream_dispatch import StreamDispatcher
-from wire import order_update_from_binance
-from events import BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
-from metrics import DaemonMetrics
-from services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
+from live.stream_dispatch import StreamDispatcher
+from ops.events import BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
+from ops.metrics import DaemonMetrics
+from ops.services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
 
-ROOT = Path(__file__).resolve().parent
 SYNC_INTERVAL_S = 30.0
 FUNDING_CHECK_S = 600.0          # the income history is read at least this often (and on each FUNDING_FEE)
 # Refusals of one order (not of the account or the symbol): the daemon runs on and retries.
@@ -111,7 +109,7 @@ class Daemon:
         self._streams_up_at: float | None = None   # when the current pair came up (None: not up)
         self.reconciler: Reconciler | None = None
         self._held_check = False
-        # What the services read (services.py): the event stream, the wallet, event times.
+        # What the services read (ops/services.py): the event stream, the wallet, event times.
         self.bus = EventBus()
         self.wallet = 0.0
         self.last_market_at = 0.0
@@ -316,7 +314,7 @@ class Daemon:
 
     # ------------------------------------------------------------------ reconciliation
     async def reconcile(self, startup: bool = False) -> None:
-        """Make the exchange and the strategy agree (reconciler.py), one reaction at a time."""
+        """Make the exchange and the strategy agree (live/reconciler.py), one reaction at a time."""
         async with self.lock:
             await self.reconciler.run(startup)
 

@@ -1,6 +1,6 @@
 """The one candle clock: a 1-minute candle of one symbol played on the simulated exchange
 along its SPEC §6 legs.  The backtest (backtest.py) and the local exchange's clock
-(local_clock.py) both play candles through `play_candle`, so the same candle moves the
+(localex/clock.py) both play candles through `play_candle`, so the same candle moves the
 same prices at the same times and fills the same orders in both.
 
 `play_candle` is a generator: the caller reacts between its steps (the backtest runs the
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from fill_model import candle_legs
-from sim_exchange import SimulatedExchange
+from sim.fill_model import candle_legs
+from sim.exchange import SimulatedExchange
 
 FILL = -1       # yielded after each event a leg triggered; 0..3 are the candle's vertices
 OPEN, CLOSE = 0, 3

@@ -14,16 +14,17 @@ import sys
 from pathlib import Path
 
 from config import ConfigError, load_config
+from paths import ROOT
 
 
 
 def run_demo(symbol: str, args, paths, config_path: Path) -> int:
     from paths import Paths
-    from records import setup_logging
+    from ops.records import setup_logging
 
     from paths import short_name
     short = short_name(symbol)
-    prog = "trade.py" if not (Path(__file__).parent / f"trade_{short}.py").exists() else f"trade_{short}.py"
+    prog = "trade.py" if not (ROOT / f"trade_{short}.py").exists() else f"trade_{short}.py"
     try:
         cfg = load_config(config_path)
     except ConfigError as e:
@@ -36,7 +37,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
         old.unlink(missing_ok=True)
     funding = None
     if args.demo_funding:
-        from funding import FundingError, load_funding
+        from market.funding import FundingError, load_funding
         try:
             funding = {symbol: load_funding(args.demo_funding)}
         except FundingError as e:
@@ -44,7 +45,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
             return 2
     args.funding_series = funding
     key, secret = "demo-" + secrets.token_hex(16), secrets.token_hex(32)
-    from launcher import notify_secrets
+    from live.launcher import notify_secrets
     log = setup_logging(short, demo_paths.logs, (key, secret) + notify_secrets(args.services.notify_urls),
                         console=not args.quiet)
     # A running demo is seen by the scripts as a live daemon is (status, stop, logs): its pid
@@ -61,7 +62,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
 
 
 async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
-    from launcher import run_daemon as _run
+    from live.launcher import run_daemon as _run
     from local_exchange import LocalExchange
 
     # The wallet is the capital, as in the backtest; replaying CSVs runs in

@@ -18,7 +18,7 @@ from exchange_api import (
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from messages import korean
-from records import TradeRecorder
+from ops.records import TradeRecorder
 
 TRADE_PAGE = 1000                # userTrades' largest page
 

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from exchange_api import ExchangeError
-from local_gateway import GatewayMixin
+from localex.gateway import GatewayMixin
 
 # WebSocket API method → the REST route it answers like (Binance documents them as twins).
 METHODS: dict[str, tuple[str, str]] = {
