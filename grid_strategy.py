@@ -474,11 +474,10 @@ class GridMartingaleStrategy(LadderMixin):
         if the price is already beyond it (the exchange says it would trigger), close at market
         as the stop would have.  Returns what was done: "" (not our stop), "flat",
         "not needed", "replaced" or "closed at market"."""
-        o = self.state.orders.pop(client_id, None)
+        o = self.state.orders.get(client_id)
         if o is None or o.role != ROLE_SL:
-            if o is not None:
-                self.state.orders[client_id] = o
             return ""
+        del self.state.orders[client_id]
         self._changed()
         await self._sync_position()
         if self.state.position.qty <= EPS:
