@@ -24,6 +24,7 @@ assertions.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import time
@@ -57,6 +58,16 @@ def best_of(fn: Callable[[], T], repeat: int = REPEAT) -> tuple[float, T]:
 def rescaled(c: Candles, first_open: float) -> Candles:
     k = first_open / float(c.open[0])
     return Candles.from_arrays(c.open_time, c.open * k, c.high * k, c.low * k, c.close * k, c.volume)
+
+
+def fills_digest(res: BacktestResult) -> str:
+    """A short hash of every fill (time, side, role, price, qty, fee, PnL, position after): two
+    builds that trade alike print the same digest."""
+    h = hashlib.sha256()
+    for f in res.fills:
+        h.update(f"{f.time_ms}|{f.side}|{f.role}|{f.price!r}|{f.qty!r}|{f.fee!r}|{f.realized_pnl!r}|"
+                 f"{f.position_after!r}|{f.avg_price_after!r}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def table(header: list[str], rows: list[list[str]]) -> None:
@@ -131,11 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([f"{direction} {'funding+liq' if costs else 'plain'}", f"{len(series):,}",
                          f"{len(res.fills):,}", f"{res.replayed_candles:,}", f"{dt:.3f}", f"{len(series) / dt:,.0f}",
                          f"{len(res.fills) / dt:,.0f}", f"{paid:,.2f}", str(len(res.liquidations)), f"{net:+,.2f}",
-                         f"{res.final_wallet:,.2f}", active(res)])
+                         f"{res.final_wallet:,.2f}", active(res), fills_digest(res)])
             if costs and res.fills and active(res) != "100 %":
                 exhausted.append(f"{direction} at {res.fills[-1].time_iso} (wallet {res.final_wallet:,.2f})")
     table(["run", "candles", "fills", "replayed", "elapsed s", "candles/s", "fills/s", "funding", "liq.",
-           "net PnL", "wallet", "last fill"], rows)
+           "net PnL", "wallet", "last fill", "fills digest"], rows)
     print("speed with funding+liquidation / plain: " + ", ".join(
         f"{d} {speeds[d, True] / speeds[d, False]:.2f}" for d in ("LONG", "SHORT")) +
         "  (the two runs trade differently: funding moves the wallet, and with it which levels the "
