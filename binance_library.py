@@ -33,6 +33,7 @@ from binance import AsyncClient, BinanceSocketManager
 from binance.exceptions import BinanceAPIException, BinanceRequestException
 from binance.ws.keepalive_websocket import KeepAliveWebsocket
 
+from errors import ConfigurationError, RateLimited, UnknownResult, Unreachable
 from exchange_api import (
     BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
     OrderAck, OrderUpdate, Position, SymbolFilters,
@@ -101,16 +102,6 @@ class OrderBudget:
         return max(0.01, self.times[min(over, len(self.times)) - 1] + self.window_s - now)
 
 
-class UnknownResult(Exception):
-    """The request may or may not have been executed (timeout, network, 5xx)."""
-
-
-class RateLimited(UnknownResult):
-    """429 / 418 after every try: a definite refusal (nothing was executed), never to be settled by
-    querying and re-sending while the IP is limited; callers that keep it as "unknown" let the
-    next reconciliation look, after the wait."""
-
-
 CREDITS_ASSET = "BNFCR"          # the EU (MiCA) credits mode's collateral
 
 
@@ -125,14 +116,6 @@ class AccountMode:
         if self.collateral == CREDITS_ASSET:
             return "credits mode (margin: BNFCR)"
         return f"single-asset mode (margin: {self.collateral})"
-
-
-class ConfigurationError(Exception):
-    """Bad keys, permissions, an unknown symbol: nothing to retry."""
-
-
-class Unreachable(ConnectionError):
-    """The exchange cannot be reached (network, DNS, refused): the launcher waits it out."""
 
 
 def _client_class(base_url: str | None) -> type[AsyncClient]:
@@ -246,7 +229,7 @@ class BinanceFuturesClient(FuturesVenue):
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
             raise Unreachable(f"cannot reach the exchange at {self.base_url or 'Binance'}: "
                               f"{type(e).__name__}") from None
-        info = await self._call(self.client.futures_exchange_info)
+        info = await self.call(self.api.futures_exchange_info)
         for rl in info.get("rateLimits", []):
             if rl.get("rateLimitType") == "REQUEST_WEIGHT" and rl.get("interval") == "MINUTE":
                 self.weight_limit = int(rl.get("limit", WEIGHT_LIMIT_1M))
@@ -267,20 +250,27 @@ class BinanceFuturesClient(FuturesVenue):
             self.client = None
 
     async def resync_time(self) -> None:
-        res = await self._call(self.client.futures_time)     # a 5xx here is an unknown result, not a crash
-        self.client.timestamp_offset = int(res["serverTime"]) - int(time.time() * 1000)
+        res = await self.call(self.api.futures_time)     # a 5xx here is an unknown result, not a crash
+        self.api.timestamp_offset = int(res["serverTime"]) - int(time.time() * 1000)
+
+    @property
+    def api(self) -> AsyncClient:
+        """The python-binance client, once connected."""
+        if self.client is None:
+            raise Unreachable(f"{self.symbol}: not connected to the exchange")
+        return self.client
 
     def socket_manager(self) -> BinanceSocketManager:
-        return socket_manager(self.client, self.ws_url)
+        return socket_manager(self.api, self.ws_url)
 
     # ------------------------------------------------------------------ calls
-    async def _call(self, fn: Callable[..., Awaitable[Any]], **params: Any) -> Any:
+    async def call(self, fn: Callable[..., Awaitable[Any]], **params: Any) -> Any:
         """One request with rate-limit, clock and unknown-result handling."""
         # What the request costs on the order counts (10 s, 1 min): a batch is 5 and 1.
         cost = (0, 0)
-        if fn in (self.client.futures_create_order, self.client.futures_create_algo_order):
+        if fn in (self.api.futures_create_order, self.api.futures_create_algo_order):
             cost = (1, 1)
-        elif fn == self.client.futures_place_batch_order:
+        elif fn == self.api.futures_place_batch_order:
             cost = (5, 1)
         for attempt in range(4):
             await self._respect_limits(cost)
@@ -383,13 +373,13 @@ class BinanceFuturesClient(FuturesVenue):
     async def prepare_account(self, leverage: int) -> None:
         """One-way mode, cross margin, leverage (the "no need to change" codes are fine)."""
         for fn, params, ok in (
-            (self.client.futures_change_position_mode, {"dualSidePosition": "false"},
+            (self.api.futures_change_position_mode, {"dualSidePosition": "false"},
              BinanceError.NO_NEED_TO_CHANGE_POSITION_SIDE),
-            (self.client.futures_change_margin_type, {"symbol": self.symbol, "marginType": "CROSSED"},
+            (self.api.futures_change_margin_type, {"symbol": self.symbol, "marginType": "CROSSED"},
              BinanceError.NO_NEED_TO_CHANGE_MARGIN_TYPE),
         ):
             try:
-                await self._call(fn, **params)
+                await self.call(fn, **params)
             except ExchangeError as e:
                 if e.code != ok:
                     raise
@@ -397,7 +387,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     async def set_leverage(self, leverage: int) -> None:
         """POST /fapi/v1/leverage for this symbol (the exchange answers ACCOUNT_CONFIG_UPDATE)."""
-        await self._call(self.client.futures_change_leverage, symbol=self.symbol, leverage=int(leverage))
+        await self.call(self.api.futures_change_leverage, symbol=self.symbol, leverage=int(leverage))
         self.leverage = int(leverage)
 
     async def first_rung_to_try(self, side: str, price: float, qty: float, tries: int) -> int:
@@ -417,11 +407,11 @@ class BinanceFuturesClient(FuturesVenue):
         Get-Current-Multi-Assets-Mode), the EU credits mode (a BNFCR row holding the wallet,
         the symbol's own margin asset empty), or single-asset mode on the margin asset.  Read
         again at every call: a mode switched in the web UI is followed at the next start or sync."""
-        multi = bool((await self._call(self.client.futures_get_multi_assets_mode)).get("multiAssetsMargin"))
+        multi = bool((await self.call(self.api.futures_get_multi_assets_mode)).get("multiAssetsMargin"))
         if multi:
             self.mode = AccountMode(True, "USD")
             return self.mode
-        rows = {b.get("asset"): b for b in await self._call(self.client.futures_account_balance)}
+        rows = {b.get("asset"): b for b in await self.call(self.api.futures_account_balance)}
         own, credits = rows.get(self.margin_asset) or {}, rows.get(CREDITS_ASSET) or {}
         if _f(own, "balance") <= 0 and _f(credits, "balance") > 0:
             self.mode = AccountMode(False, CREDITS_ASSET)
@@ -438,9 +428,9 @@ class BinanceFuturesClient(FuturesVenue):
         the BNFCR row."""
         mode = self.mode or await self.account_mode()
         if mode.multi_assets:
-            acct = await self._call(self.client.futures_account, version=3)
+            acct = await self.call(self.api.futures_account, version=3)
             return _f(acct, "totalWalletBalance"), _f(acct, "availableBalance")
-        for b in await self._call(self.client.futures_account_balance):
+        for b in await self.call(self.api.futures_account_balance):
             if b.get("asset") == mode.collateral:
                 return _f(b, "balance"), _f(b, "availableBalance")
         return 0.0, 0.0
@@ -455,7 +445,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     # ------------------------------------------------------------------ FuturesVenue primitives
     async def get_position(self) -> Position:
-        rows = await self._call(self.client.futures_position_information, symbol=self.symbol)
+        rows = await self.call(self.api.futures_position_information, symbol=self.symbol)
         qty, entry, liq, mark = 0.0, 0.0, 0.0, 0.0
         for r in rows:
             if r.get("symbol") == self.symbol and r.get("positionSide", "BOTH") == "BOTH":
@@ -477,7 +467,7 @@ class BinanceFuturesClient(FuturesVenue):
     async def find_order(self, client_id: str) -> dict[str, Any] | None:
         """The order with this client id, or None if the exchange never had it."""
         try:
-            return await self._call(self.client.futures_get_order, symbol=self.symbol,
+            return await self.call(self.api.futures_get_order, symbol=self.symbol,
                                     origClientOrderId=client_id)
         except ExchangeError as e:
             if e.code == ERR_NO_SUCH_ORDER:
@@ -520,7 +510,7 @@ class BinanceFuturesClient(FuturesVenue):
     async def place_limit(self, order: LimitOrder) -> OrderAck:
         params = self._order_params(order)
         r = await self._place_once_safely(
-            lambda: self._call(self.client.futures_create_order, **params), order.client_id, self.find_order)
+            lambda: self.call(self.api.futures_create_order, **params), order.client_id, self.find_order)
         return self._ack(r)
 
     async def place_limits(self, orders: list[LimitOrder]) -> list[OrderAck | ExchangeError]:
@@ -536,7 +526,7 @@ class BinanceFuturesClient(FuturesVenue):
                 continue
             try:
                 crash_point("send")
-                rows = await self._call(self.client.futures_place_batch_order,
+                rows = await self.call(self.api.futures_place_batch_order,
                                         batchOrders=[self._order_params(o) for o in chunk])
                 crash_point("place")
             except RateLimited:
@@ -558,7 +548,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     async def find_algo_order(self, client_id: str) -> dict[str, Any] | None:
         try:
-            return await self._call(self.client.futures_get_algo_order, clientAlgoId=client_id)
+            return await self.call(self.api.futures_get_algo_order, clientAlgoId=client_id)
         except ExchangeError as e:
             if e.code in (ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER):
                 return None
@@ -570,7 +560,7 @@ class BinanceFuturesClient(FuturesVenue):
                   "triggerPrice": self.filters.fmt_price(trigger_price), "closePosition": "true",
                   "workingType": working_type, "clientAlgoId": client_id}
         r = await self._place_once_safely(
-            lambda: self._call(self.client.futures_create_algo_order, **params), client_id,
+            lambda: self.call(self.api.futures_create_algo_order, **params), client_id,
             self.find_algo_order)
         return OrderAck(r.get("clientAlgoId", client_id), int(r.get("algoId", 0)),
                         _f(r, "triggerPrice"), 0.0, r.get("algoStatus", "NEW"))
@@ -579,12 +569,12 @@ class BinanceFuturesClient(FuturesVenue):
         params = {"symbol": self.symbol, "side": side, "type": "MARKET", "reduceOnly": "true",
                   "quantity": self.filters.fmt_qty(qty), "newClientOrderId": client_id}
         r = await self._place_once_safely(
-            lambda: self._call(self.client.futures_create_order, **params), client_id, self.find_order)
+            lambda: self.call(self.api.futures_create_order, **params), client_id, self.find_order)
         return self._ack(r)
 
     async def cancel_order(self, client_id: str) -> bool:
         try:
-            await self._call(self.client.futures_cancel_order, symbol=self.symbol, origClientOrderId=client_id)
+            await self.call(self.api.futures_cancel_order, symbol=self.symbol, origClientOrderId=client_id)
             return True
         except ExchangeError as e:
             if e.code in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
@@ -601,7 +591,7 @@ class BinanceFuturesClient(FuturesVenue):
     async def cancel_order_confirmed(self, client_id: str) -> float:
         for _ in range(UNKNOWN_RESULT_TRIES):
             try:
-                r = await self._call(self.client.futures_cancel_order, symbol=self.symbol,
+                r = await self.call(self.api.futures_cancel_order, symbol=self.symbol,
                                      origClientOrderId=client_id)
                 return _f(r, "executedQty")
             except ExchangeError as e:
@@ -626,7 +616,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     async def cancel_algo_order(self, client_id: str) -> bool:
         try:
-            await self._call(self.client.futures_cancel_algo_order, clientAlgoId=client_id)
+            await self.call(self.api.futures_cancel_algo_order, clientAlgoId=client_id)
             return True
         except ExchangeError as e:
             if e.code in (ERR_UNKNOWN_ORDER, ERR_NO_SUCH_ORDER):
@@ -635,14 +625,14 @@ class BinanceFuturesClient(FuturesVenue):
 
     async def cancel_all_orders(self) -> None:
         # allOpenOrders may not cover algo orders (reference §7.6): cancel both.
-        await self._call(self.client.futures_cancel_all_open_orders, symbol=self.symbol)
-        await self._call(self.client.futures_cancel_all_algo_open_orders, symbol=self.symbol)
+        await self.call(self.api.futures_cancel_all_open_orders, symbol=self.symbol)
+        await self.call(self.api.futures_cancel_all_algo_open_orders, symbol=self.symbol)
 
     async def get_open_orders(self) -> list[OpenOrder]:
         out = [OpenOrder(o["clientOrderId"], int(o["orderId"]), o["side"], _f(o, "price"),
                          _f(o, "origQty") - _f(o, "executedQty"), bool(o.get("reduceOnly")))
-               for o in await self._call(self.client.futures_get_open_orders, symbol=self.symbol)]
-        algos = await self._call(self.client.futures_get_open_algo_orders, symbol=self.symbol)
+               for o in await self.call(self.api.futures_get_open_orders, symbol=self.symbol)]
+        algos = await self.call(self.api.futures_get_open_algo_orders, symbol=self.symbol)
         out += [OpenOrder(a["clientAlgoId"], int(a["algoId"]), a["side"], _f(a, "triggerPrice"),
                           _f(a, "quantity"), True, True) for a in algos]
         return out
@@ -654,7 +644,7 @@ class BinanceFuturesClient(FuturesVenue):
             params["fromId"] = from_id
         elif start_ms is not None:
             params["startTime"] = start_ms
-        return await self._call(self.client.futures_account_trades, **params)
+        return await self.call(self.api.futures_account_trades, **params)
 
     async def income_history(self, income_type: str, start_ms: int | None = None,
                              limit: int = 1000) -> list[dict[str, Any]]:
@@ -662,11 +652,11 @@ class BinanceFuturesClient(FuturesVenue):
         params: dict[str, Any] = {"symbol": self.symbol, "incomeType": income_type, "limit": limit}
         if start_ms is not None:
             params["startTime"] = start_ms
-        return await self._call(self.client.futures_income_history, **params)
+        return await self.call(self.api.futures_income_history, **params)
 
     async def leverage_brackets(self) -> list[dict[str, Any]] | dict[str, Any]:
         """GET /fapi/v1/leverageBracket of this symbol (the account's own table)."""
-        return await self._call(self.client.futures_leverage_bracket, symbol=self.symbol)
+        return await self.call(self.api.futures_leverage_bracket, symbol=self.symbol)
 
 
 # ---------------------------------------------------------------------------- Binance's events, decoded

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from paths import ROOT
+from errors import BadInput
 
 __all__ = ["ConfigError", "GridConfig", "parse_config", "load_config", "config_path_for", "format_config", "key_kind",
            "field_of"]
@@ -53,7 +54,7 @@ _CHOICES = {"working_type": ("CONTRACT_PRICE", "MARK_PRICE"), "after_liquidation
 _INT_RE = re.compile(r"[+-]?\d+")
 
 
-class ConfigError(ValueError):
+class ConfigError(BadInput):
     """A bad configuration; ``str()`` is one line: ``file[:line]: [KEY: ]rule``."""
 
     def __init__(self, source: str, line: int | None, key: str | None, rule: str) -> None:

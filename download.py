@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from market.funding import FundingError, load_funding
 from market.data import HEADER_12, MINUTE_MS, DataError, load_klines
+from errors import Temporary
 
 DUMP_URL = "https://data.binance.vision"
 REST_URL = "https://fapi.binance.com"
@@ -60,8 +61,9 @@ HTTP_TIMEOUT_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
 
 
-class DownloadError(Exception):
-    """One file that could not be had whole: printed as one line naming it."""
+class DownloadError(Temporary):
+    """One file that could not be had whole (the next run fetches it again): printed as one line
+    naming it."""
 
 
 class LocalWriteError(DownloadError):
@@ -326,19 +328,35 @@ class Downloader:
         self.progress = Progress(progress)
         self.result = Result()
         self.sem = asyncio.Semaphore(jobs)
-        self.session: aiohttp.ClientSession | None = None
-        self.rest: RestClient | None = None
+        self._session: aiohttp.ClientSession | None = None     # open while run() runs
+        self._rest: RestClient | None = None
 
     async def run(self, kinds: Iterable[str], months: list[Month]) -> Result:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=HTTP_TIMEOUT_S, sock_read=HTTP_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            self.session = session
-            self.rest = RestClient(session, self.rest_url, self.weight_limit)
+            self._session = session
+            self._rest = RestClient(session, self.rest_url, self.weight_limit)
             for kind in kinds:
                 parts = await asyncio.gather(*(self.month(kind, m) for m in months))
                 self.result.files[kind] = [p for month_parts in parts for p in month_parts]
         self.progress.close()
         return self.result
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("the fetcher's session is open only inside run()")
+        return self._session
+
+    @property
+    def rest(self) -> RestClient:
+        if self._rest is None:
+            raise RuntimeError("the fetcher's REST client is open only inside run()")
+        return self._rest
+
+    @rest.setter
+    def rest(self, client: RestClient) -> None:       # a test points one fetch elsewhere
+        self._rest = client
 
     # ------------------------------------------------------------------ one month
     async def month(self, kind: str, m: Month) -> list[Path]:
@@ -662,8 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in res.gaps.values():
         print(f"{symbol} {line}")
     print(f"{res.fetched} file(s) fetched, {res.kept} already there, under {args.out}")
-    for e in res.errors:
-        print(f"download.py: error: {e}", file=sys.stderr)
+    for err in res.errors:
+        print(f"download.py: error: {err}", file=sys.stderr)
     return 1 if res.errors else 0
 
 

@@ -21,6 +21,8 @@ from decimal import Decimal
 from enum import IntEnum
 from typing import Any, Coroutine, TypeVar
 
+from errors import ExchangeError, PositionUnreadable
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -67,6 +69,13 @@ class BinanceError(IntEnum):
     USE_ALGO_API = -4120
     MIN_NOTIONAL = -4164
     POST_ONLY_REJECTED = -5022       # a GTX (post-only) order that would have taken liquidity
+    PARAM_NOT_REQUIRED = -1106
+    INVALID_LEVERAGE = -4028
+    POSITION_SIDE_NOT_MATCH = -4061
+    POSITION_SIDE_CHANGE_EXISTS_OPEN_ORDERS = -4067
+    POSITION_SIDE_CHANGE_EXISTS_QUANTITY = -4068
+    ASSET_MODE_NO_NEED_TO_CHANGE = -4171               # -4171 / -4172: as other clients report them,
+    ASSET_MODE_CHANGE_EXISTS_ORDERS_OR_POSITION = -4172  # not verified (DECISIONS, issue 19)
 
 
 # The names the code reacts to (kept as module constants: shorter at the call sites).
@@ -90,22 +99,15 @@ RUNG_MARGIN = 10           # rungs of headroom above a venue's free-margin estim
 EPS = 1e-9
 
 
-class ExchangeError(Exception):
-    """A definite rejection by the venue, with Binance's code and message."""
-
-    def __init__(self, code: int, msg: str, http_status: int = 400):
-        super().__init__(f"{code}: {msg}")
-        self.code = code
-        self.msg = msg
-        self.http_status = http_status
-
-
 # --------------------------------------------------------------------------
 # Symbol filters and exact rounding
 
 
 def _decimals(step: Decimal) -> int:
-    return max(0, -step.normalize().as_tuple().exponent)
+    exponent = step.normalize().as_tuple().exponent
+    if not isinstance(exponent, int):                  # 'n', 'N', 'F': NaN or infinity
+        raise ValueError(f"not a finite step: {step}")
+    return max(0, -exponent)
 
 
 def format_units(units: int, decimals: int) -> str:
@@ -500,7 +502,7 @@ class FuturesVenue(ABC):
             except (ExchangeError, OSError, asyncio.TimeoutError) as e:
                 last = e
                 await self.retry_pause(attempt)
-        raise RuntimeError(f"{self.symbol}: position unreadable after {tries} tries: {last}")
+        raise PositionUnreadable(f"{self.symbol}: position unreadable after {tries} tries: {last}")
 
     async def set_stop_loss(self, client_id: str, side: str, trigger_price: float,
                             working_type: str = "CONTRACT_PRICE") -> OrderAck:

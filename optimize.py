@@ -18,6 +18,7 @@ score with TPE: `calmar`, `sortino`, `sharpe` (daily equity), `return`, each und
 from __future__ import annotations
 
 import argparse
+import functools
 import csv
 import math
 import multiprocessing as mp
@@ -36,6 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from backtest import BacktestResult, Market, add_market_arguments, apply_fee_overrides, load_market, run_backtest
 from market.brackets import BracketError
+from errors import BadInput, Fatal
 from config import ConfigError, GridConfig, format_config, load_config
 from market.funding import FundingError
 from market.data import DataError
@@ -154,7 +156,7 @@ def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
 
 
 # ---------------------------------------------------------------------- studies and workers
-class StudyMismatch(ValueError):
+class StudyMismatch(BadInput):
     """A --study that exists with another objective or space."""
 
 @dataclass
@@ -188,10 +190,10 @@ class Plan:
         """The fold's study, created on first use; a study made for another objective or
         space is refused (its trials would not fit)."""
         storage, url = storage_for(self.args.storage, self.study_name(fold), self.root)
-        study = optuna.create_study(storage=storage, study_name=self.study_name(fold), load_if_exists=True,
-                                    directions=self.objective.directions, sampler=self.sampler(worker))
         want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
                 for d in self.objective.directions]
+        study = optuna.create_study(storage=storage, study_name=self.study_name(fold), load_if_exists=True,
+                                    directions=want, sampler=self.sampler(worker))
         if list(study.directions) != want:
             raise StudyMismatch(f"study {study.study_name} was made for another objective "
                                 f"({len(study.directions)} objective(s)): give another --study")
@@ -210,7 +212,7 @@ def run_worker(plan: Plan, progress: Any = None, worker: int = 0) -> None:
     for fold in plan.folds:
         study, _ = plan.open_study(fold, worker)
         study.sampler = plan.sampler(worker, resumed_at=len(study.get_trials(deepcopy=False)))
-        Worker(study, plan.args.trials, lambda p, w=fold.train: plan.objective.evaluate(p, w),
+        Worker(study, plan.args.trials, functools.partial(plan.objective.evaluate, w=fold.train),
                plan.objective.space.distributions(), heartbeat_s=plan.args.heartbeat,
                grace_s=plan.args.heartbeat_grace, on_trial=progress).run()
 
@@ -261,7 +263,7 @@ def run_local(plan: Plan) -> None:
         bar.close()
     bad = [p.exitcode for p in procs if p.exitcode]
     if bad:
-        raise RuntimeError(f"{len(bad)} worker process(es) failed (exit codes {bad}); run again to resume")
+        raise Fatal(f"{len(bad)} worker process(es) failed (exit codes {bad}); run again to resume")
 
 
 # ---------------------------------------------------------------------- report
@@ -279,7 +281,9 @@ def reevaluate(plan: Plan) -> list[Reported]:
     for fold in plan.folds:
         study, _ = plan.open_study(fold)
         for t in chosen(study, len(plan.objective.directions) == 1):
-            cfg, _ = build_config(plan.objective.base, plan.objective.space, t.params)
+            cfg, why = build_config(plan.objective.base, plan.objective.space, t.params)
+            if cfg is None:                   # a chosen trial was feasible when it ran
+                raise StudyMismatch(f"trial {t.number} no longer builds a config ({why}): the space changed")
             r = Reported(fold, t, cfg, score(plan.objective.backtest(cfg, fold.train)))
             for w in ([fold.test] if fold.test else []) + ([plan.holdout] if plan.holdout and fold is plan.folds[-1]
                                                            else []):
@@ -348,7 +352,8 @@ def write_pareto_png(plan: Plan, final: list[Reported], path: Path) -> None:
         pts = [(t.user_attrs["score"]["max_drawdown_pct"], t.user_attrs["score"]["return_pct"])
                for t in done if feasible(t) == ok]
         if pts:
-            ax.scatter(*zip(*pts), s=10, color=color, label=label, alpha=0.7)
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=10, color=color, label=label, alpha=0.7)
     for r in final:
         ax.scatter([r.in_sample.max_drawdown_pct], [r.in_sample.return_pct], s=40, color="#1a9850", zorder=3)
         for s in r.out_of_sample.values():

@@ -120,10 +120,10 @@ def _lines(paths: Paths, short: str, mark: str) -> list[str]:
         out.append(f"   position {p['qty']:.6f} @ ${p['avg_price']:.2f}, deepest level {p['deepest_level']}")
         out.append(f"   open orders {len(orders)}" + (": " + ", ".join(f"{k}×{v}" for k, v in sorted(by_role.items()))
                                                     if orders else ""))
-        liq, mark = float(st.get("liquidation_price") or 0.0), float(st.get("mark_price") or 0.0)
-        if p["qty"] and liq > 0 and mark > 0:
-            out.append(f"   liquidation price ${liq:,.2f}, {abs(mark - liq) / mark * 100:.2f} % from the mark "
-                       f"${mark:,.2f}")
+        liq, at = float(st.get("liquidation_price") or 0.0), float(st.get("mark_price") or 0.0)
+        if p["qty"] and liq > 0 and at > 0:
+            out.append(f"   liquidation price ${liq:,.2f}, {abs(at - liq) / at * 100:.2f} % from the mark "
+                       f"${at:,.2f}")
         elif p["qty"]:
             out.append("   liquidation price: none (the wallet covers the position)")
         if st.get("liquidated_at"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from dataclasses import dataclass
 import json
 import logging
 import time
@@ -31,9 +32,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from binance_library import BinanceFuturesClient, UnknownResult, crash_point, order_update_from_binance, user_socket
+from binance_library import BinanceFuturesClient, crash_point, order_update_from_binance, user_socket
 from config import ConfigError, GridConfig, load_config
-from exchange_api import BinanceError, ExchangeError, OrderUpdate
+from errors import ExchangeError, Fatal, Temporary
+from exchange_api import BinanceError, OrderUpdate
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market.brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from paths import Paths, short_name
@@ -69,29 +71,41 @@ HELD_RECONCILE_S = 1.0           # levels held for a raced fill: reconcile if it
 MARKET_SILENCE_S = 90.0
 
 
-class Fatal(Exception):
-    """A start-up problem the user must fix: printed as one line, exit code 2."""
+@dataclass(frozen=True)
+class DaemonSettings:
+    """What a daemon is started with, but the API keys (kept out of anything with a repr)."""
+
+    symbol: str
+    config_path: Path
+    paths: Paths
+    base_url: str | None = None         # None: Binance's mainnet (or the testnet)
+    ws_url: str | None = None
+    testnet: bool = False
+    demo: bool = False                  # against the embedded exchange (trade.py --demo)
+    short: str | None = None            # file-name short form (btc); None: from the symbol
+    capital_override: float | None = None
+    cancel_on_exit: bool = False
+    sync_interval: float = SYNC_INTERVAL_S
+    config_interval: float = CONFIG_INTERVAL_S
+    market_silence_s: float = MARKET_SILENCE_S
 
 
 class Daemon:
-    def __init__(self, symbol: str, config_path: Path, api_key: str, api_secret: str, *,
-                 base_url: str | None, ws_url: str | None, testnet: bool, paths: Paths,
-                 capital_override: float | None = None, cancel_on_exit: bool = False,
-                 sync_interval: float = SYNC_INTERVAL_S, config_interval: float = CONFIG_INTERVAL_S,
-                 demo: bool = False, short: str | None = None, market_silence_s: float = MARKET_SILENCE_S):
-        self.symbol = symbol
-        self.short = short or short_name(symbol)
-        self.demo = demo
-        self.config_path = config_path
-        self.paths = paths
+    def __init__(self, settings: DaemonSettings, api_key: str, api_secret: str):
+        self.settings = settings
+        self.symbol = settings.symbol
+        self.short = settings.short or short_name(settings.symbol)
+        self.demo = settings.demo
+        self.config_path = config_path = settings.config_path
+        self.paths = paths = settings.paths
         self.log = logging.getLogger("grid")
-        self.venue = BinanceFuturesClient(api_key, api_secret, symbol, base_url=base_url, ws_url=ws_url,
-                                          testnet=testnet, logger=self.log)
-        self.capital_override = capital_override
-        self.cancel_on_exit = cancel_on_exit
-        self.sync_interval = sync_interval
-        self.config_interval = config_interval
-        self.market_silence_s = market_silence_s
+        self.venue = BinanceFuturesClient(api_key, api_secret, settings.symbol, base_url=settings.base_url,
+                                          ws_url=settings.ws_url, testnet=settings.testnet, logger=self.log)
+        self.capital_override = settings.capital_override
+        self.cancel_on_exit = settings.cancel_on_exit
+        self.sync_interval = settings.sync_interval
+        self.config_interval = settings.config_interval
+        self.market_silence_s = settings.market_silence_s
         self.state_mgr = StateManager(paths.state(self.short))
         self.recorder = TradeRecorder(paths.trades(self.short), self.log)
         self.funding = FundingRecorder(paths.funding(self.short), self.log)
@@ -99,7 +113,10 @@ class Daemon:
         self.config: GridConfig = load_config(config_path)
         self._config_mtime = config_path.stat().st_mtime
         self._config_error_logged: str | None = None
-        self.strategy: GridMartingaleStrategy | None = None
+        # Built by start() from the state file and the exchange's truth; `started` says so.
+        self.strategy: GridMartingaleStrategy
+        self.reconciler: Reconciler
+        self.started = False
         self.lock = asyncio.Lock()          # one reaction at a time: events, sync, reload
         self.stopping = asyncio.Event()
         self.reconnects = 0
@@ -107,7 +124,6 @@ class Daemon:
         self.dispatcher: StreamDispatcher | None = None
         self.stream_messages = 0            # taken from the current pair of streams (lockstep_view)
         self._streams_up_at: float | None = None   # when the current pair came up (None: not up)
-        self.reconciler: Reconciler | None = None
         self._held_check = False
         # What the services read (ops/services.py): the event stream, the wallet, event times.
         self.bus = EventBus()
@@ -146,6 +162,7 @@ class Daemon:
                                                on_fill=self._on_fill, on_change=self._save)
         self.reconciler = Reconciler(self.symbol, self.venue, self.strategy, self.recorder, self.log,
                                      save=self._save, on_fill=self._on_fill, on_liquidation=self._on_liquidation)
+        self.started = True
         if state is None:
             self._save()
         elif state.liquidated_at:
@@ -177,7 +194,7 @@ class Daemon:
                                  st.capital, level, self.venue.filters.fmt_qty(q), self.venue.filters.fmt_price(p))
 
     def _save(self) -> None:
-        if self.reconciler is not None and self.reconciler.replaying:
+        if self.started and self.reconciler.replaying:
             return          # saved once the replay is done: a crash mid-replay replays again
         try:
             self.state_mgr.save(self.strategy.state)
@@ -198,7 +215,7 @@ class Daemon:
         async with self.lock:
             try:
                 done = await self.strategy.on_stop_failed(caid)
-            except (ExchangeError, UnknownResult) as e:
+            except (ExchangeError, Temporary) as e:
                 done = f"re-placing it failed ({e}); the next sync tries again"
                 self._reconcile_soon()
             self._save()
@@ -264,7 +281,7 @@ class Daemon:
         try:
             data = await self.venue.leverage_brackets()
             live = parse_binance(data, self.symbol, "GET /fapi/v1/leverageBracket")
-        except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError, BracketError) as e:
+        except (ExchangeError, Temporary, OSError, asyncio.TimeoutError, BracketError) as e:
             self.log.warning("leverage brackets unreadable (%s); status and liquidation come from the exchange", e)
             return
         path = self.paths.brackets(self.short)
@@ -301,7 +318,7 @@ class Daemon:
                 if len(page) < 1000:
                     break
                 start = max(int(r["time"]) for r in page)
-        except (ExchangeError, UnknownResult, OSError, asyncio.TimeoutError) as e:
+        except (ExchangeError, Temporary, OSError, asyncio.TimeoutError) as e:
             self.log.warning("funding history unreadable (%s); read again at the next sync", e)
         return new
 
@@ -320,7 +337,8 @@ class Daemon:
 
     # ------------------------------------------------------------------ tasks
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self.websocket_handler(), name="websocket_handler"),
+        tasks: list[asyncio.Task[Any]] = [
+                 asyncio.create_task(self.websocket_handler(), name="websocket_handler"),
                  asyncio.create_task(self.position_sync_task(), name="position_sync_task"),
                  asyncio.create_task(self.config_reload_task(), name="config_reload_task")]
         stop = asyncio.create_task(self.stopping.wait())
@@ -333,8 +351,9 @@ class Daemon:
         if stuck:
             self.log.warning("stopping without waiting for: %s", ", ".join(t.get_name() for t in stuck))
         for t in done:
-            if t is not stop and t.exception():
-                raise t.exception()
+            failure = None if t is stop else t.exception()
+            if failure is not None:
+                raise failure
 
     async def shutdown(self) -> None:
         if self.cancel_on_exit and self.venue.client is not None:
@@ -366,8 +385,8 @@ class Daemon:
                 if time.monotonic() - self._funding_checked >= FUNDING_CHECK_S:
                     await self._recover_funding()
                 self.connectivity.mark_up("exchange")
-            except (UnknownResult, ExchangeError, OSError, asyncio.TimeoutError, RuntimeError) as e:
-                # RuntimeError: the position stayed unreadable after its retries; try next time.
+            except (Temporary, ExchangeError, OSError, asyncio.TimeoutError) as e:
+                # Temporary includes a position that stayed unreadable after its retries: next time.
                 self.log.warning("position sync failed: %s", e)
                 if not isinstance(e, ExchangeError):
                     self.connectivity.mark_down("exchange", str(e)[:120] or type(e).__name__)
@@ -409,7 +428,7 @@ class Daemon:
         before = self.venue.leverage
         try:
             await self.venue.set_leverage(want)
-        except (ExchangeError, UnknownResult) as e:
+        except (ExchangeError, Temporary) as e:
             self.log.error("leverage %dx could not be set (%s); still %dx on the exchange", want, e, before)
             return False
         self.log.info("leverage %dx → %dx on the exchange (config)", before, want)
@@ -491,6 +510,7 @@ class Daemon:
 
     def _put_market(self, msg: dict[str, Any]) -> None:
         self.last_market_at = time.monotonic()      # as it arrives, handled or coalesced
+        assert self.dispatcher is not None          # made before the pumps that call this
         self.dispatcher.put_market(msg)
 
     async def _watch_market_silence(self) -> None:

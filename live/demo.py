@@ -62,7 +62,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
 
 
 async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
-    from live.launcher import run_daemon as _run
+    from live.launcher import daemon_settings, run_daemon as _run
     from local_exchange import LocalExchange
 
     # The wallet is the capital, as in the backtest; replaying CSVs runs in
@@ -83,9 +83,10 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)
     daemon_box: dict = {}
-    run = asyncio.create_task(_run(symbol, config_path, key, secret, ex.rest_url, ex.ws_url, False, demo_paths,
-                                   args, log, capital=cfg.initial_capital,
-                                   on_started=lambda d: daemon_box.setdefault("d", d), demo=True))
+    settings = daemon_settings(symbol, config_path, demo_paths, args, ex.rest_url, ex.ws_url, False,
+                               capital=cfg.initial_capital, demo=True)
+    run = asyncio.create_task(_run(settings, (key, secret), args.services, log,
+                                   on_started=lambda d: daemon_box.setdefault("d", d)))
     try:
         while not run.done():
             await asyncio.sleep(0.02 if not ex.clock_started else 0.2)

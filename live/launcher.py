@@ -18,10 +18,10 @@ from typing import Any, Callable
 
 from dotenv import dotenv_values
 
-from binance_library import ConfigurationError, Unreachable, UnknownResult, venue_urls_from_env
-from config import ConfigError, load_config
-from live.daemon import CONFIG_INTERVAL_S, MARKET_SILENCE_S, SYNC_INTERVAL_S, Daemon, Fatal
-from exchange_api import ExchangeError
+from binance_library import venue_urls_from_env
+from config import load_config
+from live.daemon import CONFIG_INTERVAL_S, MARKET_SILENCE_S, SYNC_INTERVAL_S, Daemon, DaemonSettings
+from errors import ExchangeError, Fatal, Temporary
 from messages import korean
 from paths import ROOT, Paths, short_name
 from ops.notify import NotifyConfigError, settings_from as notify_settings
@@ -76,8 +76,9 @@ def read_keys(env_path: Path, log: logging.Logger | None = None, warn: bool = Tr
     key = os.environ.get("BINANCE_API_KEY") or values.get("BINANCE_API_KEY") or ""
     secret = os.environ.get("BINANCE_API_SECRET") or values.get("BINANCE_API_SECRET") or ""
     for k in ("BINANCE_BASE_URL", "BINANCE_WS_URL", "BINANCE_TESTNET", "LOG_LANGUAGE"):
-        if values.get(k) and not os.environ.get(k):
-            os.environ[k] = values[k]
+        given = values.get(k)
+        if given and not os.environ.get(k):
+            os.environ[k] = given
     if not key or not secret:
         raise Fatal(f"BINANCE_API_KEY and BINANCE_API_SECRET must be set in {env_path} (see .env.example)")
     return key.strip(), secret.strip()
@@ -176,7 +177,7 @@ def main(symbol: str, argv: list[str] | None = None,
         env_warning = env_permission_warning(Path(args.env))
         key, secret = read_keys(Path(args.env), warn=False)   # the warning goes to the log below
         lock = acquire_lock(paths.lock(short))
-    except (ConfigError, Fatal) as e:
+    except Fatal as e:                                 # the config (BadInput), keys, the lock
         # The config is checked before the keys are read: mask them in case a value quotes one.
         print(f"{prog}: error: {_mask_keys(str(e), Path(args.env))}", file=sys.stderr)
         return 2
@@ -195,9 +196,9 @@ def main(symbol: str, argv: list[str] | None = None,
     base_url, ws_url, testnet = venue_urls_from_env(args.base_url, args.ws_url)
     try:
         paths.pid(short).write_text(f"{os.getpid()}\n")
-        return asyncio.run(run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args,
-                                      log))
-    except (Fatal, ConfigurationError) as e:
+        return asyncio.run(run_daemon(daemon_settings(symbol, config_path, paths, args, base_url, ws_url, testnet),
+                                      (key, secret), args.services, log))
+    except Fatal as e:                                 # keys, permissions, account mode
         log.error("%s", e)
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -209,35 +210,43 @@ def main(symbol: str, argv: list[str] | None = None,
         lock.close()
 
 
-async def run_daemon(symbol, config_path, key, secret, base_url, ws_url, testnet, paths, args, log,
-                     capital=None, on_started=None, demo=False) -> int:
+async def run_daemon(settings: DaemonSettings, keys: tuple[str, str], services: ServiceSettings,
+                     log: logging.Logger, on_started: Callable[[Daemon], Any] | None = None) -> int:
     """Start the daemon (waiting an unreachable exchange out) and run it until stopped."""
-    d = Daemon(symbol, config_path, key, secret, base_url=base_url, ws_url=ws_url, testnet=testnet,
-               paths=paths, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
-               sync_interval=args.sync_interval, config_interval=args.config_interval, demo=demo,
-               market_silence_s=args.market_silence)
+    key, secret = keys
+    d = Daemon(settings, key, secret)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, d.stopping.set)
-    settings = getattr(args, "services", None) or ServiceSettings()
-    services = Services(d, settings, log, secrets=(key, secret) + notify_secrets(settings.notify_urls))
+    watch = Services(d, services, log, secrets=(key, secret) + notify_secrets(services.notify_urls))
     started = False
     try:
         if not await _start_when_reachable(d, log):
             return 0                                   # stopped while waiting
         started = True
-        log.info("시작: %s %s" if korean() else "Started: %s %s", symbol, d.config.trade_direction)
-        await services.start()
+        log.info("시작: %s %s" if korean() else "Started: %s %s", settings.symbol, d.config.trade_direction)
+        await watch.start()
         if on_started is not None:
             on_started(d)
         await d.run()
+        return 0
     except ExchangeError as e:
         raise Fatal(f"exchange rejected a start-up request: {e}") from None
     finally:
         if started:
-            await services.stop()
+            await watch.stop()
         await d.shutdown()
         log.info("종료" if korean() else "Stopped")
+
+
+def daemon_settings(symbol: str, config_path: Path, paths: Paths, args: argparse.Namespace,
+                    base_url: str | None, ws_url: str | None, testnet: bool, *,
+                    capital: float | None = None, demo: bool = False) -> DaemonSettings:
+    """The daemon's settings from the command line's flags."""
+    return DaemonSettings(symbol, config_path, paths, base_url=base_url, ws_url=ws_url, testnet=testnet,
+                          demo=demo, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
+                          sync_interval=args.sync_interval, config_interval=args.config_interval,
+                          market_silence_s=args.market_silence)
 
 
 async def _start_when_reachable(d: Daemon, log: logging.Logger) -> bool:
@@ -254,7 +263,7 @@ async def _start_when_reachable(d: Daemon, log: logging.Logger) -> bool:
             if attempt:
                 log.info("the exchange answers again after %.0f s: starting", time.monotonic() - first)
             return True
-        except (UnknownResult, OSError, asyncio.TimeoutError, Unreachable) as e:
+        except (Temporary, OSError, asyncio.TimeoutError) as e:
             pause = min(2 ** attempt, START_BACKOFF_MAX_S)
             if time.monotonic() - logged >= 60.0:
                 logged = time.monotonic()
@@ -267,4 +276,3 @@ async def _start_when_reachable(d: Daemon, log: logging.Logger) -> bool:
                 return False
             except asyncio.TimeoutError:
                 pass
-    return 0

@@ -25,12 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from binance_library import (CREDITS_ASSET, AccountMode, BinanceFuturesClient, ConfigurationError, UnknownResult,
-                             Unreachable, user_socket, venue_urls_from_env)
+from binance_library import CREDITS_ASSET, AccountMode, BinanceFuturesClient, user_socket, venue_urls_from_env
+from errors import ConfigurationError, ExchangeError, Fatal, Temporary
 from market.brackets import BracketError, parse_binance
 from config import ConfigError, GridConfig, load_config
-from live.daemon import Fatal
-from exchange_api import ROLE_ENTRY, ExchangeError, LimitOrder, client_order_id
+from exchange_api import ROLE_ENTRY, LimitOrder, client_order_id
 from grid_strategy import GridMartingaleStrategy
 from paths import Paths, short_name
 from state_manager import GridState
@@ -41,7 +40,7 @@ OK, WARN, FAIL = "OK", "WARN", "FAIL"
 CHECK_TIMEOUT_S = 15.0          # each stream check waits this long (--check-timeout)
 SKEW_WARN_MS = 500.0
 SKEW_FAIL_MS = 1000.0           # Binance refuses a timestamp 1000 ms ahead of its clock
-READ_ERRORS = (ExchangeError, UnknownResult, ConfigurationError, OSError, asyncio.TimeoutError)
+READ_ERRORS = (ExchangeError, Temporary, ConfigurationError, OSError, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -82,14 +81,14 @@ class Context:
 
 async def check_keys(ctx: Context) -> Check:
     """GET /fapi/v3/account (v2 where v3 is not served): the keys sign a request the exchange takes."""
-    v, c = ctx.venue, ctx.venue.client
+    v, c = ctx.venue, ctx.venue.api
     try:
         try:
-            await v._call(c.futures_account, version=3)
+            await v.call(c.futures_account, version=3)
         except ExchangeError as e:
             if e.http_status != 404:
                 raise
-            await v._call(c.futures_account, version=2)
+            await v.call(c.futures_account, version=2)
     except ConfigurationError as e:
         return Check(FAIL, f"keys do not authenticate: {e}; check BINANCE_API_KEY and BINANCE_API_SECRET in "
                            f"{ctx.env_path}, the key's IP restriction, and that it may use futures (the other checks "
@@ -100,12 +99,12 @@ async def check_keys(ctx: Context) -> Check:
 async def check_key_permissions(ctx: Context) -> Check:
     """GET /sapi/v1/account/apiRestrictions (wallet: Get-API-Key-Permission), on the spot host
     (api.binance.com), or at --base-url when one is given."""
-    v, c = ctx.venue, ctx.venue.client
+    v, c = ctx.venue, ctx.venue.api
     saved = c.MARGIN_API_URL
     if v.base_url:
         c.MARGIN_API_URL = v.base_url.rstrip("/") + "/sapi"
     try:
-        r = await v._call(c.get_account_api_permissions)
+        r = await v.call(c.get_account_api_permissions)
     except READ_ERRORS as e:
         return Check(WARN, f"key restrictions not readable ({_short(e)}): check in API Management that futures "
                            "trading is on and withdrawals are off")
@@ -126,7 +125,7 @@ async def check_key_permissions(ctx: Context) -> Check:
 async def check_clock(ctx: Context) -> Check:
     """GET /fapi/v1/time against this machine's clock, at the middle of the round trip."""
     t0 = time.time() * 1000
-    r = await ctx.venue._call(ctx.venue.client.futures_time)
+    r = await ctx.venue.call(ctx.venue.api.futures_time)
     t1 = time.time() * 1000
     skew = float(r["serverTime"]) - (t0 + t1) / 2
     text = f"clock skew {skew:+.0f} ms (server time minus this machine's; round trip {t1 - t0:.0f} ms)"
@@ -140,7 +139,7 @@ async def check_clock(ctx: Context) -> Check:
 
 async def check_position_mode(ctx: Context) -> Check:
     """GET /fapi/v1/positionSide/dual: the daemon trades in one-way mode."""
-    r = await ctx.venue._call(ctx.venue.client.futures_get_position_mode)
+    r = await ctx.venue.call(ctx.venue.api.futures_get_position_mode)
     if r.get("dualSidePosition") in (True, "true"):
         return Check(FAIL, "position mode is hedge (dualSidePosition true): the daemon trades one-way; it switches "
                            "the mode at start only when the account holds no position and no open order (any "
@@ -160,7 +159,7 @@ async def check_account_mode(ctx: Context) -> Check:
 
 async def check_margin_type(ctx: Context) -> Check:
     """GET /fapi/v2/positionRisk of the symbol: its marginType."""
-    rows = await ctx.venue._call(ctx.venue.client.futures_position_information, symbol=ctx.symbol, version=2)
+    rows = await ctx.venue.call(ctx.venue.api.futures_position_information, symbol=ctx.symbol, version=2)
     kinds = {str(r.get("marginType", "")).lower() for r in rows if r.get("symbol") == ctx.symbol}
     if "isolated" in kinds:
         return Check(WARN, f"margin type isolated on {ctx.symbol}: the daemon sets cross at start (Binance refuses "
@@ -216,7 +215,7 @@ async def check_levels(ctx: Context) -> Check:
     v, cfg = ctx.venue, ctx.config
     if ctx.capital <= 0:
         return Check(FAIL, "levels not checked: no capital to size them with")
-    ctx.price = float((await v._call(v.client.futures_symbol_ticker, symbol=ctx.symbol))["price"])
+    ctx.price = float((await v.call(v.api.futures_symbol_ticker, symbol=ctx.symbol))["price"])
     # As the daemon builds it: from the state file when there is one (an in-memory copy: nothing is saved).
     ctx.strategy = s = GridMartingaleStrategy(cfg, v, state=ctx.state, capital=None if ctx.state else ctx.capital,
                                               logger=log)
@@ -233,6 +232,7 @@ async def check_levels(ctx: Context) -> Check:
     if small:
         return Check(FAIL, f"below the exchange's minimum order ({rules}) at capital {ctx.capital:.2f}: "
                            f"{'; '.join(small)}: the daemon would skip them; raise CAPITAL_RATIO or the wallet")
+    assert ctx.first_level is not None          # no level was small, so the first was tradable
     level, p, q = ctx.first_level
     return Check(OK, f"all {cfg.max_entry_level} levels above {rules} at price {f.fmt_price(ctx.price)} "
                      f"(level {level}: {f.fmt_qty(q)} × {f.fmt_price(p)})")
@@ -250,7 +250,7 @@ async def check_test_order(ctx: Context) -> Check:
     params = v._order_params(LimitOrder(cid, s.entry_side, p, q, False, True))
     what = f"{params['side']} {params['quantity']} @ {params['price']} LIMIT GTX ({cid})"
     try:
-        await v._call(v.client.futures_create_test_order, **params)
+        await v.call(v.api.futures_create_test_order, **params)
     except ExchangeError as e:
         return Check(FAIL, f"order test refused ({e.code}: {e.msg}): {what}")
     return Check(OK, f"order test passes: {what}, validated by the exchange, not placed")
@@ -387,7 +387,7 @@ async def check_venue(symbol: str, config: GridConfig, key: str, secret: str, ba
     try:
         try:
             await venue.connect()
-        except (Unreachable, *READ_ERRORS) as e:
+        except READ_ERRORS as e:
             c = Check(FAIL, f"exchange not usable at {where}: {_short(e)}")
             report(c)
             return [c]

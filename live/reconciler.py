@@ -9,11 +9,11 @@ mended.  The daemon (the supervisor) calls it under its one reaction lock.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, cast
 
 from binance_library import BinanceFuturesClient
 from exchange_api import (
-    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, LimitOrder, OrderAck, OrderUpdate, Position,
+    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, Position,
     parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
@@ -82,7 +82,8 @@ class Reconciler:
         # the later fills still to replay).  Held entries are sent at the end; the exits and
         # the stop the final position needs are re-placed by the reconcile that follows.
         held = HeldPlacements(self.venue, self.strategy)
-        self.strategy.venue, self.replaying = held, True
+        # A proxy of the venue (what it does not override goes to the real one): typed as one.
+        self.strategy.venue, self.replaying = cast(FuturesVenue, held), True
         try:
             await self._replay_fills(trades)
         finally:
@@ -126,7 +127,7 @@ class Reconciler:
             cid = by_order.get(int(t["orderId"]))
             if cid is None:
                 try:
-                    o = await self.venue._call(self.venue.client.futures_get_order, symbol=self.symbol,
+                    o = await self.venue.call(self.venue.api.futures_get_order, symbol=self.symbol,
                                                orderId=int(t["orderId"]))
                     cid = o.get("clientOrderId", "")
                     if cid not in st.orders:        # placed by one of our stops as it triggered?
@@ -198,18 +199,18 @@ class Reconciler:
         st.liquidation_price, st.mark_price = pos.liquidation_price, pos.mark_price   # for status.sh
         never_sent = []
         for cid in vanished:
-            o = st.orders.get(cid)
+            saved = st.orders.get(cid)
             # An entry saved before its request went out, and never acknowledged: if the
             # exchange never had its id, the process died before sending it. Send it now (the
             # same id: were it in flight after all, the exchange refuses it as a duplicate).
-            if o is not None and o.is_entry and not o.order_id and await self.venue.find_order(cid) is None:
-                never_sent.append(o)
+            if saved is not None and saved.is_entry and not saved.order_id and await self.venue.find_order(cid) is None:
+                never_sent.append(saved)
                 continue
             st.orders.pop(cid, None)
         # Orders placed just before a crash, never acknowledged: learn their exchange ids.
-        for cid, o in st.orders.items():
-            if not o.order_id and cid in on_exchange:
-                o.order_id = on_exchange[cid].order_id
+        for cid, saved in st.orders.items():
+            if not saved.order_id and cid in on_exchange:
+                saved.order_id = on_exchange[cid].order_id
         if never_sent:
             self.log.warning("%d entry order(s) saved but never sent (a crash before the request); sending them",
                              len(never_sent))

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from errors import BadInput
 
 # The tables as published on Binance's leverage & margin page for the USDC
 # perpetuals; recorded on this date.  Check the live table with
@@ -34,7 +35,7 @@ _ETHUSDC = [(50_000, 125, 0.004), (500_000, 100, 0.005), (1_000_000, 75, 0.0065)
             (300_000_000, 4, 0.125), (400_000_000, 3, 0.15), (600_000_000, 2, 0.25), (800_000_000, 1, 0.50)]
 
 
-class BracketError(ValueError):
+class BracketError(BadInput):
     pass
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 import numpy as np
+from errors import BadInput
 
 __all__ = [
     "Candles",
@@ -102,7 +103,8 @@ class Candles:
         lengths = {len(t), *(len(c) for c in cols)}
         if len(lengths) != 1:
             raise ValueError(f"Candles columns differ in length: {sorted(lengths)}")
-        bad = find_invalid_row(t, *cols, check_order=True)
+        o, h, lo, c, v = cols
+        bad = find_invalid_row(t, o, h, lo, c, v, check_order=True)
         if bad is not None:
             row, what = bad
             raise ValueError(f"invalid candle at row {row}: {what}")
@@ -173,7 +175,7 @@ def find_invalid_row(
 # --------------------------------------------------------------------------
 
 
-class DataError(ValueError):
+class DataError(BadInput):
     """A kline file is missing or malformed; the message is a single line."""
 
     def __init__(self, path: str | Path, what: str, line: int | None = None) -> None:
@@ -310,7 +312,7 @@ def _load_one(path: Path) -> tuple[np.ndarray, np.ndarray]:
     _check_column_counts(path, has_header, ncols)     # the columns numpy did not read are whole too
     cols = data.T.copy()  # contiguous rows: one per column
     t = _to_ms(path, has_header, cols[0])
-    bad = find_invalid_row(t, *cols[1:], check_order=False)
+    bad = find_invalid_row(t, cols[1], cols[2], cols[3], cols[4], cols[5], check_order=False)
     if bad is not None:
         raise _row_error(path, has_header, *bad)
     return t, cols[1:]
@@ -517,9 +519,8 @@ def synthetic_klines(
     # Volume rises with the size of the move; ~$1M notional per quiet minute.
     volume = (1e6 / start_price) * (0.3 + np.abs(r) / SIGMA_BAR) * rng.lognormal(0.0, 0.5, n)
     times = start_time_ms + MINUTE_MS * np.arange(n, dtype=np.int64)
-    return Candles.from_arrays(
-        times, *(_round_to_tick(p, tick) for p in (open_, high, low, close)), volume
-    )
+    o, h, lo, c = (_round_to_tick(p, tick) for p in (open_, high, low, close))
+    return Candles.from_arrays(times, o, h, lo, c, volume)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

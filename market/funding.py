@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from errors import BadInput
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -36,7 +37,7 @@ DUMP_HEADER = ["calc_time", "funding_interval_hours", "last_funding_rate"]
 MAX_ABS_RATE = 0.05             # far beyond any cap Binance sets (±0.3 %…±3 %): a bad number, not a rate
 
 
-class FundingError(ValueError):
+class FundingError(BadInput):
     """A funding file that cannot be used, with where and why."""
 
     def __init__(self, path: str | Path, what: str, line: int | None = None):

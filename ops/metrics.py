@@ -48,7 +48,7 @@ class DaemonMetrics:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        return site._server.sockets[0].getsockname()[1]
+        return int(self._runner.addresses[0][1])      # the port bound (0 asks for a free one)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -66,7 +66,7 @@ class _StateCollector(Collector):
         info.add_metric([sym], {"version": VERSION, "mode": "demo" if d.demo else "live",
                                 "direction": d.config.trade_direction})
         yield info
-        st = d.strategy.state if d.strategy is not None else None
+        st = d.strategy.state if d.started else None
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             g = GaugeMetricFamily(name, doc, labels=["symbol"])

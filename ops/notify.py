@@ -19,6 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
+from errors import BadInput
 from ops.events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
                     Event, EventBus)
 
@@ -29,7 +30,7 @@ SEND_TIMEOUT_S = 15.0
 ERROR_REPEAT_S = 600.0           # the same error line is sent at most once in this time
 
 
-class NotifyConfigError(ValueError):
+class NotifyConfigError(BadInput):
     pass
 
 

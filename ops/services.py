@@ -147,7 +147,7 @@ class Services:
             # within a few seconds: a receiver that hangs does not hold the shutdown up.
             done, _ = await asyncio.wait([notifier], timeout=STOP_SEND_S)
             if not done:
-                self.log.warning("notifications: %d message(s) not sent at shutdown", self.notifier.pending())
+                self.log.warning("notifications: %d message(s) not sent at shutdown", self.notifier.pending() if self.notifier else 0)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)

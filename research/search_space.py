@@ -22,6 +22,7 @@ from typing import Any, Union
 import optuna
 
 from config import ConfigError, GridConfig, field_of, key_kind
+from errors import BadInput
 
 _LINE_RE = re.compile(r"^([A-Z_]+)(?:\[(\d+)\])?\s*=\s*(.+)$")
 _NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
@@ -32,7 +33,7 @@ NOT_SEARCHABLE = {"MAX_ENTRY_LEVEL": "cannot be searched (the list keys' lengths
                   "CAPITAL_RATIO": "is live only (a backtest's capital is INITIAL_CAPITAL)"}
 
 
-class SpaceError(ValueError):
+class SpaceError(BadInput):
     """`file:line: KEY: rule` — one line."""
 
     def __init__(self, source: str, line: int | None, key: str | None, rule: str):
@@ -136,6 +137,13 @@ def _number(source: str, lineno: int, name: str, text: str) -> Number:
     return int(t) if _INT_LITERAL_RE.match(t) else float(t)
 
 
+def _int_bounds(low: Number, high: Number, step: Number | None) -> tuple[int, int, int] | None:
+    """LOW, HIGH and STEP (1 when not given) when all are integers, else None."""
+    if isinstance(low, int) and isinstance(high, int) and (step is None or isinstance(step, int)):
+        return low, high, step or 1
+    return None
+
+
 def _distribution(source: str, lineno: int, name: str, kind: str,
                   spec: str) -> optuna.distributions.BaseDistribution:
     if "|" in spec or kind in _CHOICE_KINDS:
@@ -150,13 +158,13 @@ def _distribution(source: str, lineno: int, name: str, kind: str,
     step = _number(source, lineno, name, step_text) if step_text else None
     if step is not None and not 0 < step <= high - low:
         raise SpaceError(source, lineno, name, f"STEP must be above 0 and at most HIGH-LOW (got {step})")
-    integers = all(isinstance(v, int) for v in (low, high)) and (step is None or isinstance(step, int))
+    ints = _int_bounds(low, high, step)
     if kind == "int":
-        if not integers:
+        if ints is None:
             raise SpaceError(source, lineno, name, "an integer key takes integer LOW, HIGH and STEP")
-        return optuna.distributions.IntDistribution(low, high, step=step or 1)
-    if step is not None and integers:
-        return optuna.distributions.IntDistribution(low, high, step=step)
+        return optuna.distributions.IntDistribution(ints[0], ints[1], step=ints[2])
+    if step is not None and ints is not None:
+        return optuna.distributions.IntDistribution(ints[0], ints[1], step=ints[2])
     if step is not None:
         span = (high - low) / step
         if abs(span - round(span)) > 1e-9:

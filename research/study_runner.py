@@ -31,6 +31,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import BaseJournalFileLock   # lock_obj's type; not re-exported
 from optuna.trial import FrozenTrial, TrialState
 
 HEARTBEAT_S = 5.0
@@ -47,12 +48,16 @@ _STORAGES: dict[tuple[str, int], BaseStorage] = {}
 def storage_for(url: str | None, study: str, root: Path) -> tuple[BaseStorage, str]:
     """(storage, the name to show it by: for optuna-dashboard and other workers); one storage
     object per location and process (no new connection or lock file per call)."""
-    journal = url is None or url.startswith("journal:")
-    where = (url[len("journal:"):] if url else str(root / "optuna" / f"{study}.log")) if journal else url
-    key = (where, os.getpid())
+    if url is None or url.startswith("journal:"):
+        where = url[len("journal:"):] if url else str(root / "optuna" / f"{study}.log")
+        key = (where, os.getpid())
+        if key not in _STORAGES:
+            _STORAGES[key] = _open_journal(Path(where))
+        return _STORAGES[key], where
+    key = (url, os.getpid())
     if key not in _STORAGES:
-        _STORAGES[key] = _open_journal(Path(where)) if journal else _open_database(where)
-    return _STORAGES[key], where if journal else shown_url(where)
+        _STORAGES[key] = _open_database(url)
+    return _STORAGES[key], shown_url(url)
 
 
 def shown_url(url: str) -> str:
@@ -79,7 +84,7 @@ def _open_database(url: str) -> BaseStorage:
     raise AssertionError("unreachable")
 
 
-class FlockLock:
+class FlockLock(BaseJournalFileLock):
     """The journal's lock: an fcntl.flock on a lock file.  A waiter blocks in the kernel and
     wakes the moment the holder releases (Optuna's own file locks poll with a doubling
     sleep, which made two workers take turns slowly), and a killed holder's lock goes with

@@ -94,7 +94,7 @@ async def test_the_2019_ladder_reads_the_usdc_row_not_the_usdt_only_totals(start
     venue = BinanceFuturesClient(DEFAULT_API_KEY, DEFAULT_API_SECRET, "BTCUSDC", base_url=ex.rest_url)
     await venue.connect()
     try:
-        acct = await venue._call(venue.client.futures_account)
+        acct = await venue.call(venue.api.futures_account)
         usdc = next(a for a in acct["assets"] if a["asset"] == "USDC")
         assert acct["availableBalance"] == "0.00000000" and float(usdc["availableBalance"]) == 10_000.0
         assert venue.margin_asset == "USDC" and await venue.available_balance() == 10_000.0
@@ -198,11 +198,11 @@ async def test_capital_and_the_2019_ladder_follow_the_account_mode(start_exchang
     await venue.connect()
     try:
         if mode == "multi":
-            assert await venue._call(venue.client.futures_change_multi_assets_mode, multiAssetsMargin=True)
+            assert await venue.call(venue.api.futures_change_multi_assets_mode, multiAssetsMargin=True)
         got = await venue.account_mode()
         assert got == {"multi": AccountMode(True, "USD"), "credits": AccountMode(False, "BNFCR"),
                        "single": AccountMode(False, "USDC")}[mode]
-        rows = {b["asset"]: float(b["balance"]) for b in await venue._call(venue.client.futures_account_balance)}
+        rows = {b["asset"]: float(b["balance"]) for b in await venue.call(venue.api.futures_account_balance)}
         assert rows.get("USDC", 0.0) == (8_000.0 if mode == "single" else 0.0)   # the old reading: nothing
         assert await venue.wallet_balance() == 8_000.0 and await venue.available_balance() == 8_000.0
     finally:

@@ -23,7 +23,7 @@ DAEMON_MODULES = ("live.daemon", "live.reconciler", "live.launcher", "binance_li
 # stands on.  Anything else belongs in a package.
 ROOT_MODULES = {"trade", "trade_btc", "trade_eth", "config", "grid_strategy", "grid_ladder", "exchange_api",
                 "messages", "state_manager", "binance_library", "backtest", "optimize", "download",
-                "local_exchange", "dashboard", "status", "paths"}
+                "local_exchange", "dashboard", "status", "paths", "errors"}
 
 
 def _tree(name: str) -> ast.Module:
@@ -132,3 +132,35 @@ def test_the_layers_show_in_the_imports():
     decoders = [n.name for n in ast.walk(_tree("localex.wire")) if isinstance(n, ast.FunctionDef)
                 and "from_binance" in n.name]
     assert decoders == [], decoders
+
+
+CONTROL_FLOW = {"localex.base.Reply"}      # raised to answer a request, caught by the gateway
+
+
+def test_every_error_the_project_raises_is_in_the_one_hierarchy():
+    """issue 20: one exception hierarchy (temporary / rate-limited / rejected / fatal) so callers
+    catch by meaning.  Every exception class the project defines derives from errors.GridError,
+    except the local exchange's control flow (an HTTP reply on its way out of a handler)."""
+    import importlib
+    import errors
+    outside = []
+    for name in MODULES:
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_") \
+                    and f"{name}.{node.name}" not in CONTROL_FLOW:
+                cls = getattr(importlib.import_module(name), node.name, None)
+                if isinstance(cls, type) and issubclass(cls, BaseException) \
+                        and not issubclass(cls, errors.GridError):
+                    outside.append(f"{name}.{node.name}")
+    assert not outside, f"exceptions outside errors.GridError: {outside}"
+    assert issubclass(errors.RateLimited, errors.Temporary) and issubclass(errors.BadInput, errors.Fatal)
+    assert not issubclass(errors.ExchangeError, (errors.Temporary, errors.Fatal))
+
+
+def test_the_daemon_catches_no_bare_runtime_error():
+    """A failure the daemon waits out is a Temporary, not a RuntimeError caught by type."""
+    for name in DAEMON_MODULES + ("exchange_api",):
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None:
+                names = {n.id for n in ast.walk(node.type) if isinstance(n, ast.Name)}
+                assert "RuntimeError" not in names, f"{name}:{node.lineno} catches RuntimeError"

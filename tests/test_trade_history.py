@@ -8,7 +8,7 @@ import csv
 import logging
 from pathlib import Path
 
-from live.daemon import Daemon
+from live.daemon import Daemon, DaemonSettings
 from paths import Paths
 from harness import CONFIG
 from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET, LocalExchange
@@ -29,8 +29,8 @@ def make_daemon(ex: LocalExchange, root: Path) -> Daemon:
     root.mkdir(parents=True, exist_ok=True)
     cfg = root / "config_btc.txt"
     cfg.write_text(CONFIG.format(tp=0.005))
-    return Daemon(SYM, cfg, DEFAULT_API_KEY, DEFAULT_API_SECRET, base_url=ex.rest_url, ws_url=ex.ws_url,
-                  testnet=False, paths=Paths(root), capital_override=1000.0)
+    return Daemon(DaemonSettings(SYM, cfg, Paths(root), base_url=ex.rest_url, ws_url=ex.ws_url,
+                                 capital_override=1000.0), DEFAULT_API_KEY, DEFAULT_API_SECRET)
 
 
 def csv_ids(root: Path) -> list[int]:
