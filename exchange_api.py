@@ -18,7 +18,7 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any, Coroutine, TypeVar
 
 from errors import ExchangeError, PositionUnreadable
@@ -76,6 +76,10 @@ class BinanceError(IntEnum):
     POSITION_SIDE_CHANGE_EXISTS_QUANTITY = -4068
     ASSET_MODE_NO_NEED_TO_CHANGE = -4171               # -4171 / -4172: as other clients report them,
     ASSET_MODE_CHANGE_EXISTS_ORDERS_OR_POSITION = -4172  # not verified (DECISIONS, issue 19)
+    BAD_INTERVAL = -1120
+    BAD_RECV_WINDOW = -1131                            # recvWindow must be less than 60000
+    INVALID_API_KEY_TYPE = -4056                       # the WebSocket API's session.logon with an HMAC key
+    INVALID_PATH = -5000                               # undocumented: "Path …, Method … is invalid"
 
 
 # The names the code reacts to (kept as module constants: shorter at the call sites).
@@ -264,13 +268,45 @@ class Position:
     mark_price: float = 0.0
 
 
+class Side(StrEnum):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderStatus(StrEnum):
+    """An order's status (`X` of ORDER_TRADE_UPDATE, `status` of the order endpoints)."""
+
+    NEW = "NEW"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
+    EXPIRED_IN_MATCH = "EXPIRED_IN_MATCH"
+    REJECTED = "REJECTED"
+
+
+class ExecType(StrEnum):
+    """What happened to an order (`x` of ORDER_TRADE_UPDATE)."""
+
+    NEW = "NEW"
+    TRADE = "TRADE"
+    CANCELED = "CANCELED"
+    CALCULATED = "CALCULATED"      # a liquidation or ADL fill
+    EXPIRED = "EXPIRED"
+    AMENDMENT = "AMENDMENT"
+
+
+OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED)
+FILL_EXEC_TYPES = (ExecType.TRADE, ExecType.CALCULATED)
+
+
 @dataclass(slots=True)
 class OrderAck:
     client_id: str
     order_id: int
     price: float
     qty: float
-    status: str = "NEW"
+    status: str = OrderStatus.NEW
 
 
 @dataclass(slots=True)
@@ -314,7 +350,7 @@ class OrderUpdate:
 
     @property
     def is_fill(self) -> bool:
-        return self.exec_type in ("TRADE", "CALCULATED") and self.last_qty > 0
+        return self.exec_type in FILL_EXEC_TYPES and self.last_qty > 0
 
     @property
     def is_liquidation(self) -> bool:
@@ -328,25 +364,62 @@ class OrderUpdate:
 # order re-placed, so an id names one intended order and a retry after a
 # timeout can query it before placing it again.
 
-ROLE_ENTRY = "E"
-ROLE_TP = "TP"
-ROLE_BE = "BE"
-ROLE_SL = "SL"
+class Role(StrEnum):
+    """An order's job in the grid.  An entry's role carries its level, spelt as the files on
+    users' disks already spell it: `entry_role` (the state file) and `fill_role` (the trade
+    records); `role_kind` reads either back."""
+
+    ENTRY = "ENTRY"
+    TP = "TP"
+    BE = "BE"
+    SL = "SL"
+    LIQUIDATION = "LIQUIDATION"    # the exchange's autoclose-… order
+    EXTERNAL = "EXTERNAL"          # not ours: placed by hand, or by another program
 
 
-def client_order_id(symbol: str, generation: int, role: str, n: int) -> str:
-    return f"GM-{symbol}-{generation}-{role}{n}"
+EXIT_ROLES = (Role.TP, Role.BE, Role.SL)
 
 
-def parse_client_order_id(cid: str) -> tuple[str, int, str, int] | None:
-    """Return (symbol, generation, role, n), or None for an id not ours."""
+def entry_role(level: int) -> str:
+    """An entry's role in the state (OrderState.role): ENTRY_3."""
+    return f"ENTRY_{level}"
+
+
+def fill_role(role: str, level: int) -> str:
+    """The role a trade record shows (trades CSV, FillRecord): ENTRY3, TP, BE, SL."""
+    return f"ENTRY{level}" if role.startswith(Role.ENTRY) else role
+
+
+def role_kind(role: str) -> Role:
+    """The role without its level: Role.ENTRY for ENTRY_3 or ENTRY3."""
+    return Role.ENTRY if role.startswith(Role.ENTRY) else Role(role)
+
+
+class IdTag(StrEnum):
+    """A role as a client order id spells it (GM-BTCUSDC-7-E3, …-TP2)."""
+
+    ENTRY = "E"
+    TP = "TP"
+    BE = "BE"
+    SL = "SL"
+
+
+ID_TAG = {Role.ENTRY: IdTag.ENTRY, Role.TP: IdTag.TP, Role.BE: IdTag.BE, Role.SL: IdTag.SL}
+
+
+def client_order_id(symbol: str, generation: int, tag: IdTag, n: int) -> str:
+    return f"GM-{symbol}-{generation}-{tag}{n}"
+
+
+def parse_client_order_id(cid: str) -> tuple[str, int, IdTag, int] | None:
+    """Return (symbol, generation, tag, n), or None for an id not ours."""
     parts = cid.split("-")
     if len(parts) != 4 or parts[0] != "GM":
         return None
     tag = parts[3]
-    role = tag[:2] if tag[:2] in (ROLE_TP, ROLE_BE, ROLE_SL) else tag[:1]
+    code = tag[:2] if tag[:2] in (IdTag.TP, IdTag.BE, IdTag.SL) else tag[:1]
     try:
-        return parts[1], int(parts[2]), role, int(tag[len(role):])
+        return parts[1], int(parts[2]), IdTag(code), int(tag[len(code):])
     except ValueError:
         return None
 

@@ -5,6 +5,13 @@ and reports through callbacks; it does no file or network I/O of its own.
 The same object runs in the backtest (driven synchronously over the
 simulator), in the demo and live (awaited by the daemon).
 
+Its entry ladder (where the levels are, their placement, the levels held
+back after a raced fill, the grid resets) is a composed part,
+`grid_ladder.Ladder`, which calls the strategy back as its `LadderHost`.
+This module keeps the reactions to events, the fill bookkeeping, the exits
+and the stop, and the one rule for what should rest (`desired_orders`,
+`mend`).
+
 Every order is registered in the state *before* it is sent, under a
 deterministic client id, so a fill that arrives before the placement
 acknowledgement — or after a crash — is still recognised.
@@ -19,15 +26,19 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    EPS, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ROLE_BE, ROLE_ENTRY, ROLE_SL, ROLE_TP, ExchangeError,
-    FuturesVenue, OrderAck, OrderUpdate, SymbolFilters, apply_fill, client_order_id, parse_client_order_id,
+    EPS, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ID_TAG, EXIT_ROLES, ExchangeError, ExecType, IdTag, OrderStatus, Role, Side, entry_role, fill_role,
+    FuturesVenue, OrderUpdate, SymbolFilters, apply_fill, client_order_id, parse_client_order_id,
 )
-from grid_ladder import LadderMixin
+from grid_ladder import Ladder, acknowledge, direction_sign, register
 from messages import catalog
 from state_manager import GridState, OrderState
 
 log = logging.getLogger("grid")
 
+# Bound once: compared on every order event of a backtest (an enum's attribute costs more).
+_TRADE, _FILLED = ExecType.TRADE, OrderStatus.FILLED
+# Gone without our asking; EXPIRED_IN_MATCH (self-trade prevention) is X's, accepted as x too.
+_GONE = (ExecType.CANCELED, ExecType.EXPIRED, OrderStatus.EXPIRED_IN_MATCH)
 MARKET_CLOSE_TRIES = 3           # a market close refused as reduce-only: read the position again
 
 
@@ -58,7 +69,7 @@ class FillRecord:
 class Intent:
     """One order the current state wants resting (`GridMartingaleStrategy.desired_orders`)."""
 
-    role: str            # ENTRY_n, TP, BE, SL
+    role: str            # entry_role(n), TP, BE, SL
     level: int           # entry level, 0 for exits
     price: float         # limit price, or the stop's trigger
     qty: float           # 0 for the closePosition stop
@@ -69,7 +80,10 @@ def _rests_as(o: OrderState, role: str, price: float, qty: float, f: SymbolFilte
     return o.role == role and f.to_ticks(o.price) == f.to_ticks(price) and f.to_steps(o.qty) == f.to_steps(qty)
 
 
-class GridMartingaleStrategy(LadderMixin):
+class GridMartingaleStrategy:
+    """The decisions; the entry ladder is its composed part `ladder` (grid_ladder.Ladder), which
+    calls it back as its `LadderHost`."""
+
     def __init__(self, config: GridConfig, venue: FuturesVenue, state: GridState | None = None,
                  capital: float | None = None, logger: logging.Logger | None = None,
                  lang: str | None = None,
@@ -92,23 +106,22 @@ class GridMartingaleStrategy(LadderMixin):
         # right after one fill may include the next fills, whose events follow.
         self._unseen = 0.0
         self._seen_avg = 0.0          # average of the position of the fills seen, while _unseen != 0
-        # The last fresh grid had every entry refused as post-only (the market had passed its
-        # levels while none rested): flat with nothing resting, it is placed again at the market.
-        self.grid_refused = False
         # After a liquidation with AFTER_LIQUIDATION=STOP: no new grid until a person restarts
         # the daemon (in memory on purpose: a restart is that person's decision).
         self.halted = False
         # The INFO lines of the reactions; the backtest turns them off (it reports through its
         # summary), sparing the formatting arguments of every call.
         self.log_info = True
+        self.ladder = Ladder(self, state, config, self.filters, self.symbol, self.log, self.msg)
         self._apply_config(config)
 
     # ------------------------------------------------------------------ config
     def _apply_config(self, config: GridConfig) -> None:
         self.config = config
-        self.s = 1 if self.state.direction == "LONG" else -1
-        self.entry_side = "BUY" if self.s > 0 else "SELL"
-        self.exit_side = "SELL" if self.s > 0 else "BUY"
+        self.ladder.apply_config(config)
+        self.s = direction_sign(self.state.direction)
+        self.entry_side = Side.BUY if self.s > 0 else Side.SELL
+        self.exit_side = Side.SELL if self.s > 0 else Side.BUY
         self.levels = config.max_entry_level
         self.half_range = config.grid_range_pct / 2.0
         pos = self.state.position
@@ -128,14 +141,36 @@ class GridMartingaleStrategy(LadderMixin):
 
     @property
     def leverage(self) -> int:
-        return self.config.leverage_long if self.s > 0 else self.config.leverage_short
+        return self.ladder.leverage
+
+    # ------------------------------------------------------------------ the ladder's, for callers
+    def level_price(self, center: float, level: int) -> float:
+        return self.ladder.level_price(center, level)
+
+    def level_qty(self, price: float, level: int) -> float:
+        return self.ladder.level_qty(price, level)
+
+    async def place_entries(self, planned: list[OrderState], log_key: str | None = None) -> None:
+        await self.ladder.place_entries(planned, log_key)
+
+    @property
+    def grid_refused(self) -> bool:
+        return self.ladder.refused
+
+    @grid_refused.setter
+    def grid_refused(self, refused: bool) -> None:
+        self.ladder.refused = refused
 
     # ------------------------------------------------------------------ helpers
-    def _info(self, key: str, **kw: object) -> None:
+    # (info, changed, sync_position, forget_lookahead and set_tp_order are public: the ladder
+    # calls them back, as its LadderHost.)
+    def info(self, key: str, **kw: object) -> None:
+        """One INFO line of the message catalog (callers check `log_info` first)."""
         if self.log.isEnabledFor(logging.INFO):
             self.log.info(self.msg[key].format(**kw))
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """The state changed: the daemon saves it."""
         if self.on_change is not None:
             self.on_change()
 
@@ -149,14 +184,6 @@ class GridMartingaleStrategy(LadderMixin):
         return st.position.qty <= EPS and not self._any_entry_filled() and not st.pending_level \
             and not st.raced and self._unseen <= EPS
 
-    def level_price(self, center: float, level: int) -> float:
-        d = self.config.level_distances[level - 1]
-        return self.filters.price_away_from_market(center * (1.0 - self.s * d), self.s)
-
-    def level_qty(self, price: float, level: int) -> float:
-        notional = self.config.entry_ratios[level - 1] * self.state.capital * self.leverage
-        return self.filters.qty_down(notional / price)
-
     def stop_price(self) -> float:
         return self.filters.price_away_from_market(
             self.state.grid_center * (1.0 - self.s * self.config.sl_distance), self.s)
@@ -165,29 +192,21 @@ class GridMartingaleStrategy(LadderMixin):
         """The price beyond which a flat grid re-centres (favourable side only)."""
         return self.state.grid_center * (1.0 + self.s * self.half_range)
 
-    def _orders_with_role(self, role: str) -> list[OrderState]:
+    def _orders_with_role(self, role: Role) -> list[OrderState]:
         return [o for o in self.state.orders.values() if o.role == role]
 
-    def _next_exit_id(self, role: str) -> str:
+    def _next_exit_id(self, role: Role) -> str:
         self.state.exit_seq += 1
-        return client_order_id(self.symbol, self.state.generation, role, self.state.exit_seq)
+        return client_order_id(self.symbol, self.state.generation, ID_TAG[role], self.state.exit_seq)
 
-    def _register(self, o: OrderState) -> None:
-        self.state.orders[o.client_id] = o
-
-    def _acknowledge(self, o: OrderState, ack: OrderAck | None) -> None:
-        if ack is None:
-            self.state.orders.pop(o.client_id, None)
-            return
-        o.order_id, o.qty = ack.order_id, ack.qty or o.qty
-
-    async def _sync_position(self) -> None:
+    async def sync_position(self) -> None:
         """Read the exchange's position (up to 10 tries) and adopt it."""
         pos = await self.venue.get_position_info_with_retry()
         p = self.state.position
         qty, avg = abs(pos.qty), pos.entry_price
         if abs(qty - p.qty) > EPS or abs(avg - p.avg_price) > 1e-6 * max(1.0, avg):
-            self.log_info and self._info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
+            if self.log_info:
+                self.info("pos_sync", old_avg=p.avg_price, avg=avg, old_qty=p.qty, qty=qty)
         # Invariant: p.qty = (position from the fill events seen) + _unseen.
         if self._unseen == 0.0:
             self._seen_avg = p.avg_price
@@ -201,8 +220,9 @@ class GridMartingaleStrategy(LadderMixin):
         """SPEC §3.1: with no grid yet, the first completed candle's close is the centre."""
         if self.state.grid_center <= 0:
             self.state.grid_center = float(close)
-            self.log_info and self._info("grid_center", center=close, reason="first candle")
-            await self.setup_grid_orders()
+            if self.log_info:
+                self.info("grid_center", center=close, reason="first candle")
+            await self.ladder.setup_grid_orders()
 
     async def on_price(self, price: float) -> None:
         """SPEC §3.6: the range exit, flat and with no partial entry fill.
@@ -214,34 +234,35 @@ class GridMartingaleStrategy(LadderMixin):
         c = self.state.grid_center
         if c <= 0 or self.halted:
             return
-        if self.grid_refused:
+        if self.ladder.refused:
             if self.is_flat_and_unfilled() and not any(o.is_entry for o in self.state.orders.values()):
                 # Nothing rests and nothing filled (the refused orders never existed): a grid
                 # at the market, or the daemon would wait for a price that may never return.
                 self.log.warning("no entry rests (the market passed the grid at %s): new grid at %s",
                                  self.filters.fmt_price(c), self.filters.fmt_price(price))
                 self.state.grid_center = price
-                await self.setup_grid_orders()
+                await self.ladder.setup_grid_orders()
                 return
-            self.grid_refused = False
+            self.ladder.refused = False
         band = c * (1.0 + self.s * self.half_range)
         if (price <= band if self.s > 0 else price >= band) or not self.is_flat_and_unfilled():
             return
         new_c = band
         while (price > new_c * (1.0 + self.half_range)) if self.s > 0 else (price < new_c * (1.0 - self.half_range)):
             new_c *= 1.0 + self.s * self.half_range
-        self.log_info and self._info("range_exit", price=price, old=c, center=new_c)
+        if self.log_info:
+            self.info("range_exit", price=price, old=c, center=new_c)
         # Flat is what the state believes; the cancels' own results confirm it.  An entry that
         # filled before its cancel means the grid is not flat: it stays in force (same centre)
         # and its other levels wait for that fill's event, which the next events bring.
-        if self._note_raced(await self._cancel_entries()):
+        if self.ladder.note_raced(await self.ladder.cancel_entries()):
             self.log.warning("range exit abandoned: an entry filled before its cancel; the grid stays at %s",
                              self.filters.fmt_price(c))
-            self._defer_entries(1)
+            self.ladder.defer_entries(1)
             return
         self.state.orders.clear()
         self.state.grid_center = new_c
-        await self.setup_grid_orders()
+        await self.ladder.setup_grid_orders()
 
     # ------------------------------------------------------------------ order events
     async def on_order_update(self, u: OrderUpdate) -> None:
@@ -252,37 +273,38 @@ class GridMartingaleStrategy(LadderMixin):
             return
         o = self.state.orders.get(u.client_id)
         if o is None:
-            level = self.late_entry_level(u.client_id, u.side)
-            if level and u.exec_type == "TRADE" and u.last_qty > 0:
-                await self.on_late_entry_fill(level, u)
+            if u.exec_type == _TRADE and u.last_qty > 0:
+                level = self.forgotten_fill_level(u.client_id, u.side, u.trade_id)
+                if level:
+                    await self.on_late_entry_fill(level, u)
             return
-        if u.exec_type == "TRADE" and u.last_qty > 0:
+        if u.exec_type == _TRADE and u.last_qty > 0:
             o.filled_qty += u.last_qty
             self._record_fill(o, u)
             if o.is_entry:
-                if u.status == "FILLED":
+                if u.status == _FILLED:
                     del self.state.orders[o.client_id]
                 await self.on_entry_filled(o, u)
-            elif o.role == ROLE_TP:
-                if u.status == "FILLED" or self.state.position.qty <= EPS:
+            elif o.role == Role.TP:
+                if u.status == _FILLED or self.state.position.qty <= EPS:
                     await self.on_tp_filled(u)
-            elif o.role == ROLE_BE:
-                if u.status == "FILLED" or self.state.position.qty <= EPS:
+            elif o.role == Role.BE:
+                if u.status == _FILLED or self.state.position.qty <= EPS:
                     await self.on_be_filled(u)
-            elif o.role == ROLE_SL:
-                if u.status == "FILLED" or self.state.position.qty <= EPS:
+            elif o.role == Role.SL:
+                if u.status == _FILLED or self.state.position.qty <= EPS:
                     await self.on_sl_filled(u)
-            self._changed()
-        elif u.exec_type in ("CANCELED", "EXPIRED", "EXPIRED_IN_MATCH") and u.status != "NEW":
+            self.changed()
+        elif u.exec_type in _GONE and u.status != OrderStatus.NEW:
             # Gone without our asking (our own cancels are forgotten when sent);
             # reconciliation re-places what is missing.
             del self.state.orders[o.client_id]
-            self._changed()
+            self.changed()
 
     def _record_fill(self, o: OrderState, u: OrderUpdate) -> None:
         p = self.state.position
         signed_before = p.qty * self.s
-        signed = u.last_qty if u.side == "BUY" else -u.last_qty
+        signed = u.last_qty if u.side == Side.BUY else -u.last_qty
         lookahead = self._unseen != 0.0
         if lookahead:
             # The record shows the position after this very fill: that of the fills seen so
@@ -304,10 +326,11 @@ class GridMartingaleStrategy(LadderMixin):
         if not lookahead:
             seen_qty, seen_avg = new_qty, new_avg
         if self.on_fill is not None:
-            role = f"ENTRY{o.level}" if o.is_entry else o.role
-            self.on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side, role, u.last_price,
-                                    u.last_qty, u.commission, u.realized_pnl, seen_qty, seen_avg,
-                                    u.client_id, u.order_id, u.trade_id))
+            self.on_fill(FillRecord(
+                time_ms=u.trade_time or u.event_time, symbol=self.symbol, side=u.side,
+                role=fill_role(o.role, o.level), price=u.last_price, qty=u.last_qty, fee=u.commission,
+                realized_pnl=u.realized_pnl, position_after=seen_qty, avg_price_after=seen_avg,
+                client_id=u.client_id, order_id=u.order_id, trade_id=u.trade_id))
 
     async def on_entry_filled(self, o: OrderState, u: OrderUpdate) -> None:
         """SPEC §3.2: TP for level 1 alone, BE from level 2, and the stop at the last level."""
@@ -318,28 +341,40 @@ class GridMartingaleStrategy(LadderMixin):
         """The level bookkeeping of an entry fill (before anything is saved or sent)."""
         p = self.state.position
         if p.deepest_level == 0:
-            self.log_info and self._info("first_entry", direction=self.state.direction)
+            if self.log_info:
+                self.info("first_entry", direction=self.state.direction)
         p.level_filled[o.level - 1] = self.filters.qty_round(p.level_filled[o.level - 1] + u.last_qty)
         if o.level == 1:
             p.level1_qty = p.level_filled[0]
         p.deepest_level = max(p.deepest_level, o.level)
-        self.log_info and self._info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
+        if self.log_info:
+            self.info("level_fill", level=o.level, price=u.last_price, avg=p.avg_price, qty=p.qty)
 
     async def _protect(self) -> None:
         """The exit the position needs, and the stop if it needs one."""
         p = self.state.position
         if p.deepest_level == 1:
-            await self._set_tp_order()
+            await self.set_tp_order()
         else:
             await self._set_be_order()
-        if not self._orders_with_role(ROLE_SL) and self.wants_stop():
+        if not self._orders_with_role(Role.SL) and self.wants_stop():
             await self._set_stop_order()
+
+    def forgotten_fill_level(self, client_id: str, side: str, trade_id: int) -> int:
+        """What a fill of an order the state no longer holds is, decided here for every path
+        (the user stream, the trade-history replay, the backtest's events): the level it counts
+        as when it is one of our entries, filled while its cancel was on the way and not acted
+        on yet; else 0: not the strategy's to act on (acted on already, placed by hand or by a
+        lost state), so only its record is kept and the next reconcile adopts the position."""
+        if trade_id and trade_id <= self.state.last_trade_id:
+            return 0
+        return self.late_entry_level(client_id, side)
 
     def late_entry_level(self, client_id: str, side: str) -> int:
         """The level of one of our entry orders the state no longer holds, else 0."""
         parsed = parse_client_order_id(client_id)
         if (client_id in self.state.orders or side != self.entry_side or not parsed or parsed[0] != self.symbol
-                or parsed[2] != ROLE_ENTRY):
+                or parsed[2] != IdTag.ENTRY):
             return 0
         return parsed[3] if 1 <= parsed[3] <= self.levels else 0
 
@@ -349,25 +384,21 @@ class GridMartingaleStrategy(LadderMixin):
         it, so it counts as a fill of its level (SPEC §3.2: L is the deepest level with any
         fill) and gets its BE and stop."""
         st = self.state
-        o = OrderState(u.client_id, f"ENTRY_{level}", self.entry_side, u.last_price, u.last_qty, level=level)
+        o = OrderState(u.client_id, entry_role(level), self.entry_side, u.last_price, u.last_qty, level=level)
         self._record_fill(o, u)
         self._count_entry_fill(o, u)
-        left = st.raced.get(u.client_id, 0.0) - u.last_qty
-        if left > EPS:
-            st.raced[u.client_id] = left
-        else:
-            st.raced.pop(u.client_id, None)
+        self.ladder.raced_fill_seen(u.client_id, u.last_qty)
         # Open entries of this level or a shallower one stand for exposure the position now
         # holds: cancelled, confirmed (one that filled meanwhile is one more raced fill).
-        self._note_raced(await self._cancel_entries(lambda x: x.level <= level))
+        self.ladder.note_raced(await self.ladder.cancel_entries(lambda x: x.level <= level))
         # The levels a reaction held back: once every raced fill is acted on, the ones deeper
         # than the position holds go out, before the stop is decided.
         if st.pending_level and not st.raced:
-            await self.place_pending_entries(st.position.deepest_level + 1)
+            await self.ladder.place_pending_entries(st.position.deepest_level + 1)
         await self._protect()
-        self._changed()
+        self.changed()
 
-    def _forget_lookahead(self) -> bool:
+    def forget_lookahead(self) -> bool:
         """After a position read that holds entry fills whose events are still to come
         (a fill racing our cancel, or a later fill of a trade-history replay), go back to
         the position of the fills seen: those fills are then acted on as they arrive, as
@@ -378,6 +409,11 @@ class GridMartingaleStrategy(LadderMixin):
             self._unseen = 0.0
             return True
         return False
+
+    def all_fills_seen(self) -> None:
+        """Every fill so far has been acted on (the reconciliation just replayed the trade
+        history): none is still to come, and a position read adopts what differs."""
+        self._unseen = 0.0
 
     def seen_position(self) -> tuple[float, float]:
         """(quantity, average) of the fills seen so far: the position read less what it
@@ -393,8 +429,8 @@ class GridMartingaleStrategy(LadderMixin):
         Recorded as a LIQUIDATION fill; then AFTER_LIQUIDATION: STOP halts (no new grid until
         a person restarts the daemon), CONTINUE starts a fresh grid at the liquidation price."""
         st = self.state
-        side = "BUY" if u.side == "BUY" else "SELL"
-        o = OrderState(u.client_id, "LIQUIDATION", side, u.last_price, u.last_qty)
+        side = Side.BUY if u.side == Side.BUY else Side.SELL
+        o = OrderState(u.client_id, Role.LIQUIDATION, side, u.last_price, u.last_qty)
         self._record_fill(o, u)
         self._unseen = 0.0
         self.log.critical("LIQUIDATED: %s %s %s at %s (realized %.4f); every open order was cancelled by "
@@ -402,8 +438,7 @@ class GridMartingaleStrategy(LadderMixin):
                           self.filters.fmt_price(u.last_price), u.realized_pnl)
         st.liquidated_at = u.trade_time or u.event_time
         st.orders.clear()
-        st.raced.clear()
-        st.pending_level = 0
+        self.ladder.forget_held_levels()
         st.position.reset(self.levels)
         st.position.qty, st.position.avg_price = 0.0, 0.0
         if self.config.after_liquidation == "STOP":
@@ -411,27 +446,30 @@ class GridMartingaleStrategy(LadderMixin):
             self.log.critical("AFTER_LIQUIDATION=STOP: no new grid until the daemon is restarted by hand")
         else:
             self.log.warning("AFTER_LIQUIDATION=CONTINUE: a new grid at %s", self.filters.fmt_price(u.last_price))
-            await self.reset_grid_after_full_close(u.last_price, "LIQUIDATION")
-        self._changed()
+            await self.ladder.reset_grid_after_full_close(u.last_price, "LIQUIDATION")
+        self.changed()
 
     async def on_tp_filled(self, u: OrderUpdate) -> None:
-        self.log_info and self._info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
-        await self.reset_grid_after_full_close(u.last_price, "TP")
+        if self.log_info:
+            self.info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.ladder.reset_grid_after_full_close(u.last_price, "TP")
 
     async def on_sl_filled(self, u: OrderUpdate) -> None:
-        self.log_info and self._info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
-        await self.reset_grid_after_full_close(u.last_price, "SL")
+        if self.log_info:
+            self.info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.ladder.reset_grid_after_full_close(u.last_price, "SL")
 
     async def on_be_filled(self, u: OrderUpdate) -> None:
-        self.log_info and self._info("be_fill", price=u.last_price, pnl=u.realized_pnl)
-        await self.reset_grid_after_partial_close(u.last_price)
+        if self.log_info:
+            self.info("be_fill", price=u.last_price, pnl=u.realized_pnl)
+        await self.ladder.reset_grid_after_partial_close(u.last_price)
 
     # ------------------------------------------------------------------ exits
-    async def _replace_exit(self, role: str, price: float, qty: float) -> bool:
+    async def _replace_exit(self, role: Role, price: float, qty: float) -> bool:
         """Keep exactly one exit order of `role` at price × qty; drop every other exit."""
         keep = None
         for o in list(self.state.orders.values()):
-            if o.role not in (ROLE_TP, ROLE_BE):
+            if o.role not in (Role.TP, Role.BE):
                 continue
             if keep is None and _rests_as(o, role, price, qty, self.filters):
                 keep = o
@@ -443,30 +481,35 @@ class GridMartingaleStrategy(LadderMixin):
         if qty <= EPS:
             return False
         order = OrderState(self._next_exit_id(role), role, self.exit_side, price, qty)
-        self._register(order)
-        self._changed()
+        register(self.state, order)
+        self.changed()
         ack = await self.venue.place_limit_close(order.client_id, self.exit_side, price, qty)
-        self._acknowledge(order, ack)
+        acknowledge(self.state, order, ack)
         return ack is not None
 
-    async def _set_tp_order(self) -> None:
-        await self._sync_position()
+    async def set_tp_order(self) -> None:
+        """The take-profit for the whole position read from the exchange."""
+        await self.sync_position()
         p = self.state.position
-        self.log_info and self._info("tp_prepare", qty=p.qty, avg=p.avg_price)
+        if self.log_info:
+            self.info("tp_prepare", qty=p.qty, avg=p.avg_price)
         price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.tp_pct), self.s)
         qty = self.filters.qty_down(p.qty)
-        if await self._replace_exit(ROLE_TP, price, qty):
-            self.log_info and self._info("tp_set", price=price, qty=qty)
+        if await self._replace_exit(Role.TP, price, qty):
+            if self.log_info:
+                self.info("tp_set", price=price, qty=qty)
 
     async def _set_be_order(self) -> None:
-        await self._sync_position()
+        await self.sync_position()
         p = self.state.position
         q1 = p.level_filled[0]
         be_qty = self.filters.qty_down(p.qty - q1)
-        self.log_info and self._info("be_prepare", qty=p.qty, q1=q1, be_qty=be_qty)
+        if self.log_info:
+            self.info("be_prepare", qty=p.qty, q1=q1, be_qty=be_qty)
         price = self.filters.price_toward_profit(p.avg_price * (1.0 + self.s * self.config.be_pct), self.s)
-        if await self._replace_exit(ROLE_BE, price, be_qty):
-            self.log_info and self._info("be_set", price=price, qty=be_qty, q1=q1)
+        if await self._replace_exit(Role.BE, price, be_qty):
+            if self.log_info:
+                self.info("be_set", price=price, qty=be_qty, q1=q1)
 
     async def on_stop_failed(self, client_id: str) -> str:
         """Our stop triggered and failed (ALGO_UPDATE REJECTED / EXPIRED): the position may be
@@ -475,14 +518,14 @@ class GridMartingaleStrategy(LadderMixin):
         as the stop would have.  Returns what was done: "" (not our stop), "flat",
         "not needed", "replaced" or "closed at market"."""
         o = self.state.orders.get(client_id)
-        if o is None or o.role != ROLE_SL:
+        if o is None or o.role != Role.SL:
             return ""
         del self.state.orders[client_id]
-        self._changed()
-        await self._sync_position()
+        self.changed()
+        await self.sync_position()
         if self.state.position.qty <= EPS:
             return "flat"
-        if not self.wants_stop() or self._orders_with_role(ROLE_SL):
+        if not self.wants_stop() or self._orders_with_role(Role.SL):
             return "not needed"
         return "closed at market" if await self._set_stop_order() else "replaced"
 
@@ -490,22 +533,24 @@ class GridMartingaleStrategy(LadderMixin):
         """Place the stop; True when it would have triggered at once and the position was
         closed at market instead."""
         trigger = self.stop_price()
-        order = OrderState(self._next_exit_id(ROLE_SL), ROLE_SL, self.exit_side, trigger, 0.0)
-        self._register(order)
-        self._changed()
+        order = OrderState(self._next_exit_id(Role.SL), Role.SL, self.exit_side, trigger, 0.0)
+        register(self.state, order)
+        self.changed()
         try:
             ack = await self.venue.set_stop_loss(order.client_id, self.exit_side, trigger,
                                                  self.config.sl_working_type)
-            self._acknowledge(order, ack)
-            self.log_info and self._info("sl_set", price=trigger)
+            acknowledge(self.state, order, ack)
+            if self.log_info:
+                self.info("sl_set", price=trigger)
         except ExchangeError as e:
             if e.code != ERR_WOULD_TRIGGER:
                 self.state.orders.pop(order.client_id, None)
                 raise
             # The stop would fire at once: do what it would have done.
-            self.log_info and self._info("sl_market")
+            if self.log_info:
+                self.info("sl_market")
             for attempt in range(MARKET_CLOSE_TRIES):
-                await self._sync_position()
+                await self.sync_position()
                 if self.state.position.qty <= EPS:
                     self.state.orders.pop(order.client_id, None)     # nothing left to protect
                     return True
@@ -518,7 +563,7 @@ class GridMartingaleStrategy(LadderMixin):
                         self.state.orders.pop(order.client_id, None)
                         raise
                     continue
-                self._acknowledge(order, ack)
+                acknowledge(self.state, order, ack)
                 return True
         return False
 
@@ -529,24 +574,24 @@ class GridMartingaleStrategy(LadderMixin):
         needs, and the stop.  Reactions and reconciliation both apply it."""
         st, p = self.state, self.state.position
         out = [Intent(o.role, o.level, o.price, o.qty) for o in st.orders.values() if o.is_entry]
-        out += [Intent(f"ENTRY_{lvl}", lvl, price, qty) for lvl, price, qty in self._pending_levels()]
+        out += [Intent(entry_role(lvl), lvl, price, qty) for lvl, price, qty in self.ladder.pending_levels()]
         if p.qty > EPS:
             exit_ = self._wanted_exit()
             if exit_ is not None:
                 out.append(exit_)
             if self.wants_stop():
-                out.append(Intent(ROLE_SL, 0, self.stop_price(), 0.0))
+                out.append(Intent(Role.SL, 0, self.stop_price(), 0.0))
         return out
 
     def _wanted_exit(self) -> Intent | None:
         p = self.state.position
         if p.deepest_level <= 1:
-            return Intent(ROLE_TP, 0, self.filters.price_toward_profit(
+            return Intent(Role.TP, 0, self.filters.price_toward_profit(
                 p.avg_price * (1.0 + self.s * self.config.tp_pct), self.s), self.filters.qty_down(p.qty))
         qty = self.filters.qty_down(p.qty - p.level_filled[0])
         if qty <= 0:
             return None         # only level 1 is left: the BE has filled (its reaction regrids)
-        return Intent(ROLE_BE, 0, self.filters.price_toward_profit(
+        return Intent(Role.BE, 0, self.filters.price_toward_profit(
             p.avg_price * (1.0 + self.s * self.config.be_pct), self.s), qty)
 
     def wants_stop(self) -> bool:
@@ -557,7 +602,7 @@ class GridMartingaleStrategy(LadderMixin):
         if p.qty <= EPS or p.deepest_level == 0 or self.state.grid_center <= 0:
             return False        # (no centre: a position recovered without its grid has no stop level)
         deeper = any(o.is_entry and o.level > p.deepest_level for o in self.state.orders.values()) or \
-            any(lvl > p.deepest_level for lvl, _, _ in self._pending_levels())
+            any(lvl > p.deepest_level for lvl, _, _ in self.ladder.pending_levels())
         return p.deepest_level >= self.levels or not deeper
 
     async def mend(self) -> None:
@@ -574,18 +619,18 @@ class GridMartingaleStrategy(LadderMixin):
                 # bookkeeping): it is level 1 (TP) until a deeper level fills.
                 p.deepest_level = 1
                 p.level_filled[0] = p.level1_qty = p.qty
-            if p.deepest_level >= 2 and not self._orders_with_role(ROLE_BE) and self._wanted_exit() is None:
+            if p.deepest_level >= 2 and not self._orders_with_role(Role.BE) and self._wanted_exit() is None:
                 # Only level 1's quantity is left: the BE filled, but its reaction (cancel,
                 # re-grid from level 2, TP) was cut short. Finish it.
-                await self.reset_grid_after_partial_close(p.avg_price)
+                await self.ladder.reset_grid_after_partial_close(p.avg_price)
                 return
             if st.pending_level:
-                await self.place_pending_entries(p.deepest_level + 1)
+                await self.ladder.place_pending_entries(p.deepest_level + 1)
             want = self._wanted_exit()
-            have = [o for o in st.orders.values() if o.role in (ROLE_TP, ROLE_BE)]
+            have = [o for o in st.orders.values() if o.role in (Role.TP, Role.BE)]
             if want is not None and not (len(have) == 1 and _rests_as(have[0], want.role, want.price, want.qty, self.filters)):
-                await (self._set_tp_order() if want.role == ROLE_TP else self._set_be_order())
-            stops = self._orders_with_role(ROLE_SL)
+                await (self.set_tp_order() if want.role == Role.TP else self._set_be_order())
+            stops = self._orders_with_role(Role.SL)
             if self.wants_stop() and not stops:
                 await self._set_stop_order()
             elif stops and not self.wants_stop():
@@ -600,15 +645,15 @@ class GridMartingaleStrategy(LadderMixin):
                     await self._cancel_any(o)
                     st.orders.pop(o.client_id, None)
             if st.pending_level:
-                await self.place_pending_entries(1)
+                await self.ladder.place_pending_entries(1)
             elif not any(o.is_entry for o in st.orders.values()):
                 await self.venue.cancel_all_orders()
                 st.orders.clear()
-                await self.setup_grid_orders()
-        self._changed()
+                await self.ladder.setup_grid_orders()
+        self.changed()
 
     async def _cancel_any(self, o: OrderState) -> None:
-        if o.role == ROLE_SL:
+        if o.role == Role.SL:
             await self.venue.cancel_algo_order(o.client_id)
         else:
             await self.venue.cancel_order(o.client_id)

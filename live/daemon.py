@@ -35,7 +35,7 @@ from typing import Any, Callable
 from binance_library import BinanceFuturesClient, crash_point, order_update_from_binance, user_socket
 from config import ConfigError, GridConfig, load_config
 from errors import ExchangeError, Fatal, Temporary
-from exchange_api import BinanceError, OrderUpdate
+from exchange_api import BinanceError, OrderStatus, OrderUpdate, Role, fill_role
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market.brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_binance
 from paths import Paths, short_name
@@ -210,7 +210,7 @@ class Daemon:
             return
         self.reconciler.note_algo_update(o)
         caid, status = o.get("caid") or "", o.get("X")
-        if status not in ("REJECTED", "EXPIRED") or caid not in self.strategy.state.orders:
+        if status not in (OrderStatus.REJECTED, OrderStatus.EXPIRED) or caid not in self.strategy.state.orders:
             return
         async with self.lock:
             try:
@@ -250,7 +250,7 @@ class Daemon:
         """Fills the services care about, as events (a dict and a queue put: no I/O here)."""
         self.metrics.fills.labels(self.symbol, r.role).inc()
         kind = {"TP": TP, "BE": BE, "SL": SL}.get(r.role)
-        if kind is None and r.role == f"ENTRY{self.config.max_entry_level}":
+        if kind is None and r.role == fill_role(Role.ENTRY, self.config.max_entry_level):
             kind = DEEPEST
         if kind is None:
             return
@@ -617,19 +617,20 @@ class Daemon:
                         u = dataclasses.replace(u, client_id=stop)
                 if u.is_fill and u.trade_id and u.client_id not in self.strategy.state.orders:
                     # A fill of an order the state already forgot (cancelled by us while it
-                    # filled).  One of our entries counts as a fill of its level; any other
-                    # is not the strategy's, but the CSV must have it, and the position is
-                    # adopted by the reconcile scheduled here.
+                    # filled): the strategy decides what it is (forgotten_fill_level); one it
+                    # does not act on still gets its CSV row, and the position is adopted by
+                    # the reconcile scheduled here.
                     if self.recorder.has(self.symbol, u.trade_id):
                         return
-                    acted_on = u.trade_id <= self.strategy.state.last_trade_id
-                    if not acted_on and self.strategy.late_entry_level(u.client_id, u.side):
+                    if self.strategy.forgotten_fill_level(u.client_id, u.side, u.trade_id):
                         await self.strategy.on_order_update(u)
                         self._save()
                     else:
-                        self._on_fill(FillRecord(u.trade_time or u.event_time, self.symbol, u.side,
-                                                 role_of(u.client_id), u.last_price, u.last_qty, u.commission,
-                                                 u.realized_pnl, 0.0, 0.0, u.client_id, u.order_id, u.trade_id))
+                        self._on_fill(FillRecord(
+                            time_ms=u.trade_time or u.event_time, symbol=self.symbol, side=u.side,
+                            role=role_of(u.client_id), price=u.last_price, qty=u.last_qty, fee=u.commission,
+                            realized_pnl=u.realized_pnl, position_after=0.0, avg_price_after=0.0,
+                            client_id=u.client_id, order_id=u.order_id, trade_id=u.trade_id))
                         self._save()
                         asyncio.get_running_loop().call_later(0.5, self._reconcile_soon)
                     return

@@ -63,7 +63,7 @@ def run_demo(symbol: str, args, paths, config_path: Path) -> int:
 
 async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) -> int:
     from live.launcher import daemon_settings, run_daemon as _run
-    from local_exchange import LocalExchange
+    from local_exchange import ExchangeSettings, LocalExchange
 
     # The wallet is the capital, as in the backtest; replaying CSVs runs in
     # lockstep so the daemon's orders land where the backtest places them.
@@ -72,13 +72,14 @@ async def _demo(symbol, cfg, config_path, key, secret, demo_paths, args, log) ->
     # stretch of the market would make the daemon wait for its order budget while lockstep
     # waits for the daemon, and the fills would drift from the backtest's.
     accel = max(1.0, args.demo_speed * 60.0)
-    ex = LocalExchange(symbols=(symbol,), balance=cfg.initial_capital, data=args.demo_data,
-                       synthetic_seed=None if args.demo_data else args.demo_seed,
-                       speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
-                       maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage,
-                       order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel),
-                       max_candles=args.demo_minutes or None, funding=args.funding_series,
-                       funding_rate=args.demo_funding_rate)
+    ex = LocalExchange(ExchangeSettings(
+        symbols=(symbol,), balance=cfg.initial_capital, data=args.demo_data,
+        synthetic_seed=None if args.demo_data else args.demo_seed,
+        speed=args.demo_speed, lockstep=bool(args.demo_data), api_key=key, api_secret=secret,
+        maker_fee=cfg.maker_fee, taker_fee=cfg.taker_fee, leverage=cfg.leverage,
+        order_limit_10s=int(300 * accel), order_limit_1m=int(1200 * accel),
+        max_candles=args.demo_minutes or None, funding=args.funding_series,
+        funding_rate=args.demo_funding_rate))
     await ex.start(host="127.0.0.1", port=0, clock=False)   # the market starts once the daemon listens
     print(f"demo: local exchange at {ex.rest_url} ({'CSV replay' if args.demo_data else 'synthetic market'}, "
           f"{args.demo_speed:g} candles/s); state, logs and trades under {demo_paths.root}/", flush=True)

@@ -29,7 +29,7 @@ from binance_library import CREDITS_ASSET, AccountMode, BinanceFuturesClient, us
 from errors import ConfigurationError, ExchangeError, Fatal, Temporary
 from market.brackets import BracketError, parse_binance
 from config import ConfigError, GridConfig, load_config
-from exchange_api import ROLE_ENTRY, LimitOrder, client_order_id
+from exchange_api import IdTag, LimitOrder, client_order_id
 from grid_strategy import GridMartingaleStrategy
 from paths import Paths, short_name
 from state_manager import GridState
@@ -246,7 +246,7 @@ async def check_test_order(ctx: Context) -> Check:
         return Check(FAIL, "order test not run: no level is large enough to place")
     level, p, q = ctx.first_level
     generation = (ctx.state.generation if ctx.state is not None else 0) + 1
-    cid = client_order_id(ctx.symbol, generation, ROLE_ENTRY, level)
+    cid = client_order_id(ctx.symbol, generation, IdTag.ENTRY, level)
     params = v._order_params(LimitOrder(cid, s.entry_side, p, q, False, True))
     what = f"{params['side']} {params['quantity']} @ {params['price']} LIMIT GTX ({cid})"
     try:

@@ -13,8 +13,8 @@ from typing import Any, Awaitable, Callable, cast
 
 from binance_library import BinanceFuturesClient
 from exchange_api import (
-    ROLE_BE, ROLE_SL, ROLE_TP, ExchangeError, FuturesVenue, LimitOrder, OrderAck, OrderUpdate, Position,
-    parse_client_order_id,
+    ExchangeError, ExecType, FuturesVenue, IdTag, LimitOrder, OrderAck, OrderStatus, OrderUpdate, Position, Role,
+    fill_role, parse_client_order_id,
 )
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from messages import korean
@@ -52,7 +52,7 @@ class Reconciler:
             return self.stop_links[order_id]
         if order_type and not order_type.startswith(("STOP", "TAKE_PROFIT")):
             return None
-        for o in [o for o in self.strategy.state.orders.values() if o.role == ROLE_SL]:
+        for o in [o for o in self.strategy.state.orders.values() if o.role == Role.SL]:
             a = await self.venue.find_algo_order(o.client_id)
             actual = str((a or {}).get("actualOrderId") or "")
             if actual.isdigit() and int(actual) == order_id:
@@ -139,30 +139,39 @@ class Reconciler:
             if cid.startswith("autoclose-") and tid > st.last_trade_id:
                 # Liquidated while away (or while the stream was down): the same reaction.
                 await self.on_liquidation(OrderUpdate(
-                    self.symbol, cid, int(t["orderId"]), t["side"], "LIQUIDATION", "CALCULATED", "FILLED",
-                    float(t["price"]), float(t["qty"]), float(t["qty"]), float(t["price"]), float(t["qty"]),
-                    float(t["price"]), float(t["commission"]), float(t["realizedPnl"]), False, True, False, 0.0,
-                    tid, int(t["time"]), int(t["time"])))
+                    symbol=self.symbol, client_id=cid, order_id=int(t["orderId"]), side=t["side"],
+                    order_type="LIQUIDATION", exec_type=ExecType.CALCULATED, status=OrderStatus.FILLED,
+                    price=float(t["price"]), orig_qty=float(t["qty"]), last_qty=float(t["qty"]),
+                    last_price=float(t["price"]), cum_qty=float(t["qty"]), avg_price=float(t["price"]),
+                    commission=float(t["commission"]), realized_pnl=float(t["realizedPnl"]), reduce_only=True,
+                    trade_id=tid, event_time=int(t["time"]), trade_time=int(t["time"])))
                 continue
-            late_entry = self.strategy.late_entry_level(cid, t["side"]) if tid > st.last_trade_id else 0
-            if tid <= st.last_trade_id or (cid not in st.orders and not late_entry):
+            acts = tid > st.last_trade_id if cid in st.orders else \
+                bool(self.strategy.forgotten_fill_level(cid, t["side"], tid))
+            if not acts:
                 # Acted on already but its row was lost, or an order the strategy does not
                 # know (placed by hand, or by a lost state): record it; the position is
                 # adopted below.
-                self.on_fill(FillRecord(int(t["time"]), self.symbol, t["side"], role_of(cid),
-                                         float(t["price"]), float(t["qty"]), float(t["commission"]),
-                                         float(t["realizedPnl"]), 0.0, 0.0, cid, int(t["orderId"]), tid))
+                self.on_fill(FillRecord(
+                    time_ms=int(t["time"]), symbol=self.symbol, side=t["side"], role=role_of(cid),
+                    price=float(t["price"]), qty=float(t["qty"]), fee=float(t["commission"]),
+                    realized_pnl=float(t["realizedPnl"]), position_after=0.0, avg_price_after=0.0,
+                    client_id=cid, order_id=int(t["orderId"]), trade_id=tid))
                 continue
             self.log.info("놓친 체결 복구: %s %s @ %s" if korean() else "Recovered missed fill: %s %s @ %s",
                           cid, t["qty"], t["price"])
             o = st.orders.get(cid)
             price, qty = (o.price, o.qty) if o else (float(t["price"]), float(t["qty"]))
-            u = OrderUpdate(self.symbol, cid, int(t["orderId"]), t["side"], "LIMIT", "TRADE",
-                            "FILLED" if o is None or _order_filled(o, t) else "PARTIALLY_FILLED", price, qty,
-                            float(t["qty"]), float(t["price"]), float(t["qty"]), float(t["price"]),
-                            float(t["commission"]), float(t["realizedPnl"]), bool(t.get("maker")),
-                            o is not None and o.role in (ROLE_TP, ROLE_BE), o is not None and o.role == ROLE_SL,
-                            0.0, tid, int(t["time"]), int(t["time"]))
+            filled = o is None or _order_filled(o, t)
+            u = OrderUpdate(
+                symbol=self.symbol, client_id=cid, order_id=int(t["orderId"]), side=t["side"], order_type="LIMIT",
+                exec_type=ExecType.TRADE, status=OrderStatus.FILLED if filled else OrderStatus.PARTIALLY_FILLED,
+                price=price, orig_qty=qty, last_qty=float(t["qty"]), last_price=float(t["price"]),
+                cum_qty=float(t["qty"]), avg_price=float(t["price"]), commission=float(t["commission"]),
+                realized_pnl=float(t["realizedPnl"]), is_maker=bool(t.get("maker")),
+                reduce_only=o is not None and o.role in (Role.TP, Role.BE),
+                close_position=o is not None and o.role == Role.SL,
+                trade_id=tid, event_time=int(t["time"]), trade_time=int(t["time"]))
             await self.strategy.on_order_update(u)
 
     async def reconcile_orders(self) -> None:
@@ -170,7 +179,7 @@ class Reconciler:
         st = strat.state
         # Every fill so far was just recovered from the trade history: none is still to come,
         # and what the position differs by (a trade by hand) is adopted below.
-        strat._unseen = 0.0
+        strat.all_fills_seen()
         open_orders = await self.venue.get_open_orders()
         on_exchange = {o.client_id: o for o in open_orders}
         known = set(st.orders)
@@ -281,9 +290,11 @@ class HeldPlacements:
 
 
 def role_of(cid: str) -> str:
+    """The role a trade record shows for an order known by its client id alone."""
     if cid.startswith("autoclose-"):
-        return "LIQUIDATION"
+        return Role.LIQUIDATION
     parsed = parse_client_order_id(cid)
     if not parsed:
-        return "EXTERNAL"
-    return f"ENTRY{parsed[3]}" if parsed[2] == "E" else parsed[2]
+        return Role.EXTERNAL
+    _, _, tag, n = parsed
+    return fill_role(Role.ENTRY, n) if tag == IdTag.ENTRY else Role(tag.value)

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
+from exchange_api import EXIT_ROLES, Role, role_kind
 
 
 VERSION = "0.13"
@@ -115,8 +116,8 @@ class _StateCollector(Collector):
                                     labels=["symbol", "role"])
         counts: dict[str, int] = {}
         for o in st.orders.values():
-            role = "ENTRY" if o.is_entry else o.role
+            role = role_kind(o.role)
             counts[role] = counts.get(role, 0) + 1
-        for role in ("ENTRY", "TP", "BE", "SL"):
+        for role in (Role.ENTRY, *EXIT_ROLES):
             by_role.add_metric([sym, role], float(counts.get(role, 0)))
         yield by_role

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exchange_api import apply_fill
+from exchange_api import Side, apply_fill
 from grid_strategy import FillRecord
 from paths import log_name
 
@@ -118,7 +118,7 @@ class TradeRecorder:
         if r.trade_id and key in self.seen:
             return False
         self.seen.add(key)
-        signed = r.qty if r.side == "BUY" else -r.qty
+        signed = r.qty if r.side == Side.BUY else -r.qty
         self.position, self.avg_price, _ = apply_fill(self.position, self.avg_price, signed, r.price)
         self.pending.append([r.time_iso, r.symbol, r.side, r.role, price_fmt(r.price), qty_fmt(r.qty),
                              f"{r.fee:.8f}", f"{r.realized_pnl:.8f}", qty_fmt(self.position),
