@@ -36,7 +36,7 @@ from binance.ws.keepalive_websocket import KeepAliveWebsocket
 from errors import ConfigurationError, RateLimited, UnknownResult, Unreachable
 from exchange_api import (
     BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
-    OrderAck, OrderUpdate, Position, SymbolFilters,
+    OPEN_STATUSES, OrderAck, OrderStatus, OrderUpdate, Position, SymbolFilters,
 )
 
 log = logging.getLogger("binance_library")
@@ -462,7 +462,7 @@ class BinanceFuturesClient(FuturesVenue):
     @staticmethod
     def _ack(r: dict[str, Any]) -> OrderAck:
         return OrderAck(r["clientOrderId"], int(r["orderId"]), _f(r, "price"), _f(r, "origQty"),
-                        r.get("status", "NEW"))
+                        r.get("status", OrderStatus.NEW))
 
     async def find_order(self, client_id: str) -> dict[str, Any] | None:
         """The order with this client id, or None if the exchange never had it."""
@@ -563,7 +563,7 @@ class BinanceFuturesClient(FuturesVenue):
             lambda: self.call(self.api.futures_create_algo_order, **params), client_id,
             self.find_algo_order)
         return OrderAck(r.get("clientAlgoId", client_id), int(r.get("algoId", 0)),
-                        _f(r, "triggerPrice"), 0.0, r.get("algoStatus", "NEW"))
+                        _f(r, "triggerPrice"), 0.0, r.get("algoStatus", OrderStatus.NEW))
 
     async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:
         params = {"symbol": self.symbol, "side": side, "type": "MARKET", "reduceOnly": "true",
@@ -584,7 +584,7 @@ class BinanceFuturesClient(FuturesVenue):
             raise
         except UnknownResult:
             o = await self.find_order(client_id)
-            if o is not None and o.get("status") in ("NEW", "PARTIALLY_FILLED"):
+            if o is not None and o.get("status") in OPEN_STATUSES:
                 return await self.cancel_order(client_id)
             return o is not None
 
@@ -605,7 +605,7 @@ class BinanceFuturesClient(FuturesVenue):
             o = await self.find_order(client_id)
             if o is None:
                 return 0.0                      # never placed
-            if o.get("status") not in ("NEW", "PARTIALLY_FILLED"):
+            if o.get("status") not in OPEN_STATUSES:
                 return _f(o, "executedQty")
         raise UnknownResult(f"{client_id}: cancel not confirmed after {UNKNOWN_RESULT_TRIES} tries")
 
