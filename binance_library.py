@@ -455,7 +455,9 @@ class BinanceFuturesClient(FuturesVenue):
 
     def _order_params(self, o: LimitOrder) -> dict[str, str]:
         f = self.filters
-        return {"symbol": self.symbol, "side": o.side, "type": "LIMIT", "timeInForce": "GTX" if o.post_only else "GTC",
+        # Plain strings at the boundary: python-binance writes a batch's orders with their
+        # repr, and an enum's repr is not its value.
+        return {"symbol": self.symbol, "side": str(o.side), "type": "LIMIT", "timeInForce": "GTX" if o.post_only else "GTC",
                 "quantity": f.fmt_qty(o.qty), "price": f.fmt_price(o.price),
                 "reduceOnly": "true" if o.reduce_only else "false", "newClientOrderId": o.client_id}
 
@@ -556,7 +558,7 @@ class BinanceFuturesClient(FuturesVenue):
 
     async def place_stop_close(self, client_id: str, side: str, trigger_price: float,
                                working_type: str = "CONTRACT_PRICE") -> OrderAck:
-        params = {"symbol": self.symbol, "side": side, "type": "STOP_MARKET", "algoType": "CONDITIONAL",
+        params = {"symbol": self.symbol, "side": str(side), "type": "STOP_MARKET", "algoType": "CONDITIONAL",
                   "triggerPrice": self.filters.fmt_price(trigger_price), "closePosition": "true",
                   "workingType": working_type, "clientAlgoId": client_id}
         r = await self._place_once_safely(
@@ -566,7 +568,7 @@ class BinanceFuturesClient(FuturesVenue):
                         _f(r, "triggerPrice"), 0.0, r.get("algoStatus", OrderStatus.NEW))
 
     async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:
-        params = {"symbol": self.symbol, "side": side, "type": "MARKET", "reduceOnly": "true",
+        params = {"symbol": self.symbol, "side": str(side), "type": "MARKET", "reduceOnly": "true",
                   "quantity": self.filters.fmt_qty(qty), "newClientOrderId": client_id}
         r = await self._place_once_safely(
             lambda: self.call(self.api.futures_create_order, **params), client_id, self.find_order)
