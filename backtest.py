@@ -30,7 +30,7 @@ import numpy as np
 
 from config import ConfigError, GridConfig, load_config
 from exchange_api import OrderUpdate, SymbolFilters, run_sync
-from sim.fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_ticks, leg_volume_steps
+from sim.fill_model import FULL, NO_DOWN, NO_UP, FillModel, TriggerScanner, candle_ticks
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market.data import Candles, DataError, load_klines
 from sim.replay import FILL, OPEN, play_candle
@@ -77,15 +77,18 @@ def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarr
     return k[keep].astype(np.int64), series.times[keep], series.rates[keep]
 
 
-def align_mark(mark: Candles, candles: Candles, filters: SymbolFilters,
-               contract: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+Ticks = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]     # open, high, low, close (int64)
+
+
+def align_mark(mark: Candles, candles: Candles, filters: SymbolFilters, contract: Ticks) -> Ticks:
     """Mark-price klines in ticks, aligned to the candles' minutes (a missing mark minute
     takes the contract candle's prices)."""
     mo, mh, ml, mc = candle_ticks(mark.open, mark.high, mark.low, mark.close, filters.tick_size)
     idx = np.searchsorted(mark.open_time, candles.open_time)
     idx_c = np.minimum(idx, len(mark) - 1)
     found = (idx < len(mark)) & (mark.open_time[idx_c] == candles.open_time)
-    return tuple(np.where(found, m[idx_c], c) for m, c in zip((mo, mh, ml, mc), contract))
+    o, h, l, c = (np.where(found, m[idx_c], k) for m, k in zip((mo, mh, ml, mc), contract))
+    return o, h, l, c
 
 
 def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
@@ -94,13 +97,14 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                  progress: Callable[[int, int], None] | None = None,
                  funding: FundingSeries | None = None, mark: Candles | None = None,
                  brackets: BracketTable | None = None, liquidation: bool = True,
-                 fill_share: float | None = None) -> BacktestResult:
+                 fill_model: FillModel = FULL) -> BacktestResult:
     """Drive the strategy over `candles`; the first candle's close is the first centre.
 
     `funding`: settlements charged on the position held at each funding time, at the mark
     (the `mark` klines' open of that minute, else the candle's open).  `liquidation`: the
     account is liquidated as Binance does it (cross margin, `brackets` or the symbol's
     shipped table), triggered by the mark price (`mark` klines, else the last price).
+    `fill_model`: how much of a touched limit fills (SPEC §6's full fills by default).
     """
     # The cyclic garbage collector finds nothing to free in a run (its objects live until
     # the end) yet walks them at every allocation burst: off for the run, restored after.
@@ -108,7 +112,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     gc.disable()
     try:
         return _run_backtest(config, candles, filters, capital, maker_fee, taker_fee, progress, funding, mark,
-                             brackets, liquidation, fill_share)
+                             brackets, liquidation, fill_model)
     finally:
         if gc_was_on:
             gc.enable()
@@ -117,21 +121,21 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
 def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float | None,
                   maker_fee: float | None, taker_fee: float | None, progress: Callable[[int, int], None] | None,
                   funding: FundingSeries | None, mark: Candles | None, brackets: BracketTable | None,
-                  liquidation: bool, fill_share: float | None) -> BacktestResult:
+                  liquidation: bool, fill_model: FillModel) -> BacktestResult:
     t0 = time.perf_counter()
     if len(candles) == 0:
-        raise DataError("no candles to backtest")
+        raise DataError("candles", "no candles to backtest")
     run = _Replay(config, candles, filters, float(capital if capital is not None else config.initial_capital),
                   config.maker_fee if maker_fee is None else maker_fee,
                   config.taker_fee if taker_fee is None else taker_fee, funding, mark, brackets, liquidation,
-                  fill_share)
+                  fill_model)
     run.play(progress)
     return run.result(time.perf_counter() - t0)
 
 
 class _Replay:
     """One backtest: the strategy on a SimulatedExchange, candles played by the one candle
-    clock (market_replay.play_candle) only where something can happen.
+    clock (sim.replay.play_candle) only where something can happen.
 
     Equity is piecewise: constant wallet / position between replayed candles.  A replayed
     candle starts a segment with the state after its fills (its close), and its worst
@@ -139,7 +143,7 @@ class _Replay:
 
     def __init__(self, config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float,
                  maker_fee: float, taker_fee: float, funding: FundingSeries | None, mark: Candles | None,
-                 brackets: BracketTable | None, liquidation: bool, fill_share: float | None) -> None:
+                 brackets: BracketTable | None, liquidation: bool, fill_model: FillModel) -> None:
         self.config, self.candles, self.filters = config, candles, filters
         self.capital, self.liquidation = capital, liquidation
         sim = self.sim = SimulatedExchange([filters], balance=capital, maker_fee=maker_fee, taker_fee=taker_fee,
@@ -149,6 +153,7 @@ class _Replay:
         sim.keep_trades = False     # the strategy's fill records are the backtest's trades
         self.symbol = filters.symbol
         self.book = sim.books[self.symbol]
+        self.acct = sim.account     # the wallet's owner, bound once: `account()` reads it at every event
         if brackets is not None:
             self.book.brackets = brackets
         self.pos = self.book.position
@@ -166,14 +171,15 @@ class _Replay:
         self.mark_ticks = align_mark(mark, candles, filters, self.ticks) if mark is not None else None
         if self.mark_ticks is not None:
             sim.drive_mark(self.symbol)
-        f_idx, self.f_time, self.f_rate = (funding_schedule(funding, self.times) if funding is not None else
-                                           (np.zeros(0, np.int64), None, None))
+        schedule: tuple[np.ndarray, np.ndarray, np.ndarray] = (
+            funding_schedule(funding, self.times) if funding is not None
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)))
+        f_idx, self.f_time, self.f_rate = schedule
         self.f_idx = f_idx.tolist()
         self.fi = 0
-        # The volume fill model: a resting limit takes at most fill_share of what each leg trades
+        # The volume fill model: a resting limit takes at most its share of what each leg trades
         # (a third of the candle's volume), in price-time order; the rest stays open.
-        self.leg_steps = ([leg_volume_steps(v, fill_share, filters.step_size) for v in candles.volume.tolist()]
-                          if fill_share is not None else None)
+        self.leg_steps = fill_model.leg_steps_of(candles.volume, filters.step_size)
         self.seg_start: list[int] = [0]
         self.seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
         self.worst_at: dict[int, float] = {}
@@ -192,11 +198,11 @@ class _Replay:
 
     def mark_segment(self, i: int) -> None:
         self.seg_start.append(i)
-        self.seg_state.append((self.sim.wallet, self.pos.qty, self.pos.entry_price))
+        self.seg_state.append((self.acct.wallet, self.pos.qty, self.pos.entry_price))
 
     def account(self) -> float:
         pos = self.pos
-        return self.sim.wallet + pos.qty * (self.book.price - pos.entry_price)
+        return self.acct.wallet + pos.qty * (self.book.price - pos.entry_price)
 
     def play(self, progress: Callable[[int, int], None] | None) -> None:
         sim, symbol, closes = self.sim, self.symbol, self.ticks[3]
@@ -222,7 +228,7 @@ class _Replay:
                 break
             self.play_event_candle(j)
             i = j + 1
-            if j >= next_report:
+            if j >= next_report and progress is not None:
                 progress(j, n)
                 next_report = j + n // 100
         if progress:
@@ -279,7 +285,7 @@ class _Replay:
         sim.set_price_ticks(symbol, int(self.ticks[0][k]))
         if self.mark_ticks is not None:
             sim.set_mark_ticks(symbol, int(self.mark_ticks[0][k]))
-        sim.settle_funding(symbol, rate, sim.mark_of(self.book))
+        self.acct.settle_funding(symbol, rate, sim.mark_of(self.book))
         self.deliver()
         self.mark_segment(k)
         return k
@@ -292,7 +298,8 @@ class _Replay:
         strategy, book, deliver, account = self.strategy, self.book, self.deliver, self.account
         flat = strategy.is_flat_and_unfilled
         o, h, l, c = (int(a[j]) for a in self.ticks)
-        mark = tuple(int(a[j]) for a in self.mark_ticks) if self.mark_ticks is not None else None
+        mt = self.mark_ticks
+        mark = (int(mt[0][j]), int(mt[1][j]), int(mt[2][j]), int(mt[3][j])) if mt is not None else None
         worst_eq = 0.0
         for step in play_candle(self.sim, self.symbol, o, h, l, c, int(self.times[j]),
                                 leg_steps=None if self.leg_steps is None else int(self.leg_steps[j]), mark=mark):
@@ -653,8 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         if overrides:
             cfg = cfg.with_overrides(**overrides)
         cfg = apply_fee_overrides(cfg, args)
-        if args.fill_model == "volume" and not (0 < args.fill_share <= 1):
-            raise ValueError(f"--fill-share must be in (0, 1] (got {args.fill_share})")
+        fill_model = FillModel.from_cli(args.fill_model, args.fill_share)
         m = load_market(args)
     except (ConfigError, DataError, FundingError, BracketError, ValueError) as e:
         print(f"backtest.py: error: {e}", file=sys.stderr)
@@ -662,8 +668,7 @@ def main(argv: list[str] | None = None) -> int:
     candles = m.candles
     progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
     res = run_backtest(cfg, candles, m.filters, progress=progress, funding=m.funding, mark=m.mark,
-                       brackets=m.brackets, liquidation=m.liquidation,
-                       fill_share=args.fill_share if args.fill_model == "volume" else None)
+                       brackets=m.brackets, liquidation=m.liquidation, fill_model=fill_model)
     res.summary = summarize(res)
     res.summary["load_s"] = round(m.load_s, 6)
     out = Path(args.out)

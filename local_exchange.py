@@ -51,190 +51,133 @@ import argparse
 import asyncio
 import logging
 import os
-import random
 import signal
 import sys
 import time
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Coroutine, Sequence
 from aiohttp import web
-from exchange_api import SymbolFilters
-from market.brackets import BracketTable
-from market.funding import BASELINE_RATE, FundingSeries, constant_funding, load_funding
-from localex.ws_api import WsApi
+from market.funding import BASELINE_RATE, FundingSeries, load_funding
 from market.data import load_klines
 from sim.model import generic_filters, infer_filters
 from sim.exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
+from sim.fill_model import FillModel
 from localex.wire import algo_json, order_json, trade_json
 from localex.wire import f8 as _f8
-from localex.base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, MSG_UNKNOWN, PlannedFault, _Conn, _IpState,
-    _Live, _Series, _Window, _synthetic_series, assign_data_files, load_fault_plan, log, parse_faults,
-    parse_plan_entry)
-from localex.clock import ClockMixin
-from localex.streams import StreamsMixin
-from localex.gateway import GatewayMixin
-from localex.market_api import MarketApiMixin
-from localex.account_api import AccountApiMixin
-from localex.preflight_api import PreflightApiMixin
+from localex.base import (DEFAULT_API_KEY, DEFAULT_API_SECRET, Faults, IpState, ListenKeys, Live, MSG_UNKNOWN,
+    PlannedFault, RequestActivity, Series, Conn, assign_data_files, load_fault_plan, log, parse_faults,
+    parse_plan_entry, synthetic_series)
+from localex.settings import DataFiles, ExchangeSettings
+from localex.funding import FundingLedger
+from localex.market_api import MarketApi
+from localex.account_api import AccountApi
+from localex.preflight_api import PreflightApi
+from localex.routes import rest_routes
+from localex.streams import Streams
+from localex.gateway import Gateway
+from localex.ws_api import WsApi
+from localex.clock import Clock, LockstepClient
+from localex.admin import AdminApi
 
-__all__ = ["LocalExchange", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN", "PlannedFault",
-           "assign_data_files", "load_fault_plan", "parse_faults", "parse_plan_entry"]
+__all__ = ["LocalExchange", "ExchangeSettings", "DEFAULT_API_KEY", "DEFAULT_API_SECRET", "Faults", "MSG_UNKNOWN",
+           "PlannedFault", "assign_data_files", "load_fault_plan", "parse_faults", "parse_plan_entry"]
 
-class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, PreflightApiMixin, AccountApiMixin):
-    """SimulatedExchange behind Binance USDⓈ-M REST + WebSocket on one loopback port."""
 
-    def __init__(self, symbols: Sequence[str] = ("BTCUSDC", "ETHUSDC"), balance: float = 10_000.0,
-                 data: Sequence[str | Path] | Mapping[str, Sequence[str | Path]] | None = None,
-                 synthetic_seed: int | None = None, speed: float = 0.0, lockstep: bool = False,
-                 quiet_ms: float = 100.0, api_key: str = DEFAULT_API_KEY, api_secret: str = DEFAULT_API_SECRET,
-                 faults: Faults | Mapping[str, Any] | str | None = None, maker_fee: float = DEFAULT_MAKER_FEE,
-                 taker_fee: float = DEFAULT_TAKER_FEE, *, leverage: int = 20, grace_ms: float = 5.0,
-                 weight_limit: int = 2400, order_limit_10s: int = 300, order_limit_1m: int = 1200,
-                 ban_after_429s: int = 3, ban_s: float = 120.0, max_hold_s: float = 10.0,
-                 filters: Mapping[str, SymbolFilters] | None = None, max_candles: int | None = None,
-                 funding: FundingSeries | Mapping[str, FundingSeries] | None = None,
-                 funding_rate: float = BASELINE_RATE, brackets: Mapping[str, BracketTable] | None = None,
-                 fill_share: float | None = None, fault_plan: Sequence[PlannedFault] = (),
-                 hold_clock: bool = False, fault_seed: int | None = None, pause_on_retry_after: bool = False,
-                 strict_user_stream: bool = True):
-        known = dict(DEFAULT_FILTERS, **(filters or {}))
-        # Any other symbol: filters read off its data (the finest tick and step its prices and
-        # volumes use), or generic ones for the synthetic market (which starts at 100).
-        files = assign_data_files(symbols, data) if data else {}
-        for sym in symbols:
-            if sym not in known:
-                known[sym] = infer_filters(sym, load_klines(files[sym])) if sym in files else generic_filters(sym)
-        self.symbols = tuple(symbols)
-        self.sim = SimulatedExchange([known[s] for s in symbols], balance=balance, maker_fee=maker_fee,
-                                     taker_fee=taker_fee, leverage=leverage)
-        for sym, table in (brackets or {}).items():
-            self.sim.book(sym).brackets = table
-        # Funding: a series per symbol, or a constant rate per 8 h (Binance's baseline by default).
-        self._funding_given = funding if isinstance(funding, Mapping) else {s: funding for s in symbols} \
-            if funding is not None else {}
-        self.funding_rate = float(funding_rate)
-        # The volume fill model (as backtest.py --fill-model volume): None = full fills (SPEC §6).
-        self.fill_share = fill_share
-        self._funding_done: dict[str, int] = {}       # last funding time settled, per symbol
-        self.funding_history: dict[str, list[tuple[int, float, float]]] = {s: [] for s in symbols}
-        self.speed = float(speed)
-        self.lockstep = lockstep
-        self.quiet_ms = float(quiet_ms)
-        self.grace_ms = float(grace_ms)
-        self.max_hold_s = float(max_hold_s)
-        # Lockstep with a client in this process (the demo): () -> (messages it has taken from its
-        # streams since they opened, nothing left to act on).  None: the grace/quiet heuristic.
-        self.lockstep_client: Callable[[], tuple[int, bool]] | None = None
-        self.strict_user_stream = strict_user_stream   # no `events` named: nothing (local_streams._wants)
+class LocalExchange:
+    """SimulatedExchange behind Binance USDⓈ-M REST + WebSocket on one loopback port.
+
+    The composition root of its parts: it builds the simulator, the market series and the
+    funding ledger, then the parts, each holding its own state — `market` (market-data
+    endpoints and views), `account` (account, order and listenKey endpoints), `preflight`,
+    `streams` (WebSocket streams), `gateway` (REST routes, auth, limits, HTTP faults),
+    `ws_api`, `clock` (the market's clock, lockstep, planned faults) and `admin` (/_sim) —
+    wires them, and owns the server's start and stop.  What callers use is here, delegated."""
+
+    def __init__(self, settings: ExchangeSettings | None = None):
+        cfg = settings if settings is not None else ExchangeSettings()
+        self.symbols = tuple(cfg.symbols)
+        self.sim = _simulator(cfg)
+        self.faults = Faults.of(cfg.faults)
         self.sim.own_triggered_ids = True               # linked by `ai`, not by client id
-        self.sim.trigger_fault = self._stop_trigger_fault
-        self.api_key = api_key
-        self._secret = api_secret.encode()       # never logged, never printed, not in repr
-        self.faults = faults if isinstance(faults, Faults) else Faults()
-        if isinstance(faults, str):
-            self.faults.update(parse_faults(faults))
-        elif isinstance(faults, Mapping):
-            self.faults.update(faults)
-        # Faults on the market's clock (simulated minutes), applied as each candle begins.
-        self.fault_plan: list[PlannedFault] = sorted(fault_plan, key=lambda p: p.at_minute)
-        self.fault_log: list[dict[str, Any]] = []   # what the plan did, at which minute
-        self._fault_rng = random.Random(fault_seed)  # the dice of the rate faults (5xx, unknown)
-        # The running clock waits for a market and a user stream to be open (a client listening).
-        self.hold_clock = hold_clock
-        # The running clock stands still while a client waits out a Retry-After (429) or a ban
-        # (418) this exchange gave: at `speed` candles a second, one second of waiting would be
-        # `speed` minutes of market, where on Binance it is one second.
-        self.pause_on_retry_after = pause_on_retry_after
-        self.weight_limit = weight_limit
-        self.order_limit_10s = order_limit_10s
-        self.order_limit_1m = order_limit_1m
-        self.ban_after_429s = ban_after_429s
-        self.ban_s = ban_s
-        self.series = self._load_series(data, synthetic_seed)
-        self.funding_series: dict[str, FundingSeries | None] = {}
-        for sym, ser in self.series.items():
-            given = self._funding_given.get(sym)
-            self.funding_series[sym] = given if given is not None else (
-                constant_funding(self.funding_rate, ser.t[0], ser.t[0] + 10 * 365 * 86_400_000)
-                if self.funding_rate else None)
-            self._funding_done[sym] = ser.t[0] - 1
-        self.live: dict[str, _Live] = {}
+        self.sim.trigger_fault = self.faults.take_stop_trigger
+        self.series = _load_series(self.symbols, cfg.data, cfg.synthetic_seed, self.sim)
+        self.live: dict[str, Live] = {}                 # the candle being played, per symbol
         for s in self.series.values():
             self.sim.set_price_ticks(s.symbol, s.ticks[0][0])
         self.sim.now_ms = self.series[self.symbols[0]].t[0]
-
-        self._ips: dict[tuple[str, str], _IpState] = {}
-        self._orders_10s = _Window(10.0)
-        self._orders_1m = _Window(60.0)
-        self.requests: Counter[str] = Counter()
-        self.responses: Counter[int] = Counter()
-        self._ws_counter: Counter[str] = Counter()
-        self._conns: set[_Conn] = set()
-        self._subs: dict[str, set[_Conn]] = {}
-        self._listen_keys: dict[str, float] = {}   # key -> monotonic expiry
-        self._trade_seq = 0
-        self._book_seq = 0
-        self.not_found: Counter[str] = Counter()     # requests for paths the exchange does not serve
-        # lockstep bookkeeping: REST requests in flight, their count, last activity
-        self._inflight = 0
-        self._request_seq = 0
-        self._last_activity = 0.0
-        self._clock_lock = asyncio.Lock()
-        self._pace_deadline = 0.0
-        self._tasks: list[asyncio.Task] = []
+        self.funding = FundingLedger(self.sim, self.symbols, self.series, cfg.funding, cfg.funding_rate)
+        self.listen_keys = ListenKeys()
+        activity = RequestActivity()
+        self.market = MarketApi(self.sim, self.symbols, self.series, self.live, self.funding, cfg.limits,
+                                self.server_time)
+        self.account = AccountApi(self.sim, self.market, self.faults, self.listen_keys)
+        self.preflight = PreflightApi(self.sim, self.account, self.faults, self.server_time)
+        self.streams = Streams(self.sim, self.symbols, self.live, self.market, self.funding, self.faults,
+                               self.listen_keys, self.server_time, cfg.strict_user_stream)
+        routes = rest_routes(self.sim, self.market, self.account, self.preflight, self.server_time)
+        self.gateway = Gateway(routes, cfg.limits, cfg.api_key, cfg.api_secret, self.faults, cfg.fault_seed,
+                               self.streams, activity, self.server_time)
+        self.ws_api = WsApi(self.gateway, self.streams)
+        self.clock = Clock(self.sim, self.series, self.live, self.funding, self.faults, cfg, self.streams,
+                           self.gateway, activity, self._spawn)
+        self.admin = AdminApi(self, self.market)
+        self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._host = "127.0.0.1"
-        self._stopping = False
-        self.finished = False           # the market data has run out (or max_candles were played)
-        self.max_candles = max_candles  # the running clock stops after this many candles
-        self.candles_played = 0         # by the running clock
-        self.clock_started = False
-        self._next_ws_drop = 0.0
-        self._routes = self._route_table()
-        self.ws_api = WsApi(self)
 
     def __repr__(self) -> str:
         return f"LocalExchange(symbols={self.symbols}, url={self.rest_url if self._port else None!r}, api_key={self.api_key!r})"
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self, host: str = "127.0.0.1", port: int = 0, clock: bool = True) -> "LocalExchange":
+    async def start(self, host: str = "127.0.0.1", port: int = 0, clock: bool = True) -> LocalExchange:
         """Serve on host:port; with clock=False the market waits for start_clock()."""
-        app = web.Application()
-        self._add_routes(app)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         self._host = host
         self._port = self._runner.addresses[0][1]
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._housekeeping()))
-        if clock and not self.hold_clock:      # a held clock starts once a client listens
+        self._spawn(self.clock.housekeeping())
+        if clock and not self.clock.hold_clock:      # a held clock starts once a client listens
             self.start_clock()
         log.info("local exchange on %s (ws %s)", self.rest_url, self.ws_url)
         return self
 
+    def _app(self) -> web.Application:
+        """Every route, in the order they are matched: admin, WebSocket, REST, then the catch-all."""
+        app = web.Application()
+        self.admin.add_routes(app)
+        r = app.router
+        r.add_get("/{category:market|public}/stream", self.streams.ws_market)
+        r.add_get("/{category:market|public}/ws/{stream:[^/]+}", self.streams.ws_market)
+        r.add_get("/private/ws", self.streams.ws_user)
+        r.add_get("/private/stream", self.streams.ws_user_stream)
+        r.add_get("/ws-fapi/v1", self.ws_api.handle)
+        r.add_get("/private/ws/{key:[^/]+}", self.streams.ws_user)
+        self.gateway.add_routes(app)
+        return app
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a task of the exchange's (the clock, housekeeping); stop() cancels it."""
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
     def start_clock(self) -> None:
         """Start replaying the market at `speed` (once; no-op on a manual clock)."""
-        if self.speed > 0 and not self.clock_started:
-            self.clock_started = True
-            self._tasks.append(asyncio.get_running_loop().create_task(self._run_clock()))
+        self.clock.start_clock()
 
     def streams_connected(self) -> bool:
         """A market and a user stream are open (a client is listening)."""
-        return any(c.category == "private" for c in self._conns) and \
-            any(c.category != "private" for c in self._conns)
+        return self.streams.streams_connected()
 
     async def stop(self) -> None:
-        self._stopping = True
+        self.clock.stop()
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        for c in list(self._conns):
+        for c in list(self.streams.conns):
             try:
                 await asyncio.wait_for(c.ws.close(code=1001, message=b"server shutdown"), 0.5)
             except (asyncio.TimeoutError, ConnectionError, RuntimeError):
@@ -243,7 +186,7 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Pref
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "LocalExchange":
+    async def __aenter__(self) -> LocalExchange:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -266,62 +209,163 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Pref
     def ws_url(self) -> str:
         return f"ws://{self._netloc}/"
 
-    def _load_series(self, data: Any, seed: int | None) -> dict[str, _Series]:
-        files = assign_data_files(self.symbols, data) if data else {}
-        out: dict[str, _Series] = {}
-        for sym in self.symbols:
-            if sym in files:
-                out[sym] = _Series(sym, load_klines(files[sym]), tick=self.sim.books[sym].filters.tick_size)
-            else:
-                out[sym] = _synthetic_series(sym, seed or 0, self.sim.books[sym].filters.tick_size)
-            if not out[sym].t:
-                raise ValueError(f"{sym}: no candles")
-        return out
-
     def server_time(self) -> int:
         return int(time.time() * 1000) + int(self.faults.skew_ms)
 
-    def _stop_trigger_fault(self) -> tuple[str, str] | None:
-        """The stop_reject_next / stop_expire_next faults, taken as a stop triggers."""
-        fl = self.faults
-        if fl.stop_reject_next > 0:
-            fl.stop_reject_next -= 1
-            return "REJECTED", "Reduce Only reject"
-        if fl.stop_expire_next > 0:
-            fl.stop_expire_next -= 1
-            return "EXPIRED", "Order would immediately trigger"
-        return None
+    # ------------------------------------------------------------------ the clock (delegated)
+    async def step(self, n: int = 1) -> int:
+        """Play the next `n` candles of every symbol (manual clock); returns how many were played."""
+        return await self.clock.step(n)
 
-    def _prices(self) -> dict[str, str]:
-        return {s: self._filters(s).fmt_price(self.sim.books[s].price) for s in self.symbols}
+    async def set_price(self, symbol: str, price: float, fill: bool = True) -> None:
+        """Move `symbol` to `price`: along a leg that fills what it crosses, or (fill=False) a jump."""
+        await self.clock.set_price(symbol, price, fill)
 
+    def plan_fault(self, entry: PlannedFault) -> None:
+        self.clock.plan_fault(entry)
+
+    @property
+    def clock_started(self) -> bool:
+        return self.clock.clock_started
+
+    @property
+    def finished(self) -> bool:
+        """The market data has run out (or max_candles were played)."""
+        return self.clock.finished
+
+    @property
+    def candles_played(self) -> int:
+        return self.clock.candles_played
+
+    @property
+    def lockstep(self) -> bool:
+        return self.clock.lockstep
+
+    @property
+    def lockstep_client(self) -> LockstepClient | None:
+        """Lockstep with a client in this process (the demo): () -> (messages it has taken from
+        its streams since they opened, nothing left to act on).  None: the grace/quiet heuristic."""
+        return self.clock.lockstep_client
+
+    @lockstep_client.setter
+    def lockstep_client(self, client: LockstepClient | None) -> None:
+        self.clock.lockstep_client = client
+
+    @property
+    def fill_model(self) -> FillModel:
+        """Full fills (SPEC §6) or the volume model, as backtest.py --fill-model."""
+        return self.clock.fill_model
+
+    @fill_model.setter
+    def fill_model(self, model: FillModel) -> None:
+        self.clock.fill_model = model
+
+    @property
+    def fault_plan(self) -> list[PlannedFault]:
+        return self.clock.fault_plan
+
+    @property
+    def fault_log(self) -> list[dict[str, Any]]:
+        """What the fault plan did, at which minute."""
+        return self.clock.fault_log
+
+    @property
+    def funding_history(self) -> dict[str, list[tuple[int, float, float]]]:
+        """Funding settled, per symbol: (time, rate, mark)."""
+        return self.funding.history
+
+    @property
+    def funding_series(self) -> dict[str, FundingSeries | None]:
+        return self.funding.series
+
+    # ------------------------------------------------------------------ streams, gateway (delegated)
+    @property
+    def strict_user_stream(self) -> bool:
+        """A user stream naming no `events` gets nothing (False: everything, --lenient-user-stream)."""
+        return self.streams.strict_user_stream
+
+    @strict_user_stream.setter
+    def strict_user_stream(self, strict: bool) -> None:
+        self.streams.strict_user_stream = strict
+
+    def expire_listen_keys(self) -> int:
+        """Send listenKeyExpired on every user stream and invalidate the keys (early expiry fault)."""
+        return self.streams.expire_listen_keys()
+
+    def drop_websockets(self, kind: str = "all", mode: str = "abort") -> int:
+        """Drop WebSocket connections (kind: all / user / market); abort = no close frame."""
+        return self.streams.drop_websockets(kind, mode)
+
+    def ban(self, seconds: float, ip: str = "127.0.0.1", bucket: str = "fapi", now: float | None = None) -> None:
+        """Ban an IP for `seconds` (418, "banned until <ms>", until then)."""
+        self.gateway.ban(seconds, ip, bucket, now)
+
+    @property
+    def ban_s(self) -> float:
+        return self.gateway.limits.ban_s
+
+    @property
+    def api_key(self) -> str:
+        return self.gateway.api_key
+
+    @property
+    def requests(self) -> Counter[str]:
+        """REST (and WebSocket API) requests served, per endpoint."""
+        return self.gateway.requests
+
+    @property
+    def responses(self) -> Counter[int]:
+        """REST answers, per HTTP status."""
+        return self.gateway.responses
+
+    @property
+    def not_found(self) -> Counter[str]:
+        """Requests for paths the exchange does not serve."""
+        return self.gateway.not_found
+
+    # The parts' own state under the names tests inspect.
+    @property
+    def _conns(self) -> set[Conn]:
+        return self.streams.conns
+
+    @property
+    def _listen_keys(self) -> dict[str, float]:
+        return self.listen_keys.expiry
+
+    @property
+    def _ips(self) -> dict[tuple[str, str], IpState]:
+        return self.gateway.ips
+
+    # ------------------------------------------------------------------ reports
     def state(self) -> dict[str, Any]:
         """The whole exchange as JSON: account, positions, every order and algo order, every fill."""
-        sim, t = self.sim, self._totals()
+        sim, t = self.sim, self.account.totals()
+        filters = self.market.filters
         symbols = {}
         for sym, b in sim.books.items():
-            n = self._position_numbers(b)
-            symbols[sym] = {"price": self._filters(sym).fmt_price(b.price), "candleIndex": self.series[sym].cursor,
+            n = self.account.position_numbers(b)
+            symbols[sym] = {"price": filters(sym).fmt_price(b.price), "candleIndex": self.series[sym].cursor,
                             "firstCandleTime": self.series[sym].t[0],
                             "leverage": b.position.leverage, "marginType": b.position.margin_type,
                             "position": {"positionAmt": b.filters.fmt_qty(n["qty"]), "entryPrice": _f8(n["entry"]),
                                          "unRealizedProfit": _f8(n["upnl"]), "realizedCum": _f8(b.realized_cum)}}
         fills = []
         for tr in sim.trades:
-            d = trade_json(tr, self._filters(tr.symbol), sim.asset)
+            d = trade_json(tr, filters(tr.symbol), sim.asset)
             d.update({"clientOrderId": tr.client_id, "positionAfter": tr.position_after, "entryAfter": tr.entry_after,
                       "lastOrderId": tr.last_order_id})
             fills.append(d)
         now = time.monotonic()
         return {
-            "serverTime": self.server_time(), "simTime": sim.now_ms, "balance": self._asset_json(t),
+            "serverTime": self.server_time(), "simTime": sim.now_ms, "balance": self.account.asset_json(t),
             "totalFees": _f8(sim.total_fees), "symbols": symbols,
-            "openOrders": [order_json(o, self._filters(o.symbol), query=True) for o in sim.open_orders()],
-            "openAlgoOrders": [algo_json(a, self._filters(a.symbol), query=True) for a in sim.open_algo_orders()],
-            "orders": [order_json(o, self._filters(o.symbol), query=True) for o in sim.orders.values()],
-            "algoOrders": [algo_json(a, self._filters(a.symbol), query=True) for a in sim.algo_orders.values()],
+            "openOrders": [order_json(o, filters(o.symbol), query=True) for o in sim.open_orders()],
+            "openAlgoOrders": [algo_json(a, filters(a.symbol), query=True) for a in sim.open_algo_orders()],
+            "orders": [order_json(o, filters(o.symbol), query=True) for o in sim.orders.values()],
+            "algoOrders": [algo_json(a, filters(a.symbol), query=True) for a in sim.algo_orders.values()],
             "fills": fills,
-            "listenKeys": [{"listenKey": k, "expiresInS": round(exp - now, 3)} for k, exp in self._listen_keys.items()],
+            "listenKeys": [{"listenKey": k, "expiresInS": round(exp - now, 3)}
+                           for k, exp in self.listen_keys.expiry.items()],
             "faults": asdict(self.faults),
             "faultLog": list(self.fault_log),
             "faultPlanLeft": [asdict(p) for p in self.fault_plan],
@@ -330,20 +374,52 @@ class LocalExchange(ClockMixin, StreamsMixin, GatewayMixin, MarketApiMixin, Pref
     def stats(self) -> dict[str, Any]:
         """Request counts per endpoint, status counts, current and peak weight and order counts."""
         now = time.monotonic()
-        fapi = [s for (ip, b), s in self._ips.items() if b == "fapi"]
+        gw, conns = self.gateway, self.streams.conns
+        fapi = [s for (ip, b), s in gw.ips.items() if b == "fapi"]
         return {
-            "requests": dict(sorted(self.requests.items())), "responses": {str(k): v for k, v in self.responses.items()},
+            "requests": dict(sorted(gw.requests.items())), "responses": {str(k): v for k, v in gw.responses.items()},
             "usedWeight1m": max((s.weight.used(now) for s in fapi), default=0),
-            "peakWeight1m": max((s.weight.peak for s in fapi), default=0), "weightLimit": self.weight_limit,
-            "orderCount10s": self._orders_10s.used(now), "peakOrderCount10s": self._orders_10s.peak,
-            "orderCount1m": self._orders_1m.used(now), "peakOrderCount1m": self._orders_1m.peak,
-            "orderLimit10s": self.order_limit_10s, "orderLimit1m": self.order_limit_1m,
-            "websockets": {"user": sum(c.category == "private" for c in self._conns),
-                           "market": sum(c.category != "private" for c in self._conns)},
-            "websocketMessagesSent": self._ws_counter["sent"],
-            "notFound": dict(sorted(self.not_found.items())),
+            "peakWeight1m": max((s.weight.peak for s in fapi), default=0), "weightLimit": gw.limits.weight_limit,
+            "orderCount10s": gw.orders_10s.used(now), "peakOrderCount10s": gw.orders_10s.peak,
+            "orderCount1m": gw.orders_1m.used(now), "peakOrderCount1m": gw.orders_1m.peak,
+            "orderLimit10s": gw.limits.order_limit_10s, "orderLimit1m": gw.limits.order_limit_1m,
+            "websockets": {"user": sum(c.category == "private" for c in conns),
+                           "market": sum(c.category != "private" for c in conns)},
+            "websocketMessagesSent": self.streams.ws_counter["sent"],
+            "notFound": dict(sorted(gw.not_found.items())),
             "wsApiConnections": self.ws_api.connected,
         }
+
+
+def _simulator(cfg: ExchangeSettings) -> SimulatedExchange:
+    """The engine and account, with every symbol's filters and brackets."""
+    known = dict(DEFAULT_FILTERS, **(cfg.filters or {}))
+    # Any other symbol: filters read off its data (the finest tick and step its prices and
+    # volumes use), or generic ones for the synthetic market (which starts at 100).
+    files = assign_data_files(cfg.symbols, cfg.data) if cfg.data else {}
+    for sym in cfg.symbols:
+        if sym not in known:
+            known[sym] = infer_filters(sym, load_klines(files[sym])) if sym in files else generic_filters(sym)
+    sim = SimulatedExchange([known[s] for s in cfg.symbols], balance=cfg.balance, maker_fee=cfg.maker_fee,
+                            taker_fee=cfg.taker_fee, leverage=cfg.leverage)
+    for sym, table in (cfg.brackets or {}).items():
+        sim.book(sym).brackets = table
+    return sim
+
+
+def _load_series(symbols: Sequence[str], data: DataFiles | None, seed: int | None,
+                 sim: SimulatedExchange) -> dict[str, Series]:
+    """Each symbol's candles: its CSVs, or the seeded synthetic market."""
+    files = assign_data_files(symbols, data) if data else {}
+    out: dict[str, Series] = {}
+    for sym in symbols:
+        if sym in files:
+            out[sym] = Series(sym, load_klines(files[sym]), tick=sim.books[sym].filters.tick_size)
+        else:
+            out[sym] = synthetic_series(sym, seed or 0, sim.books[sym].filters.tick_size)
+        if not out[sym].t:
+            raise ValueError(f"{sym}: no candles")
+    return out
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -411,21 +487,26 @@ def _banner(ex: LocalExchange, args: argparse.Namespace) -> str:
     ])
 
 
+def _settings(args: argparse.Namespace) -> ExchangeSettings:
+    """The exchange the command line asks for."""
+    first_symbol = args.symbols.split(",")[0].strip().upper()
+    return ExchangeSettings(
+        symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
+        balance=args.balance, data=args.data, synthetic_seed=args.synthetic, speed=args.speed,
+        lockstep=args.lockstep, quiet_ms=args.quiet_ms, api_key=args.api_key, api_secret=args.api_secret,
+        faults=args.faults or None, maker_fee=args.maker_fee, taker_fee=args.taker_fee,
+        weight_limit=args.weight_limit,
+        funding={first_symbol: load_funding(args.funding)} if args.funding else None,
+        funding_rate=args.funding_rate, fill_model=FillModel.from_cli(args.fill_model, args.fill_share),
+        fault_plan=load_fault_plan(args.fault_plan) if args.fault_plan else (), hold_clock=args.hold_clock,
+        fault_seed=args.fault_seed, pause_on_retry_after=args.pause_on_retry_after,
+        strict_user_stream=not args.lenient_user_stream)
+
+
 async def _serve(args: argparse.Namespace) -> int:
-    ex = LocalExchange(symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
-                       balance=args.balance, data=args.data, synthetic_seed=args.synthetic, speed=args.speed,
-                       lockstep=args.lockstep, quiet_ms=args.quiet_ms, api_key=args.api_key,
-                       api_secret=args.api_secret, faults=args.faults or None, maker_fee=args.maker_fee,
-                       taker_fee=args.taker_fee, weight_limit=args.weight_limit,
-                       funding={args.symbols.split(",")[0].strip().upper(): load_funding(args.funding)}
-                       if args.funding else None, funding_rate=args.funding_rate,
-                       fill_share=args.fill_share if args.fill_model == "volume" else None,
-                       fault_plan=load_fault_plan(args.fault_plan) if args.fault_plan else (),
-                       hold_clock=args.hold_clock, fault_seed=args.fault_seed,
-                       pause_on_retry_after=args.pause_on_retry_after)
+    ex = LocalExchange(_settings(args))
     if args.collateral:
         ex.sim.collateral = args.collateral.upper()
-    ex.strict_user_stream = not args.lenient_user_stream
     await ex.start(args.host, args.port)
     print(_banner(ex, args), flush=True)
     stop = asyncio.Event()

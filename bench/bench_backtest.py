@@ -24,6 +24,7 @@ assertions.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import os
 import sys
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parts: list[Candles] = []
     total_load = 0.0
     for p in files:
-        dt, c = best_of(lambda p=p: load_klines([p]))
+        dt, c = best_of(functools.partial(load_klines, [p]))
         total_load += dt
         parts.append(c)
         rows.append([p.name, f"{len(c):,}", f"{dt * 1000:.1f}", f"{len(c) / dt / 1e6:.2f}"])

@@ -63,16 +63,15 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 from binance.ws.reconnecting_websocket import ReconnectingWebsocket  # noqa: E402
 
-from live.daemon import Daemon  # noqa: E402
+from live.daemon import Daemon, DaemonSettings  # noqa: E402
 from paths import Paths  # noqa: E402
-from exchange_api import ROLE_TP, parse_client_order_id  # noqa: E402
-from local_exchange import LocalExchange  # noqa: E402
+from exchange_api import IdTag, parse_client_order_id  # noqa: E402
+from local_exchange import ExchangeSettings, LocalExchange  # noqa: E402
 from ops.records import setup_logging  # noqa: E402
 
 SYM = "BTCUSDC"
 KEY = "bench-reaction-key-0123456789"
 SECRET = "bench-reaction-secret-0123456789abcdef"
-UNLIMITED = dict(weight_limit=10**9, order_limit_10s=10**9, order_limit_1m=10**9)
 PLACE = {("POST", "/fapi/v1/order"), ("POST", "/fapi/v1/batchOrders"), ("POST", "/fapi/v1/algoOrder")}
 SETTLE_TIMEOUT_S = 5.0
 
@@ -141,7 +140,7 @@ class Probe:
                         break
             return await orig(msg)
 
-        d._on_user = on_user
+        d._on_user = on_user  # type: ignore[method-assign]  # observed, not changed: wrapped in place
 
     # -- departure
     def trace_config(self) -> aiohttp.TraceConfig:
@@ -183,8 +182,9 @@ class Probe:
                     probe.disk.append((t, time.perf_counter()))
             return inner
 
-        d.state_mgr.save = timed(d.state_mgr.save)
-        d.recorder.flush = timed(d.recorder.flush)
+        # Observed, not changed: the daemon's own objects, wrapped in place.
+        d.state_mgr.save = timed(d.state_mgr.save)  # type: ignore[method-assign]
+        d.recorder.flush = timed(d.recorder.flush)  # type: ignore[method-assign]
 
     def disk_between(self, t0: float, t1: float) -> float:
         return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b in self.disk)
@@ -196,9 +196,10 @@ class Probe:
 
         async def connect():
             await orig()
+            assert venue.client is not None        # connect() created it
             venue.client.session.trace_configs.append(tc)
 
-        venue.connect = connect
+        venue.connect = connect  # type: ignore[method-assign]  # observed, not changed: wrapped in place
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -244,7 +245,7 @@ async def hanging_receiver() -> tuple[str, Any]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    return f"json://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook", runner
+    return f"json://127.0.0.1:{runner.addresses[0][1]}/hook", runner
 
 
 async def notifications_to_a_hanging_receiver(d: Any) -> tuple[Any, Any]:
@@ -263,10 +264,11 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
     setup_logging("btc", tmp / "logs", (KEY, SECRET), console=False)
     config = tmp / "config_btc.txt"
     shutil.copy(ROOT / "config_btc.txt", config)
-    ex = await LocalExchange(symbols=(SYM,), balance=10_000.0, synthetic_seed=7, speed=0.0,
-                             api_key=KEY, api_secret=SECRET, **UNLIMITED).start()
-    d = Daemon(SYM, config, KEY, SECRET, base_url=ex.rest_url, ws_url=ex.ws_url, testnet=False,
-               paths=Paths(tmp), capital_override=1000.0, sync_interval=3600.0, config_interval=3600.0)
+    ex = await LocalExchange(ExchangeSettings(symbols=(SYM,), balance=10_000.0, synthetic_seed=7, speed=0.0,
+                                              api_key=KEY, api_secret=SECRET, weight_limit=10**9,
+                                              order_limit_10s=10**9, order_limit_1m=10**9)).start()
+    d = Daemon(DaemonSettings(SYM, config, Paths(tmp), base_url=ex.rest_url, ws_url=ex.ws_url, testnet=False,
+                              capital_override=1000.0, sync_interval=3600.0, config_interval=3600.0), KEY, SECRET)
     probe.wrap_connect(d)
     probe.wrap_handler(d)
     probe.wrap_disk(d)
@@ -325,6 +327,7 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
                 print(f"daemon run ended with {type(e).__name__}: {e}", file=sys.stderr)
         if services is not None:
             await services.stop()
+        if receiver is not None:
             await receiver.cleanup()
         await d.shutdown()
         await ex.stop()
@@ -347,7 +350,7 @@ async def run(cycles: int, tmp: Path, notify_hanging: bool = False) -> None:
             unmatched += 1
             continue
         parsed = parse_client_order_id(a.client_id)
-        kind = "TP" if parsed and parsed[2] == ROLE_TP else "ENTRY"
+        kind = "TP" if parsed and parsed[2] == IdTag.TP else "ENTRY"
         first_any.append(mine[0].t_sent - a.t_ws)
         if not math.isnan(a.t_handler):
             dispatch.append(a.t_handler - a.t_ws)

@@ -1,29 +1,51 @@
 """Account, order, algo-order and listenKey endpoints (signed): balances, positions, income, brackets, leverage, orders by id and client id.
 
-A part of `local_exchange.LocalExchange` (a mixin: it uses the attributes the façade sets up)."""
+A part of `local_exchange.LocalExchange`: it trades on the simulator, resolves symbols through the
+market part (`SymbolLookup`), takes the placement faults, and hands out the listenKeys the
+streams check."""
 from __future__ import annotations
 import json
 import secrets
 import string
 import time
-from typing import Any, Mapping
-from exchange_api import ExchangeError
-from sim.exchange import MAX_BATCH_ORDERS, SymbolBook
+from typing import Any, Mapping, Protocol
+from exchange_api import BinanceError, ExchangeError, SymbolFilters
+from sim.account import open_order_margin
+from sim.exchange import MAX_BATCH_ORDERS, SimulatedExchange, SymbolBook
 from localex.wire import algo_json, order_json, trade_json
 from localex.wire import f8 as _f8, fmt_rate as _rate
-from localex.base import (MSG_NO_LISTEN_KEY, TRADES_DEFAULT_WINDOW_MS, _limit, _mandatory, _opt_int)
+from localex.base import (MSG_NO_LISTEN_KEY, TRADES_DEFAULT_WINDOW_MS, Faults, ListenKeys, limit_param, mandatory,
+    opt_int)
 
 
-class AccountApiMixin:
+class SymbolLookup(Protocol):
+    """The request's symbol, resolved as Binance does (the market part)."""
+
+    def symbol(self, p: Mapping[str, str]) -> str: ...
+
+    def optional_symbol(self, p: Mapping[str, str]) -> str | None: ...
+
+    def symbols_of(self, p: Mapping[str, str]) -> list[str]: ...
+
+    def filters(self, sym: str) -> SymbolFilters: ...
+
+
+class AccountApi:
     """Account, order, algo-order and listenKey endpoints (signed): balances, positions, income, brackets, leverage, orders by id and client id."""
 
-    def _income(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+    def __init__(self, sim: SimulatedExchange, market: SymbolLookup, faults: Faults, listen_keys: ListenKeys):
+        self.sim = sim
+        self.market = market
+        self.faults = faults
+        self.listen_keys = listen_keys
+
+    def income(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
         """GET /fapi/v1/income: FUNDING_FEE, INSURANCE_CLEAR, REALIZED_PNL and COMMISSION records,
         oldest first; without startTime/endTime the last 7 days (limit 100, max 1000)."""
-        sym = self._symbol(p, required=False)
+        sym = self.market.optional_symbol(p)
         kind = (p.get("incomeType") or "").upper() or None
-        limit = _limit(p, 100, 1000)
-        start, end = _opt_int(p, "startTime"), _opt_int(p, "endTime")
+        limit = limit_param(p, 100, 1000)
+        start, end = opt_int(p, "startTime"), opt_int(p, "endTime")
         if start is None and end is None:
             start = self.sim.now_ms - 7 * 86_400_000
         recs = [(i.time, i.tran_id, i.symbol, i.income_type, i.income, i.info, "") for i in self.sim.income]
@@ -39,23 +61,24 @@ class AccountApiMixin:
                and (start is None or t >= start) and (end is None or t <= end)]
         return out[:limit]
 
-    def _leverage_bracket(self, p: Mapping[str, str]) -> Any:
-        out = [self.sim.books[s].brackets.to_binance() for s in self._symbols(p) if self.sim.books[s].brackets]
+    def leverage_bracket(self, p: Mapping[str, str]) -> Any:
+        tables = [self.sim.books[s].brackets for s in self.market.symbols_of(p)]
+        out = [t.to_binance() for t in tables if t]
         return out[0] if p.get("symbol") else out
 
     # ------------------------------------------------------------------ account endpoints
-    def _position_numbers(self, b: SymbolBook) -> dict[str, float]:
+    def position_numbers(self, b: SymbolBook) -> dict[str, float]:
         pos = b.position
         qty = pos.qty + 0.0
         notional = qty * b.price
         im = abs(notional) / pos.leverage
-        oim = self.sim._open_order_margin(b)
+        oim = open_order_margin(b)
         return {"qty": qty, "entry": pos.entry_price if qty else 0.0, "notional": notional,
                 "upnl": qty * (b.price - pos.entry_price) if qty else 0.0, "im": im, "oim": oim,
                 "mm": self.sim.maint_margin(b), "liq": b.liq_price if qty else 0.0}
 
-    def _totals(self) -> dict[str, float]:
-        nums = [self._position_numbers(b) for b in self.sim.books.values()]
+    def totals(self) -> dict[str, float]:
+        nums = [self.position_numbers(b) for b in self.sim.books.values()]
         wallet = self.sim.wallet
         upnl = sum(n["upnl"] for n in nums)
         avail = self.sim.available_balance()
@@ -63,7 +86,7 @@ class AccountApiMixin:
                 "oim": sum(n["oim"] for n in nums), "mm": sum(n["mm"] for n in nums), "avail": avail,
                 "withdraw": max(0.0, min(avail, wallet))}
 
-    def _asset_json(self, t: dict[str, float]) -> dict[str, Any]:
+    def asset_json(self, t: dict[str, float]) -> dict[str, Any]:
         return {"asset": self.sim.collateral, "walletBalance": _f8(t["wallet"]), "unrealizedProfit": _f8(t["upnl"]),
                 "marginBalance": _f8(t["wallet"] + t["upnl"]), "maintMargin": _f8(t["mm"]),
                 "initialMargin": _f8(t["pim"] + t["oim"]), "positionInitialMargin": _f8(t["pim"]),
@@ -71,8 +94,8 @@ class AccountApiMixin:
                 "crossUnPnl": _f8(t["upnl"]), "availableBalance": _f8(t["avail"]),
                 "maxWithdrawAmount": _f8(t["withdraw"]), "marginAvailable": True, "updateTime": self.sim.now_ms}
 
-    def _balance(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        t = self._totals()
+    def balance(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        t = self.totals()
         zero = _f8(0.0)
         out = []
         # Real accounts list several assets; the wallet is in the collateral's row (the
@@ -88,20 +111,20 @@ class AccountApiMixin:
                         "marginAvailable": True, "updateTime": self.sim.now_ms if mine else 0})
         return out
 
-    def _account(self, version: int) -> dict[str, Any]:
+    def account(self, version: int) -> dict[str, Any]:
         """GET /fapi/v2|v3/account.  As Binance documents it (Account-Information-V2 / -V3): in
         single-asset mode the top-level totals are "only for USDT asset", so with a USDC (or
         BNFCR) wallet they are zero and the figures are in that asset's row of `assets`; in
         multi-assets mode they are the sum of every asset valued in USD (stable coins at 1 here)."""
-        t = self._totals()
+        t = self.totals()
         top = t if self.sim.multi_assets or self.sim.collateral == "USDT" else dict.fromkeys(t, 0.0)
         d: dict[str, Any] = {}
         if version == 2:
             d.update({"feeTier": 0, "feeBurn": True, "canTrade": True, "canDeposit": True, "canWithdraw": True,
                       "updateTime": 0, "multiAssetsMargin": self.sim.multi_assets, "tradeGroupId": -1})
-        assets = [self._asset_json(t)]
+        assets = [self.asset_json(t)]
         if self.sim.collateral != "USDT":
-            assets.insert(0, {**self._asset_json(dict.fromkeys(t, 0.0)), "asset": "USDT", "updateTime": 0})
+            assets.insert(0, {**self.asset_json(dict.fromkeys(t, 0.0)), "asset": "USDT", "updateTime": 0})
         d.update({"totalInitialMargin": _f8(top["pim"] + top["oim"]), "totalMaintMargin": _f8(top["mm"]),
                   "totalWalletBalance": _f8(top["wallet"]), "totalUnrealizedProfit": _f8(top["upnl"]),
                   "totalMarginBalance": _f8(top["wallet"] + top["upnl"]),
@@ -111,7 +134,7 @@ class AccountApiMixin:
                   "assets": assets})
         positions = []
         for sym, b in self.sim.books.items():
-            n, f = self._position_numbers(b), b.filters
+            n, f = self.position_numbers(b), b.filters
             common = {"symbol": sym, "positionSide": "BOTH", "positionAmt": f.fmt_qty(n["qty"]),
                       "unrealizedProfit": _f8(n["upnl"]), "initialMargin": _f8(n["im"] + n["oim"]),
                       "maintMargin": _f8(n["mm"]), "updateTime": b.position.update_time}
@@ -128,11 +151,11 @@ class AccountApiMixin:
         d["positions"] = positions
         return d
 
-    def _position_risk(self, p: Mapping[str, str], version: int) -> list[dict[str, Any]]:
+    def position_risk(self, p: Mapping[str, str], version: int) -> list[dict[str, Any]]:
         out = []
-        for sym in self._symbols(p):
+        for sym in self.market.symbols_of(p):
             b = self.sim.books[sym]
-            n, f = self._position_numbers(b), b.filters
+            n, f = self.position_numbers(b), b.filters
             if version == 3 and not n["qty"] and not b.open_by_client and not b.algo_by_client:
                 continue  # v3: only symbols with a position or open orders
             d = {"symbol": sym, "positionSide": "BOTH", "positionAmt": f.fmt_qty(n["qty"]),
@@ -150,71 +173,71 @@ class AccountApiMixin:
             out.append(d)
         return out
 
-    def _leverage(self, p: Mapping[str, str]) -> dict[str, Any]:
-        sym = self._symbol(p)
+    def leverage(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym = self.market.symbol(p)
         if not p.get("leverage"):
-            raise _mandatory("leverage")
+            raise mandatory("leverage")
         return self.sim.change_leverage(sym, int(p["leverage"]))
 
-    def _multi_assets(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def multi_assets(self, p: Mapping[str, str]) -> dict[str, Any]:
         value = (p.get("multiAssetsMargin") or "").lower()
         if value not in ("true", "false"):
-            raise _mandatory("multiAssetsMargin")
+            raise mandatory("multiAssetsMargin")
         return self.sim.change_multi_assets(value == "true")
 
-    def _margin_type(self, p: Mapping[str, str]) -> dict[str, Any]:
-        sym = self._symbol(p)
+    def margin_type(self, p: Mapping[str, str]) -> dict[str, Any]:
+        sym = self.market.symbol(p)
         if not p.get("marginType"):
-            raise _mandatory("marginType")
+            raise mandatory("marginType")
         return self.sim.change_margin_type(sym, p["marginType"])
 
-    def _position_mode(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def position_mode(self, p: Mapping[str, str]) -> dict[str, Any]:
         value = (p.get("dualSidePosition") or "").lower()
         if value not in ("true", "false"):
-            raise _mandatory("dualSidePosition")
+            raise mandatory("dualSidePosition")
         return self.sim.change_position_mode(value == "true")
 
-    def _commission(self, p: Mapping[str, str]) -> dict[str, Any]:
-        return {"symbol": self._symbol(p), "makerCommissionRate": _rate(self.sim.maker_fee),
+    def commission(self, p: Mapping[str, str]) -> dict[str, Any]:
+        return {"symbol": self.market.symbol(p), "makerCommissionRate": _rate(self.sim.maker_fee),
                 "takerCommissionRate": _rate(self.sim.taker_fee), "rpiCommissionRate": _rate(self.sim.maker_fee)}
 
     # ------------------------------------------------------------------ order endpoints
     _AUTH_PARAMS = ("timestamp", "recvWindow", "signature")
 
-    def _order_params(self, p: Mapping[str, Any]) -> dict[str, Any]:
+    def order_params(self, p: Mapping[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in p.items() if k not in self._AUTH_PARAMS}
         for name in ("symbol", "side", "type"):
             if not out.get(name):
-                raise _mandatory(name)
-        out["symbol"] = self._symbol(out)
+                raise mandatory(name)
+        out["symbol"] = self.market.symbol(out)
         return out
 
     def _place(self, p: Mapping[str, Any]) -> dict[str, Any]:
         """One order (single or batch element): faults, the simulator, Binance's JSON."""
-        params = self._order_params(p)
+        params = self.order_params(p)
         resp_type = str(params.pop("newOrderRespType", "ACK")).upper()
         reduce_only = str(params.get("reduceOnly", "false")).lower() == "true"
         fl = self.faults
         if reduce_only and fl.reduce_only_next > 0:
             fl.reduce_only_next -= 1
-            raise ExchangeError(-2022, "ReduceOnly Order is rejected.")
+            raise ExchangeError(BinanceError.REDUCE_ONLY_REJECT, "ReduceOnly Order is rejected.")
         if not reduce_only and fl.margin_next > 0 and str(params.get("type")).upper() in ("LIMIT", "MARKET"):
             fl.margin_next -= 1
-            raise ExchangeError(-2019, "Margin is insufficient.")
+            raise ExchangeError(BinanceError.MARGIN_NOT_SUFFICIENT, "Margin is insufficient.")
         o = self.sim.new_order(**params)
-        return order_json(o, self._filters(o.symbol), ack=resp_type != "RESULT")
+        return order_json(o, self.market.filters(o.symbol), ack=resp_type != "RESULT")
 
-    def _new_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def new_order(self, p: Mapping[str, str]) -> dict[str, Any]:
         return self._place(p)
 
-    def _batch_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+    def batch_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
         try:
             items = json.loads(p.get("batchOrders") or "")
         except ValueError:
             items = None
         if not isinstance(items, list) or not items or len(items) > MAX_BATCH_ORDERS \
                 or not all(isinstance(x, dict) for x in items):
-            raise ExchangeError(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+            raise ExchangeError(BinanceError.INVALID_PARAMETER, "Data sent for parameter 'batchOrders' is not valid.")
         out: list[dict[str, Any]] = []
         for item in items:
             try:
@@ -222,48 +245,48 @@ class AccountApiMixin:
             except ExchangeError as e:
                 out.append({"code": e.code, "msg": e.msg})
             except (TypeError, ValueError):
-                out.append({"code": -1102, "msg": "Mandatory parameter was not sent, was empty/null, or malformed."})
+                out.append({"code": BinanceError.MANDATORY_PARAM_EMPTY_OR_MALFORMED, "msg": "Mandatory parameter was not sent, was empty/null, or malformed."})
         return out
 
     def _order_ref(self, p: Mapping[str, str]) -> tuple[str, Any, str | None]:
-        sym = self._symbol(p)
+        sym = self.market.symbol(p)
         oid, cid = p.get("orderId") or None, p.get("origClientOrderId") or None
         if oid is None and cid is None:
-            raise _mandatory("orderId")
+            raise mandatory("orderId")
         return sym, (int(oid) if oid is not None else None), cid
 
-    def _get_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def get_order(self, p: Mapping[str, str]) -> dict[str, Any]:
         sym, oid, cid = self._order_ref(p)
         o = self.sim.get_order(sym, orderId=oid, origClientOrderId=cid)
-        return order_json(o, self._filters(sym), query=True)
+        return order_json(o, self.market.filters(sym), query=True)
 
-    def _cancel_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def cancel_order(self, p: Mapping[str, str]) -> dict[str, Any]:
         sym, oid, cid = self._order_ref(p)
         o = self.sim.cancel_order(sym, orderId=oid, origClientOrderId=cid)
-        return order_json(o, self._filters(sym))
+        return order_json(o, self.market.filters(sym))
 
-    def _modify_order(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def modify_order(self, p: Mapping[str, str]) -> dict[str, Any]:
         sym, oid, cid = self._order_ref(p)
         o = self.sim.modify_order(sym, p.get("side", ""), p.get("quantity"), p.get("price"), orderId=oid,
                                   origClientOrderId=cid)
-        return order_json(o, self._filters(sym))
+        return order_json(o, self.market.filters(sym))
 
-    def _cancel_all(self, p: Mapping[str, str]) -> dict[str, Any]:
-        self.sim.cancel_all_orders(self._symbol(p))
+    def cancel_all(self, p: Mapping[str, str]) -> dict[str, Any]:
+        self.sim.cancel_all_orders(self.market.symbol(p))
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
-    def _open_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(p, required=False)
-        return [order_json(o, self._filters(o.symbol), query=True) for o in self.sim.open_orders(sym)]
+    def open_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self.market.optional_symbol(p)
+        return [order_json(o, self.market.filters(o.symbol), query=True) for o in self.sim.open_orders(sym)]
 
-    def _all_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(p)
+    def all_orders(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self.market.symbol(p)
         limit = max(1, min(1000, int(p.get("limit") or 500)))
         rows = [o for o in self.sim.orders.values() if o.symbol == sym]
-        return [order_json(o, self._filters(sym), query=True) for o in rows[-limit:]]
+        return [order_json(o, self.market.filters(sym), query=True) for o in rows[-limit:]]
 
-    def _user_trades(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(p)
+    def user_trades(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self.market.symbol(p)
         oid = int(p["orderId"]) if p.get("orderId") else None
         start = int(p["startTime"]) if p.get("startTime") else None
         end = int(p["endTime"]) if p.get("endTime") else None
@@ -275,60 +298,60 @@ class AccountApiMixin:
                 and (start is None or t.time >= start) and (end is None or t.time <= end)
                 and (from_id is None or t.id >= from_id)]
         rows = rows[:limit] if from_id is not None or p.get("startTime") else rows[-limit:]
-        return [trade_json(t, self._filters(sym), self.sim.asset) for t in rows]
+        return [trade_json(t, self.market.filters(sym), self.sim.asset) for t in rows]
 
-    def _new_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
-        params = self._order_params(p)
+    def new_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+        params = self.order_params(p)
         a = self.sim.new_algo_order(**params)
-        return algo_json(a, self._filters(a.symbol))
+        return algo_json(a, self.market.filters(a.symbol))
 
     def _algo_ref(self, p: Mapping[str, str]) -> tuple[Any, str | None]:
         aid, cid = p.get("algoId") or None, p.get("clientAlgoId") or None
         if aid is None and cid is None:
-            raise _mandatory("algoId")
+            raise mandatory("algoId")
         return (int(aid) if aid is not None else None), cid
 
-    def _get_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def get_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
         a = self.sim.get_algo_order(*self._algo_ref(p))
-        return algo_json(a, self._filters(a.symbol), query=True)
+        return algo_json(a, self.market.filters(a.symbol), query=True)
 
-    def _cancel_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
+    def cancel_algo(self, p: Mapping[str, str]) -> dict[str, Any]:
         a = self.sim.cancel_algo_order(*self._algo_ref(p))
         return {"algoId": a.algo_id, "clientAlgoId": a.client_algo_id, "code": "200", "msg": "success"}
 
-    def _open_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(p, required=False)
+    def open_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self.market.optional_symbol(p)
         aid = int(p["algoId"]) if p.get("algoId") else None
-        return [algo_json(a, self._filters(a.symbol), query=True) for a in self.sim.open_algo_orders(sym)
+        return [algo_json(a, self.market.filters(a.symbol), query=True) for a in self.sim.open_algo_orders(sym)
                 if aid is None or a.algo_id == aid]
 
-    def _all_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
-        sym = self._symbol(p)
-        return [algo_json(a, self._filters(sym), query=True) for a in self.sim.algo_orders.values() if a.symbol == sym]
+    def all_algos(self, p: Mapping[str, str]) -> list[dict[str, Any]]:
+        sym = self.market.symbol(p)
+        return [algo_json(a, self.market.filters(sym), query=True) for a in self.sim.algo_orders.values() if a.symbol == sym]
 
-    def _cancel_all_algos(self, p: Mapping[str, str]) -> dict[str, Any]:
-        self.sim.cancel_all_algo_orders(self._symbol(p))
+    def cancel_all_algos(self, p: Mapping[str, str]) -> dict[str, Any]:
+        self.sim.cancel_all_algo_orders(self.market.symbol(p))
         return {"code": 200, "msg": "The operation of cancel all open order is done."}
 
     # ------------------------------------------------------------------ listenKey endpoints
-    def _listen_key_new(self, p: Mapping[str, str]) -> dict[str, str]:
+    def listen_key_new(self, p: Mapping[str, str]) -> dict[str, str]:
         """POST: the active key (extended) if there is one, else a new one."""
-        key = self._active_listen_key()
+        key = self.listen_keys.active(time.monotonic())
         if key is None:
             alphabet = string.ascii_letters + string.digits
             key = "".join(secrets.choice(alphabet) for _ in range(64))
-        self._listen_keys[key] = time.monotonic() + self.faults.listen_key_ttl_s
+        self.listen_keys.extend(key, time.monotonic() + self.faults.listen_key_ttl_s)
         return {"listenKey": key}
 
-    def _listen_key_keepalive(self, p: Mapping[str, str]) -> dict[str, str]:
-        key = p.get("listenKey") or self._active_listen_key()
-        if not key or self._listen_keys.get(key, 0.0) <= time.monotonic():
-            raise ExchangeError(-1125, MSG_NO_LISTEN_KEY)
-        self._listen_keys[key] = time.monotonic() + self.faults.listen_key_ttl_s
+    def listen_key_keepalive(self, p: Mapping[str, str]) -> dict[str, str]:
+        key = p.get("listenKey") or self.listen_keys.active(time.monotonic())
+        if not key or not self.listen_keys.valid(key, time.monotonic()):
+            raise ExchangeError(BinanceError.INVALID_LISTEN_KEY, MSG_NO_LISTEN_KEY)
+        self.listen_keys.extend(key, time.monotonic() + self.faults.listen_key_ttl_s)
         return {"listenKey": key}
 
-    def _listen_key_close(self, p: Mapping[str, str]) -> dict[str, Any]:
-        key = p.get("listenKey") or self._active_listen_key()
+    def listen_key_close(self, p: Mapping[str, str]) -> dict[str, Any]:
+        key = p.get("listenKey") or self.listen_keys.active(time.monotonic())
         if key:
-            self._listen_keys.pop(key, None)
+            self.listen_keys.drop(key)
         return {}

@@ -1,16 +1,18 @@
 """Shared pieces of the local exchange: constants, faults, rate windows, market series,
-connections and stream routing (used by its gateway, clock, streams and endpoint parts)."""
+connections, listenKeys, stream routing and the request activity the lockstep watches (used by
+its gateway, clock, streams and endpoint parts), and the small protocols they meet through."""
 from __future__ import annotations
 import asyncio
 import json
 import logging
 import math
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 from aiohttp import web
-from exchange_api import ExchangeError
+from exchange_api import BinanceError, ExchangeError
 from sim.fill_model import candle_ticks
 from market.data import MINUTE_MS, Candles, synthetic_klines
 
@@ -36,8 +38,18 @@ MSG_BAD_KEY = "Invalid API-key, IP, or permissions for action."
 MSG_NO_LISTEN_KEY = "This listenKey does not exist."
 
 
-def _mandatory(name: str) -> ExchangeError:
-    return ExchangeError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+ServerTime = Callable[[], int]   # the exchange's server clock (ms): the wall clock plus the skew fault
+
+
+class Publisher(Protocol):
+    """Publishes what the engine did (its queued events) on the user streams."""
+
+    def flush_events(self) -> None: ...
+
+
+def mandatory(name: str) -> ExchangeError:
+    return ExchangeError(BinanceError.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                         f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
 
 # ---------------------------------------------------------------------------- faults
@@ -73,6 +85,30 @@ class Faults:
             if k not in kinds:
                 raise ValueError(f"unknown fault {k!r}; known: {', '.join(kinds)}")
             setattr(self, k, _coerce_fault(kinds[k], v))
+
+    @classmethod
+    def of(cls, spec: Faults | Mapping[str, Any] | str | None) -> Faults:
+        """The faults an exchange starts with: the object given, or the defaults updated from a
+        mapping or a `k=v,...` spec."""
+        if isinstance(spec, Faults):
+            return spec
+        faults = cls()
+        if isinstance(spec, str):
+            faults.update(parse_faults(spec))
+        elif isinstance(spec, Mapping):
+            faults.update(spec)
+        return faults
+
+    def take_stop_trigger(self) -> tuple[str, str] | None:
+        """The stop_reject_next / stop_expire_next faults, taken as a stop triggers (the
+        simulator's `trigger_fault` hook): (status, reason), or None."""
+        if self.stop_reject_next > 0:
+            self.stop_reject_next -= 1
+            return "REJECTED", "Reduce Only reject"
+        if self.stop_expire_next > 0:
+            self.stop_expire_next -= 1
+            return "EXPIRED", "Order would immediately trigger"
+        return None
 
 
 def _coerce_fault(kind: Any, v: Any) -> Any:
@@ -133,7 +169,7 @@ def parse_faults(spec: str) -> dict[str, str]:
 # ---------------------------------------------------------------------------- rate limits
 
 
-class _Window:
+class Window:
     """Sum of weights over a rolling window of `span` seconds."""
 
     __slots__ = ("span", "q", "total", "peak")
@@ -167,8 +203,8 @@ class _Window:
 
 
 @dataclass
-class _IpState:
-    weight: _Window
+class IpState:
+    weight: Window
     strikes: int = 0        # 429s answered since the client was last under the limit
     bans: int = 0
     ban_until: float = 0.0  # monotonic
@@ -176,7 +212,7 @@ class _IpState:
     fault_429s: int = 0     # injected 429s in a row (the client doubles its wait from 1 s)
 
 
-class _Reply(Exception):
+class Reply(Exception):
     """A complete HTTP answer decided before the handler runs (429, 418, 503)."""
 
     def __init__(self, status: int, code: int, msg: str, headers: dict[str, str] | None = None):
@@ -186,10 +222,10 @@ class _Reply(Exception):
 # ---------------------------------------------------------------------------- market data
 
 
-class _Series:
+class Series:
     """One symbol's candles (as Python lists: the engine reads them one by one) and the replay cursor."""
 
-    def __init__(self, symbol: str, candles: Candles, extend: Callable[["_Series"], Candles] | None = None,
+    def __init__(self, symbol: str, candles: Candles, extend: Callable[["Series"], Candles] | None = None,
                  tick: float = 0.1):
         self.symbol = symbol
         self.tick = tick
@@ -220,7 +256,7 @@ class _Series:
 
 
 @dataclass
-class _Live:
+class Live:
     """The candle being played: its running OHLC."""
 
     t: int
@@ -239,18 +275,18 @@ class _Live:
             self.l = p
 
 
-def _synthetic_series(symbol: str, seed: int, tick: float) -> _Series:
+def synthetic_series(symbol: str, seed: int, tick: float) -> Series:
     base = SYNTHETIC_START.get(symbol, 100.0)
     sym_seed = seed + SYNTHETIC_SEED_OFFSET.get(symbol, 2 + sum(map(ord, symbol)))
     chunks = [0]
 
-    def extend(s: _Series) -> Candles:
+    def extend(s: Series) -> Candles:
         # Later chunks continue from the last close with their own derived seed: deterministic.
         chunks[0] += 1
         return synthetic_klines(SYNTHETIC_CHUNK, (sym_seed * 1_000_003 + chunks[0]) % 2**63,
                                 start_price=s.c[-1], start_time_ms=s.t[-1] + MINUTE_MS, tick=tick)
 
-    return _Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend, tick)
+    return Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend, tick)
 
 
 def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mapping[str, Sequence[str | Path]]
@@ -274,22 +310,22 @@ def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mappi
 # ---------------------------------------------------------------------------- Binance JSON
 
 
-def _limit(p: Mapping[str, str], default: int, cap: int) -> int:
+def limit_param(p: Mapping[str, str], default: int, cap: int) -> int:
     try:
         n = int(p.get("limit") or default)
     except ValueError:
-        raise _Reply(400, -1100, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.") from None
+        raise Reply(400, BinanceError.ILLEGAL_CHARS, "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.") from None
     return max(1, min(n, cap))
 
 
-def _opt_int(p: Mapping[str, str], name: str) -> int | None:
+def opt_int(p: Mapping[str, str], name: str) -> int | None:
     v = p.get(name)
     if v in (None, ""):
         return None
     try:
         return int(v)
     except ValueError:
-        raise _Reply(400, -1100, f"Illegal characters found in parameter '{name}'; legal range is "
+        raise Reply(400, BinanceError.ILLEGAL_CHARS, f"Illegal characters found in parameter '{name}'; legal range is "
                      "'^[0-9]{1,20}$'.") from None
 
 
@@ -297,7 +333,7 @@ def _opt_int(p: Mapping[str, str], name: str) -> int | None:
 
 
 @dataclass(eq=False)
-class _Conn:
+class Conn:
     """One WebSocket client; messages go through a queue so the engine never waits on a socket."""
 
     ws: web.WebSocketResponse
@@ -308,8 +344,8 @@ class _Conn:
     listen_key: str | None = None
     events: frozenset[str] | None = None
     keys: set[str] = field(default_factory=set)   # /private/stream: the listenKeys subscribed
-    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
-    counter: Counter = field(default_factory=Counter)   # shared: messages sent by all connections
+    queue: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    counter: Counter[str] = field(default_factory=Counter)   # shared: messages sent by all connections
     queued: int = 0                    # messages accepted for this connection (lockstep compares it)
 
     def send(self, text: str) -> None:
@@ -334,7 +370,7 @@ class _Conn:
             self.transport.abort()
 
 
-def _norm_stream(name: str) -> str:
+def norm_stream(name: str) -> str:
     """Stream names are case-sensitive except the symbol, which Binance lower-cases."""
     head, sep, tail = name.partition("@")
     if head.startswith("!"):
@@ -342,12 +378,12 @@ def _norm_stream(name: str) -> str:
     return head.lower() + sep + tail
 
 
-def _stream_category(name: str) -> str:
+def stream_category(name: str) -> str:
     return "public" if "bookTicker" in name or "@depth" in name else "market"
 
 
 @dataclass
-class _Route:
+class Route:
     method: str
     path: str
     handler: Callable[[dict[str, str]], Any]
@@ -357,12 +393,57 @@ class _Route:
     placement: bool = False                               # subject to the unknown-status 503 fault
 
 
-# ---------------------------------------------------------------------------- the exchange
+# ---------------------------------------------------------------------------- shared state of the parts
 
 
+class ListenKeys:
+    """The user-data listenKeys handed out, each with its expiry (monotonic seconds): created and
+    kept alive by the listenKey endpoints, checked and expired by the streams."""
+
+    def __init__(self) -> None:
+        self.expiry: dict[str, float] = {}
+
+    def valid(self, key: str, now: float) -> bool:
+        return self.expiry.get(key, 0.0) > now
+
+    def active(self, now: float) -> str | None:
+        """The first key still valid (POST listenKey hands it out again)."""
+        return next((k for k, exp in self.expiry.items() if exp > now), None)
+
+    def extend(self, key: str, until: float) -> None:
+        self.expiry[key] = until
+
+    def drop(self, key: str) -> None:
+        self.expiry.pop(key, None)
+
+    def expired(self, now: float) -> list[str]:
+        return [k for k, exp in self.expiry.items() if exp <= now]
 
 
-def _split_signature(s: str) -> tuple[str, str | None]:
+@dataclass
+class RequestActivity:
+    """REST requests in flight, how many arrived, and when the last one began or ended: what
+    the lockstep clock watches to tell whether a client is still reacting (the gateway writes it)."""
+
+    inflight: int = 0
+    seq: int = 0
+    last: float = 0.0      # monotonic
+
+    def begin(self) -> None:
+        self.inflight += 1
+        self.seq += 1
+        self.last = time.monotonic()
+
+    def end(self) -> None:
+        self.inflight -= 1
+        self.last = time.monotonic()
+
+    def touch(self) -> None:
+        """A fill counts as activity: the client has something to react to."""
+        self.last = max(self.last, time.monotonic())
+
+
+def split_signature(s: str) -> tuple[str, str | None]:
     """(the signed payload, the signature) of a raw query string or body."""
     i = s.rfind("signature=")
     if i < 0 or (i > 0 and s[i - 1] != "&"):

@@ -9,19 +9,21 @@ A signed request carries its own `apiKey` and `timestamp`; the signature is HMAC
 of every other parameter sorted by name as `k=v&k=v`.  `session.logon` needs an Ed25519
 key on Binance, which this exchange does not issue: it answers that, and every request
 is signed instead.
+
+A part of `local_exchange.LocalExchange`: it answers through the REST gateway's routes, limits and
+authentication, and publishes what each request made the engine do (`Publisher`).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from exchange_api import ExchangeError
-from localex.gateway import GatewayMixin
+from exchange_api import BinanceError, ExchangeError
+from localex.base import MSG_BAD_KEY, IpState, Publisher, Route, mandatory
+from localex.gateway import MSG_BAD_SIGNATURE, Gateway
 
 # WebSocket API method → the REST route it answers like (Binance documents them as twins).
 METHODS: dict[str, tuple[str, str]] = {
@@ -59,16 +61,17 @@ class WsApi:
     """One gateway for every /ws-fapi/v1 connection of a `LocalExchange` (its REST gateway's
     auth, weight and order limits, and its REST handlers)."""
 
-    def __init__(self, ex: GatewayMixin):
-        self.ex = ex
-        self.routes = {(r.method, r.path): r for r in ex._routes}
+    def __init__(self, gateway: Gateway, publisher: Publisher):
+        self.gateway = gateway
+        self.publisher = publisher
+        self.routes: dict[tuple[str, str], Route] = {(r.method, r.path): r for r in gateway.routes}
         self.connected = 0
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=30.0, autoping=True)
         await ws.prepare(request)
         self.connected += 1
-        since = self.ex.server_time()
+        since = self.gateway.server_time()
         ip = request.remote or "127.0.0.1"
         try:
             async for msg in ws:
@@ -87,75 +90,72 @@ class WsApi:
             if not isinstance(params, dict):
                 raise ValueError
         except (ValueError, AttributeError):
-            return {"id": None, "status": 400, "error": {"code": -1102, "msg": "Invalid JSON request."}}
-        ex = self.ex
-        ex.requests[f"WS {method}"] += 1
+            return {"id": None, "status": 400, "error": {"code": BinanceError.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                                                         "msg": "Invalid JSON request."}}
+        gw = self.gateway
+        gw.requests[f"WS {method}"] += 1
         if method in SESSION_METHODS:
             return self._session(rid, method, since)
         target = METHODS.get(method)
         if target is None:
-            return {"id": rid, "status": 400, "error": {"code": -1020, "msg": f"Unknown method {method!r}."}}
+            return {"id": rid, "status": 400, "error": {"code": BinanceError.UNSUPPORTED_OPERATION,
+                                                         "msg": f"Unknown method {method!r}."}}
         route = self.routes[target]
-        state = ex._ip_state(ip, "fapi")
+        state = gw.ip_state(ip, "fapi")
         str_params = {k: _wire(v, False) for k, v in params.items()}
         status, body = 200, None
         try:
-            ex._check_weight(state, ip, "fapi", route, str_params)
+            gw.check_weight(state, ip, "fapi", route, str_params)
             if route.security != "NONE":
                 self._check_auth(params, route.security == "SIGNED")
-            headers: dict[str, str] = {}
             if route.orders:
-                ex._check_order_rate(route.orders, headers)
+                gw.check_order_rate(route.orders)
             body = route.handler({k: v for k, v in str_params.items() if k not in ("apiKey", "signature")})
         except ExchangeError as e:
             status, body = e.http_status, {"code": e.code, "msg": e.msg}
-        except Exception as e:      # noqa: BLE001 - _Reply and bad parameters, as REST answers them
+        except Exception as e:      # noqa: BLE001 - Reply and bad parameters, as REST answers them
             status = getattr(e, "status", 400)
-            body = {"code": getattr(e, "code", -1100), "msg": getattr(e, "msg", "Illegal characters found in a "
-                                                                          "parameter.")}
+            body = {"code": getattr(e, "code", BinanceError.ILLEGAL_CHARS),
+                    "msg": getattr(e, "msg", "Illegal characters found in a parameter.")}
         finally:
-            ex._flush_events()
+            self.publisher.flush_events()
         out: dict[str, Any] = {"id": rid, "status": status}
         out["result" if status == 200 else "error"] = body
         out["rateLimits"] = self._rate_limits(state, bool(route.orders))
         return out
 
     def _check_auth(self, params: dict[str, Any], signed: bool) -> None:
-        ex = self.ex
-        key = str(params.get("apiKey") or "")
-        if not key or not hmac.compare_digest(key.encode(), ex.api_key.encode()):
-            raise ExchangeError(-2015, "Invalid API-key, IP, or permissions for action.", 401)
+        gw = self.gateway
+        if not gw.key_matches(str(params.get("apiKey") or "")):
+            raise ExchangeError(BinanceError.REJECTED_MBX_KEY, MSG_BAD_KEY, 401)
         if not signed:
             return
         sig = str(params.get("signature") or "")
         if not sig:
-            raise ExchangeError(-1102, "Mandatory parameter 'signature' was not sent, was empty/null, or malformed.")
+            raise mandatory("signature")
         rest = sorted((k, v) for k, v in params.items() if k != "signature")
-        for py_bools in (False, True):
-            payload = "&".join(f"{k}={_wire(v, py_bools)}" for k, v in rest)
-            expected = hmac.new(ex._secret, payload.encode(), hashlib.sha256).hexdigest()
-            if hmac.compare_digest(expected, sig.lower()):
-                break
-        else:
-            raise ExchangeError(-1022, "Signature for this request is not valid.")
-        ex._check_timestamp({k: _wire(v, False) for k, v in params.items()})
+        if not any(gw.signature_matches("&".join(f"{k}={_wire(v, py_bools)}" for k, v in rest), sig)
+                   for py_bools in (False, True)):
+            raise ExchangeError(BinanceError.INVALID_SIGNATURE, MSG_BAD_SIGNATURE)
+        gw.check_timestamp({k: _wire(v, False) for k, v in params.items()})
 
     def _session(self, rid: Any, method: str, since: int) -> dict[str, Any]:
         if method == "session.logon":
             return {"id": rid, "status": 400, "error": {
-                "code": -4056, "msg": "HMAC_SHA256 API key is not supported: session.logon needs an Ed25519 key; "
-                                      "sign each request instead."}}
+                "code": BinanceError.INVALID_API_KEY_TYPE,
+                "msg": "HMAC_SHA256 API key is not supported: session.logon needs an Ed25519 key; "
+                       "sign each request instead."}}
         return {"id": rid, "status": 200, "result": {
             "apiKey": None, "authorizedSince": None, "connectedSince": since, "returnRateLimits": True,
-            "serverTime": self.ex.server_time()}}
+            "serverTime": self.gateway.server_time()}}
 
-    def _rate_limits(self, state: Any, orders: bool) -> list[dict[str, Any]]:
-        ex, now = self.ex, time.monotonic()
+    def _rate_limits(self, state: IpState, orders: bool) -> list[dict[str, Any]]:
+        gw, now = self.gateway, time.monotonic()
         out = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                "limit": ex.weight_limit, "count": state.weight.used(now)}]
+                "limit": gw.limits.weight_limit, "count": state.weight.used(now)}]
         if orders:
             out += [{"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
-                     "limit": ex.order_limit_10s, "count": ex._orders_10s.used(now)},
+                     "limit": gw.limits.order_limit_10s, "count": gw.orders_10s.used(now)},
                     {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
-                     "limit": ex.order_limit_1m, "count": ex._orders_1m.used(now)}]
+                     "limit": gw.limits.order_limit_1m, "count": gw.orders_1m.used(now)}]
         return out

@@ -15,38 +15,77 @@ stopping after each fill so the strategy can react before the leg goes on)
 or `set_price` (a jump that fills nothing).  The backtest drives it
 directly; `local_exchange.py` puts Binance's REST and WebSocket protocol in
 front of it.
+
+`SimulatedExchange` is the matching engine (orders, books, fills, the user
+stream) composed with two parts: the `Account` (sim/account.py: wallet,
+margin, modes, liquidation, funding), the simulator's centre, and the
+`AlgoBook` (sim/algo.py: conditional orders).  Each part states what it needs
+from the engine as a Protocol (`AccountEngine`, `AlgoEngine`), which this class
+implements and passes to them; it keeps the whole public surface (the parts'
+methods and attributes delegate), so callers still see one object.
 """
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Generic, Iterable, TypeVar, overload
 
 from exchange_api import (
     ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
-    ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, ExchangeError, FuturesVenue, LimitOrder,
-    OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
+    ERR_NO_SUCH_ORDER, ERR_POST_ONLY_REJECTED, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, BinanceError, ExchangeError,
+    FuturesVenue, LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
 )
 from market.brackets import table_for
 from sim.fill_model import next_trigger
 from sim.model import (
     DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_OPEN_ORDERS, MAX_BATCH_ORDERS, CLIENT_ID_RE,
-    ALGO_TYPES, EPS, LIQ_KEY, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
-    LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate, Event, SymbolBook,
-    parse_units, parse_decimal, mandatory_error, parse_bool,
+    ALGO_TYPES, EPS, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
+    LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate, Event, SymbolBook, RestingOrder,
+    follows_mark, resting_key, mandatory_error, parse_bool, parse_price, parse_qty,
 )
-from sim.account import AccountMixin
-from sim.algo import AlgoMixin
+from sim.account import Account, mark_of, order_cost
+from sim.algo import AlgoBook, TriggerFault
 
-# The records and the typed events are sim_types'; importers take them from here too.
+# The records and the typed events are sim.model's; importers take them from here too.
 __all__ = ["SimulatedExchange", "SimVenue", "DEFAULT_FILTERS", "DEFAULT_MAKER_FEE", "DEFAULT_TAKER_FEE",
            "MAX_BATCH_ORDERS", "SimOrder", "SimAlgoOrder", "SimPosition", "SimTrade", "AlgoUpdate",
            "AccountUpdate", "LiquidationTrigger", "Liquidation", "FundingSettlement", "Income", "Event",
            "SymbolBook"]
 
 
-class SimulatedExchange(AccountMixin, AlgoMixin):
-    """The matching engine and account of one simulated futures account."""
+T = TypeVar("T")
+
+
+class PartAttribute(Generic[T]):
+    """An attribute of the exchange that lives on one of its parts (`part`: the exchange's
+    attribute holding it; `name`: the part's attribute, by default the same name): read and
+    set on the exchange, kept on the part, so callers see one object."""
+
+    def __init__(self, part: str, name: str = "") -> None:
+        self.part = part
+        self.name = name
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = self.name or name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> PartAttribute[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+
+    def __get__(self, obj: object | None, owner: type) -> PartAttribute[T] | T:
+        if obj is None:
+            return self
+        value: T = getattr(getattr(obj, self.part), self.name)
+        return value
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(getattr(obj, self.part), self.name, value)
+
+
+class SimulatedExchange:
+    """One simulated futures account: the matching engine, composed with its `Account` and
+    its `AlgoBook` (it is the `AccountEngine` and the `AlgoEngine` they are given)."""
 
     def __init__(self, filters: Iterable[SymbolFilters] | None = None, balance: float = 10_000.0,
                  maker_fee: float = DEFAULT_MAKER_FEE, taker_fee: float = DEFAULT_TAKER_FEE,
@@ -55,102 +94,163 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         for f in (filters if filters is not None else DEFAULT_FILTERS.values()):
             self.books[f.symbol] = SymbolBook(f, position=SimPosition(leverage=leverage),
                                               brackets=table_for(f.symbol)[0])
-        self.wallet = float(balance)
         self.maker_fee = maker_fee
         self.taker_fee = taker_fee
-        self.asset = asset
-        # The asset whose row holds the wallet: the margin asset, or BNFCR in the EU credits
-        # mode, or USDT held to margin USDC symbols in multi-assets mode.
-        self.collateral = asset
-        self.multi_assets = False
-        self.dual_side = False
         self.now_ms = 0
         self.orders: dict[int, SimOrder] = {}          # every order ever placed, by id
-        self.algo_orders: dict[int, SimAlgoOrder] = {}
         self.trades: list[SimTrade] = []
         self.events: list[Event] = []
-        self.total_fees = 0.0
         # Placement / requested-cancel acknowledgements, account and algo updates
         # are streamed to user streams; an in-process driver that acts only on
         # fills and expiries turns them off.
         self.ack_events = True
-        # Binance links a triggered algo order to the order it places by `ai` (that order's id)
-        # and promises nothing about that order's client id: on the Binance-protocol exchange
-        # it gets one of its own (the daemon must link by `ai`); in process it keeps the algo's.
-        self.own_triggered_ids = False
-        # A stop whose trigger fails (local exchange faults): () -> ("REJECTED"|"EXPIRED", rm) or None.
-        self.trigger_fault: Callable[[], tuple[str, str] | None] | None = None
         self._next_id = 1_000_000
         self._next_trade_id = 1
-        self._next_tran_id = 1
-        self.liquidations: list[Liquidation] = []
-        self.funding: list[FundingSettlement] = []      # settlements with a position
-        self.income: list[Income] = []                  # FUNDING_FEE and INSURANCE_CLEAR records
-        self.liquidation_enabled = True
         self.keep_trades = True         # the trade history (userTrades); the backtest records fills itself
         self._multi = len(self.books) > 1
-        self._only = next(iter(self.books.values())) if self.books else None
+        # The parts, each given the books and this engine (their AccountEngine / AlgoEngine).
+        self.account = Account(self.books, self, balance, asset)
+        self.algos = AlgoBook(self.books, self)
+        # Bound once: `rejection` asks the account for the free margin at every placement
+        # (the backtest's hot path), without a lookup through the part each time.
+        self._available_balance = self.account.available_balance
+
+    # ------------------------------------------------------------------ the account (delegated)
+    mark_of = staticmethod(mark_of)
+    wallet = PartAttribute[float]("account")
+    total_fees = PartAttribute[float]("account")
+    asset = PartAttribute[str]("account")
+    collateral = PartAttribute[str]("account")
+    multi_assets = PartAttribute[bool]("account")
+    dual_side = PartAttribute[bool]("account")
+    liquidation_enabled = PartAttribute[bool]("account")
+    liquidations = PartAttribute[list[Liquidation]]("account")
+    funding = PartAttribute[list[FundingSettlement]]("account")
+    income = PartAttribute[list[Income]]("account")
+
+    def available_balance(self) -> float:
+        return self.account.available_balance()
+
+    def unrealized(self) -> float:
+        return self.account.unrealized()
+
+    def maint_margin(self, b: SymbolBook) -> float:
+        return self.account.maint_margin(b)
+
+    def change_leverage(self, symbol: str, leverage: int) -> dict[str, Any]:
+        return self.account.change_leverage(symbol, leverage)
+
+    def change_multi_assets(self, on: bool) -> dict[str, Any]:
+        return self.account.change_multi_assets(on)
+
+    def change_margin_type(self, symbol: str, margin_type: str) -> dict[str, Any]:
+        return self.account.change_margin_type(symbol, margin_type)
+
+    def change_position_mode(self, dual: bool) -> dict[str, Any]:
+        return self.account.change_position_mode(dual)
+
+    def settle_funding(self, symbol: str, rate: float, mark: float) -> float:
+        return self.account.settle_funding(symbol, rate, mark)
+
+    # ------------------------------------------------------------------ algo orders (delegated)
+    algo_orders = PartAttribute[dict[int, SimAlgoOrder]]("algos", "orders")
+    own_triggered_ids = PartAttribute[bool]("algos")
+    trigger_fault = PartAttribute[TriggerFault | None]("algos")
+
+    def new_algo_order(self, symbol: str, side: str, type: str, triggerPrice: Any = None,
+                       algoType: str = "CONDITIONAL", quantity: Any = None, price: Any = None,
+                       closePosition: Any = False, reduceOnly: Any = False,
+                       clientAlgoId: str | None = None, workingType: str = "CONTRACT_PRICE",
+                       timeInForce: str = "GTC", positionSide: str = "BOTH", **extra: Any) -> SimAlgoOrder:
+        """POST /fapi/v1/algoOrder (CONDITIONAL: STOP/TAKE_PROFIT[_MARKET])."""
+        return self.algos.new_order(symbol, side, type, triggerPrice, algoType, quantity, price, closePosition,
+                                    reduceOnly, clientAlgoId, workingType, timeInForce, positionSide, **extra)
+
+    def cancel_algo_order(self, algoId: Any = None, clientAlgoId: str | None = None) -> SimAlgoOrder:
+        return self.algos.cancel(algoId, clientAlgoId)
+
+    def cancel_all_algo_orders(self, symbol: str) -> None:
+        self.algos.cancel_all(symbol)
+
+    def get_algo_order(self, algoId: Any = None, clientAlgoId: str | None = None) -> SimAlgoOrder:
+        return self.algos.get(algoId, clientAlgoId)
+
+    def open_algo_orders(self, symbol: str | None = None) -> list[SimAlgoOrder]:
+        return self.algos.open_orders(symbol)
+
+    # ------------------------------------------------------------------ what the parts need
+    def new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def upcoming_id(self) -> int:
+        return self._next_id + 1
+
+    def cancel_every_order(self) -> None:
+        """Every open order and algo order of the account cancelled, each reported even with
+        acknowledgements off (a liquidation's first step), book by book."""
+        for book in self.books.values():
+            for o in list(book.open_by_client.values()):
+                self.end_order(book, o, "CANCELED", force=True)
+            for a in list(book.algo_by_client.values()):
+                self.algos.end(a, "CANCELED", force=True)
+
+    def force_close(self, b: SymbolBook, price_t: int) -> SimOrder:
+        """Binance's liquidation order: `b`'s whole position closed at `price_t` (a CALCULATED
+        trade that checks no liquidation: the account settles it)."""
+        p, f = b.position, b.filters
+        qty = abs(p.qty)
+        oid = self.new_id()
+        cid = f"autoclose-{self.now_ms}"
+        side = "SELL" if p.steps > 0 else "BUY"
+        o = SimOrder(order_id=oid, client_id=cid, symbol=f.symbol, side=side, type="LIQUIDATION",
+                     orig_type="LIQUIDATION", price=f.from_ticks(price_t), qty=qty, reduce_only=True,
+                     time_in_force="IOC", time=self.now_ms, update_time=self.now_ms, trigger=price_t,
+                     fires_below=side == "BUY", seq=oid)
+        self.orders[oid] = o
+        self._fill(b, o, price_t, qty, maker=False, exec_type="CALCULATED", check_liquidation=False)
+        return o
+
+    def place_triggered(self, b: SymbolBook, a: SimAlgoOrder, client_id: str, qty: float,
+                        fill_price: int) -> SimOrder:
+        """The order a triggered algo order places: a market order takes at once from
+        `fill_price`, a limit rests at its price."""
+        oid = self.new_id()
+        is_market = a.order_type.endswith("MARKET")
+        o = SimOrder(order_id=oid, client_id=client_id, symbol=a.symbol, side=a.side,
+                     type="MARKET" if is_market else "LIMIT", orig_type=a.order_type,
+                     price=0.0 if is_market else a.price, qty=qty,
+                     reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
+                     time=self.now_ms, update_time=self.now_ms, close_position=a.close_position,
+                     stop_price=a.trigger_price, trigger=a.limit_t, fires_below=(a.side == "BUY"),
+                     seq=oid)
+        self.orders[oid] = o
+        self._emit_order(o, "NEW")
+        if is_market:
+            self._take(b, o, fill_price, qty)
+        elif o.client_id not in b.open_by_client:
+            b.rest(o)
+        return o
 
     # ------------------------------------------------------------------ helpers
     def book(self, symbol: str) -> SymbolBook:
+        # model.book_of, inline: every request looks its book up (one call less per request)
         b = self.books.get(symbol)
         if b is None:
-            raise sim_error(-1121, "Invalid symbol.")
+            raise sim_error(BinanceError.INVALID_SYMBOL, "Invalid symbol.")
         return b
-
-    def _new_id(self) -> int:
-        self._next_id += 1
-        return self._next_id
 
     def drain_events(self) -> list[Event]:
         ev, self.events = self.events, []
         return ev
 
-    def _parse_price(self, f: SymbolFilters, value: Any, name: str = "price") -> int:
-        """A price from a request, as integer ticks: a decimal string exactly, an in-process
-        float by its nearest tick (it must be one of the canonical values)."""
-        if type(value) is str:
-            units = parse_units(value, name, f.price_decimals, f._price_scale)
-            if units <= 0:
-                raise sim_error(-4013, "Price less than min price.")
-            if units % f._tick_units:
-                raise sim_error(-4014, "Price not increased by tick size.")
-            return units // f._tick_units
-        v = value if type(value) is float and math.isfinite(value) else parse_decimal(value, name, f.price_decimals)
-        if v <= 0:
-            raise sim_error(-4013, "Price less than min price.")
-        t = round(v / f.tick_size)
-        if abs(v / f.tick_size - t) > 1e-6:
-            raise sim_error(-4014, "Price not increased by tick size.")
-        return t
-
-    def _parse_qty(self, f: SymbolFilters, value: Any) -> int:
-        """A quantity from a request, as integer steps."""
-        if type(value) is str:
-            units = parse_units(value, "quantity", f.qty_decimals, f._qty_scale)
-            if units <= 0:
-                raise sim_error(-4003, "Quantity less than or equal to zero.")
-            if units % f._step_units:
-                raise sim_error(-4023, "Quantity not increased by step size.")
-            steps = units // f._step_units
-        else:
-            v = value if type(value) is float and math.isfinite(value) else parse_decimal(value, "quantity", f.qty_decimals)
-            if v <= 0:
-                raise sim_error(-4003, "Quantity less than or equal to zero.")
-            steps = round(v / f.step_size)
-            if abs(v / f.step_size - steps) > 1e-6:
-                raise sim_error(-4023, "Quantity not increased by step size.")
-        if steps < f.steps_of_min_qty:
-            raise sim_error(-4004, "Quantity less than min quantity.")
-        return steps
-
     def _check_client_id(self, b: SymbolBook, cid: str | None) -> str:
         if cid is None or cid == "":
             return f"sim_{self._next_id + 1}"
         if not CLIENT_ID_RE.match(cid):
-            raise sim_error(-4015, "Client order id is not valid.")
+            raise sim_error(BinanceError.INVALID_CLIENT_ORDER_ID, "Client order id is not valid.")
         if cid in b.open_by_client:
-            raise sim_error(-4116, "ClientOrderId is duplicated.")
+            raise sim_error(BinanceError.CLIENT_ORDER_ID_DUPLICATED, "ClientOrderId is duplicated.")
         return cid
 
     # ------------------------------------------------------------------ orders
@@ -163,30 +263,31 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         f = b.filters
         side = (side or "").upper()
         if side not in ("BUY", "SELL"):
-            raise sim_error(-1117, "Invalid side.")
+            raise sim_error(BinanceError.INVALID_SIDE, "Invalid side.")
         otype = (type or "").upper()
         if otype in ALGO_TYPES:
             raise sim_error(ERR_USE_ALGO_API, "Order type not supported for this endpoint. "
                        "Please use the Algo Order API endpoints instead.")
         if otype not in ("LIMIT", "MARKET"):
-            raise sim_error(-1116, "Invalid orderType.")
-        if (positionSide or "BOTH").upper() != "BOTH" or self.dual_side:
-            raise sim_error(-4061, "Order's position side does not match user's setting.")
+            raise sim_error(BinanceError.INVALID_ORDER_TYPE, "Invalid orderType.")
+        if (positionSide or "BOTH").upper() != "BOTH" or self.account.dual_side:
+            raise sim_error(BinanceError.POSITION_SIDE_NOT_MATCH,
+                            "Order's position side does not match user's setting.")
         reduce_only = parse_bool(reduceOnly)
         cid = self._check_client_id(b, newClientOrderId)
         if quantity is None or quantity == "":
-            raise sim_error(-1102, "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.")
-        qty_s = self._parse_qty(f, quantity)
+            raise mandatory_error("quantity")
+        qty_s = parse_qty(f, quantity)
         if otype == "LIMIT":
             if price is None or price == "":
-                raise sim_error(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
-            px_t = self._parse_price(f, price)
+                raise mandatory_error("price")
+            px_t = parse_price(f, price)
             tif = (timeInForce or "").upper()
             if tif not in ("GTC", "IOC", "FOK", "GTX", "GTD"):
-                raise sim_error(-1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.")
+                raise mandatory_error("timeInForce")
         else:
             if not b.price_t:
-                raise sim_error(-1102, "Mandatory parameter 'price' was not sent, was empty/null, or malformed.")
+                raise mandatory_error("price")
             px_t, tif = b.price_t, "GTC"
         return self.place_checked(b, cid, side, otype, px_t, qty_s, tif, reduce_only)
 
@@ -215,12 +316,12 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty_s > abs(pos)):
             return sim_error(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         if len(b.open_by_client) >= MAX_OPEN_ORDERS:
-            return sim_error(-2025, "Reach max open order limit.")
+            return sim_error(BinanceError.MAX_OPEN_ORDER_EXCEEDED, "Reach max open order limit.")
         if tif == "GTX" and otype == "LIMIT" and b.price_t and (px_t >= b.price_t if side == "BUY"
                                                                  else px_t <= b.price_t):
-            return sim_error(-5022, "Due to the order could not be executed as maker, the Post Only order will be "
-                        "rejected.")
-        if not reduce_only and self._order_cost(b, side, px, qty) > self.available_balance() + EPS:
+            return sim_error(ERR_POST_ONLY_REJECTED, "Due to the order could not be executed as maker, the Post "
+                             "Only order will be rejected.")
+        if not reduce_only and order_cost(b, side, px, qty) > self._available_balance() + EPS:
             return ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
         return None
 
@@ -232,6 +333,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         self._next_id += 1
         oid = self._next_id
         now = self.now_ms
+        # Positional: the record of every placement, on the backtest's hot path.
         o = SimOrder(oid, cid, symbol, side, otype, otype, px if otype == "LIMIT" else 0.0, qty, reduce_only,
                      tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px_t, side == "BUY", False, oid)
         self.orders[oid] = o
@@ -241,9 +343,9 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             # Takes liquidity at the current price (better than or at the limit).
             self._take(b, o, b.price_t, o.qty)
             if o.status != "FILLED":
-                self._finish(b, o, "EXPIRED")
+                self.end_order(b, o, "EXPIRED")
         elif tif in ("IOC", "FOK"):
-            self._finish(b, o, "EXPIRED")
+            self.end_order(b, o, "EXPIRED")
         else:
             b.rest(o)
         return o
@@ -251,7 +353,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
     def batch_orders(self, symbol_orders: list[dict[str, Any]]) -> list[SimOrder | ExchangeError]:
         """POST /fapi/v1/batchOrders: each element succeeds or fails on its own."""
         if not symbol_orders or len(symbol_orders) > MAX_BATCH_ORDERS:
-            raise sim_error(-1130, "Data sent for parameter 'batchOrders' is not valid.")
+            raise sim_error(BinanceError.INVALID_PARAMETER, "Data sent for parameter 'batchOrders' is not valid.")
         out: list[SimOrder | ExchangeError] = []
         for params in symbol_orders:
             try:
@@ -259,7 +361,8 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             except ExchangeError as e:
                 out.append(e)
             except TypeError:
-                out.append(sim_error(-1102, "Mandatory parameter was not sent, was empty/null, or malformed."))
+                out.append(sim_error(BinanceError.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                                     "Mandatory parameter was not sent, was empty/null, or malformed."))
         return out
 
     def _lookup_open(self, b: SymbolBook, order_id: Any, client_id: str | None) -> SimOrder | None:
@@ -269,14 +372,14 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
                 and b.open_by_client[o.client_id] is o else None
         if client_id:
             return b.open_by_client.get(client_id)
-        raise sim_error(-1102, "Mandatory parameter 'orderid' was not sent, was empty/null, or malformed.")
+        raise mandatory_error("orderid")
 
     def cancel_order(self, symbol: str, orderId: Any = None, origClientOrderId: str | None = None) -> SimOrder:
         b = self.book(symbol)
         o = self._lookup_open(b, orderId, origClientOrderId)
         if o is None:
             raise sim_error(ERR_UNKNOWN_ORDER, "Unknown order sent.")
-        self._finish(b, o, "CANCELED")
+        self.end_order(b, o, "CANCELED")
         return o
 
     def modify_order(self, symbol: str, side: str, quantity: Any, price: Any, orderId: Any = None,
@@ -291,34 +394,34 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         if o is None:
             raise sim_error(ERR_NO_SUCH_ORDER, "Order does not exist.")
         if o.type != "LIMIT":
-            raise sim_error(-1116, "Invalid orderType.")
+            raise sim_error(BinanceError.INVALID_ORDER_TYPE, "Invalid orderType.")
         if (side or "").upper() != o.side:
-            raise sim_error(-1117, "Invalid side.")
+            raise sim_error(BinanceError.INVALID_SIDE, "Invalid side.")
         if quantity in (None, "") or price in (None, ""):
             raise mandatory_error("quantity" if quantity in (None, "") else "price")
-        qty_s = self._parse_qty(f, quantity)
-        px_t = self._parse_price(f, price)
+        qty_s = parse_qty(f, quantity)
+        px_t = parse_price(f, price)
         if qty_s <= f.to_steps(o.executed_qty):
-            self._finish(b, o, "CANCELED")
+            self.end_order(b, o, "CANCELED")
             return o
         crosses = b.price_t and (px_t >= b.price_t if o.side == "BUY" else px_t <= b.price_t)
         if crosses and o.time_in_force == "GTX":
-            self._finish(b, o, "CANCELED")
+            self.end_order(b, o, "CANCELED")
             return o
         old = (o.price, o.qty, o.trigger)
         b.unrest(o, o.remaining, done=True)
         o.price, o.qty, o.trigger = f.from_ticks(px_t), f.from_steps(qty_s), px_t
-        if not o.reduce_only and self._order_cost(b, o.side, o.price, o.remaining) > self.available_balance() + EPS:
+        if not o.reduce_only and order_cost(b, o.side, o.price, o.remaining) > self._available_balance() + EPS:
             o.price, o.qty, o.trigger = old
             b.rest(o)
             raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
-        o.seq = self._new_id()          # the back of the queue at its price
+        o.seq = self.new_id()           # the back of the queue at its price
         o.update_time = self.now_ms
         if self.ack_events:
             self.events.append(OrderUpdate(
                 o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "AMENDMENT", o.status, o.price, o.qty,
                 0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position,
-                o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
+                o.stop_price, 0, self.now_ms, self.now_ms, self.account.asset))
         if crosses:
             self._take(b, o, b.price_t, o.remaining)
             if o.status != "FILLED":
@@ -330,7 +433,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
     def cancel_all_orders(self, symbol: str) -> None:
         b = self.book(symbol)
         for o in list(b.open_by_client.values()):
-            self._finish(b, o, "CANCELED")
+            self.end_order(b, o, "CANCELED")
 
     def get_order(self, symbol: str, orderId: Any = None, origClientOrderId: str | None = None) -> SimOrder:
         b = self.book(symbol)
@@ -341,16 +444,18 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
                 (x for x in reversed(list(self.orders.values()))
                  if x.symbol == symbol and x.client_id == origClientOrderId), None)
         else:
-            raise sim_error(-1102, "Mandatory parameter 'orderid' was not sent, was empty/null, or malformed.")
+            raise mandatory_error("orderid")
         if o is None or o.symbol != symbol:
-            raise sim_error(-2013, "Order does not exist.")
+            raise sim_error(BinanceError.NO_SUCH_ORDER, "Order does not exist.")
         return o
 
     def open_orders(self, symbol: str | None = None) -> list[SimOrder]:
         books = [self.book(symbol)] if symbol else list(self.books.values())
         return [o for b in books for o in b.open_by_client.values()]
 
-    def _finish(self, b: SymbolBook, o: SimOrder, status: str, force: bool = False) -> None:
+    def end_order(self, b: SymbolBook, o: SimOrder, status: str, force: bool = False) -> None:
+        """`o` leaves its book as `status` (CANCELED, EXPIRED; `force`: reported even with
+        acknowledgements off)."""
         o.status = status
         o.update_time = self.now_ms
         if b.open_by_client.get(o.client_id) is o:
@@ -358,28 +463,20 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         self._emit_order(o, status, force)
 
     # ------------------------------------------------------------------ market
-    @staticmethod
-    def _resting_for(b: SymbolBook, r: Any) -> dict[int, Any]:
-        """Where a mark-triggered order rests: with the orders of the last price, unless a mark
-        series drives this book."""
-        return b.mark_resting if b.mark_driven and (isinstance(r, LiquidationTrigger) or
-                                                    getattr(r, "working_mark", False)) else b.resting
-
     def drive_mark(self, symbol: str, driven: bool = True) -> None:
         """A mark series moves this book's mark (`set_mark_ticks` / `advance_mark_ticks`);
         without one the mark is the last price."""
         b = self.book(symbol)
-        movers = [r for r in list(b.resting.values()) + list(b.mark_resting.values())
-                  if isinstance(r, LiquidationTrigger) or getattr(r, "working_mark", False)]
+        movers = [r for r in list(b.resting.values()) + list(b.mark_resting.values()) if follows_mark(r)]
         for r in movers:
-            key = LIQ_KEY if isinstance(r, LiquidationTrigger) else r.algo_id
+            key = resting_key(r)
             b.resting.pop(key, None)
             b.mark_resting.pop(key, None)
         b.mark_driven = driven
         if driven and not b.mark_t:
             b.mark_t, b.mark = b.price_t, b.price
         for r in movers:
-            self._resting_for(b, r)[LIQ_KEY if isinstance(r, LiquidationTrigger) else r.algo_id] = r
+            b.resting_for(r)[resting_key(r)] = r
 
     def set_mark_ticks(self, symbol: str, ticks: int) -> None:
         """Move the mark (a jump: triggers nothing until the next leg)."""
@@ -400,11 +497,13 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         self._fire(b, r, fill_price)
         return True
 
-    def _fire(self, b: SymbolBook, r: Any, fill_price: int) -> None:
+    def _fire(self, b: SymbolBook, r: RestingOrder, fill_price: int) -> None:
+        """A trigger the price (or the mark) reached: a liquidation, an algo order, or a
+        resting limit's (maker) fill."""
         if isinstance(r, LiquidationTrigger):
-            self._liquidate(b, fill_price)
+            self.account.liquidate(b, fill_price)
         elif isinstance(r, SimAlgoOrder):
-            self._trigger_algo(b, r, fill_price)
+            self.algos.trigger(b, r, fill_price)
         elif b.leg_budget is None:
             self._fill(b, r, fill_price, r.remaining, maker=True)
         else:
@@ -439,7 +538,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""
         if sum(1 for b in self.books.values() if b.position.steps) > 1:
-            self.update_liquidation()
+            self.account.update_liquidation()
 
     def set_position(self, symbol: str, qty: float, entry_price: float) -> None:
         """Put a position in place (tests and the local exchange's admin call), on the step grid."""
@@ -472,7 +571,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         caller can let the strategy react; returns False once at `end`.
         """
         b = self.books[symbol]
-        resting = b.resting.values()
+        resting: Iterable[RestingOrder] = b.resting.values()
         if b.leg_budget is not None and b.leg_budget <= 0:
             resting = [r for r in resting if r.is_stop]     # the leg's volume is taken: stops only
         hit = next_trigger(b.price_t, end, resting)
@@ -487,53 +586,6 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
         self._fire(b, r, fill_price)
         return True
 
-    def _trigger_algo(self, b: SymbolBook, a: SimAlgoOrder, fill_price: int) -> None:
-        a.status = "TRIGGERED"
-        a.trigger_time = a.update_time = self.now_ms
-        a.actual_order_id = self._next_id + 1      # the order the trigger is about to place
-        b.resting.pop(a.algo_id, None)
-        b.mark_resting.pop(a.algo_id, None)
-        del b.algo_by_client[a.client_algo_id]
-        self._emit_algo(a)
-        pos = b.position.qty
-        qty = abs(pos) if a.close_position else a.qty
-        closes = pos != 0 and (pos > 0) == (a.side == "SELL")
-        if (a.close_position or a.reduce_only) and not closes:
-            a.status, a.actual_order_id = "EXPIRED", 0   # nothing to close: Binance rejects the triggered order
-            a.reason = "Reduce Only reject"
-            self._emit_algo(a)
-            return
-        failed = self.trigger_fault() if self.trigger_fault is not None else None
-        if failed is not None:
-            # Since 2025-12-15 a stop that fails when it triggers is reported only as
-            # ALGO_UPDATE X=REJECTED/EXPIRED with the reason in `rm` (change-log 2025-12-10).
-            a.status, a.reason = failed
-            a.actual_order_id = 0
-            self._emit_algo(a)
-            return
-        if a.reduce_only:
-            qty = min(qty, abs(pos))
-        oid = self._new_id()
-        is_market = a.order_type.endswith("MARKET")
-        cid = f"algo_{a.algo_id}" if self.own_triggered_ids else a.client_algo_id
-        o = SimOrder(order_id=oid, client_id=cid, symbol=a.symbol, side=a.side,
-                     type="MARKET" if is_market else "LIMIT", orig_type=a.order_type,
-                     price=0.0 if is_market else a.price, qty=qty,
-                     reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
-                     time=self.now_ms, update_time=self.now_ms, close_position=a.close_position,
-                     stop_price=a.trigger_price, trigger=a.limit_t, fires_below=(a.side == "BUY"),
-                     seq=oid)
-        self.orders[oid] = o
-        a.actual_order_id = oid
-        self._emit_order(o, "NEW")
-        if is_market:
-            self._take(b, o, fill_price, qty)
-            a.actual_price = b.filters.from_ticks(fill_price)
-        elif o.client_id not in b.open_by_client:
-            b.rest(o)
-        a.status = "FINISHED"
-        self._emit_algo(a)
-
     def _fill(self, b: SymbolBook, o: SimOrder, price_t: int, qty: float, maker: bool,
               exec_type: str = "TRADE", check_liquidation: bool = True) -> None:
         p = b.position
@@ -544,7 +596,7 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             closes = p.steps != 0 and (p.steps > 0) == (o.side == "SELL")
             qty_s = min(qty_s, abs(p.steps)) if closes else 0
             if qty_s <= 0:
-                self._finish(b, o, "EXPIRED")
+                self.end_order(b, o, "EXPIRED")
                 return
             qty = f.from_steps(qty_s)
         signed_s = qty_s if o.side == "BUY" else -qty_s
@@ -556,8 +608,9 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             p.entry_price = 0.0
         p.update_time = self.now_ms
         fee = price * qty * (self.maker_fee if maker else self.taker_fee)
-        self.wallet += realized - fee
-        self.total_fees += fee
+        acct = self.account         # the wallet is the account's: one lookup per fill
+        acct.wallet += realized - fee
+        acct.total_fees += fee
         b.realized_cum += realized
         resting = b.open_by_client.get(o.client_id) is o
         o.executed_qty += qty
@@ -569,26 +622,27 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             b.unrest(o, qty, done=o.status == "FILLED")
         tid = self._next_trade_id
         self._next_trade_id += 1
+        # Positional records: one trade and one event per fill, the backtest's hot path.
         if self.keep_trades:
             self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
                                         realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, exec_type, o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
-            o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, self.asset))
+            o.close_position, o.stop_price, tid, self.now_ms, self.now_ms, acct.asset))
         if self.ack_events:
-            self._emit_account(b, "ORDER")
+            acct.emit_update(b, "ORDER")
         if p.steps == 0 or (p.steps > 0) != (before > 0):
             self._expire_stale_reduce_only(b)    # flat or flipped: reduce-only orders may be stale
         if check_liquidation:
-            self.update_liquidation()
+            acct.update_liquidation()
 
     def _expire_stale_reduce_only(self, b: SymbolBook) -> None:
         """Binance drops reduce-only orders that can no longer reduce the position."""
         pos = b.position.steps
         for o in list(b.open_by_client.values()):
             if o.reduce_only and (pos == 0 or (pos > 0) == (o.side == "BUY")):
-                self._finish(b, o, "EXPIRED")
+                self.end_order(b, o, "EXPIRED")
 
     # ------------------------------------------------------------------ events
     def _emit_order(self, o: SimOrder, status: str, force: bool = False) -> None:
@@ -596,14 +650,8 @@ class SimulatedExchange(AccountMixin, AlgoMixin):
             return
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, status, status, o.price, o.qty,
-            0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price, 0, self.now_ms, self.now_ms, self.asset))
-
-    def _emit_algo(self, a: SimAlgoOrder, force: bool = False) -> None:
-        if not (self.ack_events or force):
-            return
-        self.events.append(AlgoUpdate(a.symbol, a.client_algo_id, a.algo_id, a.side, a.order_type,
-                                      a.status, a.trigger_price, a.qty, a.close_position, self.now_ms,
-                                      a.actual_order_id, a.reason))
+            0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price,
+            0, self.now_ms, self.now_ms, self.account.asset))
 
     # ------------------------------------------------------------------ queries
     def position(self, symbol: str) -> SimPosition:
@@ -634,7 +682,7 @@ class SimVenue(FuturesVenue):
 
     async def get_position(self) -> Position:
         b = self.exchange.books[self.symbol]
-        return Position(b.position.qty, b.position.entry_price, b.liq_price, self.exchange.mark_of(b))
+        return Position(b.position.qty, b.position.entry_price, b.liq_price, mark_of(b))
 
     async def get_position_info_with_retry(self, tries: int = 10) -> Position:
         return await self.get_position()          # in process: never fails, no retry loop
@@ -646,7 +694,7 @@ class SimVenue(FuturesVenue):
         for c in client_ids:
             o = book.open_by_client.get(c)
             if o is not None:
-                ex._finish(book, o, "CANCELED")
+                ex.end_order(book, o, "CANCELED")
                 out[c] = o.executed_qty
             else:
                 out[c] = await self.cancel_order_confirmed(c)
@@ -668,16 +716,17 @@ class SimVenue(FuturesVenue):
         t, q = order.price / f.tick_size, order.qty / f.step_size
         px_t, qty_s = round(t), round(q)
         if abs(t - px_t) > 1e-6:
-            raise ExchangeError(-4014, "Price not increased by tick size.")
+            raise ExchangeError(BinanceError.PRICE_NOT_INCREASED_BY_TICK_SIZE, "Price not increased by tick size.")
         if abs(q - qty_s) > 1e-6:
-            raise ExchangeError(-4023, "Quantity not increased by step size.")
+            raise ExchangeError(BinanceError.QTY_NOT_INCREASED_BY_STEP_SIZE, "Quantity not increased by step size.")
         if px_t <= 0:
-            raise ExchangeError(-4013, "Price less than min price.")
+            raise ExchangeError(BinanceError.PRICE_LESS_THAN_MIN_PRICE, "Price less than min price.")
         if qty_s < f.steps_of_min_qty:
-            raise ExchangeError(-4004 if qty_s > 0 else -4003, "Quantity less than min quantity.")
+            raise ExchangeError(BinanceError.QTY_LESS_THAN_MIN_QTY if qty_s > 0 else BinanceError.QTY_LESS_THAN_ZERO,
+                                "Quantity less than min quantity.")
         cid = order.client_id       # the strategy's own id (no pattern check in process)
         if cid in book.open_by_client:
-            raise ExchangeError(-4116, "ClientOrderId is duplicated.")
+            raise ExchangeError(BinanceError.CLIENT_ORDER_ID_DUPLICATED, "ClientOrderId is duplicated.")
         tif = "GTX" if order.post_only else "GTC"
         px, qty = f.from_ticks(px_t), f.from_steps(qty_s)
         err = ex.rejection(book, order.side, "LIMIT", px_t, qty_s, tif, order.reduce_only, px, qty)
@@ -704,8 +753,8 @@ class SimVenue(FuturesVenue):
 
     async def place_stop_close(self, client_id: str, side: str, trigger_price: float,
                                working_type: str = "CONTRACT_PRICE") -> OrderAck:
-        a = self.exchange.new_algo_order(self.symbol, side, "STOP_MARKET", triggerPrice=trigger_price,
-                                         closePosition=True, clientAlgoId=client_id, workingType=working_type)
+        a = self.exchange.algos.new_order(self.symbol, side, "STOP_MARKET", triggerPrice=trigger_price,
+                                          closePosition=True, clientAlgoId=client_id, workingType=working_type)
         return OrderAck(a.client_algo_id, a.algo_id, a.trigger_price, 0.0, a.status)
 
     async def place_market_close(self, client_id: str, side: str, qty: float) -> OrderAck:
@@ -738,7 +787,7 @@ class SimVenue(FuturesVenue):
 
     async def cancel_algo_order(self, client_id: str) -> bool:
         try:
-            self.exchange.cancel_algo_order(clientAlgoId=client_id)
+            self.exchange.algos.cancel(clientAlgoId=client_id)
             return True
         except ExchangeError as e:
             if e.code == ERR_UNKNOWN_ORDER:
@@ -747,14 +796,14 @@ class SimVenue(FuturesVenue):
 
     async def cancel_all_orders(self) -> None:
         self.exchange.cancel_all_orders(self.symbol)
-        self.exchange.cancel_all_algo_orders(self.symbol)
+        self.exchange.algos.cancel_all(self.symbol)
 
     async def get_open_orders(self) -> list[OpenOrder]:
         ex = self.exchange
         out = [OpenOrder(o.client_id, o.order_id, o.side, o.price, o.remaining, o.reduce_only)
                for o in ex.open_orders(self.symbol)]
         out += [OpenOrder(a.client_algo_id, a.algo_id, a.side, a.trigger_price, a.qty, True, True)
-                for a in ex.open_algo_orders(self.symbol)]
+                for a in ex.algos.open_orders(self.symbol)]
         return out
 
     async def retry_pause(self, attempt: int) -> None:
@@ -771,14 +820,14 @@ class SimVenue(FuturesVenue):
         f = self.filters
         ex = self.exchange
         book = ex.books[self.symbol]
-        avail = ex.available_balance() + 1e-9
+        avail = ex.account.available_balance() + 1e-9
         tries = round((1.0 - ENTRY_RETRY_FLOOR) / ENTRY_RETRY_STEP)
 
         def rung(k: int) -> float:
             return f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * k))
 
         def fits(q: float) -> bool:
-            return ex._order_cost(book, side, price, q) <= avail
+            return order_cost(book, side, price, q) <= avail
 
         # Feasibility and size are both monotone in k.  The cost is linear in
         # the quantity, so solve for the largest affordable quantity, land on
@@ -788,7 +837,7 @@ class SimVenue(FuturesVenue):
             k_fit = tries + 1
         else:
             # First rung whose floored quantity is within the largest affordable step multiple.
-            unit = ex._order_cost(book, side, price, 1.0)
+            unit = order_cost(book, side, price, 1.0)
             q_fit = f.qty_down(avail / unit) if unit > 0 else qty
             k = math.floor((1.0 - (q_fit + f.step_size) / qty) / ENTRY_RETRY_STEP) + 1
             k = max(1, min(tries, k))

@@ -12,6 +12,10 @@ Prices here are integer ticks (`candle_ticks` converts a candle series once,
 at the boundary), so a touch is an integer comparison: a level at 3.816 and a
 high of 3.816 are the same tick, whatever their binary floats.
 
+`FillModel` is how much of a touched limit fills: whole (SPEC §6, `FULL`), or
+a share of each leg's volume (the volume model); the backtest and the local
+exchange take it as one small setting.
+
 `TriggerScanner` is the backtest's fast path: between events it finds, with
 numpy, the next candle whose range reaches any resting trigger, so quiet
 candles cost no Python at all.
@@ -19,7 +23,8 @@ candles cost no Python at all.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Protocol
+from dataclasses import dataclass
+from typing import Iterable, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -31,6 +36,63 @@ def leg_volume_steps(volume: float, share: float, step_size: float) -> int:
     """The volume fill model: the steps a resting limit may take on one leg of a candle —
     `share` of the third of the candle's volume that leg trades."""
     return math.floor(volume * share / 3.0 / step_size + 1e-9)
+
+
+@dataclass(frozen=True, slots=True)
+class FillModel:
+    """How much of a resting limit the price touches fills.
+
+    - ``full``: all of it, at its price (SPEC §6; the default, `FULL`);
+    - ``volume``: at most `share` of what each leg of the candle trades (a third of its
+      volume), in price-time order; the rest stays open, and a market order sweeps a thin
+      book (`SimulatedExchange.set_leg_volume`).
+    """
+
+    kind: Literal["full", "volume"] = "full"
+    share: float = 1.0          # the volume model's share of a leg's volume (0 < share <= 1)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("full", "volume"):
+            raise ValueError(f"fill model must be full or volume (got {self.kind!r})")
+        if self.kind == "volume" and not (0 < self.share <= 1):
+            raise ValueError(f"fill share must be in (0, 1] (got {self.share})")
+
+    @classmethod
+    def by_volume(cls, share: float) -> FillModel:
+        """The volume model with `share` of each leg's volume."""
+        return cls("volume", share)
+
+    @classmethod
+    def from_cli(cls, model: str, share: float) -> FillModel:
+        """From the command line's --fill-model and --fill-share (backtest.py, local_exchange.py):
+        the share counts only with the volume model; a share out of range is a ValueError
+        naming the flag."""
+        if model == "full":
+            return FULL
+        if model != "volume":
+            raise ValueError(f"--fill-model must be full or volume (got {model!r})")
+        if not (0 < share <= 1):
+            raise ValueError(f"--fill-share must be in (0, 1] (got {share})")
+        return cls.by_volume(share)
+
+    @property
+    def is_full(self) -> bool:
+        return self.kind == "full"
+
+    def leg_steps(self, volume: float, step_size: float) -> int | None:
+        """The steps resting limits may take on each leg of a candle of `volume` (None: no
+        limit, full fills) — what `sim.replay.play_candle` takes as `leg_steps`."""
+        return None if self.kind == "full" else leg_volume_steps(volume, self.share, step_size)
+
+    def leg_steps_of(self, volumes: np.ndarray, step_size: float) -> list[int] | None:
+        """`leg_steps` of every candle of a series at once (None: full fills)."""
+        if self.kind == "full":
+            return None
+        share = self.share
+        return [leg_volume_steps(v, share, step_size) for v in volumes.tolist()]
+
+
+FULL = FillModel()
 
 
 # "No threshold" for the scanner: integer sentinels keep the comparisons in int64.
@@ -78,13 +140,16 @@ def candle_legs(o: int, h: int, l: int, c: int, open_time: int) -> tuple[tuple[i
     return (p[1], open_time), (p[2], open_time + LEG_MS), (p[3], open_time + 2 * LEG_MS)
 
 
-def next_trigger(cur: int, end: int, resting: Iterable[Resting]) -> tuple[Resting, int, int] | None:
+R = TypeVar("R", bound=Resting)
+
+
+def next_trigger(cur: int, end: int, resting: Iterable[R]) -> tuple[R, int, int] | None:
     """The first resting order the leg cur → end reaches.
 
     Returns (order, fill price, price where the leg stands after the fill) or
     None when the leg completes without touching any order.
     """
-    best: Resting | None = None
+    best: R | None = None
     best_dist = 0
     down = end < cur
     up = end > cur

@@ -1,12 +1,14 @@
 """The simulated exchange's records and parsing: orders, algo orders, the position, trades,
-the typed events it queues, a symbol's book, and Binance's parameter parsing (exact decimals)."""
+the typed events it queues, a symbol's book, Binance's parameter parsing (exact decimals),
+and `UserStream`, what every part of the simulator needs to report an event."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Protocol, Union
 
-from exchange_api import ERR_PRECISION, ExchangeError, OrderUpdate, SymbolFilters
+from exchange_api import ERR_PRECISION, BinanceError, ExchangeError, OrderUpdate, SymbolFilters
 from market.brackets import BracketTable
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
@@ -232,6 +234,30 @@ class ConfigUpdate:
 
 Event = Union[OrderUpdate, AlgoUpdate, AccountUpdate, ConfigUpdate]
 
+# What rests on a book's trigger list: a limit order, an algo order, or the liquidation trigger.
+RestingOrder = Union[SimOrder, SimAlgoOrder, LiquidationTrigger]
+
+
+def follows_mark(r: RestingOrder) -> bool:
+    """Triggered by the mark price: the liquidation trigger, and algo orders on MARK_PRICE."""
+    return isinstance(r, LiquidationTrigger) or (isinstance(r, SimAlgoOrder) and r.working_mark)
+
+
+def resting_key(r: RestingOrder) -> int:
+    """The key `r` rests under in a book's trigger lists."""
+    if isinstance(r, LiquidationTrigger):
+        return LIQ_KEY
+    return r.algo_id if isinstance(r, SimAlgoOrder) else r.order_id
+
+
+class UserStream(Protocol):
+    """What a part of the simulator needs to report a change: the exchange's clock and the
+    queue of user-stream events (`ack_events` off: acknowledgements are not queued)."""
+
+    now_ms: int
+    ack_events: bool
+    events: list[Event]
+
 
 @dataclass
 class SymbolBook:
@@ -245,7 +271,7 @@ class SymbolBook:
     mark_driven: bool = False
     mark: float = 0.0
     mark_t: int = 0
-    mark_resting: dict[int, Any] = field(default_factory=dict)
+    mark_resting: dict[int, RestingOrder] = field(default_factory=dict)
     brackets: BracketTable | None = None
     liq_price: float = 0.0      # 0: no liquidation price (flat, or covered)
     # The volume fill model (None: SPEC §6's full fills): steps the current leg trades, and
@@ -253,7 +279,7 @@ class SymbolBook:
     leg_volume: int | None = None
     leg_budget: int | None = None
     position: SimPosition = field(default_factory=SimPosition)
-    resting: dict[int, Union[SimOrder, SimAlgoOrder]] = field(default_factory=dict)  # by id
+    resting: dict[int, RestingOrder] = field(default_factory=dict)  # by id (LIQ_KEY: liquidation)
     open_by_client: dict[str, SimOrder] = field(default_factory=dict)
     algo_by_client: dict[str, SimAlgoOrder] = field(default_factory=dict)
     realized_cum: float = 0.0
@@ -261,6 +287,11 @@ class SymbolBook:
     # date as orders rest and leave, so the margin check needs no scan)
     open_buy_notional: float = 0.0
     open_sell_notional: float = 0.0
+
+    def resting_for(self, r: RestingOrder) -> dict[int, RestingOrder]:
+        """Where `r` rests: with the orders of the last price, unless a mark series drives
+        this book and `r` follows the mark."""
+        return self.mark_resting if self.mark_driven and follows_mark(r) else self.resting
 
     def rest(self, o: "SimOrder") -> None:
         self.open_by_client[o.client_id] = o
@@ -285,6 +316,14 @@ class SymbolBook:
                 self.open_buy_notional = self.open_sell_notional = 0.0   # no drift left behind
 
 
+def book_of(books: dict[str, SymbolBook], symbol: str) -> SymbolBook:
+    """The book of `symbol`, or Binance's -1121."""
+    b = books.get(symbol)
+    if b is None:
+        raise sim_error(BinanceError.INVALID_SYMBOL, "Invalid symbol.")
+    return b
+
+
 DECIMAL_RE = re.compile(r"^[+-]?(\d+)(?:\.(\d*))?$|^[+-]?\.(\d+)$")
 
 
@@ -293,7 +332,7 @@ def parse_units(text: str, name: str, max_decimals: int, scale: int) -> int:
     s = text.strip()
     m = DECIMAL_RE.match(s)
     if m is None:
-        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        raise mandatory_error(name)
     whole, frac = (m.group(1) or "0"), (m.group(2) if m.group(1) is not None else m.group(3)) or ""
     frac = frac.rstrip("0")
     if len(frac) > max_decimals:
@@ -310,18 +349,59 @@ def parse_decimal(value: Any, name: str, max_decimals: int) -> float:
         try:
             return float(s)
         except ValueError:
-            raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+            raise mandatory_error(name) from None
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.") from None
+        raise mandatory_error(name) from None
     if v != v or v in (float("inf"), float("-inf")):
-        raise sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+        raise mandatory_error(name)
     return v
 
 
 def mandatory_error(name: str) -> ExchangeError:
-    return sim_error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+    return sim_error(BinanceError.MANDATORY_PARAM_EMPTY_OR_MALFORMED,
+                     f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
+
+
+def parse_price(f: SymbolFilters, value: Any, name: str = "price") -> int:
+    """A price from a request, as integer ticks: a decimal string exactly, an in-process
+    float by its nearest tick (it must be one of the canonical values)."""
+    if type(value) is str:
+        units = parse_units(value, name, f.price_decimals, f._price_scale)
+        if units <= 0:
+            raise sim_error(BinanceError.PRICE_LESS_THAN_MIN_PRICE, "Price less than min price.")
+        if units % f._tick_units:
+            raise sim_error(BinanceError.PRICE_NOT_INCREASED_BY_TICK_SIZE, "Price not increased by tick size.")
+        return units // f._tick_units
+    v = value if type(value) is float and math.isfinite(value) else parse_decimal(value, name, f.price_decimals)
+    if v <= 0:
+        raise sim_error(BinanceError.PRICE_LESS_THAN_MIN_PRICE, "Price less than min price.")
+    t = round(v / f.tick_size)
+    if abs(v / f.tick_size - t) > 1e-6:
+        raise sim_error(BinanceError.PRICE_NOT_INCREASED_BY_TICK_SIZE, "Price not increased by tick size.")
+    return t
+
+
+def parse_qty(f: SymbolFilters, value: Any) -> int:
+    """A quantity from a request, as integer steps."""
+    if type(value) is str:
+        units = parse_units(value, "quantity", f.qty_decimals, f._qty_scale)
+        if units <= 0:
+            raise sim_error(BinanceError.QTY_LESS_THAN_ZERO, "Quantity less than or equal to zero.")
+        if units % f._step_units:
+            raise sim_error(BinanceError.QTY_NOT_INCREASED_BY_STEP_SIZE, "Quantity not increased by step size.")
+        steps = units // f._step_units
+    else:
+        v = value if type(value) is float and math.isfinite(value) else parse_decimal(value, "quantity", f.qty_decimals)
+        if v <= 0:
+            raise sim_error(BinanceError.QTY_LESS_THAN_ZERO, "Quantity less than or equal to zero.")
+        steps = round(v / f.step_size)
+        if abs(v / f.step_size - steps) > 1e-6:
+            raise sim_error(BinanceError.QTY_NOT_INCREASED_BY_STEP_SIZE, "Quantity not increased by step size.")
+    if steps < f.steps_of_min_qty:
+        raise sim_error(BinanceError.QTY_LESS_THAN_MIN_QTY, "Quantity less than min quantity.")
+    return steps
 
 
 def parse_bool(value: Any) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from binance import AsyncClient
 
-from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET, LocalExchange
+from local_exchange import DEFAULT_API_KEY, DEFAULT_API_SECRET, ExchangeSettings, LocalExchange
 
 
 def local_client_class(ex: LocalExchange) -> type[AsyncClient]:
@@ -22,11 +22,11 @@ def local_client_class(ex: LocalExchange) -> type[AsyncClient]:
 
 @pytest.fixture
 async def start_exchange():
-    """`await start_exchange(**LocalExchange kwargs)`; every exchange started is stopped after the test."""
+    """`await start_exchange(**ExchangeSettings fields)`; every exchange started is stopped after the test."""
     started: list[LocalExchange] = []
 
     async def start(**kwargs) -> LocalExchange:
-        ex = await LocalExchange(**kwargs).start()
+        ex = await LocalExchange(ExchangeSettings(**kwargs)).start()
         started.append(ex)
         return ex
 

@@ -1,7 +1,7 @@
 """Tests for the SPEC §6 fill model: candle paths, next_trigger, the
-TriggerScanner fast path, and the model as the simulated exchange applies it
+TriggerScanner fast path, the model as the simulated exchange applies it
 (gaps, several levels in one candle, an entry and its exit in one candle,
-stop gaps).  Expected numbers are worked out by hand in each test."""
+stop gaps), and the FillModel setting.  Expected numbers are worked out by hand in each test."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from exchange_api import SymbolFilters
-from sim.fill_model import NO_DOWN, NO_UP, TriggerScanner, candle_path, next_trigger
+from sim.fill_model import (
+    FULL, NO_DOWN, NO_UP, FillModel, TriggerScanner, candle_path, leg_volume_steps, next_trigger,
+)
 from sim.exchange import SimulatedExchange
 
 SYM = "BTCUSDC"
@@ -344,3 +346,37 @@ def test_trigger_scanner_single_spike_at_block_edges(block):
         assert sc.find(0, NO_UP, 950) == dip
         assert sc.find(0, 1050, 950) == min(idx, dip)
         assert sc.find(0, 1051, 949) == -1
+
+
+def test_fill_model_object_full_by_default_volume_from_the_cli_values():
+    assert FillModel() == FULL and FULL.is_full and FULL.leg_steps(1234.5, 0.001) is None
+    assert FillModel.from_cli("full", 7.0) is FULL                   # the share counts only with volume
+    vol = FillModel.from_cli("volume", 0.1)
+    assert vol == FillModel.by_volume(0.1) and not vol.is_full
+    assert vol.leg_steps(30.0, 0.001) == leg_volume_steps(30.0, 0.1, 0.001) == 1000
+    assert vol.leg_steps_of(np.array([30.0, 3.0]), 0.001) == [1000, 100]
+    assert FULL.leg_steps_of(np.array([30.0]), 0.001) is None
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"--fill-share must be in \(0, 1\]"):
+            FillModel.from_cli("volume", share)
+        with pytest.raises(ValueError):
+            FillModel.by_volume(share)
+
+
+def test_the_simulator_and_its_parts_make_no_reference_cycle():
+    """The account and the algo orders hold their engine weakly: a finished run is freed at
+    once, without the cyclic collector (off during a backtest)."""
+    import gc
+    gc.collect()
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        ex = SimulatedExchange([BTC])
+        ex.set_price(SYM, 100.0)
+        ex.new_order(SYM, "BUY", "LIMIT", quantity="0.1", price="99.0", timeInForce="GTC")
+        ex.new_algo_order(SYM, "SELL", "STOP_MARKET", triggerPrice="90.0", closePosition=True)
+        del ex
+        assert gc.collect() == 0
+    finally:
+        if was_on:
+            gc.enable()

@@ -249,10 +249,10 @@ def test_a_truncated_last_row_is_refused_naming_file_and_line(tmp_path: Path, la
 
 
 def test_a_truncated_file_is_refused_by_the_local_exchange_too(tmp_path: Path) -> None:
-    from local_exchange import LocalExchange
+    from local_exchange import ExchangeSettings, LocalExchange
     path = write_text(tmp_path / "cut.csv", [FUTURES_HEADER, FIL_ROWS_12[0], FIL_ROWS_12[1].rsplit(",", 1)[0]])
     with pytest.raises(DataError, match="line 3: expected 12 columns, got 11"):
-        LocalExchange(symbols=["BTCUSDC"], data={"BTCUSDC": [path]})
+        LocalExchange(ExchangeSettings(symbols=["BTCUSDC"], data={"BTCUSDC": [path]}))
 
 
 def test_high_below_low(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from config import load_config  # noqa: E402
 from exchange_api import SymbolFilters  # noqa: E402
 from market.data import synthetic_klines  # noqa: E402
 from sim.exchange import SimulatedExchange  # noqa: E402
+from sim.fill_model import FULL, FillModel  # noqa: E402
 
 F = SymbolFilters("BTCUSDC", 0.1, 0.001, 0.001, 5.0)
 SYM = "BTCUSDC"
@@ -80,9 +81,9 @@ def test_backtest_volume_model_partial_fills_keep_the_ledger_and_the_default_is_
     cfg = load_config(ROOT / "config_btc.txt")
     candles = synthetic_klines(3000, 11, start_price=60_000.0, tick=0.1)
     full = run_backtest(cfg, candles, F)
-    again = run_backtest(cfg, candles, F, fill_share=None)
+    again = run_backtest(cfg, candles, F, fill_model=FULL)
     assert again.fills == full.fills                     # the default is SPEC §6's full fill
-    part = run_backtest(cfg, candles, F, fill_share=0.02)
+    part = run_backtest(cfg, candles, F, fill_model=FillModel.by_volume(0.02))
     per_order = Counter(f.client_id for f in part.fills)
     assert max(per_order.values()) > 1, "no order filled in parts: the test proves nothing"
     roles = {f.role for f in part.fills if per_order[f.client_id] > 1}
