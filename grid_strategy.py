@@ -26,7 +26,7 @@ from typing import Callable
 
 from config import GridConfig
 from exchange_api import (
-    EPS, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ID_TAG, EXIT_ROLES, ExchangeError, ExecType, IdTag, OrderStatus, Role, Side, entry_role, fill_role,
+    EPS, ERR_REDUCE_ONLY_REJECTED, ERR_WOULD_TRIGGER, ID_TAG, ExchangeError, ExecType, IdTag, OrderStatus, Role, Side, entry_role, fill_role,
     FuturesVenue, OrderUpdate, SymbolFilters, apply_fill, client_order_id, parse_client_order_id,
 )
 from grid_ladder import Ladder, acknowledge, direction_sign, register

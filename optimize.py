@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from backtest import BacktestResult, Market, add_market_arguments, apply_fee_overrides, load_market, run_backtest
@@ -92,8 +93,9 @@ class Objective:
     max_drawdown: float
 
     @property
-    def directions(self) -> list[str]:
-        return ["maximize", "minimize"] if self.name == "return-drawdown" else ["maximize"]
+    def directions(self) -> list[StudyDirection]:
+        return [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE] if self.name == "return-drawdown" \
+            else [StudyDirection.MAXIMIZE]
 
     def backtest(self, cfg: GridConfig, w: Window) -> BacktestResult:
         m = self.market
@@ -190,8 +192,7 @@ class Plan:
         """The fold's study, created on first use; a study made for another objective or
         space is refused (its trials would not fit)."""
         storage, url = storage_for(self.args.storage, self.study_name(fold), self.root)
-        want = [optuna.study.StudyDirection.MAXIMIZE if d == "maximize" else optuna.study.StudyDirection.MINIMIZE
-                for d in self.objective.directions]
+        want = self.objective.directions
         study = optuna.create_study(storage=storage, study_name=self.study_name(fold), load_if_exists=True,
                                     directions=want, sampler=self.sampler(worker))
         if list(study.directions) != want:
