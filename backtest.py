@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from config import ConfigError, GridConfig, load_config
-from exchange_api import OrderUpdate, SymbolFilters, run_sync
+from exchange_api import ExecType, OrderUpdate, Role, SymbolFilters, run_sync
 from sim.fill_model import FULL, NO_DOWN, NO_UP, FillModel, TriggerScanner, candle_ticks
 from grid_strategy import FillRecord, GridMartingaleStrategy
 from market.data import Candles, DataError, load_klines
@@ -39,6 +39,7 @@ from market.funding import BASELINE_RATE, FundingError, FundingSeries, constant_
 from sim.exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
 
+_NEW = ExecType.NEW               # bound once: compared on every event of a run
 TRADE_COLUMNS = ["time", "role", "side", "price", "qty", "fee", "realized_pnl", "position_after",
                  "avg_price_after", "client_order_id", "order_id"]
 
@@ -193,7 +194,7 @@ class _Replay:
         while sim.events:
             for ev in sim.drain_events():
                 # NEW acknowledgements carry nothing the strategy acts on.
-                if type(ev) is OrderUpdate and ev.exec_type != "NEW":
+                if type(ev) is OrderUpdate and ev.exec_type != _NEW:
                     run_sync(strategy.on_order_update(ev))
 
     def mark_segment(self, i: int) -> None:
@@ -450,8 +451,8 @@ def write_chart(res: BacktestResult, path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 7.5), sharex=True,
                                    gridspec_kw={"height_ratios": [3, 1.4]})
     ax1.plot(t, c.close[::step], color="#555", lw=0.7, label=f"{res.filters.symbol} close")
-    styles = {"ENTRY": ("^" if res.config.side_sign > 0 else "v", "#1a9850", "entries"),
-              "TP": ("o", "#2166ac", "TP"), "BE": ("D", "#f39c12", "BE"), "SL": ("X", "#d73027", "SL")}
+    styles = {Role.ENTRY: ("^" if res.config.side_sign > 0 else "v", "#1a9850", "entries"),
+              Role.TP: ("o", "#2166ac", Role.TP), Role.BE: ("D", "#f39c12", Role.BE), Role.SL: ("X", "#d73027", Role.SL)}
     for key, (marker, color, label) in styles.items():
         pts = [(f.time_ms, f.price) for f in res.fills if f.role.startswith(key)]
         if pts:

@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 from config import GridConfig
 from exchange_api import (
-    EPS, ERR_MARGIN_INSUFFICIENT, ERR_POST_ONLY_REJECTED, ExchangeError, IdTag, Side, entry_role, FuturesVenue, LimitOrder,
+    EPS, ERR_MARGIN_INSUFFICIENT, ERR_POST_ONLY_REJECTED, ExchangeError, IdTag, Role, Side, entry_role, FuturesVenue, LimitOrder,
     OrderAck, SymbolFilters, client_order_id,
 )
 from state_manager import GridState, OrderState
@@ -278,7 +278,7 @@ class Ladder:
         raced = host.forget_lookahead() or raced
         p = st.position
         if p.qty <= EPS:
-            await self.reset_grid_after_full_close(exit_price, "BE")
+            await self.reset_grid_after_full_close(exit_price, Role.BE)
             return
         p.level_filled = [p.qty] + [0.0] * (self.levels - 1)
         p.level1_qty = p.qty

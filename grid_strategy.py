@@ -446,18 +446,18 @@ class GridMartingaleStrategy:
             self.log.critical("AFTER_LIQUIDATION=STOP: no new grid until the daemon is restarted by hand")
         else:
             self.log.warning("AFTER_LIQUIDATION=CONTINUE: a new grid at %s", self.filters.fmt_price(u.last_price))
-            await self.ladder.reset_grid_after_full_close(u.last_price, "LIQUIDATION")
+            await self.ladder.reset_grid_after_full_close(u.last_price, Role.LIQUIDATION)
         self.changed()
 
     async def on_tp_filled(self, u: OrderUpdate) -> None:
         if self.log_info:
             self.info("tp_fill", price=u.last_price, pnl=u.realized_pnl)
-        await self.ladder.reset_grid_after_full_close(u.last_price, "TP")
+        await self.ladder.reset_grid_after_full_close(u.last_price, Role.TP)
 
     async def on_sl_filled(self, u: OrderUpdate) -> None:
         if self.log_info:
             self.info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
-        await self.ladder.reset_grid_after_full_close(u.last_price, "SL")
+        await self.ladder.reset_grid_after_full_close(u.last_price, Role.SL)
 
     async def on_be_filled(self, u: OrderUpdate) -> None:
         if self.log_info:

@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from exchange_api import Role
+
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
@@ -37,7 +39,7 @@ class OrderState:
 
     @property
     def is_entry(self) -> bool:
-        return self.role.startswith("ENTRY")
+        return self.role.startswith(Role.ENTRY)
 
 
 @dataclass(slots=True)

@@ -249,7 +249,8 @@ class Daemon:
     def _publish_fill(self, r: FillRecord) -> None:
         """Fills the services care about, as events (a dict and a queue put: no I/O here)."""
         self.metrics.fills.labels(self.symbol, r.role).inc()
-        kind = {"TP": TP, "BE": BE, "SL": SL}.get(r.role)
+        events: dict[str, str] = {Role.TP: TP, Role.BE: BE, Role.SL: SL}
+        kind = events.get(r.role)
         if kind is None and r.role == fill_role(Role.ENTRY, self.config.max_entry_level):
             kind = DEEPEST
         if kind is None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence
 from aiohttp import web
-from exchange_api import BinanceError, ExchangeError
+from exchange_api import BinanceError, ExchangeError, OrderStatus
 from sim.fill_model import candle_ticks
 from market.data import MINUTE_MS, Candles, synthetic_klines
 
@@ -104,10 +104,10 @@ class Faults:
         simulator's `trigger_fault` hook): (status, reason), or None."""
         if self.stop_reject_next > 0:
             self.stop_reject_next -= 1
-            return "REJECTED", "Reduce Only reject"
+            return OrderStatus.REJECTED, "Reduce Only reject"
         if self.stop_expire_next > 0:
             self.stop_expire_next -= 1
-            return "EXPIRED", "Order would immediately trigger"
+            return OrderStatus.EXPIRED, "Order would immediately trigger"
         return None
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange_api import OrderUpdate, SymbolFilters
+from exchange_api import FILL_EXEC_TYPES, OrderStatus, OrderUpdate, Side, SymbolFilters
 from sim.exchange import AlgoUpdate, Event, SimAlgoOrder, SimOrder, SimTrade
 from sim.model import ConfigUpdate
 from market.data import MINUTE_MS
@@ -31,7 +31,7 @@ def order_update_to_binance(u: OrderUpdate, f: SymbolFilters) -> dict[str, Any]:
         "cp": u.close_position, "rp": f"{u.realized_pnl:.8f}", "pP": False, "si": 0, "ss": 0,
         "V": "EXPIRE_MAKER", "pm": "NONE", "gtd": 0,
     }
-    if u.exec_type in ("TRADE", "CALCULATED"):
+    if u.exec_type in FILL_EXEC_TYPES:
         o["n"] = f"{u.commission:.8f}"
         o["N"] = u.commission_asset
     return {"e": "ORDER_TRADE_UPDATE", "E": u.event_time, "T": u.trade_time or u.event_time, "o": o}
@@ -92,7 +92,7 @@ def order_json(o: SimOrder, f: SymbolFilters, *, query: bool = False, ack: bool 
     `ack` renders the order as accepted (newOrderRespType=ACK): Binance answers
     before matching, so a marketable order still reads NEW with nothing executed.
     """
-    executed, quote, status = (0.0, 0.0, "NEW") if ack else (o.executed_qty, o.cum_quote, o.status)
+    executed, quote, status = (0.0, 0.0, OrderStatus.NEW) if ack else (o.executed_qty, o.cum_quote, o.status)
     d: dict[str, Any] = {
         "orderId": o.order_id, "symbol": o.symbol, "status": status, "clientOrderId": o.client_id,
         "price": f.fmt_price(o.price), "avgPrice": fmt_avg(f, quote / executed if executed else 0.0),
@@ -134,7 +134,7 @@ def algo_json(a: SimAlgoOrder, f: SymbolFilters, *, query: bool = False) -> dict
 
 def trade_json(t: SimTrade, f: SymbolFilters, asset: str) -> dict[str, Any]:
     return {
-        "buyer": t.side == "BUY", "commission": f8(t.commission), "commissionAsset": asset, "id": t.id,
+        "buyer": t.side == Side.BUY, "commission": f8(t.commission), "commissionAsset": asset, "id": t.id,
         "maker": t.maker, "orderId": t.order_id, "price": f.fmt_price(t.price), "qty": f.fmt_qty(t.qty),
         "quoteQty": f"{t.price * t.qty:.{f.price_decimals + f.qty_decimals}f}", "realizedPnl": f8(t.realized_pnl),
         "side": t.side, "positionSide": "BOTH", "symbol": t.symbol, "time": t.time, "marginAsset": asset,

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from exchange_api import BinanceError
 from market.brackets import liquidation_price
 from sim.model import (
+    BUY,   # enum members bound to names once (the hot path)
     LIQ_KEY, sim_error, SimOrder, LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate,
     ConfigUpdate, SymbolBook, UserStream, book_of,
 )
@@ -40,7 +41,7 @@ def order_cost(b: SymbolBook, side: str, price: float, qty: float) -> float:
     """Initial margin of the part that adds exposure, plus the open loss (reference §5)."""
     p = b.position
     pos = p.qty
-    buy = side == "BUY"
+    buy = side == BUY
     if pos == 0 or (pos > 0) == buy:
         adds = qty
     else:

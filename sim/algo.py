@@ -13,6 +13,7 @@ from typing import Any, Callable, Protocol
 from exchange_api import ERR_UNKNOWN_ORDER, ERR_WOULD_TRIGGER, BinanceError
 
 from sim.model import (
+    BUY, CANCELED, EXPIRED, NEW, SELL,   # enum members bound to names once (the hot path)
     CLIENT_ID_RE, sim_error, SimAlgoOrder, SimOrder, AlgoUpdate, SymbolBook, UserStream, book_of, mandatory_error,
     parse_bool, parse_price, parse_qty,
 )
@@ -64,7 +65,7 @@ class AlgoBook:
         b = book_of(self.books, symbol)
         f = b.filters
         side = (side or "").upper()
-        if side not in ("BUY", "SELL"):
+        if side not in (BUY, SELL):
             raise sim_error(BinanceError.INVALID_SIDE, "Invalid side.")
         if (algoType or "").upper() != "CONDITIONAL":
             raise sim_error(BinanceError.INVALID_ORDER_TYPE, "Invalid algoType.")
@@ -92,7 +93,7 @@ class AlgoBook:
             raise sim_error(BinanceError.CLIENT_ORDER_ID_DUPLICATED, "ClientOrderId is duplicated.")
         # STOP types fire BUY at price >= trigger, SELL at <=; TAKE_PROFIT types the reverse.
         is_stop_type = otype.startswith("STOP")
-        fires_below = (side == "SELL") if is_stop_type else (side == "BUY")
+        fires_below = (side == SELL) if is_stop_type else (side == BUY)
         if b.price_t and (b.price_t <= trig_t if fires_below else b.price_t >= trig_t):
             raise sim_error(ERR_WOULD_TRIGGER, "Order would immediately trigger.")
         on_mark = (workingType or "CONTRACT_PRICE").upper() == "MARK_PRICE"
@@ -124,7 +125,7 @@ class AlgoBook:
                           if x.client_algo_id == clientAlgoId), None)
         else:
             raise mandatory_error("algoid")
-        if a is not None and open_only and a.status != "NEW":
+        if a is not None and open_only and a.status != NEW:
             return None
         return a
 
@@ -132,12 +133,12 @@ class AlgoBook:
         a = self._lookup(algoId, clientAlgoId, open_only=True)
         if a is None:
             raise sim_error(ERR_UNKNOWN_ORDER, "Unknown order sent.")
-        self.end(a, "CANCELED")
+        self.end(a, CANCELED)
         return a
 
     def cancel_all(self, symbol: str) -> None:
         for a in list(book_of(self.books, symbol).algo_by_client.values()):
-            self.end(a, "CANCELED")
+            self.end(a, CANCELED)
 
     def get(self, algoId: Any = None, clientAlgoId: str | None = None) -> SimAlgoOrder:
         a = self._lookup(algoId, clientAlgoId, open_only=False)
@@ -174,9 +175,9 @@ class AlgoBook:
         self._emit(a)
         pos = b.position.qty
         qty = abs(pos) if a.close_position else a.qty
-        closes = pos != 0 and (pos > 0) == (a.side == "SELL")
+        closes = pos != 0 and (pos > 0) == (a.side == SELL)
         if (a.close_position or a.reduce_only) and not closes:
-            a.status, a.actual_order_id = "EXPIRED", 0   # nothing to close: Binance rejects the triggered order
+            a.status, a.actual_order_id = EXPIRED, 0   # nothing to close: Binance rejects the triggered order
             a.reason = "Reduce Only reject"
             self._emit(a)
             return

@@ -32,12 +32,13 @@ from typing import Any, Generic, Iterable, TypeVar, overload
 
 from exchange_api import (
     ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
-    ERR_NO_SUCH_ORDER, ERR_POST_ONLY_REJECTED, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, BinanceError, ExchangeError,
+    ERR_NO_SUCH_ORDER, ERR_POST_ONLY_REJECTED, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, BinanceError, ExchangeError, ExecType,
     FuturesVenue, LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
 )
 from market.brackets import table_for
 from sim.fill_model import next_trigger
 from sim.model import (
+    BUY, CALCULATED, CANCELED, EXPIRED, FILLED, NEW, PARTIALLY_FILLED, SELL, TRADE,   # enum members bound to names once (the hot path)
     DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_OPEN_ORDERS, MAX_BATCH_ORDERS, CLIENT_ID_RE,
     ALGO_TYPES, EPS, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
     LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate, Event, SymbolBook, RestingOrder,
@@ -191,9 +192,9 @@ class SimulatedExchange:
         acknowledgements off (a liquidation's first step), book by book."""
         for book in self.books.values():
             for o in list(book.open_by_client.values()):
-                self.end_order(book, o, "CANCELED", force=True)
+                self.end_order(book, o, CANCELED, force=True)
             for a in list(book.algo_by_client.values()):
-                self.algos.end(a, "CANCELED", force=True)
+                self.algos.end(a, CANCELED, force=True)
 
     def force_close(self, b: SymbolBook, price_t: int) -> SimOrder:
         """Binance's liquidation order: `b`'s whole position closed at `price_t` (a CALCULATED
@@ -202,13 +203,13 @@ class SimulatedExchange:
         qty = abs(p.qty)
         oid = self.new_id()
         cid = f"autoclose-{self.now_ms}"
-        side = "SELL" if p.steps > 0 else "BUY"
+        side = SELL if p.steps > 0 else BUY
         o = SimOrder(order_id=oid, client_id=cid, symbol=f.symbol, side=side, type="LIQUIDATION",
                      orig_type="LIQUIDATION", price=f.from_ticks(price_t), qty=qty, reduce_only=True,
                      time_in_force="IOC", time=self.now_ms, update_time=self.now_ms, trigger=price_t,
-                     fires_below=side == "BUY", seq=oid)
+                     fires_below=side == BUY, seq=oid)
         self.orders[oid] = o
-        self._fill(b, o, price_t, qty, maker=False, exec_type="CALCULATED", check_liquidation=False)
+        self._fill(b, o, price_t, qty, maker=False, exec_type=CALCULATED, check_liquidation=False)
         return o
 
     def place_triggered(self, b: SymbolBook, a: SimAlgoOrder, client_id: str, qty: float,
@@ -222,10 +223,10 @@ class SimulatedExchange:
                      price=0.0 if is_market else a.price, qty=qty,
                      reduce_only=a.reduce_only or a.close_position, time_in_force=a.time_in_force,
                      time=self.now_ms, update_time=self.now_ms, close_position=a.close_position,
-                     stop_price=a.trigger_price, trigger=a.limit_t, fires_below=(a.side == "BUY"),
+                     stop_price=a.trigger_price, trigger=a.limit_t, fires_below=(a.side == BUY),
                      seq=oid)
         self.orders[oid] = o
-        self._emit_order(o, "NEW")
+        self._emit_order(o, NEW)
         if is_market:
             self._take(b, o, fill_price, qty)
         elif o.client_id not in b.open_by_client:
@@ -262,7 +263,7 @@ class SimulatedExchange:
         b = self.book(symbol)
         f = b.filters
         side = (side or "").upper()
-        if side not in ("BUY", "SELL"):
+        if side not in (BUY, SELL):
             raise sim_error(BinanceError.INVALID_SIDE, "Invalid side.")
         otype = (type or "").upper()
         if otype in ALGO_TYPES:
@@ -313,11 +314,11 @@ class SimulatedExchange:
             return sim_error(ERR_MIN_NOTIONAL, f"Order's notional must be no smaller than {f.min_notional:g} "
                         "(unless you choose reduce only).")
         pos = b.position.steps
-        if reduce_only and (pos == 0 or (pos > 0) == (side == "BUY") or qty_s > abs(pos)):
+        if reduce_only and (pos == 0 or (pos > 0) == (side == BUY) or qty_s > abs(pos)):
             return sim_error(ERR_REDUCE_ONLY_REJECTED, "ReduceOnly Order is rejected.")
         if len(b.open_by_client) >= MAX_OPEN_ORDERS:
             return sim_error(BinanceError.MAX_OPEN_ORDER_EXCEEDED, "Reach max open order limit.")
-        if tif == "GTX" and otype == "LIMIT" and b.price_t and (px_t >= b.price_t if side == "BUY"
+        if tif == "GTX" and otype == "LIMIT" and b.price_t and (px_t >= b.price_t if side == BUY
                                                                  else px_t <= b.price_t):
             return sim_error(ERR_POST_ONLY_REJECTED, "Due to the order could not be executed as maker, the Post "
                              "Only order will be rejected.")
@@ -329,23 +330,23 @@ class SimulatedExchange:
                px: float, qty: float) -> SimOrder:
         """An order that passed the checks: recorded, then matched, rested or expired."""
         symbol = b.filters.symbol
-        marketable = otype == "MARKET" or (b.price_t and (px_t >= b.price_t if side == "BUY" else px_t <= b.price_t))
+        marketable = otype == "MARKET" or (b.price_t and (px_t >= b.price_t if side == BUY else px_t <= b.price_t))
         self._next_id += 1
         oid = self._next_id
         now = self.now_ms
         # Positional: the record of every placement, on the backtest's hot path.
         o = SimOrder(oid, cid, symbol, side, otype, otype, px if otype == "LIMIT" else 0.0, qty, reduce_only,
-                     tif, now, now, "NEW", 0.0, 0.0, False, 0.0, px_t, side == "BUY", False, oid)
+                     tif, now, now, NEW, 0.0, 0.0, False, 0.0, px_t, side == BUY, False, oid)
         self.orders[oid] = o
         if self.ack_events:
-            self._emit_order(o, "NEW")
+            self._emit_order(o, NEW)
         if marketable:
             # Takes liquidity at the current price (better than or at the limit).
             self._take(b, o, b.price_t, o.qty)
-            if o.status != "FILLED":
-                self.end_order(b, o, "EXPIRED")
+            if o.status != FILLED:
+                self.end_order(b, o, EXPIRED)
         elif tif in ("IOC", "FOK"):
-            self.end_order(b, o, "EXPIRED")
+            self.end_order(b, o, EXPIRED)
         else:
             b.rest(o)
         return o
@@ -379,7 +380,7 @@ class SimulatedExchange:
         o = self._lookup_open(b, orderId, origClientOrderId)
         if o is None:
             raise sim_error(ERR_UNKNOWN_ORDER, "Unknown order sent.")
-        self.end_order(b, o, "CANCELED")
+        self.end_order(b, o, CANCELED)
         return o
 
     def modify_order(self, symbol: str, side: str, quantity: Any, price: Any, orderId: Any = None,
@@ -402,11 +403,11 @@ class SimulatedExchange:
         qty_s = parse_qty(f, quantity)
         px_t = parse_price(f, price)
         if qty_s <= f.to_steps(o.executed_qty):
-            self.end_order(b, o, "CANCELED")
+            self.end_order(b, o, CANCELED)
             return o
-        crosses = b.price_t and (px_t >= b.price_t if o.side == "BUY" else px_t <= b.price_t)
+        crosses = b.price_t and (px_t >= b.price_t if o.side == BUY else px_t <= b.price_t)
         if crosses and o.time_in_force == "GTX":
-            self.end_order(b, o, "CANCELED")
+            self.end_order(b, o, CANCELED)
             return o
         old = (o.price, o.qty, o.trigger)
         b.unrest(o, o.remaining, done=True)
@@ -418,13 +419,14 @@ class SimulatedExchange:
         o.seq = self.new_id()           # the back of the queue at its price
         o.update_time = self.now_ms
         if self.ack_events:
+            # Positional: built once per order event of a backtest (22 fields by keyword cost more).
             self.events.append(OrderUpdate(
-                o.symbol, o.client_id, o.order_id, o.side, o.orig_type, "AMENDMENT", o.status, o.price, o.qty,
+                o.symbol, o.client_id, o.order_id, o.side, o.orig_type, ExecType.AMENDMENT, o.status, o.price, o.qty,
                 0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position,
                 o.stop_price, 0, self.now_ms, self.now_ms, self.account.asset))
         if crosses:
             self._take(b, o, b.price_t, o.remaining)
-            if o.status != "FILLED":
+            if o.status != FILLED:
                 b.rest(o)
         else:
             b.rest(o)
@@ -433,7 +435,7 @@ class SimulatedExchange:
     def cancel_all_orders(self, symbol: str) -> None:
         b = self.book(symbol)
         for o in list(b.open_by_client.values()):
-            self.end_order(b, o, "CANCELED")
+            self.end_order(b, o, CANCELED)
 
     def get_order(self, symbol: str, orderId: Any = None, origClientOrderId: str | None = None) -> SimOrder:
         b = self.book(symbol)
@@ -527,9 +529,9 @@ class SimulatedExchange:
             return
         f = b.filters
         left = f.to_steps(qty)
-        step = -1 if o.side == "SELL" else 1
+        step = -1 if o.side == SELL else 1
         k = 0
-        while left > 0 and o.status not in ("FILLED", "EXPIRED", "CANCELED"):
+        while left > 0 and o.status not in (FILLED, EXPIRED, CANCELED):
             q = min(left, b.leg_volume)
             self._fill(b, o, price_t + step * k, f.from_steps(q), maker=False)
             left -= q
@@ -587,19 +589,19 @@ class SimulatedExchange:
         return True
 
     def _fill(self, b: SymbolBook, o: SimOrder, price_t: int, qty: float, maker: bool,
-              exec_type: str = "TRADE", check_liquidation: bool = True) -> None:
+              exec_type: str = TRADE, check_liquidation: bool = True) -> None:
         p = b.position
         f = b.filters
         price = f.from_ticks(price_t)
         qty_s = f.to_steps(qty)
         if o.reduce_only:
-            closes = p.steps != 0 and (p.steps > 0) == (o.side == "SELL")
+            closes = p.steps != 0 and (p.steps > 0) == (o.side == SELL)
             qty_s = min(qty_s, abs(p.steps)) if closes else 0
             if qty_s <= 0:
-                self.end_order(b, o, "EXPIRED")
+                self.end_order(b, o, EXPIRED)
                 return
             qty = f.from_steps(qty_s)
-        signed_s = qty_s if o.side == "BUY" else -qty_s
+        signed_s = qty_s if o.side == BUY else -qty_s
         before = p.steps
         _, p.entry_price, realized = apply_fill(p.qty, p.entry_price, f.from_steps(signed_s), price)
         p.steps += signed_s
@@ -617,15 +619,16 @@ class SimulatedExchange:
         o.cum_quote += price * qty
         o.update_time = self.now_ms
         o.executed_qty = f.qty_round(o.executed_qty)
-        o.status = "FILLED" if f.to_steps(o.remaining) <= 0 else "PARTIALLY_FILLED"
+        o.status = FILLED if f.to_steps(o.remaining) <= 0 else PARTIALLY_FILLED
         if resting:
-            b.unrest(o, qty, done=o.status == "FILLED")
+            b.unrest(o, qty, done=o.status == FILLED)
         tid = self._next_trade_id
         self._next_trade_id += 1
         # Positional records: one trade and one event per fill, the backtest's hot path.
         if self.keep_trades:
             self.trades.append(SimTrade(tid, o.order_id, o.client_id, o.symbol, o.side, price, qty,
                                         realized, fee, maker, self.now_ms, p.qty, p.entry_price, self._next_id))
+        # Positional: built once per order event of a backtest (22 fields by keyword cost more).
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, exec_type, o.status, o.price, o.qty,
             qty, price, o.executed_qty, o.avg_price, fee, realized, maker, o.reduce_only,
@@ -641,13 +644,14 @@ class SimulatedExchange:
         """Binance drops reduce-only orders that can no longer reduce the position."""
         pos = b.position.steps
         for o in list(b.open_by_client.values()):
-            if o.reduce_only and (pos == 0 or (pos > 0) == (o.side == "BUY")):
-                self.end_order(b, o, "EXPIRED")
+            if o.reduce_only and (pos == 0 or (pos > 0) == (o.side == BUY)):
+                self.end_order(b, o, EXPIRED)
 
     # ------------------------------------------------------------------ events
     def _emit_order(self, o: SimOrder, status: str, force: bool = False) -> None:
-        if not (self.ack_events or force) and status in ("NEW", "CANCELED"):
+        if not (self.ack_events or force) and status in (NEW, CANCELED):
             return
+        # Positional: built once per order event of a backtest (22 fields by keyword cost more).
         self.events.append(OrderUpdate(
             o.symbol, o.client_id, o.order_id, o.side, o.orig_type, status, status, o.price, o.qty,
             0.0, 0.0, o.executed_qty, o.avg_price, 0.0, 0.0, False, o.reduce_only, o.close_position, o.stop_price,
@@ -694,7 +698,7 @@ class SimVenue(FuturesVenue):
         for c in client_ids:
             o = book.open_by_client.get(c)
             if o is not None:
-                ex.end_order(book, o, "CANCELED")
+                ex.end_order(book, o, CANCELED)
                 out[c] = o.executed_qty
             else:
                 out[c] = await self.cancel_order_confirmed(c)

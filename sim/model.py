@@ -8,8 +8,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Union
 
-from exchange_api import ERR_PRECISION, BinanceError, ExchangeError, OrderUpdate, SymbolFilters
+from exchange_api import ERR_PRECISION, BinanceError, ExchangeError, ExecType, OrderStatus, OrderUpdate, Side, SymbolFilters
 from market.brackets import BracketTable
+
+# The enums' members bound to plain names once: the matching loop compares them per order and
+# fill, and a name costs a seventh of an enum attribute (DECISIONS, issue 20).
+BUY, SELL = Side.BUY, Side.SELL
+NEW, PARTIALLY_FILLED, FILLED = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED
+CANCELED, EXPIRED = OrderStatus.CANCELED, OrderStatus.EXPIRED
+TRADE, CALCULATED = ExecType.TRADE, ExecType.CALCULATED
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
 DEFAULT_FILTERS = {
@@ -68,7 +75,7 @@ class SimOrder:
     time_in_force: str
     time: int
     update_time: int
-    status: str = "NEW"
+    status: str = NEW
     executed_qty: float = 0.0
     cum_quote: float = 0.0
     close_position: bool = False
@@ -104,7 +111,7 @@ class SimAlgoOrder:
     working_type: str
     create_time: int
     update_time: int
-    status: str = "NEW"
+    status: str = NEW
     trigger_time: int = 0
     actual_order_id: int = 0
     actual_price: float = 0.0
@@ -297,7 +304,7 @@ class SymbolBook:
         self.open_by_client[o.client_id] = o
         self.resting[o.order_id] = o
         if not o.reduce_only:
-            if o.side == "BUY":
+            if o.side == BUY:
                 self.open_buy_notional += o.price * o.remaining
             else:
                 self.open_sell_notional += o.price * o.remaining
@@ -305,7 +312,7 @@ class SymbolBook:
     def unrest(self, o: "SimOrder", qty: float, done: bool) -> None:
         """`qty` of a resting order leaves the book (filled or cancelled); `done`: all of it."""
         if not o.reduce_only:
-            if o.side == "BUY":
+            if o.side == BUY:
                 self.open_buy_notional -= o.price * qty
             else:
                 self.open_sell_notional -= o.price * qty

@@ -164,3 +164,38 @@ def test_the_daemon_catches_no_bare_runtime_error():
             if isinstance(node, ast.ExceptHandler) and node.type is not None:
                 names = {n.id for n in ast.walk(node.type) if isinstance(n, ast.Name)}
                 assert "RuntimeError" not in names, f"{name}:{node.lineno} catches RuntimeError"
+
+
+ENUM_TEXTS = {"BUY", "SELL", "NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED", "TRADE", "CALCULATED",
+              "TP", "BE", "SL", "ENTRY"}       # not "E": the ids' tag, and every event's time field
+
+
+def test_roles_sides_and_statuses_are_named_once():
+    """issue 20: one name for each fact — a side, an order status, an execution type or a role is
+    written as its enum member (exchange_api), never as a bare literal elsewhere; an entry's role
+    is made by entry_role / fill_role only."""
+    found = []
+    for name in MODULES:
+        if name == "exchange_api":
+            continue
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in ENUM_TEXTS:
+                found.append(f"{name}:{node.lineno} {node.value!r}")
+            elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant) \
+                    and str(node.values[0].value).startswith("ENTRY"):
+                found.append(f"{name}:{node.lineno} f'ENTRY…'")
+    assert not found, found
+
+
+def test_wide_records_are_built_by_keyword_outside_the_simulator():
+    """OrderUpdate (22 fields) and FillRecord (13) by keyword; positional only in sim/, where a
+    backtest builds one per event (each such call carries a comment saying so)."""
+    positional = []
+    for name in MODULES:
+        if name.startswith("sim."):
+            continue
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                    and node.func.id in ("OrderUpdate", "FillRecord") and node.args:
+                positional.append(f"{name}:{node.lineno} {node.func.id}")
+    assert not positional, positional
