@@ -39,7 +39,7 @@ from market.funding import BASELINE_RATE, FundingError, FundingSeries, constant_
 from sim.exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
 
-_NEW = ExecType.NEW               # bound once: compared on every event of a run
+_NEW = ExecType.NEW.value         # bound once, plain str: compared on every event of a run
 TRADE_COLUMNS = ["time", "role", "side", "price", "qty", "fee", "realized_pnl", "position_after",
                  "avg_price_after", "client_order_id", "order_id"]
 

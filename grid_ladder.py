@@ -90,7 +90,7 @@ class Ladder:
         """The config in force, and the direction the state holds (it changes only while flat)."""
         self.config = config
         self.s = direction_sign(self.state.direction)
-        self.entry_side = Side.BUY if self.s > 0 else Side.SELL
+        self.entry_side = (Side.BUY if self.s > 0 else Side.SELL).value     # plain str (hot path)
         self.levels = config.max_entry_level
 
     # ------------------------------------------------------------------ levels

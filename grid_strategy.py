@@ -36,9 +36,9 @@ from state_manager import GridState, OrderState
 log = logging.getLogger("grid")
 
 # Bound once: compared on every order event of a backtest (an enum's attribute costs more).
-_TRADE, _FILLED = ExecType.TRADE, OrderStatus.FILLED
+_TRADE, _FILLED = ExecType.TRADE.value, OrderStatus.FILLED.value    # plain str: the fast compare
 # Gone without our asking; EXPIRED_IN_MATCH (self-trade prevention) is X's, accepted as x too.
-_GONE = (ExecType.CANCELED, ExecType.EXPIRED, OrderStatus.EXPIRED_IN_MATCH)
+_GONE = (ExecType.CANCELED.value, ExecType.EXPIRED.value, OrderStatus.EXPIRED_IN_MATCH.value)
 MARKET_CLOSE_TRIES = 3           # a market close refused as reduce-only: read the position again
 
 
@@ -120,8 +120,9 @@ class GridMartingaleStrategy:
         self.config = config
         self.ladder.apply_config(config)
         self.s = direction_sign(self.state.direction)
-        self.entry_side = Side.BUY if self.s > 0 else Side.SELL
-        self.exit_side = Side.SELL if self.s > 0 else Side.BUY
+        # Plain str values: they travel into every order and are compared on the hot path.
+        self.entry_side = (Side.BUY if self.s > 0 else Side.SELL).value
+        self.exit_side = (Side.SELL if self.s > 0 else Side.BUY).value
         self.levels = config.max_entry_level
         self.half_range = config.grid_range_pct / 2.0
         pos = self.state.position
@@ -480,7 +481,7 @@ class GridMartingaleStrategy:
             return True
         if qty <= EPS:
             return False
-        order = OrderState(self._next_exit_id(role), role, self.exit_side, price, qty)
+        order = OrderState(self._next_exit_id(role), role.value, self.exit_side, price, qty)
         register(self.state, order)
         self.changed()
         ack = await self.venue.place_limit_close(order.client_id, self.exit_side, price, qty)
@@ -533,7 +534,7 @@ class GridMartingaleStrategy:
         """Place the stop; True when it would have triggered at once and the position was
         closed at market instead."""
         trigger = self.stop_price()
-        order = OrderState(self._next_exit_id(Role.SL), Role.SL, self.exit_side, trigger, 0.0)
+        order = OrderState(self._next_exit_id(Role.SL), Role.SL.value, self.exit_side, trigger, 0.0)
         register(self.state, order)
         self.changed()
         try:

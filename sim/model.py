@@ -11,12 +11,13 @@ from typing import Any, Protocol, Union
 from exchange_api import ERR_PRECISION, BinanceError, ExchangeError, ExecType, OrderStatus, OrderUpdate, Side, SymbolFilters
 from market.brackets import BracketTable
 
-# The enums' members bound to plain names once: the matching loop compares them per order and
-# fill, and a name costs a seventh of an enum attribute (DECISIONS, issue 20).
-BUY, SELL = Side.BUY, Side.SELL
-NEW, PARTIALLY_FILLED, FILLED = OrderStatus.NEW, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED
-CANCELED, EXPIRED = OrderStatus.CANCELED, OrderStatus.EXPIRED
-TRADE, CALCULATED = ExecType.TRADE, ExecType.CALCULATED
+# The enums' values bound once to names as plain str: the matching loop compares them per order
+# and fill; a name costs a seventh of an enum attribute, and CPython's fast string compare takes
+# exact str only, not a str subclass (DECISIONS, issue 20).
+BUY, SELL = Side.BUY.value, Side.SELL.value
+NEW, PARTIALLY_FILLED, FILLED = OrderStatus.NEW.value, OrderStatus.PARTIALLY_FILLED.value, OrderStatus.FILLED.value
+CANCELED, EXPIRED = OrderStatus.CANCELED.value, OrderStatus.EXPIRED.value
+TRADE, CALCULATED = ExecType.TRADE.value, ExecType.CALCULATED.value
 
 # Offline defaults (reference §1): coarse on purpose, valid live as well.
 DEFAULT_FILTERS = {
