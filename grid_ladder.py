@@ -11,6 +11,7 @@ lines, the position read and the TP placed after a reset.  The order bookkeeping
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Callable, Protocol
 
 from config import GridConfig
@@ -75,7 +76,10 @@ class Ladder:
 
     def __init__(self, host: LadderHost, state: GridState, config: GridConfig, filters: SymbolFilters,
                  symbol: str, log: logging.Logger, msg: dict[str, str]):
-        self.host = host
+        # A weak reference: the strategy holds the ladder, and a strong one back would make a
+        # cycle that leaves the strategy, its venue and a whole backtest's simulator to the
+        # cyclic collector, which a backtest turns off while it runs.
+        self.host: LadderHost = weakref.proxy(host)
         self.state = state
         self.filters = filters
         self.symbol = symbol

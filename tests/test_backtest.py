@@ -466,3 +466,24 @@ def test_fast_scan_matches_full_replay_on_real_data(direction):
     assert len(ref_fills) >= 50
     assert res.fills == ref_fills
     assert res.final_wallet == sim.wallet
+
+
+def test_a_finished_backtest_leaves_no_reference_cycle():
+    """The strategy's ladder holds the strategy weakly, as the simulator's parts hold it: a run's
+    strategy, venue and simulator are freed at once, never left to the cyclic collector (which a
+    backtest turns off while it runs, so a cycle would make every run walk the last one's
+    objects)."""
+    import gc
+    cfg = load_config(REPO / "config_btc.txt")
+    candles = synthetic_klines(2_000, seed=5, start_price=60_000.0)
+    gc.collect()
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        res = run_backtest(cfg, candles, DEFAULT_FILTERS["BTCUSDC"])
+        assert res.fills, "the synthetic market should trade"
+        del res
+        assert gc.collect() == 0
+    finally:
+        if was_on:
+            gc.enable()
