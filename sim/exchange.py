@@ -31,7 +31,7 @@ import math
 from typing import Any, Generic, Iterable, TypeVar, overload
 
 from exchange_api import (
-    ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
+    EPS, ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
     ERR_NO_SUCH_ORDER, ERR_POST_ONLY_REJECTED, ERR_UNKNOWN_ORDER, ERR_USE_ALGO_API, BinanceError, ExchangeError, ExecType,
     FuturesVenue, LimitOrder, OpenOrder, OrderAck, OrderUpdate, Position, SymbolFilters, apply_fill,
 )
@@ -40,7 +40,7 @@ from sim.fill_model import next_trigger
 from sim.model import (
     BUY, CALCULATED, CANCELED, EXPIRED, FILLED, NEW, PARTIALLY_FILLED, SELL, TRADE,   # enum members bound to names once (the hot path)
     DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, MAX_OPEN_ORDERS, MAX_BATCH_ORDERS, CLIENT_ID_RE,
-    ALGO_TYPES, EPS, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
+    ALGO_TYPES, sim_error, SimOrder, SimAlgoOrder, SimPosition, SimTrade, AlgoUpdate,
     LiquidationTrigger, Liquidation, FundingSettlement, Income, AccountUpdate, Event, SymbolBook, RestingOrder,
     follows_mark, resting_key, mandatory_error, parse_bool, parse_price, parse_qty,
 )

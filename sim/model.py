@@ -53,7 +53,6 @@ MAX_OPEN_ORDERS = 200
 MAX_BATCH_ORDERS = 5
 CLIENT_ID_RE = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")
 ALGO_TYPES = {"STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"}
-EPS = 1e-9
 LIQ_KEY = -1                    # the liquidation trigger's key among a book's resting orders
 LIQ_SEQ = 1 << 62               # at the same tick, the account's own stop goes first
 

@@ -199,3 +199,12 @@ def test_wide_records_are_built_by_keyword_outside_the_simulator():
                     and node.func.id in ("OrderUpdate", "FillRecord") and node.args:
                 positional.append(f"{name}:{node.lineno} {node.func.id}")
     assert not positional, positional
+
+
+def test_eps_and_the_root_are_defined_once():
+    """EPS lives in exchange_api, the project root in paths.py: nowhere else."""
+    for name in MODULES:
+        for node in _tree(name).body:
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id in ("EPS", "ROOT")
+                                                    for t in node.targets):
+                assert name in ("exchange_api", "paths"), f"{name}:{node.lineno} defines its own EPS / ROOT"
