@@ -49,6 +49,7 @@ from ops.metrics import DaemonMetrics
 from ops.services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
 
 SYNC_INTERVAL_S = 30.0
+FILL_EVENTS: dict[str, str] = {Role.TP: TP, Role.BE: BE, Role.SL: SL}    # a fill's role → its event
 FUNDING_CHECK_S = 600.0          # the income history is read at least this often (and on each FUNDING_FEE)
 # Refusals of one order (not of the account or the symbol): the daemon runs on and retries.
 E = BinanceError
@@ -249,8 +250,7 @@ class Daemon:
     def _publish_fill(self, r: FillRecord) -> None:
         """Fills the services care about, as events (a dict and a queue put: no I/O here)."""
         self.metrics.fills.labels(self.symbol, r.role).inc()
-        events: dict[str, str] = {Role.TP: TP, Role.BE: BE, Role.SL: SL}
-        kind = events.get(r.role)
+        kind = FILL_EVENTS.get(r.role)
         if kind is None and r.role == fill_role(Role.ENTRY, self.config.max_entry_level):
             kind = DEEPEST
         if kind is None:
