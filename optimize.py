@@ -3,23 +3,28 @@
 
     python optimize.py --config config_btc.txt --data CSV [CSV ...] --space optimize_space.txt
         [--trials N] [--jobs N] [--storage URL] [--study NAME] [--folds K] [--holdout F]
-        [--objective NAME] [--seed S] [--out DIR]  + backtest.py's market flags
+        [--objective NAME] [--max-drawdown PCT] [--seed S] [--out DIR]  + backtest.py's market flags
 
 Every trial is the real backtest (strategy, simulator, funding, liquidation) on the
-in-sample candles.  The last `--holdout` of the candles never enters the search;
-`--folds K` runs an anchored walk-forward (K studies, fold i tuned on segments 1..i and
-tested on segment i+1).  Every reported configuration is re-run on the candles it was not
-tuned on, and the report puts in- and out-of-sample side by side.
+in-sample candles.  The last `--holdout` of the candles never enters the search.  The
+configuration written as `best_01.txt` is picked by a rule fixed in advance
+(research/selection.py) from in-sample figures only, and then judged out of sample beside
+every other feasible trial, the base config and buy-and-hold, with the deflated Sharpe
+ratio and the probability of backtest overfitting (research/overfitting.py).
+
+`--folds K` adds an anchored walk-forward: K studies, fold i tuned on segments 1..i and
+tested on segment i+1, each fold's choice by the same rule, their tests joined into one
+out-of-sample equity curve; the final study re-fits on all the in-sample candles.
 
 Objectives: `return-drawdown` (default; NSGA-II: return up, max drawdown down), or one
-score with TPE: `calmar`, `sortino`, `sharpe` (daily equity), `return`, each under
-`--max-drawdown`.  Always constrained: no liquidation, at least `--min-round-trips`.
+score with TPE: `calmar` (return over drawdown), `sortino`, `sharpe` (daily equity),
+`return`.  Always constrained: no liquidation, at least `--min-round-trips`, max
+drawdown under `--max-drawdown` (default 30 %).
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import csv
 import math
 import multiprocessing as mp
 import os
@@ -28,30 +33,35 @@ import socket
 import sys
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from backtest import BacktestResult, Market, add_market_arguments, apply_fee_overrides, load_market, run_backtest
-from market.brackets import BracketError
-from errors import BadInput, Fatal
 from config import ConfigError, GridConfig, format_config, load_config
-from market.funding import FundingError
+from errors import Fatal
+from market.brackets import BracketError
 from market.data import DataError
-from research.scoring import Score, score
+from market.funding import FundingError
+from research import identity
+from research.identity import Identity, StudyMismatch
+from research.report import StudyResult, asset_figures, verdict, write_outputs
+from research.scoring import Score, daily_returns, score
 from research.search_space import Space, SpaceError, build_config, load_space
-from research.study_runner import (GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, constraints_of, shown_url,
-                          storage_for)
+from research.selection import choose, feasible, in_sample, scored
+from research.study_runner import GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, shown_url, storage_for
+from sim.fill_model import FULL, FillModel
 
 OBJECTIVES = ("return-drawdown", "calmar", "sortino", "sharpe", "return")
-SINGLE_KEY = {"calmar": "calmar", "sortino": "sortino", "sharpe": "sharpe", "return": "return_pct"}
+SINGLE_KEY = {"calmar": "return_over_dd", "sortino": "sortino_day", "sharpe": "sharpe_day", "return": "return_pct"}
 WORST = {"return_pct": -100.0, "max_drawdown_pct": 100.0}
 TRIAL_SLEEP_S = float(os.environ.get("GM_OPTIMIZE_TRIAL_SLEEP_S") or 0)   # test hook, 0 otherwise
-MAX_REPORTED = 10                # configurations written (the Pareto set's best by return)
+DEFAULT_MAX_DRAWDOWN = 30.0
 
 
 # ---------------------------------------------------------------------- windows
@@ -64,20 +74,23 @@ class Window:
 
 @dataclass(frozen=True)
 class Fold:
-    number: int                 # 1..K
+    number: int                 # 1..K, and K+1 for the final study
     train: Window
-    test: Window | None         # None: a single study without folds (its test is the holdout)
+    test: Window | None         # the fold's next segment; the holdout for the final study (None without one)
+    final: bool = False         # the study over all the in-sample candles: its choice is best_01
 
 
 def plan_folds(n: int, holdout: float, folds: int) -> tuple[list[Fold], Window | None]:
-    """Anchored walk-forward over the first (1 - holdout) of n candles, and the holdout."""
+    """The anchored walk-forward over the first (1 - holdout) of n candles, then the final
+    study on all of them (tested on the holdout), and the holdout."""
     cut = n - int(round(n * holdout))
     hold = Window("holdout", cut, n) if cut < n else None
-    if folds <= 1:
-        return [Fold(1, Window("in-sample", 0, cut), None)], hold
-    edges = [round(cut * k / (folds + 1)) for k in range(folds + 2)]
-    out = [Fold(i, Window(f"fold {i} train", 0, edges[i]), Window(f"fold {i} test", edges[i], edges[i + 1]))
-           for i in range(1, folds + 1)]
+    out: list[Fold] = []
+    if folds > 1:
+        edges = [round(cut * k / (folds + 1)) for k in range(folds + 2)]
+        out = [Fold(i, Window(f"fold {i} train", 0, edges[i]), Window(f"fold {i} test", edges[i], edges[i + 1]))
+               for i in range(1, folds + 1)]
+    out.append(Fold(len(out) + 1, Window("in-sample", 0, cut), hold, final=True))
     return out, hold
 
 
@@ -91,17 +104,22 @@ class Objective:
     market: Market
     min_round_trips: int
     max_drawdown: float
+    fill_model: FillModel = FULL
 
     @property
     def directions(self) -> list[StudyDirection]:
         return [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE] if self.name == "return-drawdown" \
             else [StudyDirection.MAXIMIZE]
 
+    @property
+    def single(self) -> bool:
+        return self.name != "return-drawdown"
+
     def backtest(self, cfg: GridConfig, w: Window) -> BacktestResult:
         m = self.market
         # Candles.slice is a view: the worker's one copy of the candles serves every trial.
         return run_backtest(cfg, m.candles.slice(w.start, w.end), m.filters, funding=m.funding, mark=m.mark,
-                            brackets=m.brackets, liquidation=m.liquidation)
+                            brackets=m.brackets, liquidation=m.liquidation, fill_model=self.fill_model)
 
     def values(self, s: Score) -> list[float]:
         if self.name == "return-drawdown":
@@ -109,76 +127,64 @@ class Objective:
         return [float(getattr(s, SINGLE_KEY[self.name]))]
 
     def constraints(self, s: Score) -> list[float]:
-        c = [0.0, float(s.liquidations), float(self.min_round_trips - s.round_trips)]
-        if self.name != "return-drawdown":
-            c.append(s.max_drawdown_pct - self.max_drawdown)
-        return c
+        """≤ 0 satisfied: the config's rules, no liquidation, enough round trips, the drawdown cap."""
+        return [0.0, float(s.liquidations), float(self.min_round_trips - s.round_trips),
+                s.max_drawdown_pct - self.max_drawdown]
 
     def evaluate(self, params: dict[str, Any], w: Window) -> Evaluation:
         cfg, why = build_config(self.base, self.space, params)
         if cfg is None:
             return self.infeasible({"infeasible": why})
-        s = score(self.backtest(cfg, w))
+        res = self.backtest(cfg, w)
+        s = score(res)
         values = self.values(s)
-        if not all(math.isfinite(v) for v in values):
-            return self.infeasible({"infeasible": "a score is not a finite number", "score": s.as_dict()})
+        # +inf is a real Sortino (no losing day); NaN or -inf is a broken run.
+        if not all(math.isfinite(v) or v == math.inf for v in values):
+            return self.infeasible({"infeasible": "a score is not a number", "score": s.as_dict()})
         if TRIAL_SLEEP_S:
             time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
-        return Evaluation(values, self.constraints(s), {"score": s.as_dict()})
+        # The daily returns let the report test the whole study for overfitting (PBO, DSR).
+        daily = [round(float(x), 10) for x in daily_returns(res)]
+        return Evaluation(values, self.constraints(s), {"score": s.as_dict(), "daily": daily})
 
     def infeasible(self, attrs: dict[str, Any]) -> Evaluation:
         """The worst values and the first constraint (the config's own rules) violated."""
         worst = [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
-        n = 3 if self.name == "return-drawdown" else 4          # as constraints() gives them
-        return Evaluation(worst, [1.0] + [0.0] * (n - 1), attrs)
-
-
-def feasible(t: FrozenTrial) -> bool:
-    return t.state == TrialState.COMPLETE and all(c <= 0 for c in constraints_of(t))
-
-
-def chosen(study: optuna.Study, single: bool) -> list[FrozenTrial]:
-    """The reported trials: the feasible Pareto set (best return first), or the best three."""
-    ok = [t for t in study.get_trials(deepcopy=False) if feasible(t)]
-    if single:
-        return sorted(ok, key=lambda t: -t.values[0])[:3]
-    front = [t for t in ok if not any(_dominates(o, t) for o in ok)]
-    seen, out = set(), []
-    for t in sorted(front, key=lambda t: (-t.values[0], t.values[1])):
-        key = tuple(sorted(t.params.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(t)
-    return out[:MAX_REPORTED]
-
-
-def _dominates(a: FrozenTrial, b: FrozenTrial) -> bool:
-    return (a.values[0] >= b.values[0] and a.values[1] <= b.values[1]
-            and (a.values[0] > b.values[0] or a.values[1] < b.values[1]))
+        return Evaluation(worst, [1.0, 0.0, 0.0, 0.0], attrs)
 
 
 # ---------------------------------------------------------------------- studies and workers
-class StudyMismatch(BadInput):
-    """A --study that exists with another objective or space."""
-
 @dataclass
 class Plan:
     args: argparse.Namespace
     objective: Objective
-    folds: list[Fold]
+    folds: list[Fold]           # the walk-forward folds, then the final study
     holdout: Window | None
     study_base: str
     root: Path
+    identity: Identity          # the parts every study of this run shares
+
+    @property
+    def final(self) -> Fold:
+        return self.folds[-1]
 
     def study_name(self, fold: Fold) -> str:
-        return self.study_base if len(self.folds) == 1 else f"{self.study_base}-fold{fold.number}"
+        return self.study_base if fold.final else f"{self.study_base}-fold{fold.number}"
 
-    def sampler(self, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
+    def study_identity(self, fold: Fold) -> Identity:
+        own = identity.window_dates(self.objective.market.candles.open_time,
+                                    [(fold.train.name, fold.train.start, fold.train.end)])
+        return Identity({**self.identity.parts, "window": identity.digest(own)})
+
+    def sampler(self, fold: Fold, worker: int = 0, resumed_at: int = 0) -> optuna.samplers.BaseSampler:
         """Seeded: one job on a local storage (the journal file, SQLite) reproduces a study
-        exactly.  Each local worker takes its own seed (seed + its index), and a worker on a
-        database shared by machines mixes in its host and process, so no two workers draw
-        the same parameters."""
+        exactly.  Each fold draws from its own seed (the same seed would try the same
+        candidates in every fold); each local worker takes its own (seed + its index), and
+        a worker on a database shared by machines mixes in its host and process, so no two
+        workers draw the same parameters."""
         seed = self.args.seed
+        if seed is not None and not fold.final:
+            seed = zlib.crc32(f"{seed}:fold{fold.number}".encode())
         if seed is not None and (worker or resumed_at):
             # A resumed study must not draw again what its first run drew with the same seed.
             seed = zlib.crc32(f"{seed}:{worker}:{resumed_at}".encode())
@@ -189,22 +195,21 @@ class Plan:
         return optuna.samplers.TPESampler(seed=seed)
 
     def open_study(self, fold: Fold, worker: int = 0) -> tuple[optuna.Study, str]:
-        """The fold's study, created on first use; a study made for another objective or
-        space is refused (its trials would not fit)."""
+        """The fold's study, created on first use; a study made with other data, windows,
+        settings or space is refused, naming what differs (its trials would not fit)."""
         storage, url = storage_for(self.args.storage, self.study_name(fold), self.root)
         want = self.objective.directions
         study = optuna.create_study(storage=storage, study_name=self.study_name(fold), load_if_exists=True,
-                                    directions=want, sampler=self.sampler(worker))
+                                    directions=want, sampler=self.sampler(fold, worker))
         if list(study.directions) != want:
             raise StudyMismatch(f"study {study.study_name} was made for another objective "
                                 f"({len(study.directions)} objective(s)): give another --study")
-        fingerprint = self.objective.space.fingerprint()
-        have = study.user_attrs.get("space")
+        me = self.study_identity(fold)
+        have = study.user_attrs.get(identity.ATTR)
+        legacy = identity.OLD_ATTR in study.user_attrs or bool(study.get_trials(deepcopy=False))
+        identity.check(study.study_name, have, me, legacy)
         if have is None:
-            study.set_user_attr("space", fingerprint)
-        elif have != fingerprint:
-            raise StudyMismatch(f"study {study.study_name} was made with another space file: give another --study "
-                                f"(or the space it was made with)")
+            study.set_user_attr(identity.ATTR, me.parts)
         return study, url
 
 
@@ -212,7 +217,7 @@ def run_worker(plan: Plan, progress: Any = None, worker: int = 0) -> None:
     """This process's share of every fold's study, fold after fold (as on every machine)."""
     for fold in plan.folds:
         study, _ = plan.open_study(fold, worker)
-        study.sampler = plan.sampler(worker, resumed_at=len(study.get_trials(deepcopy=False)))
+        study.sampler = plan.sampler(fold, worker, resumed_at=len(study.get_trials(deepcopy=False)))
         Worker(study, plan.args.trials, functools.partial(plan.objective.evaluate, w=fold.train),
                plan.objective.space.distributions(), heartbeat_s=plan.args.heartbeat,
                grace_s=plan.args.heartbeat_grace, on_trial=progress).run()
@@ -267,142 +272,88 @@ def run_local(plan: Plan) -> None:
         raise Fatal(f"{len(bad)} worker process(es) failed (exit codes {bad}); run again to resume")
 
 
-# ---------------------------------------------------------------------- report
-@dataclass
-class Reported:
-    fold: Fold
-    trial: FrozenTrial
-    cfg: GridConfig
-    in_sample: Score
-    out_of_sample: dict[str, Score] = field(default_factory=dict)
+# ---------------------------------------------------------------------- judging the studies
+_POOL_OBJECTIVE: Objective | None = None        # the forked pool's objective (set before the fork)
 
 
-def reevaluate(plan: Plan) -> list[Reported]:
-    out = []
-    for fold in plan.folds:
-        study, _ = plan.open_study(fold)
-        for t in chosen(study, len(plan.objective.directions) == 1):
-            cfg, why = build_config(plan.objective.base, plan.objective.space, t.params)
-            if cfg is None:                   # a chosen trial was feasible when it ran
-                raise StudyMismatch(f"trial {t.number} no longer builds a config ({why}): the space changed")
-            r = Reported(fold, t, cfg, score(plan.objective.backtest(cfg, fold.train)))
-            for w in ([fold.test] if fold.test else []) + ([plan.holdout] if plan.holdout and fold is plan.folds[-1]
-                                                           else []):
-                r.out_of_sample[w.name] = score(plan.objective.backtest(cfg, w))
-            out.append(r)
-    return out
+def _score_on(job: tuple[int, dict[str, Any], Window]) -> tuple[int, Score | None]:
+    number, params, w = job
+    obj = _POOL_OBJECTIVE
+    assert obj is not None
+    cfg, _ = build_config(obj.base, obj.space, params)
+    return number, (score(obj.backtest(cfg, w)) if cfg is not None else None)
 
 
-def _in_sample_name(fold: Fold) -> str:
-    return "in-sample" if fold.train.name == "in-sample" else f"in-sample ({fold.train.name})"
-
-
-def _figures(s: Score) -> str:
-    return (f"return {s.return_pct:+.2f} %, max drawdown {s.max_drawdown_pct:.2f} %, Calmar {s.calmar:.2f}, "
-            f"Sharpe {s.sharpe:.2f}, {s.round_trips} round trips, {s.liquidations} liquidations")
-
-
-def write_outputs(plan: Plan, reported: list[Reported], url: str) -> list[Path]:
-    out = Path(plan.args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("best_*.txt"):
-        old.unlink()            # an earlier run's configurations are not this one's
-    final = [r for r in reported if r.fold is plan.folds[-1]]
-    configs = []
-    for k, r in enumerate(final, start=1):
-        header = [f"optimize.py: study {plan.study_name(r.fold)}, trial {r.trial.number}, "
-                  f"objective {plan.objective.name}", f"{_in_sample_name(r.fold)}: {_figures(r.in_sample)}"]
-        header += [f"out-of-sample ({name}): {_figures(s)}" for name, s in r.out_of_sample.items()]
-        path = out / f"best_{k:02d}.txt"
-        path.write_text(format_config(r.cfg, "\n".join(header)), encoding="utf-8")
-        configs.append(path)
-    write_trials_csv(plan, out / "trials.csv")
-    write_pareto_png(plan, final, out / "pareto.png")
-    (out / "report.md").write_text(report_md(plan, reported, configs, url), encoding="utf-8")
-    return configs
-
-
-def write_trials_csv(plan: Plan, path: Path) -> None:
-    names = plan.objective.space.names
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        obj_cols = ["return_pct", "max_drawdown_pct"] if plan.objective.name == "return-drawdown" else \
-            [plan.objective.name]
-        w.writerow(["study", "number", "state", *names, *obj_cols, "constraints", "feasible", "infeasible",
-                    "round_trips", "liquidations", "worker", "retry_of"])
-        for fold in plan.folds:
-            study, _ = plan.open_study(fold)
-            for t in study.get_trials(deepcopy=False):
-                sc = t.user_attrs.get("score", {})
-                w.writerow([study.study_name, t.number, t.state.name, *[t.params.get(n, "") for n in names],
-                            *(t.values or [""] * len(obj_cols)), ";".join(f"{c:g}" for c in constraints_of(t)),
-                            int(feasible(t)), t.user_attrs.get("infeasible", ""), sc.get("round_trips", ""),
-                            sc.get("liquidations", ""), t.user_attrs.get("worker", ""),
-                            t.user_attrs.get("retry_of", "")])
-
-
-def write_pareto_png(plan: Plan, final: list[Reported], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    study, _ = plan.open_study(plan.folds[-1])
-    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and "score" in t.user_attrs]
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    for ok, color, label in ((False, "#bbbbbb", "infeasible (liquidated / too few round trips / over the cap)"),
-                             (True, "#4575b4", "feasible trials, in-sample")):
-        pts = [(t.user_attrs["score"]["max_drawdown_pct"], t.user_attrs["score"]["return_pct"])
-               for t in done if feasible(t) == ok]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.scatter(xs, ys, s=10, color=color, label=label, alpha=0.7)
-    for r in final:
-        ax.scatter([r.in_sample.max_drawdown_pct], [r.in_sample.return_pct], s=40, color="#1a9850", zorder=3)
-        for s in r.out_of_sample.values():
-            ax.scatter([s.max_drawdown_pct], [s.return_pct], marker="x", s=50, color="#d73027", zorder=4)
-            ax.plot([r.in_sample.max_drawdown_pct, s.max_drawdown_pct], [r.in_sample.return_pct, s.return_pct],
-                    color="#d73027", lw=0.6, alpha=0.6)
-    ax.scatter([], [], s=40, color="#1a9850", label="reported, in-sample")
-    ax.scatter([], [], marker="x", s=50, color="#d73027", label="reported, out-of-sample")
-    ax.set_xlabel("max drawdown %")
-    ax.set_ylabel("return %")
-    ax.set_title(f"{plan.study_name(plan.folds[-1])}: return against drawdown")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def report_md(plan: Plan, reported: list[Reported], configs: list[Path], url: str) -> str:
-    a, m = plan.args, plan.objective.market
-    lines = [f"# Optimization report: {plan.study_base}", "",
-             f"- symbol {m.filters.symbol}, {len(m.candles):,} candles, objective `{plan.objective.name}`, "
-             f"{a.trials} trials per study, seed {a.seed}",
-             "- windows: " + "; ".join(f"{f.train.name} {f.train.end - f.train.start:,}" +
-                                        (f", {f.test.name} {f.test.end - f.test.start:,}" if f.test else "")
-                                        for f in plan.folds) +
-             (f"; holdout {plan.holdout.end - plan.holdout.start:,} candles" if plan.holdout else "; no holdout"),
-             f"- constraints: no liquidation, at least {a.min_round_trips} round trips" +
-             (f", max drawdown ≤ {a.max_drawdown} %" if plan.objective.name != "return-drawdown" else ""),
-             f"- storage: `{url}`", ""]
-    for fold in plan.folds:
-        study, _ = plan.open_study(fold)
-        trials = study.get_trials(deepcopy=False)
-        n_ok = sum(feasible(t) for t in trials)
-        lines += [f"## {plan.study_name(fold)}", "",
-                  f"{sum(t.state == TrialState.COMPLETE for t in trials)} complete trials, {n_ok} feasible.", "",
-                  "| trial | window | return % | max DD % | Calmar | Sharpe | round trips | liquidations |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in (x for x in reported if x.fold is fold):
-            for name, s in [(_in_sample_name(fold), r.in_sample), *r.out_of_sample.items()]:
-                lines.append(f"| {r.trial.number} | {name} | {s.return_pct:+.2f} | {s.max_drawdown_pct:.2f} | "
-                             f"{s.calmar:.2f} | {s.sharpe:.2f} | {s.round_trips} | {s.liquidations} |")
-        lines.append("")
-    if configs:
-        lines += ["## Configurations", ""] + [f"- `{p.name}`: `python backtest.py --config {p} ...`" for p in configs]
+def scores_on(plan: Plan, trials: list[FrozenTrial], w: Window) -> dict[int, Score]:
+    """Every given trial re-run on window `w` (one backtest each), on --jobs processes."""
+    global _POOL_OBJECTIVE
+    _POOL_OBJECTIVE = plan.objective
+    jobs = [(t.number, dict(t.params), w) for t in trials]
+    if plan.args.jobs == 1 or len(jobs) < 8:
+        done = [_score_on(j) for j in jobs]
     else:
-        lines += ["No feasible configuration: widen the space or relax the constraints."]
-    return "\n".join(lines) + "\n"
+        with mp.get_context("fork").Pool(plan.args.jobs) as pool:
+            done = pool.map(_score_on, jobs, chunksize=max(1, len(jobs) // (4 * plan.args.jobs)))
+    return {n: s for n, s in done if s is not None}
+
+
+def config_of(plan: Plan, t: FrozenTrial) -> GridConfig:
+    cfg, why = build_config(plan.objective.base, plan.objective.space, t.params)
+    if cfg is None:                   # a feasible trial built its config when it ran
+        raise StudyMismatch(f"trial {t.number} no longer builds a config ({why}): the space changed")
+    return cfg
+
+
+def judge(plan: Plan, fold: Fold) -> StudyResult:
+    """One study judged: the rule's choice, every feasible trial out of sample, the
+    benchmarks on both windows, and the overfitting statistics."""
+    from research import overfitting as ofit
+    study, _ = plan.open_study(fold)
+    trials = study.get_trials(deepcopy=False)
+    obj = plan.objective
+    choice = choose(trials, obj.single, obj.max_drawdown)
+    ok = [t for t in trials if feasible(t) and scored(t)]
+    candles = obj.market.candles
+    r = StudyResult(name=study.study_name, fold=fold, trials=trials, choice=choice,
+                    train=asset_figures(candles, fold.train), test=asset_figures(candles, fold.test) if fold.test
+                    else None)
+    r.base_in = score(obj.backtest(obj.base, fold.train))
+    if fold.test:
+        r.base_out = score(obj.backtest(obj.base, fold.test))
+        r.oos = scores_on(plan, ok, fold.test)
+    if choice.chosen is not None:
+        r.chosen_cfg = config_of(plan, choice.chosen)
+    # Multiple testing: the chosen Sharpe against what this many unskilled trials would
+    # show (DSR), and how often the in-sample best is below the median out of sample (PBO).
+    with_daily = [t for t in trials if scored(t) and t.user_attrs.get("daily")]
+    sharpes = [in_sample(t).sharpe_day for t in with_daily]
+    if choice.chosen is not None and len(sharpes) >= 2:
+        from research.selection import daily_of
+        r.dsr = ofit.deflated_sharpe_ratio(ofit.sharpe_estimate(daily_of(choice.chosen)), sharpes)
+    r.pbo, r.pbo_why = _pbo(with_daily)
+    if r.oos:
+        nums = [t.number for t in ok if t.number in r.oos]
+        r.rank_corr = ofit.rank_correlation([in_sample(t).return_pct for t in ok if t.number in r.oos],
+                                            [r.oos[n].return_pct for n in nums])
+        pop = [r.oos[n].return_pct for n in nums]
+        r.percentile = {t.number: ofit.percentile_of(r.oos[t.number].return_pct, pop)
+                        for t in choice.front if t.number in r.oos}
+    r.verdict = verdict(r)
+    return r
+
+
+def _pbo(trials: list[FrozenTrial]) -> tuple[Any, str]:
+    """CSCV over the in-sample daily returns of every scored trial (8 blocks when there
+    are 16 days or more, else 4, else none)."""
+    from research import overfitting as ofit
+    from research.selection import daily_of
+    if len(trials) < 2:
+        return None, "fewer than 2 scored trials"
+    m = np.column_stack([daily_of(t) for t in trials])
+    blocks = 8 if len(m) >= 16 else 4 if len(m) >= 8 else 0
+    if not blocks:
+        return None, f"{len(m)} whole days in-sample (CSCV needs 8 or more)"
+    return ofit.pbo_cscv(m, blocks=blocks), ""
 
 
 # ---------------------------------------------------------------------- command line
@@ -418,16 +369,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--storage", help="Optuna storage: postgresql://… (workers on several machines join one study), "
                    "sqlite:///…, or journal:PATH (default: journal file optuna/<study>.log)")
-    p.add_argument("--study", help="study name (default: <symbol>-<direction>-<objective>)")
+    p.add_argument("--study", help="study name (default: <symbol>-<direction>-<objective>-<fingerprint of the data "
+                   "and settings>)")
     p.add_argument("--folds", type=int, default=1, help="anchored walk-forward folds (default 1: none)")
     p.add_argument("--holdout", type=float, default=0.25, help="last share of the candles kept out of the search "
                    "(default 0.25)")
     p.add_argument("--objective", choices=OBJECTIVES, default="return-drawdown")
     p.add_argument("--min-round-trips", type=int, default=3, help="constraint (default 3)")
-    p.add_argument("--max-drawdown", type=float, default=50.0, help="single objectives: drawdown cap in %% "
-                   "(default 50)")
+    p.add_argument("--max-drawdown", type=float, default=DEFAULT_MAX_DRAWDOWN, help="drawdown cap in %% for every "
+                   f"objective: a trial over it is infeasible (default {DEFAULT_MAX_DRAWDOWN:g})")
     p.add_argument("--seed", type=int, default=None, help="sampler seed (reproducible on one job)")
     p.add_argument("--out", default="optimize_out", help="output folder (default optimize_out)")
+    p.add_argument("--fill-model", choices=["full", "volume"], default="full",
+                   help="as backtest.py: full (default) or volume (at most --fill-share of each leg's volume)")
+    p.add_argument("--fill-share", type=float, default=0.1)
     p.add_argument("--heartbeat", type=float, default=HEARTBEAT_S, help=argparse.SUPPRESS)
     p.add_argument("--heartbeat-grace", type=float, default=GRACE_S,
                    help=f"seconds a running trial's worker may stay silent before it is retried (default {GRACE_S:g})")
@@ -444,6 +399,8 @@ def check_args(a: argparse.Namespace) -> None:
         raise ValueError(f"--folds must be 1..20 (got {a.folds})")
     if not (0 <= a.holdout < 0.9) or not math.isfinite(a.holdout):
         raise ValueError(f"--holdout must be a share in [0, 0.9) (got {a.holdout})")
+    if not (0 < a.max_drawdown <= 100):
+        raise ValueError(f"--max-drawdown must be a percentage in (0, 100] (got {a.max_drawdown:g})")
     if not (a.heartbeat > 0 and a.heartbeat_grace >= 3 * a.heartbeat):
         raise ValueError(f"--heartbeat-grace must be at least 3 heartbeats ({3 * a.heartbeat:g} s; "
                          f"got {a.heartbeat_grace:g})")
@@ -454,19 +411,44 @@ def check_args(a: argparse.Namespace) -> None:
         print("optimize.py: note: --holdout 0 and no folds: nothing is tested out of sample", file=sys.stderr)
 
 
+def run_identity(a: argparse.Namespace, base: GridConfig, space: Space, market: Market, fill: FillModel,
+                 folds: list[Fold]) -> Identity:
+    """The fingerprint of everything that decides a trial's score."""
+    c, f = market.candles, market.filters
+    wins = [(w.name, w.start, w.end) for fold in folds for w in (fold.train, fold.test) if w is not None]
+    d = identity.digest
+    return Identity({
+        "data": d(c.open_time, c.open, c.high, c.low, c.close, c.volume, f.symbol, f.tick_size, f.step_size,
+                  f.min_qty, f.min_notional),
+        "windows": d(identity.window_dates(c.open_time, wins)),
+        "base": d(format_config(base.with_overrides(maker_fee=0.0, taker_fee=0.0), "")),
+        "fees": f"maker {base.maker_fee:g}, taker {base.taker_fee:g}",
+        "funding": d(market.funding.times, market.funding.rates) if market.funding is not None else "none",
+        "mark": d(market.mark.open_time, market.mark.high, market.mark.low, market.mark.close)
+        if market.mark is not None else "none",
+        "brackets": d(repr(market.brackets), market.liquidation),
+        "constraints": f"min round trips {a.min_round_trips}, max drawdown {a.max_drawdown:g} %",
+        "objective": a.objective,
+        "space": d(space.fingerprint()),
+        "fill_model": f"{fill.kind} {fill.share:g}",
+    })
+
+
 def make_plan(a: argparse.Namespace) -> Plan:
     check_args(a)
     base = load_config(a.config)
     over = {k: v for k, v in (("trade_direction", a.direction), ("initial_capital", a.capital)) if v is not None}
     base = apply_fee_overrides(base.with_overrides(**over) if over else base, a)
     space = load_space(a.space, base)
+    fill = FillModel.from_cli(a.fill_model, a.fill_share)
     market = load_market(a, prog="optimize.py")
     folds, hold = plan_folds(len(market.candles), a.holdout, a.folds)
     if min(f.train.end - f.train.start for f in folds) < 1440:
         raise ValueError(f"{len(market.candles):,} candles leave under a day to train on: fewer folds or less holdout")
-    objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown)
-    name = a.study or f"{market.filters.symbol}-{base.trade_direction}-{a.objective}"
-    return Plan(a, objective, folds, hold, name, Path.cwd())
+    objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown, fill)
+    ident = run_identity(a, base, space, market, fill, folds)
+    name = a.study or f"{market.filters.symbol}-{base.trade_direction}-{a.objective}-{ident.fingerprint}"
+    return Plan(a, objective, folds, hold, name, Path.cwd(), ident)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -482,9 +464,9 @@ def main(argv: list[str] | None = None) -> int:
             plan.open_study(fold)           # a bad storage or a mismatched study: said before any work
         run_local(plan)
         elapsed = time.perf_counter() - t0
-        _, url = plan.open_study(plan.folds[-1])
-        reported = reevaluate(plan)
-        configs = write_outputs(plan, reported, url)
+        _, url = plan.open_study(plan.final)
+        results = [judge(plan, fold) for fold in plan.folds]
+        written = write_outputs(plan, results, url)
     except KeyboardInterrupt:
         print("optimize.py: interrupted; the study is kept: run the same command to resume", file=sys.stderr)
         return 130
@@ -494,14 +476,30 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:      # noqa: BLE001 - storage unreachable, a worker failed: one line
         print(f"optimize.py: error: {_one_line(e)}", file=sys.stderr)
         return 1
-    print(f"{args.trials * len(plan.folds)} trials in {len(plan.folds)} stud{'y' if len(plan.folds) == 1 else 'ies'} "
-          f"({plan.study_base}), {elapsed:.1f} s; {len(configs)} configuration(s) in {args.out}/")
-    for r in (x for x in reported if x.fold is plan.folds[-1]):
-        oos = "; ".join(f"{n}: {s.return_pct:+.2f} % / DD {s.max_drawdown_pct:.2f} %" for n, s in r.out_of_sample.items())
-        print(f"  trial {r.trial.number}: in-sample {r.in_sample.return_pct:+.2f} % / DD "
-              f"{r.in_sample.max_drawdown_pct:.2f} %" + (f"; {oos}" if oos else ""))
-    print(f"report: {args.out}/report.md   open the study: optuna-dashboard {url}")
+    print_headline(plan, results, written, elapsed, url)
     return 0
+
+
+def print_headline(plan: Plan, results: list[StudyResult], written: list[Path], elapsed: float, url: str) -> None:
+    held = sum(r.complete for r in results)
+    final = results[-1]
+    print(f"{held} complete trials held by {len(results)} stud{'y' if len(results) == 1 else 'ies'} "
+          f"({plan.study_base}), {elapsed:.1f} s")
+    print(f"VERDICT: {final.verdict}")
+    for w in final.choice.warnings:
+        print(f"WARNING: {w}")
+    c = final.choice.chosen
+    if c is not None:
+        s = in_sample(c)
+        line = f"chosen: trial {c.number} (rule: highest in-sample PSR under the {plan.objective.max_drawdown:g} % cap): " \
+               f"in-sample {s.return_pct:+.2f} % / DD {s.max_drawdown_pct:.2f} %"
+        if c.number in final.oos and final.test:
+            o = final.oos[c.number]
+            line += f"; {final.fold.test.name if final.fold.test else ''} {o.return_pct:+.2f} % / DD " \
+                    f"{o.max_drawdown_pct:.2f} % (buy-and-hold {final.test.return_pct:+.2f} %)"
+        print(line)
+    out = plan.args.out
+    print(f"{len(written)} file(s) in {out}/; report: {out}/report.md   open the study: optuna-dashboard {url}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@ resumed, two local jobs), out-of-sample re-runs, the written configs, and three 
 a real PostgreSQL server with one SIGKILLed mid-trial."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import os
 import signal
 import subprocess
@@ -46,13 +48,31 @@ def ten_days(tmp_path_factory) -> Path:
 
 def run(tmp: Path, data: Path, *extra: str, space: str = SPACE, env: dict | None = None,
         wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """optimize.py on `data` in folder `tmp`: in this process (scipy and pandas imported once
+    for the whole file), or as a real process when it must be one (several jobs, an
+    environment, a process to kill)."""
     (tmp / "space.txt").write_text(space)
-    cmd = [sys.executable, str(ROOT / "optimize.py"), "--config", str(ROOT / "config_btc.txt"),
-           "--space", str(tmp / "space.txt"), "--data", str(data), *MARKET, "--out", str(tmp / "out"), *extra]
+    argv = ["--config", str(ROOT / "config_btc.txt"), "--space", str(tmp / "space.txt"), "--data", str(data),
+            *MARKET, "--out", str(tmp / "out"), *extra]
+    if wait and env is None and "--jobs" not in extra:
+        return run_here(tmp, argv)
+    cmd = [sys.executable, str(ROOT / "optimize.py"), *argv]
     e = dict(os.environ, **(env or {}))
     if not wait:
         return subprocess.Popen(cmd, cwd=tmp, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return subprocess.run(cmd, cwd=tmp, env=e, capture_output=True, text=True, timeout=240)
+
+
+def run_here(tmp: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    os.chdir(tmp)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = optimize.main(argv)
+    finally:
+        os.chdir(here)
+    return subprocess.CompletedProcess(["optimize.py", *argv], code, out.getvalue(), err.getvalue())
 
 
 def trials_csv(tmp: Path) -> list[dict[str, str]]:
@@ -117,23 +137,41 @@ def test_a_bad_space_file_is_one_line_naming_file_line_and_key(tmp_path, capsys,
         parse_space("# header\n" + text + "\n", BASE, str(space))
 
 
-def test_folds_are_anchored_and_never_test_on_what_they_trained_on():
+def test_folds_are_anchored_never_test_on_what_they_trained_on_and_end_with_a_refit():
     folds, hold = optimize.plan_folds(10_000, 0.2, 3)
     assert hold == optimize.Window("holdout", 8000, 10_000)
-    assert [(f.train.start, f.train.end, f.test.start, f.test.end) for f in folds] == [
+    assert [(f.train.start, f.train.end, f.test.start, f.test.end) for f in folds[:3]] == [
         (0, 2000, 2000, 4000), (0, 4000, 4000, 6000), (0, 6000, 6000, 8000)]
+    # The final study re-fits on all the in-sample candles and is judged on the holdout.
+    assert folds[3] == optimize.Fold(4, optimize.Window("in-sample", 0, 8000), hold, final=True)
     single, _ = optimize.plan_folds(10_000, 0.25, 1)
-    assert single[0].train == optimize.Window("in-sample", 0, 7500) and single[0].test is None
+    assert len(single) == 1 and single[0].train == optimize.Window("in-sample", 0, 7500) and single[0].final
+    assert single[0].test == optimize.Window("holdout", 7500, 10_000)
 
 
-def test_constraints_say_liquidated_or_too_few_round_trips():
+def a_score(**kw):
     from research.scoring import Score
-    obj = optimize.Objective("calmar", BASE, parse_space("TP_PCT=0.003..0.01", BASE), None, 5, 30.0)
-    ok = Score(10, 20, 1, 1, 1, 6, 0, 50, 10, 0)
-    assert all(c <= 0 for c in obj.constraints(ok))
-    assert any(c > 0 for c in obj.constraints(Score(10, 20, 1, 1, 1, 6, 1, 50, 10, 0)))      # liquidated
-    assert any(c > 0 for c in obj.constraints(Score(10, 20, 1, 1, 1, 4, 0, 50, 10, 0)))      # 4 < 5 round trips
-    assert any(c > 0 for c in obj.constraints(Score(10, 35, 1, 1, 1, 6, 0, 50, 10, 0)))      # over the 30 % cap
+    d = dict(return_pct=10.0, max_drawdown_pct=20.0, return_over_dd=0.5, sharpe_day=0.1, sharpe_day_se=0.05,
+             sortino_day=0.2, sharpe=float("nan"), sharpe_se=float("nan"), sortino=float("nan"),
+             calmar=float("nan"), annual_return_pct=float("nan"), annual_vol_pct=float("nan"), round_trips=6,
+             liquidations=0, fills=50, days=10.0, funding_paid=0.0, max_position_notional=1000.0)
+    d.update(kw)
+    return Score(**d)
+
+
+@pytest.mark.parametrize("objective", ["calmar", "return-drawdown"])
+def test_constraints_say_liquidated_too_few_round_trips_or_over_the_cap_for_every_objective(objective):
+    obj = optimize.Objective(objective, BASE, parse_space("TP_PCT=0.003..0.01", BASE), None, 5, 30.0)
+    assert all(c <= 0 for c in obj.constraints(a_score()))
+    assert any(c > 0 for c in obj.constraints(a_score(liquidations=1)))
+    assert any(c > 0 for c in obj.constraints(a_score(round_trips=4)))          # 4 < 5 round trips
+    assert any(c > 0 for c in obj.constraints(a_score(max_drawdown_pct=35.0)))  # over the 30 % cap
+    assert len(obj.infeasible({}).constraints) == len(obj.constraints(a_score()))
+
+
+def test_the_drawdown_cap_is_on_by_default():
+    a = optimize.build_parser().parse_args(["--config", "c", "--space", "s"])
+    assert a.max_drawdown == optimize.DEFAULT_MAX_DRAWDOWN <= 50
 
 
 # ---------------------------------------------------------------------- studies
@@ -186,15 +224,26 @@ def test_a_study_resumes_to_a_larger_total_and_two_local_jobs_share_it(tmp_path,
 
 
 @needs_data
-def test_walk_forward_runs_a_study_per_fold_and_reports_each_out_of_sample(tmp_path, ten_days):
+def test_walk_forward_is_one_result_with_a_seed_per_fold_and_a_final_refit(tmp_path, ten_days):
     r = run(tmp_path, ten_days, "--trials", "6", "--folds", "2", "--holdout", "0.2", "--seed", "1",
             "--objective", "calmar", "--min-round-trips", "1", "--max-drawdown", "95", "--study", "wf")
     assert r.returncode == 0, r.stdout + r.stderr
-    report = (tmp_path / "out" / "report.md").read_text()
-    assert "## wf-fold1" in report and "## wf-fold2" in report
-    assert "fold 1 test" in report and "fold 2 test" in report and "| holdout |" in report
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    assert "## wf-fold1: fold 1 train → fold 1 test" in report and "## wf-fold2: fold 2 train → fold 2 test" in report
+    assert "## wf: in-sample → holdout" in report           # the re-fit on all in-sample candles
+    assert "## Walk-forward: the folds as one result" in report
+    assert "joined out of sample over" in report and "walk-forward efficiency" in report
+    assert (out / "walk_forward.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = trials_csv(tmp_path)
-    assert {row["study"] for row in rows} == {"wf-fold1", "wf-fold2"} and len(rows) == 12
+    assert {row["study"] for row in rows} == {"wf-fold1", "wf-fold2", "wf"} and len(rows) == 18
+    # A seed per fold: the same seed would draw the same first candidates in every fold.
+    first = {row["study"]: row["TP_PCT"] for row in rows if row["number"] == "0"}
+    assert len(set(first.values())) == 3, first
+    # Each fold's choice is by the rule, and is the one its section reports.
+    for study in ("wf-fold1", "wf-fold2", "wf"):
+        chosen = [row for row in rows if row["study"] == study and row["chosen"] == "1"]
+        assert len(chosen) <= 1 and all(row["feasible"] == "1" and row["front"] == "1" for row in chosen)
 
 
 @needs_data
@@ -257,9 +306,52 @@ def test_unsafe_study_settings_are_refused(tmp_path, capsys, extra, says):
 def test_a_study_made_with_another_space_or_objective_is_refused(tmp_path, ten_days):
     assert run(tmp_path, ten_days, "--trials", "3", "--study", "m").returncode == 0
     r = run(tmp_path, ten_days, "--trials", "3", "--study", "m", space=SPACE + "GRID_RANGE_PCT=0.02..0.05\n")
-    assert r.returncode == 2 and "made with another space file" in r.stderr
+    assert r.returncode == 2 and "the search space (--space)" in r.stderr, r.stderr
     r = run(tmp_path, ten_days, "--trials", "3", "--study", "m", "--objective", "sharpe")
     assert r.returncode == 2 and "made for another objective" in r.stderr
+
+
+@needs_data
+def test_a_study_reused_with_another_holdout_is_refused_naming_the_windows(tmp_path, ten_days):
+    """The audit's first case: --holdout 0, then the same study at --holdout 0.25 ran nothing
+    and chose by scores that included what is now the holdout."""
+    r = run(tmp_path, ten_days, "--trials", "3", "--seed", "1", "--study", "h", "--holdout", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run(tmp_path, ten_days, "--trials", "3", "--seed", "1", "--study", "h", "--holdout", "0.25")
+    err = [line for line in r.stderr.splitlines() if "error" in line]
+    assert r.returncode == 2 and len(err) == 1, r.stderr
+    assert "study h differs from this run in the windows (--holdout, --folds" in err[0] and "give another --study" in err[0]
+    assert "the candles" not in err[0] and "the fees" not in err[0]          # only what differs is named
+
+
+@needs_data
+def test_a_study_named_for_other_data_fees_or_constraints_is_refused_and_the_default_name_differs(tmp_path, ten_days):
+    """The audit's second case: the default name reused a BTC study for a FIL file."""
+    other = tmp_path / "other.csv"
+    write_klines_csv(load_klines([ten_days]).slice(1440, 9 * 1440), other)
+    assert run(tmp_path, ten_days, "--trials", "2", "--study", "d").returncode == 0
+    for data, extra, says in ((other, (), "the candles"), (ten_days, ("--maker-fee", "0.0004"), "the fees"),
+                              (ten_days, ("--min-round-trips", "9"), "the constraints"),
+                              (ten_days, ("--fill-model", "volume"), "the fill model")):
+        r = run(tmp_path, data, "--trials", "2", "--study", "d", *extra)
+        assert r.returncode == 2 and says in r.stderr, (extra, r.stderr)
+    # Without --study the name carries the fingerprint: other data is another study, never a reused one.
+    names = []
+    for data in (ten_days, other):
+        r = run(tmp_path, data, "--trials", "2", "--seed", "1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        names.append(r.stdout.split("(")[1].split(")")[0])
+    assert names[0] != names[1] and all(n.startswith("NEARUSDT-LONG-return-drawdown-") for n in names)
+    assert {p.stem for p in (tmp_path / "optuna").glob("*.log")} >= set(names)
+
+
+@needs_data
+def test_the_headline_and_report_give_the_trials_the_study_holds(tmp_path, ten_days):
+    assert run(tmp_path, ten_days, "--trials", "5", "--seed", "1", "--study", "n").returncode == 0
+    r = run(tmp_path, ten_days, "--trials", "2", "--seed", "1", "--study", "n")   # asks fewer than it holds
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("5 complete trials held by 1 study (n)")
+    assert "n 5 complete" in (tmp_path / "out" / "report.md").read_text()
 
 
 # ---------------------------------------------------------------------- many machines
