@@ -343,16 +343,16 @@ def judge(plan: Plan, fold: Fold) -> StudyResult:
 
 
 def _pbo(trials: list[FrozenTrial]) -> tuple[Any, str]:
-    """CSCV over the in-sample daily returns of every scored trial (8 blocks when there
-    are 16 days or more, else 4, else none)."""
+    """CSCV over the in-sample daily returns of every scored trial: as many blocks of at
+    least two days as fit (an even number, 4 to 16)."""
     from research import overfitting as ofit
     from research.selection import daily_of
     if len(trials) < 2:
         return None, "fewer than 2 scored trials"
     m = np.column_stack([daily_of(t) for t in trials])
-    blocks = 8 if len(m) >= 16 else 4 if len(m) >= 8 else 0
-    if not blocks:
-        return None, f"{len(m)} whole days in-sample (CSCV needs 8 or more)"
+    blocks = min(16, (len(m) // 2) // 2 * 2)
+    if blocks < 4:
+        return None, f"{len(m)} whole days in-sample (CSCV needs 4 blocks of 2 days)"
     return ofit.pbo_cscv(m, blocks=blocks), ""
 
 

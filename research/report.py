@@ -36,6 +36,7 @@ from research.study_runner import constraints_of
 PBO_OVERFIT = 0.5           # PBO at or above: the in-sample best is below the median out of sample as often as not
 DSR_LUCK = 0.5              # DSR below: the chosen Sharpe is likelier luck than skill among this many trials
 DSR_SKILL = 0.95            # DSR from: skill shown at 95 %
+RHO_WEAK = 0.3              # in/out rank correlation under: the in-sample ranking barely predicts out of sample
 
 
 # ---------------------------------------------------------------------- the facts of a run
@@ -137,10 +138,13 @@ class StudyResult:
 
 
 def verdict(r: StudyResult) -> str:
-    """One line: LIKELY OVERFIT, NOT SHOWN TO BE SKILL, or no sign of overfitting, with why."""
-    if r.choice.chosen is None:
+    """One line a user cannot miss: LIKELY OVERFIT, NOT SHOWN TO BE SKILL, UNTESTED or no
+    sign of overfitting, with the figures that decided it and the chosen one's result out
+    of sample against buy-and-hold and the median trial."""
+    c = r.choice.chosen
+    if c is None:
         return "NOTHING CHOSEN: no feasible configuration"
-    overfit, facts = [], []
+    overfit, weak, facts = [], [], []
     if r.pbo is not None:
         facts.append(f"PBO {r.pbo.pbo:.2f}")
         if r.pbo.pbo >= PBO_OVERFIT:
@@ -149,17 +153,30 @@ def verdict(r: StudyResult) -> str:
         facts.append(f"deflated Sharpe {r.dsr.dsr:.2f}")
         if r.dsr.dsr < DSR_LUCK:
             overfit.append(f"deflated Sharpe {r.dsr.dsr:.2f} < {DSR_LUCK}")
+        elif r.dsr.dsr < DSR_SKILL:
+            weak.append(f"deflated Sharpe {r.dsr.dsr:.2f} < {DSR_SKILL}")
     if math.isfinite(r.rank_corr):
         facts.append(f"in/out rank correlation {r.rank_corr:+.2f}")
         if r.rank_corr < 0:
             overfit.append(f"in/out rank correlation {r.rank_corr:+.2f} < 0")
+        elif r.rank_corr < RHO_WEAK:
+            weak.append(f"in/out rank correlation {r.rank_corr:+.2f} < {RHO_WEAK}")
+    pct = r.percentile.get(c.number)
+    if pct is not None and pct < 50:
+        weak.append(f"below the median trial out of sample (percentile {pct:.0f})")
     if overfit:
-        return "LIKELY OVERFIT (" + "; ".join(overfit) + "): do not trust the in-sample figures"
-    if r.dsr is None or not math.isfinite(r.dsr.dsr) or r.pbo is None:
-        return "UNTESTED: too few trials or days to tell skill from luck (" + ("; ".join(facts) or "no statistic") + ")"
-    if r.dsr.dsr < DSR_SKILL:
-        return f"NOT SHOWN TO BE SKILL (deflated Sharpe {r.dsr.dsr:.2f} < {DSR_SKILL}; " + "; ".join(facts[:1]) + ")"
-    return "no sign of overfitting (" + "; ".join(facts) + ")"
+        head = "LIKELY OVERFIT (" + "; ".join(overfit) + "): do not trust the in-sample figures"
+    elif r.dsr is None or not math.isfinite(r.dsr.dsr) or r.pbo is None:
+        head = "UNTESTED: too few trials or days to tell skill from luck (" + ("; ".join(facts) or "no statistic") + ")"
+    elif weak:
+        head = "NOT SHOWN TO BE SKILL (" + "; ".join(weak) + ")"
+    else:
+        head = "no sign of overfitting (" + "; ".join(facts) + ")"
+    if c.number in r.oos and r.test is not None:
+        o, med = r.oos[c.number], r.median(True)
+        head += (f"; out of sample {o.return_pct:+.2f} % against buy-and-hold {r.test.return_pct:+.2f} %"
+                 + (f" and the median trial {med.return_pct:+.2f} %" if med is not None else ""))
+    return head
 
 
 # ---------------------------------------------------------------------- figures as text

@@ -220,7 +220,9 @@ def _liquidation_panel(ax: Axes, t: np.ndarray, dist: np.ndarray) -> None:
         ax.text(0.5, 0.5, "no liquidation price (wallet covers the position)", transform=ax.transAxes,
                 ha="center", va="center", color="#555")
         return
-    ax.plot(t, _thin(dist * 100, np.fmin), color="#762a83", lw=0.9)
+    # Markers too: a position held for a minute or two between flat stretches is a lone point.
+    ax.plot(t, _thin(dist * 100, np.fmin), color="#762a83", lw=0.9, marker=".", ms=2)
+    ax.set_ylim(bottom=0)           # 0: the liquidation price is reached
     i = int(np.nanargmin(dist))
     ax.set_title(f"distance to liquidation (% of price against the position); minimum {dist[i] * 100:.2f} %",
                  fontsize=9)

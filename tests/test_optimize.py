@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -247,6 +249,54 @@ def test_walk_forward_is_one_result_with_a_seed_per_fold_and_a_final_refit(tmp_p
 
 
 @needs_data
+def test_every_feasible_trial_is_judged_out_of_sample_beside_the_benchmarks(tmp_path, ten_days):
+    r = run(tmp_path, ten_days, "--trials", "10", "--seed", "4", "--study", "o", "--max-drawdown", "60")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "out"
+    rows = trials_csv(tmp_path)
+    ok = [row for row in rows if row["feasible"] == "1"]
+    assert ok and all(row["oos_window"] == "holdout" and row["oos_return_pct"] for row in ok)
+    assert all(not row["oos_return_pct"] for row in rows if row["feasible"] == "0")
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Optimization report: o\n\n**VERDICT: ")
+    assert r.stdout.splitlines()[1].startswith("VERDICT: ")
+    for needle in ("| in-sample | 2024-09-01 00:00 | 2024-09-08 12:00 | 7.5 |", "| holdout | 2024-09-08 12:00 |",
+                   "| base config | in-sample |", "| base config | holdout |", "| median feasible trial | holdout |",
+                   "| buy-and-hold (1×) | holdout |", "deflated Sharpe ratio of the chosen one", "Spearman",
+                   "probability of backtest overfitting", f"rank correlation of the returns of all {len(ok)} feasible"):
+        assert needle in report, needle
+    # A window under 30 days shows its own figures, never a yearly ratio.
+    assert "/day" in report and "/yr" not in report and "Calmar 0" not in report
+    # The chosen one's holdout figure is a plain backtest of best_01 on the holdout's candles alone.
+    chosen = [row for row in rows if row["chosen"] == "1"]
+    assert len(chosen) == 1 and chosen[0]["front"] == "1"
+    assert f"trial {chosen[0]['number']}," in (out / "best_01.txt").read_text().splitlines()[0]
+    hold = tmp_path / "holdout.csv"
+    write_klines_csv(load_klines([ten_days]).slice(10 * 1440 - 3600, 10 * 1440), hold)
+    assert backtest.main(["--config", str(out / "best_01.txt"), "--data", str(hold), *MARKET, "--no-chart",
+                          "--out", str(tmp_path / "bt")]) == 0
+    summary = json.loads((tmp_path / "bt" / "summary.json").read_text())
+    assert summary["return_pct"] == pytest.approx(float(chosen[0]["oos_return_pct"]), abs=1e-6)
+    for png in ("tearsheet.png", "tearsheet_in_sample.png", "pareto.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+@needs_data
+def test_a_study_whose_every_configuration_loses_is_warned_and_one_with_none_feasible_writes_no_config(
+        tmp_path, ten_days):
+    r = run(tmp_path, ten_days, "--trials", "4", "--seed", "1", "--study", "lose", "--maker-fee", "0.004",
+            "--taker-fee", "0.004", "--min-round-trips", "1", "--max-drawdown", "100")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert all(float(row["is_return_pct"]) < 0 for row in trials_csv(tmp_path))
+    assert "WARNING: every feasible configuration (4) lost money in-sample" in r.stdout
+    assert "> WARNING: every feasible configuration (4) lost money in-sample" in (tmp_path / "out" / "report.md").read_text()
+    r = run(tmp_path, ten_days, "--trials", "3", "--seed", "1", "--study", "none", "--max-drawdown", "0.01")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "VERDICT: NOTHING CHOSEN" in r.stdout and "exceeded the 0.01 % drawdown cap" in r.stdout
+    assert not list((tmp_path / "out").glob("best_*.txt")) and not list((tmp_path / "out").glob("tearsheet*"))
+
+
+@needs_data
 def test_infeasible_draws_are_recorded_and_never_reported(tmp_path, ten_days):
     space = "LEVEL_DISTANCES[1]=0.003..0.02\nLEVEL_DISTANCES[2]=0.005..0.02\n"
     r = run(tmp_path, ten_days, "--trials", "10", "--seed", "2", "--study", "inf", space=space)
@@ -352,6 +402,34 @@ def test_the_headline_and_report_give_the_trials_the_study_holds(tmp_path, ten_d
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith("5 complete trials held by 1 study (n)")
     assert "n 5 complete" in (tmp_path / "out" / "report.md").read_text()
+
+
+BTC_MARCH = DATA_DIR / "binanceus-spot-BTCUSD-1m-2023-03-01_21.csv"
+
+
+@pytest.mark.skipif(not BTC_MARCH.is_file(), reason=f"real kline file {BTC_MARCH} is absent")
+def test_the_readmes_worked_example_prints_what_the_readme_says(tmp_path):
+    """The README teaches the rule with a seeded one-job study: its command, run here, must
+    print the README's lines (the elapsed time and the storage's folder aside), and its
+    advice must follow the rule (best_01, judged on the holdout only)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("A worked example, BTC through the March 2023"):]
+    block = block[block.index("```bash\n") + 8:block.index("```\n", block.index("```bash\n") + 8)]
+    lines = block.replace("\\\n", " ").splitlines()
+    argv = lines[0].split("optimize.py", 1)[1].split()
+    assert "--seed" in argv and "--jobs" not in argv                    # a seed reproduces one job only
+    argv = [a.replace("../shared/data/", f"{DATA_DIR}/") for a in argv]
+    for f in ("config_btc.txt", "optimize_space.txt"):
+        (tmp_path / f).write_text((ROOT / f).read_text())
+    r = run_here(tmp_path, argv)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    def same(line: str) -> str:
+        line = re.sub(r"\), [0-9.]+ s$", "), N s", line)
+        return re.sub(r"optuna-dashboard \S*/optuna/", "optuna-dashboard optuna/", line)
+    assert [same(x) for x in r.stdout.splitlines()] == [same(x) for x in lines[1:]]
+    advice = readme[readme.index("Read it as the rule teaches"):readme.index("**One study on several machines:**")]
+    assert "best_01.txt" in advice and "best_02" not in advice and "--data" not in advice
 
 
 # ---------------------------------------------------------------------- many machines
