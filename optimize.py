@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import math
 import multiprocessing as mp
 import os
@@ -144,7 +145,8 @@ class Objective:
         if TRIAL_SLEEP_S:
             time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
         # The daily returns let the report test the whole study for overfitting (PBO, DSR).
-        daily = [round(float(x), 10) for x in daily_returns(res)]
+        # One string, not a list: samplers deep-copy every trial's attributes at each ask.
+        daily = ",".join(f"{x:.10g}" for x in daily_returns(res))
         return Evaluation(values, self.constraints(s), {"score": s.as_dict(), "daily": daily})
 
     def infeasible(self, attrs: dict[str, Any]) -> Evaluation:
@@ -445,6 +447,8 @@ def make_plan(a: argparse.Namespace) -> Plan:
     folds, hold = plan_folds(len(market.candles), a.holdout, a.folds)
     if min(f.train.end - f.train.start for f in folds) < 1440:
         raise ValueError(f"{len(market.candles):,} candles leave under a day to train on: fewer folds or less holdout")
+    for module in ("empyrical", "research.overfitting"):     # scoring's libraries (~1.8 s): imported once
+        importlib.import_module(module)                    # here, shared by the forked workers
     objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown, fill)
     ident = run_identity(a, base, space, market, fill, folds)
     name = a.study or f"{market.filters.symbol}-{base.trade_direction}-{a.objective}-{ident.fingerprint}"

@@ -43,7 +43,8 @@ def in_sample(t: FrozenTrial) -> Score:
 
 
 def daily_of(t: FrozenTrial) -> np.ndarray:
-    return np.asarray(t.user_attrs.get("daily", ()), dtype=float)
+    text = t.user_attrs.get("daily") or ""
+    return np.array([float(x) for x in text.split(",")] if text else [], dtype=float)
 
 
 def psr_of(t: FrozenTrial) -> float:

@@ -28,7 +28,7 @@ def trial(number: int, ret: float, dd: float, daily: list[float], *, liquidation
               annual_return_pct=math.nan, annual_vol_pct=math.nan, round_trips=10, liquidations=liquidations,
               fills=40, days=len(daily), funding_paid=0.0, max_position_notional=1.0)
     t = optuna.trial.create_trial(values=[ret, dd], params={"x": number / 100}, distributions=DIST,
-                                  user_attrs={"score": s.as_dict(), "daily": daily},
+                                  user_attrs={"score": s.as_dict(), "daily": ",".join(map(str, daily))},
                                   constraints={"rules": 0.0, "liq": float(liquidations), "trips": -7.0,
                                                "cap": dd - cap})
     t.number = number
