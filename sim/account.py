@@ -230,28 +230,44 @@ class Account:
         return False
 
     def liquidate(self, b: SymbolBook, price_t: int) -> None:
-        """Binance's forced close (cross margin): every open order of the account is cancelled,
-        the whole position is closed at the liquidation price (or where a gap put the mark),
-        and the insurance fund takes the remaining maintenance margin; the wallet never goes
-        below zero (the fund covers a bankrupt account)."""
+        """Binance's forced close (cross margin, SPEC §7): the account's margin balance has
+        reached its maintenance margin, so every open order of the account is cancelled and
+        every cross position is closed: `b`'s at the liquidation price (or where a gap put
+        the mark), the others at their marks.  The insurance fund takes the remaining
+        maintenance margin; the wallet never goes below zero (the fund covers a bankrupt
+        account)."""
         engine = self._engine
         engine.cancel_every_order()
-        drop_liquidation(b)
+        closing = [(b, price_t)] + [(o, o.mark_t if o.mark_driven else o.price_t)
+                                    for o in self.books.values() if o is not b and o.position.steps]
+        for book, _ in closing:
+            drop_liquidation(book)
+        # Every position closed first (their PnL realised), then the fund's share taken from
+        # what the wallet holds: the order of the closes changes nothing.
+        closed = [self._close_for_liquidation(book, at) for book, at in closing]
+        for k, (book, mark, at, signed, mm, o) in enumerate(closed):
+            f = book.filters
+            clearance = max(0.0, min(mm, self.wallet))
+            # the fund brings a negative wallet back to 0, once, on the last record
+            bankrupt = min(0.0, self.wallet - clearance) if k == len(closed) - 1 else 0.0
+            self.wallet -= clearance + bankrupt
+            if clearance or bankrupt:
+                self._add_income(f.symbol, "INSURANCE_CLEAR", -(clearance + bankrupt), "LIQUIDATION")
+                self.emit_update(book, "INSURANCE_CLEAR", force=True)
+            self.liquidations.append(Liquidation(engine.now_ms, f.symbol, mark, f.from_ticks(at), signed,
+                                                 clearance + bankrupt, o.order_id, o.client_id))
+        self.update_liquidation()
+
+    def _close_for_liquidation(self, b: SymbolBook, price_t: int) -> tuple[SymbolBook, float, int, float, float, SimOrder]:
+        """One position closed by Binance's liquidation order; (book, mark, price, position,
+        maintenance margin at that price, the order)."""
         p, f = b.position, b.filters
         qty = abs(p.qty)
         signed = p.qty
         mark = mark_of(b)
         mm = b.brackets.maint_margin(qty * f.from_ticks(price_t)) if b.brackets else 0.0
-        o = engine.force_close(b, price_t)
-        clearance = max(0.0, min(mm, self.wallet))
-        bankrupt = min(0.0, self.wallet - clearance)    # the fund brings a negative wallet back to 0
-        self.wallet -= clearance + bankrupt
-        if clearance or bankrupt:
-            self._add_income(f.symbol, "INSURANCE_CLEAR", -(clearance + bankrupt), "LIQUIDATION")
-            self.emit_update(b, "INSURANCE_CLEAR", force=True)
-        self.liquidations.append(Liquidation(engine.now_ms, f.symbol, mark, f.from_ticks(price_t), signed,
-                                             clearance + bankrupt, o.order_id, o.client_id))
-        self.update_liquidation()
+        o = self._engine.force_close(b, price_t)
+        return b, mark, price_t, signed, mm, o
 
     # ------------------------------------------------------------------ funding
     def settle_funding(self, symbol: str, rate: float, mark: float) -> float:
