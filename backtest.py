@@ -66,6 +66,7 @@ class BacktestResult:
     halted: bool = False          # liquidated with AFTER_LIQUIDATION=STOP
     grids: int = 0                # grids placed (the strategy's generation count)
     round_trips: int = 0          # full closes (TP, SL, a BE that closed all): the grid started over
+    wallet: float = 0.0           # the account's wallet at the start (SPEC §7); 0: the capital alone
 
 
 def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,8 +99,12 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
                  progress: Callable[[int, int], None] | None = None,
                  funding: FundingSeries | None = None, mark: Candles | None = None,
                  brackets: BracketTable | None = None, liquidation: bool = True,
-                 fill_model: FillModel = FULL) -> BacktestResult:
+                 fill_model: FillModel = FULL, wallet: float | None = None) -> BacktestResult:
     """Drive the strategy over `candles`; the first candle's close is the first centre.
+
+    `capital`: the symbol's capital (default INITIAL_CAPITAL); `wallet`: the account's
+    (default: the capital alone).  `account_of` gives SPEC §7's: the wallet live would need
+    to give the config its capital.
 
     `funding`: settlements charged on the position held at each funding time, at the mark
     (the `mark` klines' open of that minute, else the candle's open).  `liquidation`: the
@@ -113,7 +118,7 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
     gc.disable()
     try:
         return _run_backtest(config, candles, filters, capital, maker_fee, taker_fee, progress, funding, mark,
-                             brackets, liquidation, fill_model)
+                             brackets, liquidation, fill_model, wallet)
     finally:
         if gc_was_on:
             gc.enable()
@@ -122,14 +127,14 @@ def run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters,
 def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float | None,
                   maker_fee: float | None, taker_fee: float | None, progress: Callable[[int, int], None] | None,
                   funding: FundingSeries | None, mark: Candles | None, brackets: BracketTable | None,
-                  liquidation: bool, fill_model: FillModel) -> BacktestResult:
+                  liquidation: bool, fill_model: FillModel, wallet: float | None = None) -> BacktestResult:
     t0 = time.perf_counter()
     if len(candles) == 0:
         raise DataError("candles", "no candles to backtest")
     run = _Replay(config, candles, filters, float(capital if capital is not None else config.initial_capital),
                   config.maker_fee if maker_fee is None else maker_fee,
                   config.taker_fee if taker_fee is None else taker_fee, funding, mark, brackets, liquidation,
-                  fill_model)
+                  fill_model, wallet=wallet)
     run.play(progress)
     return run.result(time.perf_counter() - t0)
 
@@ -144,14 +149,21 @@ class _Replay:
 
     def __init__(self, config: GridConfig, candles: Candles, filters: SymbolFilters, capital: float,
                  maker_fee: float, taker_fee: float, funding: FundingSeries | None, mark: Candles | None,
-                 brackets: BracketTable | None, liquidation: bool, fill_model: FillModel) -> None:
+                 brackets: BracketTable | None, liquidation: bool, fill_model: FillModel,
+                 wallet: float | None = None, sim: SimulatedExchange | None = None) -> None:
         self.config, self.candles, self.filters = config, candles, filters
         self.capital, self.liquidation = capital, liquidation
-        sim = self.sim = SimulatedExchange([filters], balance=capital, maker_fee=maker_fee, taker_fee=taker_fee,
-                                           leverage=config.leverage)
-        sim.ack_events = False      # the strategy acts on fills and expiries only
-        sim.liquidation_enabled = liquidation
-        sim.keep_trades = False     # the strategy's fill records are the backtest's trades
+        # The account's wallet (SPEC §7): the symbol's capital is its share of it.
+        self.wallet = float(wallet if wallet is not None else capital)
+        if sim is None:
+            sim = SimulatedExchange([filters], balance=self.wallet, maker_fee=maker_fee, taker_fee=taker_fee,
+                                    leverage=config.leverage)
+            sim.ack_events = False      # the strategy acts on fills and expiries only
+            sim.liquidation_enabled = liquidation
+            sim.keep_trades = False     # the strategy's fill records are the backtest's trades
+        else:                           # a leg of a portfolio: the account is shared
+            sim.books[filters.symbol].position.leverage = config.leverage
+        self.sim = sim
         self.symbol = filters.symbol
         self.book = sim.books[self.symbol]
         self.acct = sim.account     # the wallet's owner, bound once: `account()` reads it at every event
@@ -182,7 +194,7 @@ class _Replay:
         # (a third of the candle's volume), in price-time order; the rest stays open.
         self.leg_steps = fill_model.leg_steps_of(candles.volume, filters.step_size)
         self.seg_start: list[int] = [0]
-        self.seg_state: list[tuple[float, float, float]] = [(capital, 0.0, 0.0)]
+        self.seg_state: list[tuple[float, float, float]] = [(self.wallet, 0.0, 0.0)]
         self.worst_at: dict[int, float] = {}
         self.replayed = 0
         self.scanner = TriggerScanner(self.ticks[1], self.ticks[2])
@@ -333,13 +345,19 @@ class _Replay:
             # A cross account's loss stops at its wallet (the insurance fund covers the rest).
             np.maximum(equity, 0.0, out=equity)
             np.maximum(worst, 0.0, out=worst)
+        # The account holds the wallet; the symbol's figures are on its capital (the rest of
+        # the wallet is the reserve and the other symbols' share).
+        rest = self.wallet - self.capital
+        if rest:
+            equity -= rest
+            worst -= rest
         p, sim = self.book.position, self.sim
         return BacktestResult(self.config, f, self.candles, self.capital, self.fills, equity, worst,
-                              sim.wallet, p.qty, p.entry_price, sim.total_fees, self.replayed, elapsed_s,
+                              sim.wallet - rest, p.qty, p.entry_price, sim.total_fees, self.replayed, elapsed_s,
                               funding=list(sim.funding), liquidations=list(sim.liquidations),
                               brackets=self.book.brackets, halted=self.strategy.halted,
                               grids=self.strategy.state.generation,
-                              round_trips=self.strategy.state.round_trips)
+                              round_trips=self.strategy.state.round_trips, wallet=self.wallet)
 
 
 def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],
@@ -375,7 +393,14 @@ def summarize(res: BacktestResult) -> dict:
     n = len(res.candles)
     funding_paid = sum(x.amount for x in res.funding)
     clearance = sum(x.clearance for x in res.liquidations)
+    wallet = res.wallet or res.capital
+    rest = wallet - res.capital
+    final_equity = res.final_wallet + unrealized
     return {
+        "wallet": round(wallet, 8),
+        "capital": round(res.capital, 8),
+        "account": account_figures(res.equity + rest, res.equity_worst + rest, wallet, final_equity + rest,
+                                   res.liquidations),
         "candles": n,
         "replayed_candles": res.replayed_candles,
         "fills": len(fills),
@@ -406,6 +431,36 @@ def summarize(res: BacktestResult) -> dict:
         "elapsed_s": round(res.elapsed_s, 6),
         "candles_per_s": round(n / res.elapsed_s) if res.elapsed_s > 0 else None,
     }
+
+
+def account_figures(equity: np.ndarray, worst: np.ndarray, wallet: float, final_equity: float,
+                    liquidations: list[Liquidation]) -> dict:
+    """The account's line of a summary: its wallet, equity, drawdown and liquidations."""
+    peak = np.maximum.accumulate(equity) if len(equity) else np.zeros(0)
+    dd = peak - worst
+    idx = int(dd.argmax()) if len(dd) else 0
+    max_dd = float(dd.max()) if len(dd) else 0.0
+    return {
+        "wallet": round(wallet, 8),
+        "final_equity": round(final_equity, 8),
+        "net_pnl": round(final_equity - wallet, 8),
+        "return_pct": round((final_equity - wallet) / wallet * 100, 4) if wallet else 0.0,
+        "max_drawdown": round(max_dd, 8),
+        "max_drawdown_pct": round(max_dd / float(peak[idx]) * 100, 4) if len(dd) and peak[idx] else 0.0,
+        "min_equity": round(float(worst.min()), 8) if len(worst) else wallet,
+        "liquidations": [{"time": _iso(x.time), "symbol": x.symbol, "qty": round(x.qty, 12),
+                          "price": round(x.price, 8)} for x in liquidations],
+    }
+
+
+def account_of(configs: list[GridConfig], wallet: float | None = None) -> tuple[float, list[float]]:
+    """SPEC §7: the account's wallet (`wallet`, else the largest INITIAL_CAPITAL /
+    CAPITAL_RATIO among the symbols: the wallet live would need to give each its
+    INITIAL_CAPITAL) and each symbol's capital, CAPITAL_RATIO × the wallet."""
+    w = float(wallet) if wallet is not None else max(c.initial_capital / c.capital_ratio for c in configs)
+    if not (w > 0 and math.isfinite(w)):
+        raise ValueError(f"--wallet must be a positive amount (got {wallet})")
+    return w, [c.capital_ratio * w for c in configs]
 
 
 def _iso(ms: int) -> str:
@@ -495,7 +550,11 @@ def _progress_bar(done: int, total: int) -> None:
 
 
 def print_summary(s: dict, out: Path | None) -> None:
+    a = s.get("account") or {}
     rows = [
+        ("account: wallet / capital", f"{s.get('wallet', s['initial_capital']):,.2f} / {s['initial_capital']:,.2f}"),
+        ("account: final equity", f"{a.get('final_equity', 0):,.2f} ({a.get('return_pct', 0):+.2f} %), max drawdown "
+                                  f"{a.get('max_drawdown_pct', 0):.2f} %"),
         ("symbol / direction", f"{s['symbol']} {s['direction']}"),
         ("period", f"{s['start']} → {s['end']}"),
         ("candles", f"{s['candles']:,} ({s['replayed_candles']:,} replayed)"),
@@ -525,6 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="config file (config_btc.txt format)")
     p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
     p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
+    p.add_argument("--wallet", type=float, help="the account's wallet (default: INITIAL_CAPITAL / CAPITAL_RATIO, "
+                   "the wallet live would need to give the symbol its capital; SPEC §7)")
     add_market_arguments(p)
     p.add_argument("--fill-model", choices=["full", "volume"], default="full",
                    help="full: a touched limit fills whole (SPEC §6, default); volume: at most --fill-share of "
@@ -661,6 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         if overrides:
             cfg = cfg.with_overrides(**overrides)
         cfg = apply_fee_overrides(cfg, args)
+        wallet, (capital,) = account_of([cfg], args.wallet)
         fill_model = FillModel.from_cli(args.fill_model, args.fill_share)
         m = load_market(args)
     except (ConfigError, DataError, FundingError, BracketError, ValueError) as e:
@@ -668,8 +730,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     candles = m.candles
     progress = _progress_bar if sys.stderr.isatty() and len(candles) > 100_000 else None
-    res = run_backtest(cfg, candles, m.filters, progress=progress, funding=m.funding, mark=m.mark,
-                       brackets=m.brackets, liquidation=m.liquidation, fill_model=fill_model)
+    res = run_backtest(cfg, candles, m.filters, capital=capital, progress=progress, funding=m.funding, mark=m.mark,
+                       brackets=m.brackets, liquidation=m.liquidation, fill_model=fill_model, wallet=wallet)
     res.summary = summarize(res)
     res.summary["load_s"] = round(m.load_s, 6)
     out = Path(args.out)

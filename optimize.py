@@ -43,7 +43,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from backtest import BacktestResult, Market, add_market_arguments, apply_fee_overrides, load_market, run_backtest
+from backtest import (BacktestResult, Market, account_of, add_market_arguments, apply_fee_overrides, load_market,
+                      run_backtest)
 from config import ConfigError, GridConfig, format_config, load_config
 from errors import Fatal
 from market.brackets import BracketError
@@ -106,6 +107,7 @@ class Objective:
     min_round_trips: int
     max_drawdown: float
     fill_model: FillModel = FULL
+    wallet: float | None = None     # the account's (SPEC §7); None: the capital alone
 
     @property
     def directions(self) -> list[StudyDirection]:
@@ -120,7 +122,8 @@ class Objective:
         m = self.market
         # Candles.slice is a view: the worker's one copy of the candles serves every trial.
         return run_backtest(cfg, m.candles.slice(w.start, w.end), m.filters, funding=m.funding, mark=m.mark,
-                            brackets=m.brackets, liquidation=m.liquidation, fill_model=self.fill_model)
+                            brackets=m.brackets, liquidation=m.liquidation, fill_model=self.fill_model,
+                            wallet=self.wallet)
 
     def values(self, s: Score) -> list[float]:
         if self.name == "return-drawdown":
@@ -433,6 +436,7 @@ def run_identity(a: argparse.Namespace, base: GridConfig, space: Space, market: 
         "objective": a.objective,
         "space": d(space.fingerprint()),
         "fill_model": f"{fill.kind} {fill.share:g}",
+        "wallet": f"{account_of([base])[0]:.8g}",
     })
 
 
@@ -449,7 +453,8 @@ def make_plan(a: argparse.Namespace) -> Plan:
         raise ValueError(f"{len(market.candles):,} candles leave under a day to train on: fewer folds or less holdout")
     for module in ("empyrical", "research.overfitting"):     # scoring's libraries (~1.8 s): imported once
         importlib.import_module(module)                    # here, shared by the forked workers
-    objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown, fill)
+    wallet, _ = account_of([base])           # SPEC §7: the wallet live would need to give the base its capital
+    objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown, fill, wallet)
     ident = run_identity(a, base, space, market, fill, folds)
     name = a.study or f"{market.filters.symbol}-{base.trade_direction}-{a.objective}-{ident.fingerprint}"
     return Plan(a, objective, folds, hold, name, Path.cwd(), ident)

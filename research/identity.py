@@ -65,6 +65,7 @@ PART_NAMES = {
     "objective": "the objective (--objective)",
     "space": "the search space (--space)",
     "fill_model": "the fill model (--fill-model, --fill-share)",
+    "wallet": "the account's wallet (INITIAL_CAPITAL / CAPITAL_RATIO, SPEC §7)",
     "window": "this study's own window",
 }
 

@@ -30,7 +30,7 @@ _INT_LITERAL_RE = re.compile(r"^[+-]?\d+$")
 _CHOICE_KINDS = {"direction": ("LONG", "SHORT"), "working_type": ("CONTRACT_PRICE", "MARK_PRICE"),
                  "after_liquidation": ("STOP", "CONTINUE")}
 NOT_SEARCHABLE = {"MAX_ENTRY_LEVEL": "cannot be searched (the list keys' lengths depend on it)",
-                  "CAPITAL_RATIO": "is live only (a backtest's capital is INITIAL_CAPITAL)"}
+                  "CAPITAL_RATIO": "cannot be searched (with INITIAL_CAPITAL it sets the account's wallet, SPEC §7)"}
 
 
 class SpaceError(BadInput):

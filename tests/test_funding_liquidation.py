@@ -291,7 +291,11 @@ def test_cli_marks_the_liquidation(tmp_path):
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert len(s["liquidations"]) == 1 and set(s["liquidations"][0]) >= {"time", "mark_price", "qty", "price"}
-    assert s["min_equity"] >= 0
+    # SPEC §7: the account's wallet is INITIAL_CAPITAL / CAPITAL_RATIO; the symbol's loss went
+    # past its capital into the rest of the wallet, and the account's equity stops at 0.
+    assert s["wallet"] == pytest.approx(1000 / 0.33) and s["capital"] == pytest.approx(1000)
+    assert s["min_equity"] < 0 <= s["account"]["min_equity"] and s["account"]["final_equity"] >= 0
+    assert s["account"]["liquidations"][0]["time"] == s["liquidations"][0]["time"]
     rows = (tmp_path / "o" / "trades.csv").read_text().splitlines()
     assert rows[-1].split(",")[1] == "LIQUIDATION"
     assert "liquidations" in r.stdout and s["liquidations"][0]["time"] in r.stdout
