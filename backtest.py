@@ -360,6 +360,316 @@ class _Replay:
                               round_trips=self.strategy.state.round_trips, wallet=self.wallet)
 
 
+# ---------------------------------------------------------------------- several symbols, one account
+@dataclass
+class PortfolioLeg:
+    """One symbol of a portfolio backtest: its config, candles and market."""
+    config: GridConfig
+    candles: Candles
+    filters: SymbolFilters
+    funding: FundingSeries | None = None
+    mark: Candles | None = None
+    brackets: BracketTable | None = None
+
+
+@dataclass
+class PortfolioResult:
+    """The account (one wallet, SPEC §7) and each symbol on its capital."""
+    wallet: float
+    times: np.ndarray               # the joined minutes
+    equity: np.ndarray              # the account's, at each minute's close
+    equity_worst: np.ndarray        # at each minute's adverse extremes
+    final_equity: float
+    symbols: list[BacktestResult]   # each on its capital; `equity` its capital + its own PnL
+    liquidations: list[Liquidation]
+    elapsed_s: float
+    summary: dict = field(default_factory=dict)
+
+
+def align_candles(legs: list[PortfolioLeg]) -> tuple[np.ndarray, list[Candles]]:
+    """Every symbol's candles on the union of their minutes: a minute missing in one
+    symbol's data is a flat candle at its last close with no volume (nothing trades)."""
+    times = legs[0].candles.open_time
+    for leg in legs[1:]:
+        times = np.union1d(times, leg.candles.open_time)
+    out = []
+    for leg in legs:
+        c = leg.candles
+        if len(c.open_time) == len(times) and np.array_equal(c.open_time, times):
+            out.append(c)
+            continue
+        src = np.searchsorted(c.open_time, times, side="right") - 1      # its last candle at or before
+        have = (src >= 0) & (c.open_time[np.maximum(src, 0)] == times)
+        flat = np.where(src >= 0, c.close[np.maximum(src, 0)], c.open[0])  # before its first: its first open
+        k = np.maximum(src, 0)
+        out.append(Candles(times.copy(), np.where(have, c.open[k], flat), np.where(have, c.high[k], flat),
+                           np.where(have, c.low[k], flat), np.where(have, c.close[k], flat),
+                           np.where(have, c.volume[k], 0.0)))
+    return times, out
+
+
+def run_portfolio(legs: list[PortfolioLeg], wallet: float | None = None, *, liquidation: bool = True,
+                  fill_model: FillModel = FULL) -> PortfolioResult:
+    """Several symbols on one cross-margin wallet (SPEC §7): each symbol's capital is its
+    CAPITAL_RATIO × the wallet (default: the largest INITIAL_CAPITAL / CAPITAL_RATIO);
+    margin (-2019), funding and liquidation are the account's."""
+    t0 = time.perf_counter()
+    if len({leg.filters.symbol for leg in legs}) != len(legs):
+        raise ValueError("a symbol is given twice")
+    fees = {(leg.config.maker_fee, leg.config.taker_fee) for leg in legs}
+    if len(fees) > 1:
+        raise ValueError("the configs give different fees: Binance's fee rate is the account's (one MAKER_FEE "
+                         "and TAKER_FEE for every symbol)")
+    w, capitals = account_of([leg.config for leg in legs], wallet)
+    times, candles = align_candles(legs)
+    maker, taker = next(iter(fees))
+    sim = SimulatedExchange([leg.filters for leg in legs], balance=w, maker_fee=maker, taker_fee=taker)
+    sim.ack_events = False
+    sim.liquidation_enabled = liquidation
+    sim.keep_trades = False
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        port = _Portfolio(sim, w, [_Replay(leg.config, c, leg.filters, cap, maker, taker, leg.funding, leg.mark,
+                                           leg.brackets, liquidation, fill_model, wallet=w, sim=sim)
+                                   for leg, c, cap in zip(legs, candles, capitals)], times)
+        port.play()
+        return port.result(time.perf_counter() - t0)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+class _Portfolio:
+    """The legs (one `_Replay` each, on one simulator) played minute by minute in time
+    order, skipping minutes where no leg can act.  With two or more positions open, every
+    skipped minute is checked for the account's liquidation with each symbol at its
+    adverse extreme of that minute at once (1-minute candles cannot tell the order within
+    a minute; the worst case is the safe answer)."""
+
+    def __init__(self, sim: SimulatedExchange, wallet: float, legs: list[_Replay], times: np.ndarray) -> None:
+        self.sim, self.wallet, self.legs, self.times = sim, wallet, legs, times
+        self.by_symbol = {leg.symbol: leg for leg in legs}
+        for leg in legs:
+            leg.deliver = self.deliver              # type: ignore[method-assign]
+            leg.account = self.equity_now           # type: ignore[method-assign]
+        self.w_start: list[int] = [0]
+        self.w_state: list[float] = [wallet]
+        self.worst_at: dict[int, float] = {}
+
+    def deliver(self) -> None:
+        """Each event to the strategy of its symbol."""
+        sim, legs = self.sim, self.by_symbol
+        while sim.events:
+            for ev in sim.drain_events():
+                if type(ev) is OrderUpdate and ev.exec_type != _NEW:
+                    run_sync(legs[ev.symbol].strategy.on_order_update(ev))
+
+    def equity_now(self) -> float:
+        return self.sim.account.wallet + sum(leg.pos.qty * (leg.book.price - leg.pos.entry_price)
+                                             for leg in self.legs)
+
+    def open_positions(self) -> int:
+        return sum(1 for leg in self.legs if leg.pos.steps)
+
+    def mark_all(self, i: int) -> None:
+        for leg in self.legs:
+            leg.mark_segment(i)
+        self.w_start.append(i)
+        self.w_state.append(self.sim.account.wallet)
+
+    def move(self, leg: _Replay, i: int, which: int = 3) -> None:
+        """Put a leg's price (and mark) at candle i's open (0) or close (3) without playing it:
+        only where that candle reaches none of its triggers."""
+        self.sim.set_price_ticks(leg.symbol, int(leg.ticks[which][i]))
+        if leg.mark_ticks is not None:
+            self.sim.set_mark_ticks(leg.symbol, int(leg.mark_ticks[which][i]))
+
+    def play(self) -> None:
+        sim, legs, n = self.sim, self.legs, len(self.times)
+        sim.now_ms = int(self.times[0])
+        for leg in legs:
+            self.move(leg, 0)
+            if leg.mark_ticks is not None:
+                sim.drive_mark(leg.symbol)
+        for leg in legs:
+            run_sync(leg.strategy.on_candle_closed(leg.filters.from_ticks(int(leg.ticks[3][0]))))
+            self.deliver()
+        self.mark_all(1)
+        i = 1
+        while i < n:
+            js = [leg.next_event(i) for leg in legs]
+            if all(j == -2 for j in js):
+                break
+            live = [j for j in js if j >= 0]
+            j = min(live) if live else -1
+            lim = j if j >= 0 else n - 1
+            k = self.funding_due(lim)
+            if k is not None:
+                i = k
+                continue
+            if self.open_positions() >= 2:
+                hit = self.breach(i, j - 1 if j >= 0 else n - 1)
+                if hit is not None:
+                    self.liquidate_at(hit)
+                    i = hit + 1
+                    continue
+            if j < 0:
+                break
+            self.play_minute(j, [leg for leg, x in zip(legs, js) if x == j])
+            i = j + 1
+
+    def funding_due(self, lim: int) -> int | None:
+        """The earliest settlement of any leg at or before candle `lim`, settled at that
+        candle's open (the other legs at their last close); None when none is due."""
+        while True:
+            due = [(leg.f_idx[leg.fi], n) for n, leg in enumerate(self.legs) if leg.fi < len(leg.f_idx)
+                   and leg.f_idx[leg.fi] <= lim]
+            if not due:
+                return None
+            k, which = min(due)
+            leg = self.legs[which]
+            for other in self.legs:
+                if other is not leg and k > 0:
+                    self.move(other, k - 1)
+            if leg.funding_due(k) is not None:
+                self.mark_all(k)
+                return k
+
+    def breach(self, i: int, last: int) -> int | None:
+        """The first minute in [i, last] (no trigger of any leg inside) where the account's
+        margin balance, every symbol at its adverse extreme, reaches the positions'
+        maintenance margin."""
+        if last < i:
+            return None
+        eq = np.full(last + 1 - i, self.sim.account.wallet)
+        maint = np.zeros(last + 1 - i)
+        for leg in self.legs:
+            p = leg.pos
+            if not p.steps or leg.book.brackets is None:
+                continue
+            src = leg.mark_ticks if leg.mark_ticks is not None else leg.ticks
+            adverse = leg.filters.prices_of_ticks(src[2][i:last + 1] if p.qty > 0 else src[1][i:last + 1])
+            eq += p.qty * (adverse - p.entry_price)
+            maint += _maint_margins(leg.book.brackets, np.abs(p.qty) * adverse)
+        hit = np.flatnonzero(eq <= maint)
+        return i + int(hit[0]) if len(hit) else None
+
+    def liquidate_at(self, k: int) -> None:
+        """The account's liquidation in minute k: every symbol at its adverse extreme, every
+        position closed (Account.liquidate), then the minute's close."""
+        sim = self.sim
+        sim.now_ms = int(self.times[k])
+        held = [leg for leg in self.legs if leg.pos.steps]
+        for leg in self.legs:
+            if leg not in held:
+                self.move(leg, k - 1 if k > 0 else 0)
+        first = held[0]
+        for leg in held:
+            which = 2 if leg.pos.qty > 0 else 1
+            src = leg.mark_ticks if leg.mark_ticks is not None else leg.ticks
+            sim.set_price_ticks(leg.symbol, int(leg.ticks[which][k]))
+            if leg.mark_ticks is not None:
+                sim.set_mark_ticks(leg.symbol, int(src[which][k]))
+        if any(leg.pos.steps for leg in held):      # moving the prices may have liquidated already
+            b = first.book if first.pos.steps else next(leg.book for leg in held if leg.pos.steps)
+            sim.account.liquidate(b, b.mark_t if b.mark_driven else b.price_t)
+        self.deliver()
+        self.worst_at[k] = max(0.0, self.equity_now())
+        for leg in self.legs:
+            self.move(leg, k)
+        self.deliver()
+        self.mark_all(k)
+
+    def play_minute(self, j: int, acting: list[_Replay]) -> None:
+        """Minute j: the legs with an event play their candle's path in turn; the others
+        stand at their last close, then move to this minute's close."""
+        idle = [leg for leg in self.legs if leg not in acting]
+        for leg in idle:
+            self.move(leg, j - 1)
+        if self.open_positions() >= 2:
+            self.sim.account.update_liquidation()       # the others' marks have moved since
+            self.deliver()
+        worst = math.inf
+        for leg in acting:
+            leg.play_event_candle(j)
+            worst = min(worst, leg.worst_at.get(j, math.inf))
+        for leg in idle:
+            self.move(leg, j)
+        self.deliver()
+        self.worst_at[j] = worst if math.isfinite(worst) else self.equity_now()
+        self.mark_all(j)
+
+    def result(self, elapsed_s: float) -> PortfolioResult:
+        n = len(self.times)
+        st = np.minimum(np.asarray(self.w_start + [n], dtype=np.int64), n)
+        wallet = np.repeat(np.asarray(self.w_state), np.diff(st))
+        equity, worst = wallet.copy(), wallet.copy()
+        symbols = []
+        for leg in self.legs:
+            f, (_, highs, lows, closes) = leg.filters, leg.ticks
+            qty, avg = _position_curves(n, leg.seg_start, leg.seg_state)
+            close = f.prices_of_ticks(closes)
+            adverse = np.where(qty > 0, f.prices_of_ticks(lows), f.prices_of_ticks(highs))
+            equity += qty * (close - avg)
+            worst += qty * (adverse - avg)
+            symbols.append(self.symbol_result(leg, close, adverse, qty, avg, elapsed_s))
+        if self.worst_at:
+            at = np.fromiter(self.worst_at.keys(), np.int64, len(self.worst_at))
+            worst[at] = np.minimum(worst[at], np.fromiter(self.worst_at.values(), np.float64, len(at)))
+        if self.legs[0].liquidation:
+            np.maximum(equity, 0.0, out=equity)
+            np.maximum(worst, 0.0, out=worst)
+        sim = self.sim
+        final = sim.account.wallet + sum(leg.pos.qty * (float(leg.candles.close[-1]) - leg.pos.entry_price)
+                                         for leg in self.legs)
+        return PortfolioResult(self.wallet, self.times, equity, worst, final, symbols, list(sim.liquidations),
+                               elapsed_s)
+
+    def symbol_result(self, leg: _Replay, close: np.ndarray, adverse: np.ndarray, qty: np.ndarray,
+                      avg: np.ndarray, elapsed_s: float) -> BacktestResult:
+        """One symbol on its capital: its own realised PnL, fees, funding and liquidation
+        clearance, stepped at the minute they happened, plus its open PnL."""
+        sym = leg.symbol
+        funding = [x for x in self.sim.funding if x.symbol == sym]
+        liqs = [x for x in self.sim.liquidations if x.symbol == sym]
+        moves = sorted([(r.time_ms, r.realized_pnl - r.fee) for r in leg.fills] +
+                       [(x.time, -x.amount) for x in funding] + [(x.time, -x.clearance) for x in liqs])
+        cash = np.zeros(len(close))
+        if moves:
+            t = np.fromiter((m[0] for m in moves), np.int64, len(moves))
+            cum = np.cumsum(np.fromiter((m[1] for m in moves), np.float64, len(moves)))
+            k = np.searchsorted(t, np.asarray(leg.times) + 59_999, side="right") - 1
+            cash = np.where(k >= 0, cum[np.maximum(k, 0)], 0.0)
+        cap = leg.capital
+        fees = sum(r.fee for r in leg.fills)
+        p = leg.pos
+        return BacktestResult(leg.config, leg.filters, leg.candles, cap, leg.fills,
+                              cap + cash + qty * (close - avg), cap + cash + qty * (adverse - avg),
+                              cap + (float(cash[-1]) if len(cash) else 0.0), p.qty, p.entry_price, fees,
+                              leg.replayed, elapsed_s, funding=funding, liquidations=liqs,
+                              brackets=leg.book.brackets, halted=leg.strategy.halted,
+                              grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
+                              wallet=self.wallet)
+
+
+def _maint_margins(table: BracketTable, notional: np.ndarray) -> np.ndarray:
+    """BracketTable.maint_margin over an array of notionals."""
+    caps = np.array([b.cap for b in table.tiers])
+    k = np.minimum(np.searchsorted(caps, notional, side="right"), len(caps) - 1)
+    mmr = np.array([b.mmr for b in table.tiers])[k]
+    cum = np.array([b.cum for b in table.tiers])[k]
+    return np.where(notional > 0, notional * mmr - cum, 0.0)
+
+
+def _position_curves(n: int, starts: list[int], states: list[tuple[float, float, float]]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    st = np.minimum(np.asarray(starts + [n], dtype=np.int64), n)
+    lengths = np.diff(st)
+    arr = np.asarray(states, dtype=np.float64)
+    return np.repeat(arr[:, 1], lengths), np.repeat(arr[:, 2], lengths)
+
+
 def _equity_curves(close: np.ndarray, low: np.ndarray, high: np.ndarray, starts: list[int],
                    states: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Equity at each candle's close and at its adverse extreme (the candles as the engine played them)."""
@@ -581,7 +891,11 @@ def print_summary(s: dict, out: Path | None) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="backtest.py", description="Backtest the grid-martingale strategy "
                                 "over Binance 1-minute kline CSVs.")
-    p.add_argument("--config", required=True, help="config file (config_btc.txt format)")
+    p.add_argument("--config", nargs="+", metavar="FILE",
+                   help="config file (config_btc.txt format); with --symbols, SYMBOL=FILE for any symbol whose "
+                        "config is not config_<short>.txt (as live finds it)")
+    p.add_argument("--symbols", help="several symbols on one account (SPEC §7), e.g. BTCUSDC,ETHUSDC: --data "
+                   "SYMBOL=CSV[,CSV...] for each, or --from/--to")
     p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper)
     p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
     p.add_argument("--wallet", type=float, help="the account's wallet (default: INITIAL_CAPITAL / CAPITAL_RATIO, "
@@ -712,16 +1026,12 @@ def _download_inputs(args: argparse.Namespace, symbol: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.symbols:
+        return main_portfolio(args)
     try:
-        cfg = load_config(args.config)
-        overrides = {}
-        if args.direction:
-            overrides["trade_direction"] = args.direction
-        if args.capital is not None:
-            overrides["initial_capital"] = args.capital
-        if overrides:
-            cfg = cfg.with_overrides(**overrides)
-        cfg = apply_fee_overrides(cfg, args)
+        if not args.config or len(args.config) != 1 or "=" in args.config[0]:
+            raise ValueError("give one --config FILE (SYMBOL=FILE is for --symbols)")
+        cfg = _symbol_config(load_config(args.config[0]), args)
         wallet, (capital,) = account_of([cfg], args.wallet)
         fill_model = FillModel.from_cli(args.fill_model, args.fill_share)
         m = load_market(args)
@@ -743,6 +1053,171 @@ def main(argv: list[str] | None = None) -> int:
         write_chart(res, out / "equity.png")
     print_summary(res.summary, out)
     return 0
+
+
+def _symbol_config(cfg: GridConfig, args: argparse.Namespace) -> GridConfig:
+    """The command line's overrides (direction, capital, fees) applied to a config."""
+    overrides = {k: v for k, v in (("trade_direction", args.direction), ("initial_capital", args.capital))
+                 if v is not None}
+    return apply_fee_overrides(cfg.with_overrides(**overrides) if overrides else cfg, args)
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """SYMBOL=VALUE items of a --symbols run's flag, by upper-case symbol."""
+    out: dict[str, str] = {}
+    for v in values or []:
+        sym, eq, rest = v.partition("=")
+        if not eq or not sym.strip() or not rest.strip():
+            raise ValueError(f"{flag} {v}: with --symbols, give SYMBOL={'CSV[,CSV...]' if flag == '--data' else 'FILE'}")
+        out[sym.strip().upper()] = rest.strip()
+    return out
+
+
+def load_portfolio(args: argparse.Namespace) -> tuple[list[PortfolioLeg], bool]:
+    """Each symbol's config (config_<short>.txt unless --config SYMBOL=FILE) and market
+    (--data SYMBOL=CSV,... or --from/--to), as a single-symbol run loads them."""
+    from paths import ROOT, short_name
+    symbols = [x.strip().upper() for x in args.symbols.split(",") if x.strip()]
+    if len(symbols) < 2 or len(set(symbols)) != len(symbols):
+        raise ValueError(f"--symbols {args.symbols}: give two or more different symbols, e.g. BTCUSDC,ETHUSDC")
+    configs, data = _pairs(args.config, "--config"), _pairs(args.data, "--data")
+    for flag, given in (("--config", configs), ("--data", data)):
+        extra = sorted(set(given) - set(symbols))
+        if extra:
+            raise ValueError(f"{flag} names {', '.join(extra)}, not in --symbols {','.join(symbols)}")
+    if args.funding or args.mark or args.brackets or args.tick_size or args.step_size or args.min_qty \
+            or args.min_notional:
+        raise ValueError("with --symbols, each symbol's filters, brackets, funding and mark are its own: "
+                         "--funding, --mark, --brackets and the filter flags are for one symbol")
+    legs = []
+    liquidation = not args.no_liquidation
+    for sym in symbols:
+        path = Path(configs[sym]) if sym in configs else ROOT / f"config_{short_name(sym)}.txt"
+        if not path.is_file():
+            raise ValueError(f"{sym}: no config {path} (give --config {sym}=FILE)")
+        cfg = _symbol_config(load_config(path), args)
+        if not args.first and sym not in data:
+            raise ValueError(f"{sym}: no data (give --data {sym}=CSV[,CSV...] or --from YYYY-MM)")
+        one = argparse.Namespace(**vars(args))
+        one.symbol, one.data = sym, (data[sym].split(",") if sym in data else None)
+        m = load_market(one)
+        legs.append(PortfolioLeg(cfg, m.candles, m.filters, m.funding, m.mark, m.brackets))
+    return legs, liquidation
+
+
+def main_portfolio(args: argparse.Namespace) -> int:
+    try:
+        legs, liquidation = load_portfolio(args)
+        fill_model = FillModel.from_cli(args.fill_model, args.fill_share)
+        res = run_portfolio(legs, args.wallet, liquidation=liquidation, fill_model=fill_model)
+    except (ConfigError, DataError, FundingError, BracketError, ValueError) as e:
+        print(f"backtest.py: error: {e}", file=sys.stderr)
+        return 2
+    res.summary = summarize_portfolio(res)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_portfolio_csvs(res, out)
+    (out / "summary.json").write_text(json.dumps(res.summary, indent=2) + "\n", encoding="utf-8")
+    if not args.no_chart:
+        write_portfolio_chart(res, out / "equity.png")
+    print_portfolio_summary(res.summary, out)
+    return 0
+
+
+def summarize_portfolio(res: PortfolioResult) -> dict:
+    for r in res.symbols:
+        r.summary = summarize(r)
+    account = account_figures(res.equity, res.equity_worst, res.wallet, res.final_equity, [])
+    # The account's liquidations: one moment each, with every position it closed.
+    by_time: dict[int, list[Liquidation]] = {}
+    for x in res.liquidations:
+        by_time.setdefault(x.time, []).append(x)
+    account["liquidations"] = [{"time": _iso(t), "positions_closed": [
+        {"symbol": x.symbol, "qty": round(x.qty, 12), "price": round(x.price, 8), "mark_price": round(x.mark_price, 8),
+         "insurance_clearance": round(x.clearance, 8)} for x in xs]} for t, xs in sorted(by_time.items())]
+    account["capitals"] = {r.filters.symbol: round(r.capital, 8) for r in res.symbols}
+    account["funding_paid"] = round(sum(r.summary["funding_paid"] for r in res.symbols), 8)
+    account["fees"] = round(sum(r.summary["fees"] for r in res.symbols), 8)
+    account["start"] = _iso(int(res.times[0]))
+    account["end"] = _iso(int(res.times[-1]))
+    account["elapsed_s"] = round(res.elapsed_s, 6)
+    return {"account": account, "symbols": {r.filters.symbol: r.summary for r in res.symbols}}
+
+
+def write_portfolio_csvs(res: PortfolioResult, out: Path) -> None:
+    """trades.csv and funding.csv of every symbol in time order, each row naming its symbol."""
+    rows = sorted(((r.time_ms, k, r, res.symbols[k].filters) for k in range(len(res.symbols))
+                   for r in res.symbols[k].fills), key=lambda x: (x[0], x[1]))
+    with open(out / "trades.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["symbol"] + TRADE_COLUMNS)
+        for _, _, r, f in rows:
+            w.writerow([f.symbol, r.time_iso, r.role, r.side, f.fmt_price(r.price), f.fmt_qty(r.qty), f"{r.fee:.8f}",
+                        f"{r.realized_pnl:.8f}", f.fmt_qty(r.position_after), f"{r.avg_price_after:.8f}",
+                        r.client_id, r.order_id])
+    settlements = sorted(((x.time, k, x) for k in range(len(res.symbols)) for x in res.symbols[k].funding),
+                         key=lambda x: (x[0], x[1]))
+    with open(out / "funding.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["symbol"] + FUNDING_COLUMNS)
+        for _, k, x in settlements:
+            f = res.symbols[k].filters
+            w.writerow([f.symbol, _iso(x.time), f"{x.rate:.8f}", f"{x.mark_price:.8f}", f.fmt_qty(x.position),
+                        f"{x.amount:.8f}"])
+
+
+def write_portfolio_chart(res: PortfolioResult, path: Path) -> None:
+    """The account's equity and each symbol's (on its capital), liquidations marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+    n = len(res.times)
+    step = max(1, n // 4000)
+    t = res.times[::step].astype("datetime64[ms]")
+    fig, ax = plt.subplots(figsize=(13, 6))
+    ax.plot(t, res.equity[::step], color="black", lw=1.2, label=f"account (wallet {res.wallet:,.2f})")
+    for r in res.symbols:
+        ax.plot(t, r.equity[::step], lw=0.8, label=f"{r.filters.symbol} (capital {r.capital:,.2f})")
+    for x in sorted({x.time for x in res.liquidations}):
+        ax.axvline(np.datetime64(int(x), "ms"), color="#67001f", lw=1.4, ls="--")  # type: ignore[arg-type]  # matplotlib converts datetimes
+        ax.annotate("account liquidated", (np.datetime64(int(x), "ms"), float(res.wallet)), color="#67001f",
+                    fontsize=9, weight="bold", xytext=(6, 0), textcoords="offset points")
+    a = res.summary.get("account", {})
+    ax.set_title(f"one account, {len(res.symbols)} symbols: net PnL {a.get('net_pnl', 0):+,.2f} "
+                 f"({a.get('return_pct', 0):+.2f} %), max drawdown {a.get('max_drawdown_pct', 0):.1f} %"
+                 + (f", LIQUIDATED ×{len(a.get('liquidations', []))}" if a.get("liquidations") else ""))
+    ax.set_ylabel("equity")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_portfolio_summary(s: dict, out: Path | None) -> None:
+    a = s["account"]
+    liqs = a["liquidations"]
+    rows = [("account: wallet", f"{a['wallet']:,.2f}  capitals " + ", ".join(f"{k} {v:,.2f}"
+                                                                         for k, v in a["capitals"].items())),
+            ("account: period", f"{a['start']} → {a['end']}"),
+            ("account: final equity", f"{a['final_equity']:,.2f} ({a['return_pct']:+.2f} %)"),
+            ("account: max drawdown", f"{a['max_drawdown']:,.2f} ({a['max_drawdown_pct']:.2f} %), min equity "
+                                      f"{a['min_equity']:,.2f}"),
+            ("account: liquidations", "none" if not liqs else "  ".join(
+                f"{x['time']} closed " + ", ".join(f"{p['symbol']} {p['qty']:g} @ {p['price']:g}"
+                                                   for p in x["positions_closed"]) for x in liqs))]
+    for sym, x in s["symbols"].items():
+        rows.append((f"{sym} {x['direction']}", f"net PnL {x['net_pnl']:+,.2f} ({x['return_pct']:+.2f} % of its "
+                                                f"capital), {x['fills']:,} fills, funding {x['funding_paid']:+,.2f}, "
+                                                f"max position {x['max_position_notional']:,.2f}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    if out is not None:
+        print(f"  {'output':<{width}}  {out}/")
 
 
 if __name__ == "__main__":
