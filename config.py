@@ -45,10 +45,12 @@ _KEYS: dict[str, tuple[str, str]] = {
     "TAKER_FEE": ("taker_fee", "float"),
     "SL_WORKING_TYPE": ("sl_working_type", "working_type"),
     "AFTER_LIQUIDATION": ("after_liquidation", "after_liquidation"),
+    "ACCOUNT_STOP_DRAWDOWN": ("account_stop_drawdown", "float"),
 }
 _FIELD_TO_KEY = {field: key for key, (field, _) in _KEYS.items()}
 _DEFAULTS: dict[str, Any] = {"CAPITAL_RATIO": 0.33, "MAKER_FEE": 0.0, "TAKER_FEE": 0.0004,
-                             "SL_WORKING_TYPE": "CONTRACT_PRICE", "AFTER_LIQUIDATION": "STOP"}
+                             "SL_WORKING_TYPE": "CONTRACT_PRICE", "AFTER_LIQUIDATION": "STOP",
+                             "ACCOUNT_STOP_DRAWDOWN": 0.0}
 _DIRECTIONS = ("LONG", "SHORT")
 _CHOICES = {"working_type": ("CONTRACT_PRICE", "MARK_PRICE"), "after_liquidation": ("STOP", "CONTINUE")}
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -90,6 +92,7 @@ class GridConfig:
     taker_fee: float
     sl_working_type: str = "CONTRACT_PRICE"  # the stop's trigger price: last (Binance's default) or mark
     after_liquidation: str = "STOP"          # STOP: no new grid until a person restarts; CONTINUE
+    account_stop_drawdown: float = 0.0       # close all when the account falls this share below its peak; 0 off
     source: str = ""  # path the config was read from, for messages
 
     @property
@@ -265,6 +268,8 @@ def _validate(cfg: GridConfig, raw: Mapping[str, tuple[int, str]]) -> None:
     for key in ("MAKER_FEE", "TAKER_FEE"):
         if not 0 <= getattr(cfg, _KEYS[key][0]) < MAX_FEE:
             raise fail(key, f"must be a rate in [0, {MAX_FEE})")
+    if not 0 <= cfg.account_stop_drawdown < 1:
+        raise fail("ACCOUNT_STOP_DRAWDOWN", "must be a share of the account's peak equity in [0, 1) (0: off)")
     if not 1 <= cfg.max_entry_level <= MAX_LEVELS:
         raise fail("MAX_ENTRY_LEVEL", f"must be from 1 to {MAX_LEVELS}")
 
