@@ -67,6 +67,7 @@ class BacktestResult:
     grids: int = 0                # grids placed (the strategy's generation count)
     round_trips: int = 0          # full closes (TP, SL, a BE that closed all): the grid started over
     wallet: float = 0.0           # the account's wallet at the start (SPEC §7); 0: the capital alone
+    account_stopped_at: int = 0   # ACCOUNT_STOP_DRAWDOWN fired at this time (ms); 0: never
 
 
 def funding_schedule(series: FundingSeries, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,6 +132,19 @@ def _run_backtest(config: GridConfig, candles: Candles, filters: SymbolFilters, 
     t0 = time.perf_counter()
     if len(candles) == 0:
         raise DataError("candles", "no candles to backtest")
+    if config.account_stop_drawdown > 0:
+        # The account stop watches the account's equity minute by minute: the account engine.
+        cap = float(capital if capital is not None else config.initial_capital)
+        w = float(wallet if wallet is not None else cap)
+        cfg = config.with_overrides(capital_ratio=min(1.0, cap / w)) if w else config
+        cfg = cfg.with_overrides(**{k: v for k, v in (("maker_fee", maker_fee), ("taker_fee", taker_fee))
+                                    if v is not None})
+        port = run_portfolio([PortfolioLeg(cfg, candles, filters, funding, mark, brackets)], w,
+                             liquidation=liquidation, fill_model=fill_model)
+        res = port.symbols[0]
+        res.account_stopped_at = port.account_stopped_at
+        res.elapsed_s = time.perf_counter() - t0
+        return res
     run = _Replay(config, candles, filters, float(capital if capital is not None else config.initial_capital),
                   config.maker_fee if maker_fee is None else maker_fee,
                   config.taker_fee if taker_fee is None else taker_fee, funding, mark, brackets, liquidation,
@@ -384,6 +398,7 @@ class PortfolioResult:
     liquidations: list[Liquidation]
     elapsed_s: float
     summary: dict = field(default_factory=dict)
+    account_stopped_at: int = 0     # ACCOUNT_STOP_DRAWDOWN fired at this time (ms); 0: never
 
 
 def align_candles(legs: list[PortfolioLeg]) -> tuple[np.ndarray, list[Candles]]:
@@ -456,6 +471,12 @@ class _Portfolio:
         self.w_start: list[int] = [0]
         self.w_state: list[float] = [wallet]
         self.worst_at: dict[int, float] = {}
+        # ACCOUNT_STOP_DRAWDOWN: the strictest of the symbols' (every daemon watches the same
+        # account; the first to see its level stops them all).
+        shares = [leg.config.account_stop_drawdown for leg in legs if leg.config.account_stop_drawdown > 0]
+        self.stop_share = min(shares) if shares else 0.0
+        self.peak = wallet
+        self.stopped_at = 0
 
     def deliver(self) -> None:
         """Each event to the strategy of its symbol."""
@@ -508,15 +529,27 @@ class _Portfolio:
             if k is not None:
                 i = k
                 continue
-            if self.open_positions() >= 2:
-                hit = self.breach(i, j - 1 if j >= 0 else n - 1)
-                if hit is not None:
-                    self.liquidate_at(hit)
-                    i = hit + 1
-                    continue
+            last = j - 1 if j >= 0 else n - 1
+            hit = self.breach(i, last) if self.open_positions() >= 2 else None
+            stop = self.stop_due(i, last if hit is None else hit - 1) if self.stop_share and not self.stopped_at \
+                else None
+            if stop is not None:
+                self.stop_at(stop)
+                i = stop + 1
+                continue
+            if hit is not None:
+                self.liquidate_at(hit)
+                i = hit + 1
+                continue
             if j < 0:
                 break
             self.play_minute(j, [leg for leg, x in zip(legs, js) if x == j])
+            if self.stop_share and not self.stopped_at:
+                level = (1 - self.stop_share) * self.peak
+                if self.worst_at.get(j, math.inf) < level:
+                    self.stop_at(j, after_path=True)
+                else:
+                    self.peak = max(self.peak, self.equity_now())
             i = j + 1
 
     def funding_due(self, lim: int) -> int | None:
@@ -554,6 +587,61 @@ class _Portfolio:
             maint += _maint_margins(leg.book.brackets, np.abs(p.qty) * adverse)
         hit = np.flatnonzero(eq <= maint)
         return i + int(hit[0]) if len(hit) else None
+
+    def stop_due(self, i: int, last: int) -> int | None:
+        """The first minute in [i, last] (no trigger inside) whose worst equity falls below
+        (1 − ACCOUNT_STOP_DRAWDOWN) × the peak of the closes before it; the peak moves on
+        to the stretch's closes otherwise."""
+        if last < i:
+            return None
+        held = [leg for leg in self.legs if leg.pos.steps]
+        wallet = self.sim.account.wallet
+        if not held:
+            self.peak = max(self.peak, wallet)
+            return None
+        close = np.full(last + 1 - i, wallet)
+        worst = close.copy()
+        for leg in held:
+            p, f = leg.pos, leg.filters
+            close += p.qty * (f.prices_of_ticks(leg.ticks[3][i:last + 1]) - p.entry_price)
+            adverse = leg.ticks[2] if p.qty > 0 else leg.ticks[1]
+            worst += p.qty * (f.prices_of_ticks(adverse[i:last + 1]) - p.entry_price)
+        peak_before = np.maximum(self.peak, np.concatenate(([self.peak], np.maximum.accumulate(close)[:-1])))
+        hit = np.flatnonzero(worst < (1 - self.stop_share) * peak_before)
+        if len(hit):
+            return i + int(hit[0])
+        self.peak = max(self.peak, float(close.max()))
+        return None
+
+    def stop_at(self, k: int, after_path: bool = False) -> None:
+        """ACCOUNT_STOP_DRAWDOWN fired in minute k: every symbol at its adverse extreme of
+        the minute (the worst case the candle allows; after a played minute, where it ended),
+        then every strategy stops as live (orders cancelled, position closed at market, no
+        new grid)."""
+        sim = self.sim
+        t = int(self.times[k])
+        sim.now_ms = t + 59_999 if after_path else t
+        if not after_path:
+            for leg in self.legs:
+                if leg.pos.steps:
+                    which = 2 if leg.pos.qty > 0 else 1
+                    sim.set_price_ticks(leg.symbol, int(leg.ticks[which][k]))
+                    if leg.mark_ticks is not None:
+                        sim.set_mark_ticks(leg.symbol, int(leg.mark_ticks[which][k]))
+                else:
+                    self.move(leg, k - 1 if k > 0 else 0)
+        level = (1 - self.stop_share) * self.peak
+        why = f"the account's equity fell below {level:,.2f} ({self.stop_share:.0%} under its peak {self.peak:,.2f})"
+        self.stopped_at = sim.now_ms
+        for leg in self.legs:
+            run_sync(leg.strategy.stop_for_account(sim.now_ms, why))
+            self.deliver()
+        if not after_path:
+            for leg in self.legs:
+                self.move(leg, k)
+            self.deliver()
+        self.worst_at[k] = min(self.worst_at.get(k, math.inf), max(0.0, self.equity_now()))
+        self.mark_all(k)
 
     def liquidate_at(self, k: int) -> None:
         """The account's liquidation in minute k: every symbol at its adverse extreme, every
@@ -624,7 +712,7 @@ class _Portfolio:
         final = sim.account.wallet + sum(leg.pos.qty * (float(leg.candles.close[-1]) - leg.pos.entry_price)
                                          for leg in self.legs)
         return PortfolioResult(self.wallet, self.times, equity, worst, final, symbols, list(sim.liquidations),
-                               elapsed_s)
+                               elapsed_s, account_stopped_at=self.stopped_at)
 
     def symbol_result(self, leg: _Replay, close: np.ndarray, adverse: np.ndarray, qty: np.ndarray,
                       avg: np.ndarray, elapsed_s: float) -> BacktestResult:
@@ -711,6 +799,7 @@ def summarize(res: BacktestResult) -> dict:
         "capital": round(res.capital, 8),
         "account": account_figures(res.equity + rest, res.equity_worst + rest, wallet, final_equity + rest,
                                    res.liquidations),
+        "account_stop": _iso(res.account_stopped_at) if res.account_stopped_at else None,
         "candles": n,
         "replayed_candles": res.replayed_candles,
         "fills": len(fills),
@@ -830,6 +919,11 @@ def write_chart(res: BacktestResult, path: Path) -> None:
         ax1.annotate("liquidated", (np.datetime64(int(x.time), "ms"), x.price), textcoords="offset points",
                      xytext=(6, -14), color="#67001f", fontsize=9, weight="bold")
         ax2.axvline(np.datetime64(int(x.time), "ms"), color="#67001f", lw=1.2, ls="--")
+    if res.account_stopped_at:
+        at = np.datetime64(int(res.account_stopped_at), "ms")
+        ax2.axvline(at, color="#762a83", lw=1.4, ls="-.")
+        ax2.annotate("account stop", (at, float(res.capital)), textcoords="offset points", xytext=(6, 6),
+                     color="#762a83", fontsize=9, weight="bold")
     ax1.set_ylabel("price")
     ax1.legend(loc="upper left", fontsize=8, ncol=6)
     ax1.grid(alpha=0.3)
@@ -864,7 +958,8 @@ def print_summary(s: dict, out: Path | None) -> None:
     rows = [
         ("account: wallet / capital", f"{s.get('wallet', s['initial_capital']):,.2f} / {s['initial_capital']:,.2f}"),
         ("account: final equity", f"{a.get('final_equity', 0):,.2f} ({a.get('return_pct', 0):+.2f} %), max drawdown "
-                                  f"{a.get('max_drawdown_pct', 0):.2f} %"),
+                                  f"{a.get('max_drawdown_pct', 0):.2f} %"
+                                  + (f", ACCOUNT STOP at {s['account_stop']}" if s.get("account_stop") else "")),
         ("symbol / direction", f"{s['symbol']} {s['direction']}"),
         ("period", f"{s['start']} → {s['end']}"),
         ("candles", f"{s['candles']:,} ({s['replayed_candles']:,} replayed)"),
@@ -1138,6 +1233,7 @@ def summarize_portfolio(res: PortfolioResult) -> dict:
     account["capitals"] = {r.filters.symbol: round(r.capital, 8) for r in res.symbols}
     account["funding_paid"] = round(sum(r.summary["funding_paid"] for r in res.symbols), 8)
     account["fees"] = round(sum(r.summary["fees"] for r in res.symbols), 8)
+    account["account_stop"] = _iso(res.account_stopped_at) if res.account_stopped_at else None
     account["start"] = _iso(int(res.times[0]))
     account["end"] = _iso(int(res.times[-1]))
     account["elapsed_s"] = round(res.elapsed_s, 6)
@@ -1183,6 +1279,11 @@ def write_portfolio_chart(res: PortfolioResult, path: Path) -> None:
         ax.axvline(np.datetime64(int(x), "ms"), color="#67001f", lw=1.4, ls="--")  # type: ignore[arg-type]  # matplotlib converts datetimes
         ax.annotate("account liquidated", (np.datetime64(int(x), "ms"), float(res.wallet)), color="#67001f",
                     fontsize=9, weight="bold", xytext=(6, 0), textcoords="offset points")
+    if res.account_stopped_at:
+        at = np.datetime64(int(res.account_stopped_at), "ms")
+        ax.axvline(at, color="#762a83", lw=1.4, ls="-.")  # type: ignore[arg-type]  # matplotlib converts datetimes
+        ax.annotate("account stop", (at, float(res.wallet)), color="#762a83", fontsize=9, weight="bold",
+                    xytext=(6, -12), textcoords="offset points")
     a = res.summary.get("account", {})
     ax.set_title(f"one account, {len(res.symbols)} symbols: net PnL {a.get('net_pnl', 0):+,.2f} "
                  f"({a.get('return_pct', 0):+.2f} %), max drawdown {a.get('max_drawdown_pct', 0):.1f} %"
@@ -1206,6 +1307,7 @@ def print_portfolio_summary(s: dict, out: Path | None) -> None:
             ("account: final equity", f"{a['final_equity']:,.2f} ({a['return_pct']:+.2f} %)"),
             ("account: max drawdown", f"{a['max_drawdown']:,.2f} ({a['max_drawdown_pct']:.2f} %), min equity "
                                       f"{a['min_equity']:,.2f}"),
+            ("account: stop", a.get("account_stop") or "did not fire"),
             ("account: liquidations", "none" if not liqs else "  ".join(
                 f"{x['time']} closed " + ", ".join(f"{p['symbol']} {p['qty']:g} @ {p['price']:g}"
                                                    for p in x["positions_closed"]) for x in liqs))]

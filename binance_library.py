@@ -36,7 +36,7 @@ from binance.ws.keepalive_websocket import KeepAliveWebsocket
 from errors import ConfigurationError, RateLimited, UnknownResult, Unreachable
 from exchange_api import (
     BinanceError, ENTRY_RETRY_STEP, RUNG_MARGIN, ERR_NO_SUCH_ORDER, ERR_UNKNOWN_ORDER, ExchangeError, FuturesVenue, LimitOrder, OpenOrder,
-    OPEN_STATUSES, OrderAck, OrderStatus, OrderUpdate, Position, SymbolFilters,
+    AccountSnapshot, OPEN_STATUSES, OrderAck, OrderStatus, OrderUpdate, Position, SymbolFilters,
 )
 
 log = logging.getLogger("binance_library")
@@ -442,6 +442,22 @@ class BinanceFuturesClient(FuturesVenue):
     async def wallet_balance(self) -> float:
         """The wallet that margins this symbol (capital = CAPITAL_RATIO × this)."""
         return (await self._collateral())[0]
+
+    async def account_snapshot(self) -> AccountSnapshot:
+        """The whole account's wallet, equity and maintenance margin (GET /fapi/v3/account,
+        Account-Information-V3): in single-asset mode the top-level totals count "only for
+        USDT asset", so a USDC (or BNFCR) account's figures are its collateral's row of
+        `assets` (walletBalance, marginBalance, maintMargin); in multi-assets mode the
+        top-level totals, which sum every asset in USD."""
+        mode = self.mode or await self.account_mode()
+        acct = await self.call(self.api.futures_account, version=3)
+        if mode.multi_assets:
+            return AccountSnapshot(_f(acct, "totalWalletBalance"), _f(acct, "totalMarginBalance"),
+                                   _f(acct, "totalMaintMargin"))
+        for a in acct.get("assets") or []:
+            if a.get("asset") == mode.collateral:
+                return AccountSnapshot(_f(a, "walletBalance"), _f(a, "marginBalance"), _f(a, "maintMargin"))
+        return AccountSnapshot(0.0, 0.0, 0.0)
 
     # ------------------------------------------------------------------ FuturesVenue primitives
     async def get_position(self) -> Position:

@@ -268,6 +268,20 @@ class Position:
     mark_price: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """The account's margin as the exchange reports it (GET /fapi/v3/account): its wallet,
+    its equity (margin balance: wallet + every position's unrealised PnL) and the
+    maintenance margin of all its positions (liquidated when equity reaches it)."""
+    wallet: float
+    equity: float
+    maint_margin: float
+
+    @property
+    def margin_ratio(self) -> float:
+        return self.maint_margin / self.equity if self.equity > 0 else 1.0
+
+
 class Side(StrEnum):
     BUY = "BUY"
     SELL = "SELL"

@@ -109,6 +109,9 @@ class GridMartingaleStrategy:
         # After a liquidation with AFTER_LIQUIDATION=STOP: no new grid until a person restarts
         # the daemon (in memory on purpose: a restart is that person's decision).
         self.halted = False
+        # ACCOUNT_STOP_DRAWDOWN fired: halted for good (the state keeps it across restarts).
+        if state.account_stopped_at:
+            self.halted = True
         # The INFO lines of the reactions; the backtest turns them off (it reports through its
         # summary), sparing the formatting arguments of every call.
         self.log_info = True
@@ -219,7 +222,7 @@ class GridMartingaleStrategy:
     # ------------------------------------------------------------------ market events
     async def on_candle_closed(self, close: float) -> None:
         """SPEC §3.1: with no grid yet, the first completed candle's close is the centre."""
-        if self.state.grid_center <= 0:
+        if self.state.grid_center <= 0 and not self.halted:
             self.state.grid_center = float(close)
             if self.log_info:
                 self.info("grid_center", center=close, reason="first candle")
@@ -458,7 +461,18 @@ class GridMartingaleStrategy:
     async def on_sl_filled(self, u: OrderUpdate) -> None:
         if self.log_info:
             self.info("sl_fill", price=u.last_price, pnl=u.realized_pnl)
+        if self.state.account_stopped_at:
+            self._flat_after_account_stop()       # the account stop's close: no new grid
+            return
         await self.ladder.reset_grid_after_full_close(u.last_price, Role.SL)
+
+    # ------------------------------------------------------------------ the account stop
+    async def stop_for_account(self, at_ms: int, why: str) -> None:
+        """ACCOUNT_STOP_DRAWDOWN fired: see `stop_for_account` below."""
+        await stop_for_account(self, at_ms, why)
+
+    def _flat_after_account_stop(self) -> None:
+        flat_after_account_stop(self)
 
     async def on_be_filled(self, u: OrderUpdate) -> None:
         if self.log_info:
@@ -612,6 +626,10 @@ class GridMartingaleStrategy:
         exchange's: places what is missing, replaces an exit of the wrong role or size,
         cancels a stop nothing needs."""
         st, p = self.state, self.state.position
+        if st.account_stopped_at and (p.qty > EPS or st.orders):
+            # The account stop holds across restarts: whatever is open is closed again.
+            await self.stop_for_account(st.account_stopped_at, "the account stop holds")
+            return
         if self.halted and p.qty <= EPS:
             return          # liquidated and stopped: nothing is wanted
         if p.qty > EPS:
@@ -658,3 +676,57 @@ class GridMartingaleStrategy:
             await self.venue.cancel_algo_order(o.client_id)
         else:
             await self.venue.cancel_order(o.client_id)
+
+
+# ---------------------------------------------------------------------- the account stop
+async def stop_for_account(strategy: GridMartingaleStrategy, at_ms: int, why: str) -> None:
+    """ACCOUNT_STOP_DRAWDOWN: the account's equity fell below its stop level.  Every order
+    of this symbol is cancelled, the position closed at market (a reduce-only order with
+    an SL client id, so its fill is recorded as the stop's), and no grid is placed again
+    until a person clears the stop.  Idempotent: called again (another daemon's stop,
+    a restart) it closes whatever is still open."""
+    st = strategy.state
+    if not st.account_stopped_at:
+        st.account_stopped_at = at_ms
+        strategy.log.critical("ACCOUNT STOP: %s: every order cancelled, the position closed at market; no new "
+                          "grid until the stop is cleared", why)
+    strategy.halted = True
+    for o in list(st.orders.values()):
+        try:
+            await strategy._cancel_any(o)
+        except ExchangeError:
+            pass            # already gone: the exchange's truth is read below
+        st.orders.pop(o.client_id, None)
+    await strategy.venue.cancel_all_orders()
+    strategy.ladder.forget_held_levels()
+    st.pending_level = 0
+    await strategy.sync_position()
+    for attempt in range(MARKET_CLOSE_TRIES):
+        if st.position.qty <= EPS:
+            break
+        order = OrderState(strategy._next_exit_id(Role.SL), Role.SL.value, strategy.exit_side, 0.0, 0.0)
+        register(st, order)
+        try:
+            ack = await strategy.venue.place_market_close(order.client_id, strategy.exit_side, st.position.qty)
+        except ExchangeError as e:
+            st.orders.pop(order.client_id, None)
+            # -2022: an exit filled between the read and the close; read again.
+            if e.code != ERR_REDUCE_ONLY_REJECTED or attempt == MARKET_CLOSE_TRIES - 1:
+                raise
+            await strategy.sync_position()
+            continue
+        acknowledge(st, order, ack)
+        break
+    if st.position.qty <= EPS:
+        flat_after_account_stop(strategy)
+    strategy.changed()
+
+
+def flat_after_account_stop(strategy: GridMartingaleStrategy) -> None:
+    st = strategy.state
+    if st.position.qty <= EPS:
+        st.position.reset(strategy.levels)
+        st.position.qty, st.position.avg_price = 0.0, 0.0
+        for cid in [c for c, o in st.orders.items() if not o.is_entry]:
+            st.orders.pop(cid, None)
+    strategy.changed()

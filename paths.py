@@ -46,6 +46,11 @@ class Paths:
     def pid(self, short: str) -> Path:
         return self.root / "state" / f"{short}.pid"
 
+    def account(self) -> Path:
+        """The account's, shared by every daemon of this root: its peak equity and the
+        account stop (live/account_guard.py)."""
+        return self.root / "state" / "account.json"
+
     def brackets(self, short: str) -> Path:
         return self.root / "state" / f"brackets_{short}.json"
 

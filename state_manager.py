@@ -78,6 +78,13 @@ class GridState:
     market_day: int = 0              # UTC day (days since 1970) of the newest market event seen (0: none)
     liquidation_price: float = 0.0   # the exchange's, at the last position read (0: none)
     mark_price: float = 0.0          # the mark price at that read
+    # ACCOUNT_STOP_DRAWDOWN fired at this time (ms): no new grid until a person clears it
+    # (`--clear-account-stop`); 0: never.  Kept across restarts on purpose.
+    account_stopped_at: int = 0
+    # The account's margin at the last read, for status and the dashboard (see
+    # live/account_guard.py): wallet, equity, maint_margin, margin_ratio, peak_equity,
+    # stop_equity, stopped_at, time.
+    account: dict[str, Any] = field(default_factory=dict)
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -99,7 +106,9 @@ class GridState:
                  liquidated_at=int(d.get("liquidated_at", 0) or 0),
                  market_day=int(d.get("market_day", 0) or 0),
                  liquidation_price=float(d.get("liquidation_price", 0.0) or 0.0),
-                 mark_price=float(d.get("mark_price", 0.0) or 0.0), **fields)
+                 mark_price=float(d.get("mark_price", 0.0) or 0.0),
+                 account_stopped_at=int(d.get("account_stopped_at", 0) or 0),
+                 account=dict(d.get("account") or {}) if isinstance(d.get("account"), dict) else {}, **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")
         return st

@@ -44,7 +44,8 @@ from live.reconciler import Reconciler, role_of
 from ops.records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from live.stream_dispatch import StreamDispatcher
-from ops.events import BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
+from ops.events import ACCOUNT_STOP, BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
+from live.account_guard import AccountGuard, snapshot_for_state
 from ops.metrics import DaemonMetrics
 from ops.services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
 
@@ -89,6 +90,7 @@ class DaemonSettings:
     sync_interval: float = SYNC_INTERVAL_S
     config_interval: float = CONFIG_INTERVAL_S
     market_silence_s: float = MARKET_SILENCE_S
+    clear_account_stop: bool = False    # a person's decision: the account stop no longer holds
 
 
 class Daemon:
@@ -128,6 +130,7 @@ class Daemon:
         self._held_check = False
         # What the services read (ops/services.py): the event stream, the wallet, event times.
         self.bus = EventBus()
+        self.account_guard = AccountGuard(paths.account(), settings.symbol)
         self.wallet = 0.0
         self.last_market_at = 0.0
         self.last_user_at = 0.0
@@ -161,6 +164,14 @@ class Daemon:
         self.strategy = GridMartingaleStrategy(self.config, self.venue, state=state,
                                                capital=None if state else capital, logger=self.log,
                                                on_fill=self._on_fill, on_change=self._save)
+        if self.settings.clear_account_stop:
+            self.account_guard.clear()
+            if self.strategy.state.account_stopped_at:
+                self.log.warning("the account stop of %s is cleared by hand: trading resumes",
+                                 datetime.fromtimestamp(self.strategy.state.account_stopped_at / 1000,
+                                                        tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+            self.strategy.state.account_stopped_at = 0
+            self.strategy.halted = False
         self.reconciler = Reconciler(self.symbol, self.venue, self.strategy, self.recorder, self.log,
                                      save=self._save, on_fill=self._on_fill, on_liquidation=self._on_liquidation)
         self.started = True
@@ -181,6 +192,10 @@ class Daemon:
             if e.code not in ORDER_REJECTIONS:
                 raise
             self.log.warning("start-up reconciliation: an order was refused (%s); the next sync retries", e)
+        try:
+            await self.check_account()
+        except (Temporary, ExchangeError) as e:
+            self.log.warning("account read failed (%s); the next sync reads it", e)
 
     def _warn_if_capital_small(self) -> None:
         st = self.strategy.state
@@ -378,6 +393,7 @@ class Daemon:
             last = time.monotonic()
             try:
                 await self.reconcile()
+                await self.check_account()
                 if self.strategy.leverage != self.venue.leverage:
                     async with self.lock:
                         await self.apply_leverage()      # a change that waited for flat
@@ -391,6 +407,28 @@ class Daemon:
                 self.log.warning("position sync failed: %s", e)
                 if not isinstance(e, ExchangeError):
                     self.connectivity.mark_down("exchange", str(e)[:120] or type(e).__name__)
+
+    async def check_account(self) -> None:
+        """Read the account's margin, merge it into the account's shared record (peak equity,
+        the stop), keep it in the state for status and the dashboard, and stop this symbol
+        when the account stop has fired (here or in another daemon of the account)."""
+        snap = await self.venue.account_snapshot()
+        now = int(time.time() * 1000)
+        verdict = self.account_guard.observe(snap, self.config.account_stop_drawdown, now)
+        st = self.strategy.state
+        st.account = snapshot_for_state(snap, verdict, now)
+        if verdict.stop and not (st.account_stopped_at and not st.orders and st.position.qty <= 0):
+            first = not st.account_stopped_at
+            why = (f"the account's equity {snap.equity:,.2f} fell below {verdict.level:,.2f} "
+                   f"({self.config.account_stop_drawdown:.0%} under its peak {verdict.record.peak_equity:,.2f}); "
+                   f"seen first by {verdict.record.stopped_by or self.symbol}")
+            async with self.lock:
+                await self.strategy.stop_for_account(verdict.record.stopped_at or now, why)
+            if first:
+                self.bus.publish(Event(ACCOUNT_STOP, self.symbol, {
+                    "equity": snap.equity, "level": verdict.level, "peak": verdict.record.peak_equity,
+                    "by": verdict.record.stopped_by or self.symbol}))
+        self._save()
 
     async def config_reload_task(self) -> None:
         while True:

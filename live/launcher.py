@@ -126,6 +126,8 @@ def build_parser(short: str) -> argparse.ArgumentParser:
     p.add_argument("--ws-url", help="WebSocket base URL of another venue")
     p.add_argument("--env", default=str(ROOT / ".env"), help="file with BINANCE_API_KEY / BINANCE_API_SECRET")
     p.add_argument("--cancel-on-exit", action="store_true", help="cancel this symbol's orders on SIGINT/SIGTERM")
+    p.add_argument("--clear-account-stop", action="store_true",
+                   help="the account stop (ACCOUNT_STOP_DRAWDOWN) fired: clear it and trade again")
     p.add_argument("--root", default=str(ROOT), help="folder holding state/, logs/, trades/")
     p.add_argument("--demo", action="store_true", help="offline demo on the embedded local exchange")
     p.add_argument("--demo-data", nargs="+", metavar="CSV", help="demo over these kline CSVs instead of synthetic")
@@ -246,7 +248,8 @@ def daemon_settings(symbol: str, config_path: Path, paths: Paths, args: argparse
     return DaemonSettings(symbol, config_path, paths, base_url=base_url, ws_url=ws_url, testnet=testnet,
                           demo=demo, capital_override=capital, cancel_on_exit=args.cancel_on_exit,
                           sync_interval=args.sync_interval, config_interval=args.config_interval,
-                          market_silence_s=args.market_silence)
+                          market_silence_s=args.market_silence,
+                          clear_account_stop=bool(getattr(args, "clear_account_stop", False)))
 
 
 async def _start_when_reachable(d: Daemon, log: logging.Logger) -> bool:

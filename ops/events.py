@@ -19,7 +19,8 @@ DEEPEST = "deepest"                  # the last entry level filled (level 4 with
 UNREACHABLE, REACHABLE = "unreachable", "reachable"
 ERROR = "error"
 DAILY = "daily"
-KINDS = (START, STOP, TP, BE, SL, LIQUIDATION, DEEPEST, UNREACHABLE, REACHABLE, ERROR, DAILY)
+ACCOUNT_STOP = "account_stop"        # ACCOUNT_STOP_DRAWDOWN fired: every position closed, no new grid
+KINDS = (START, STOP, TP, BE, SL, LIQUIDATION, DEEPEST, UNREACHABLE, REACHABLE, ERROR, DAILY, ACCOUNT_STOP)
 QUEUE_SIZE = 1000
 
 

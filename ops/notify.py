@@ -1,7 +1,7 @@
 """Notifications through apprise (Telegram, Discord, Slack, e-mail, ntfy, webhooks, …).
 
     NOTIFY_URLS=tgram://BOT_TOKEN/CHAT_ID  json://127.0.0.1:8000/hook     (.env or environment)
-    NOTIFY_EVENTS=start,stop,tp,be,sl,liquidation,deepest,unreachable,reachable,error,daily
+    NOTIFY_EVENTS=start,stop,tp,be,sl,liquidation,deepest,unreachable,reachable,error,daily,account_stop
 
 The notifier reads the daemon's event stream (ops/events.py) in its own task: sending never
 blocks or slows trading.  Each message goes to each URL with bounded retries (1, 2, 4, 8,
@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from errors import BadInput
-from ops.events import (BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
+from ops.events import (ACCOUNT_STOP, BE, DAILY, DEEPEST, ERROR, KINDS, LIQUIDATION, REACHABLE, SL, START, STOP, TP, UNREACHABLE,
                     Event, EventBus)
 
 END = "_end"                     # published at shutdown: the notifier sends what came before, then ends
@@ -85,6 +85,12 @@ def message(ev: Event, ko: bool) -> tuple[str, str]:
         REACHABLE: ("연결 복구", f"{sym} 연결 복구 ({d.get('seconds', 0):.0f}초 끊김)") if ko else
                    ("reachable again", f"{sym}: connected again after {d.get('seconds', 0):.0f} s"),
         ERROR: ("오류", f"{sym}: {d.get('text', '')}") if ko else ("error", f"{sym}: {d.get('text', '')}"),
+        ACCOUNT_STOP: ("계좌 손실 한도 도달", f"계좌 평가액 {d.get('equity', 0.0):,.2f}이(가) 한도 {d.get('level', 0.0):,.2f} "
+                                      f"아래로 하락 (고점 {d.get('peak', 0.0):,.2f}): {sym} 포지션 시장가 청산, 모든 주문 취소, "
+                                      f"신규 그리드 중단") if ko else
+                      ("ACCOUNT STOP", f"the account's equity {d.get('equity', 0.0):,.2f} fell below its stop "
+                                       f"{d.get('level', 0.0):,.2f} (peak {d.get('peak', 0.0):,.2f}): {sym} closed at "
+                                       f"market, every order cancelled, no new grid until the stop is cleared"),
         DAILY: ("일일 요약", f"{sym} {d.get('day', '')}: 실현 PnL 오늘 {_money(d.get('pnl_today', 0.0))}, "
                             f"누적 {_money(d.get('pnl_total', 0.0))}, 펀딩비 지불 {d.get('funding_paid', 0.0):+.4f}, "
                             f"포지션 {d.get('position_text', '')}") if ko else

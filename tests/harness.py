@@ -261,8 +261,10 @@ class Daemon:
     def __init__(self, root: Path, ex: Exchange | None, key: str, secret: str, *, env_text: str | None = None,
                  tp: float = 0.005, base_url: str | None = None, extra_env: dict[str, str] | None = None,
                  write_config: bool = True, name: str = "daemon", sync_interval: float = 1.0,
-                 symbol: str | None = None, config_interval: float = 1.0, market_silence: float | None = None):
+                 symbol: str | None = None, config_interval: float = 1.0, market_silence: float | None = None,
+                 extra_args: tuple[str, ...] = ()):
         self.root = root
+        self.extra_args = extra_args        # more command-line flags (a test may change them between runs)
         self.symbol = symbol = symbol or "BTCUSDC"   # trade_btc.py unless told (a test may patch SYM)
         self.short = symbol[:-4].lower()
         self.sync_interval = sync_interval
@@ -294,7 +296,7 @@ class Daemon:
                 [sys.executable, str(REPO / f"trade_{self.short}.py"), "--base-url", self.base_url, "--ws-url", self.ws_url,
                  "--root", str(self.root), "--env", str(self.env_file), "--config", str(self.config), "--quiet",
                  "--sync-interval", str(self.sync_interval), "--config-interval", str(self.config_interval),
-                 *(["--market-silence", str(self.market_silence)] if self.market_silence else [])],
+                 *(["--market-silence", str(self.market_silence)] if self.market_silence else []), *self.extra_args],
                 cwd=self.root, stdout=out, stderr=err, env=clean_env(**self.extra_env))
         return self
 

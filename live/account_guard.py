@@ -1,0 +1,81 @@
+"""The account-level stop (ACCOUNT_STOP_DRAWDOWN, issue 22), shared by every daemon of one
+account.
+
+Each daemon reads the account's equity from the exchange (GET /fapi/v3/account: its margin
+balance, the same figure for every daemon of the account) and merges it into one small file
+of its root, `state/account.json`, under an exclusive lock: the account's peak equity and,
+once the equity has fallen below (1 − ACCOUNT_STOP_DRAWDOWN) × peak, the moment the stop
+fired.  Whichever daemon sees the fall first writes it; every other daemon reads it at its
+next cycle and stops too, whatever its own view of the peak; a restart reads it again.  The
+stop is cleared only by a person (`--clear-account-stop`).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from exchange_api import AccountSnapshot
+
+
+@dataclass
+class AccountRecord:
+    peak_equity: float = 0.0
+    stopped_at: int = 0             # ms; 0: the stop has not fired
+    stop_equity: float = 0.0        # the level it fired at (or the current level)
+    stopped_by: str = ""            # the symbol whose daemon saw it first
+
+
+@dataclass(frozen=True)
+class Verdict:
+    stop: bool
+    record: AccountRecord
+    level: float                    # (1 − drawdown) × peak; 0 when the stop is off
+
+
+class AccountGuard:
+    def __init__(self, path: Path, symbol: str) -> None:
+        self.path, self.symbol = path, symbol
+
+    def observe(self, snap: AccountSnapshot, drawdown: float, now_ms: int) -> Verdict:
+        """Merge one reading into the shared record; stop when it has fired (here or in
+        another daemon) or this reading is below the level."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            rec = self._read()
+            rec.peak_equity = max(rec.peak_equity, snap.equity)
+            level = (1.0 - drawdown) * rec.peak_equity if drawdown > 0 else 0.0
+            if drawdown > 0 and not rec.stopped_at and snap.equity < level:
+                rec.stopped_at, rec.stop_equity, rec.stopped_by = now_ms, level, self.symbol
+            self._write(rec)
+        return Verdict(bool(rec.stopped_at), rec, rec.stop_equity if rec.stopped_at else level)
+
+    def clear(self) -> None:
+        """A person's decision: the stop no longer holds (the peak starts again from now)."""
+        with open(self.path.with_suffix(".lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self._write(AccountRecord())
+
+    def _read(self) -> AccountRecord:
+        try:
+            d = json.loads(self.path.read_text(encoding="utf-8"))
+            return AccountRecord(float(d.get("peak_equity", 0.0)), int(d.get("stopped_at", 0)),
+                                 float(d.get("stop_equity", 0.0)), str(d.get("stopped_by", "")))
+        except (OSError, ValueError, TypeError, AttributeError):
+            return AccountRecord()      # absent or unreadable: start from this reading
+
+    def _write(self, rec: AccountRecord) -> None:
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(asdict(rec)) + "\n", encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def snapshot_for_state(snap: AccountSnapshot, v: Verdict, now_ms: int) -> dict[str, float | int]:
+    """The account object of a state file (status and the dashboard read it)."""
+    return {"wallet": round(snap.wallet, 8), "equity": round(snap.equity, 8),
+            "maint_margin": round(snap.maint_margin, 8), "margin_ratio": round(snap.margin_ratio, 8),
+            "peak_equity": round(v.record.peak_equity, 8), "stop_equity": round(v.level, 8),
+            "stopped_at": v.record.stopped_at, "time": now_ms}
