@@ -3,7 +3,9 @@
 
     python dashboard.py [--root DIR] [--port 8765] [--host 127.0.0.1]
 
-One page (it updates itself every 2 s from `/api/status`): per symbol, running or not,
+One page (it updates itself every 2 s from `/api/status`): the account above the symbols
+(wallet, equity, margin ratio, distance to the account's liquidation, the account stop: the
+newest read among the daemons' state files, SPEC §7); per symbol, running or not,
 position and average against the live price, the ladder of resting orders drawn against
 the price, realized PnL over time from the trades CSV, funding, today's fills and the last
 log lines.  It only reads the daemon's files (paths.py names them): it never talks to the
@@ -20,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from paths import ROOT, Paths
-from status import running
+from status import newest_account, read_states, running
 
 EQUITY_POINTS = 600              # the realized-PnL curve is thinned to this many points
 LOG_LINES = 15
@@ -131,9 +134,19 @@ def discover(root: Path) -> list[tuple[Paths, str, str]]:
     return out
 
 
+def account_status(paths: Paths, mode: str) -> dict[str, Any]:
+    """The account of one root (live or demo): the newest read among its state files, or
+    None (unknown: no daemon has written one)."""
+    view = newest_account(read_states(paths))
+    return {"mode": mode, "account": asdict(view) if view is not None else None}
+
+
 def status(root: Path) -> dict[str, Any]:
+    found = discover(root)
+    modes = dict.fromkeys((p, m) for p, _, m in found)       # in order: live, then demo
     return {"time": int(time.time() * 1000), "root": str(root),
-            "symbols": [symbol_status(p, s, m) for p, s, m in discover(root)]}
+            "accounts": [account_status(p, m) for p, m in modes],
+            "symbols": [symbol_status(p, s, m) for p, s, m in found]}
 
 
 # ---------------------------------------------------------------------- the server
@@ -200,6 +213,12 @@ PAGE = r"""<!doctype html>
 body{font:14px system-ui,sans-serif;margin:0;background:#f4f5f7;color:#222}
 header{background:#1f2933;color:#fff;padding:10px 18px;display:flex;justify-content:space-between}
 main{display:flex;flex-wrap:wrap;gap:16px;padding:16px}
+#accounts{display:flex;flex-direction:column;gap:8px;padding:16px 16px 0}
+.account{background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002;padding:10px 14px;display:flex;
+  flex-wrap:wrap;gap:6px 22px;align-items:baseline}
+.account b{font-size:16px}.account .k{color:#777;font-size:12px;margin-right:4px}
+.account .v{font-variant-numeric:tabular-nums}
+.warn{color:#c05621}.danger{color:#c53030;font-weight:bold}
 .card{background:#fff;border-radius:8px;box-shadow:0 1px 3px #0002;padding:14px;width:560px}
 .card h2{margin:0 0 8px;font-size:18px}
 .badge{font-size:11px;padding:2px 6px;border-radius:4px;margin-left:6px;color:#fff}
@@ -210,6 +229,7 @@ pre{background:#111;color:#ddd;font-size:11px;padding:6px;max-height:160px;overf
 .muted{color:#777}
 </style></head><body>
 <header><b>grid-martingale</b><span id="updated" class="muted">loading…</span></header>
+<section id="accounts"></section>
 <main id="cards"></main>
 <script>
 "use strict";
@@ -267,6 +287,34 @@ function curve(s) {
   svg.append(poly);
   return svg;
 }
+const money = x => Number(x).toLocaleString("en-US", {minimumFractionDigits: 2, maximumFractionDigits: 2});
+const pct = x => (x === null || x === undefined) ? "n/a" : (x * 100).toFixed(2) + " %";
+const utc = ms => new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC";
+function item(label, field, text, cls) {
+  return el("span", {}, el("span", {class: "k"}, label),
+            el("span", {class: "v" + (cls ? " " + cls : ""), "data-field": field}, text));
+}
+function account(a) {
+  const box = el("div", {class: "account", "data-account": a.mode},
+                 el("b", {}, "ACCOUNT"), el("span", {class: "badge " + a.mode}, a.mode));
+  const v = a.account;
+  if (!v) { box.append(el("span", {"data-field": "account-unknown"}, "unknown: no state file holds an account read yet"));
+            return box; }
+  const risk = v.margin_ratio === null || v.margin_ratio >= 0.8 ? "danger" : v.margin_ratio >= 0.5 ? "warn" : "";
+  box.append(item("wallet", "account-wallet", money(v.wallet)),
+             item("equity", "account-equity", money(v.equity)),
+             item("margin ratio (liquidated at 100 %)", "account-margin-ratio", pct(v.margin_ratio), risk),
+             el("span", {}, el("span", {class: "k"}, "to the account's liquidation"),
+                el("span", {class: "v " + risk, "data-field": "account-to-liquidation"}, money(v.to_liquidation)),
+                " (", el("span", {class: "v " + risk, "data-field": "account-to-liquidation-pct"},
+                         pct(v.to_liquidation_share)), " of equity)"));
+  if (v.stop_equity > 0)
+    box.append(item("peak equity", "account-peak", money(v.peak_equity)),
+               item("stop level", "account-stop", money(v.stop_equity)));
+  if (v.stopped_at) box.append(el("span", {class: "danger", "data-field": "account-stopped"}, "STOPPED at " + utc(v.stopped_at)));
+  box.append(el("span", {class: "muted", "data-field": "account-read"}, "as of " + utc(v.time) + ", " + v.symbol + "'s read"));
+  return box;
+}
 function card(s) {
   const state = s.running ? el("span", {class: "badge run", "data-field": "running"}, "running")
                           : el("span", {class: "badge stop", "data-field": "running"}, "not running");
@@ -300,6 +348,7 @@ async function refresh() {
     const r = await fetch("/api/status" + (token ? "?token=" + encodeURIComponent(token) : ""));
     if (!r.ok) { document.getElementById("updated").textContent = "error " + r.status; return; }
     const data = await r.json();
+    document.getElementById("accounts").replaceChildren(...(data.accounts || []).map(account));
     const cards = document.getElementById("cards");
     cards.replaceChildren(...data.symbols.map(card));
     if (!data.symbols.length) cards.append(el("p", {}, "no daemon found under " + data.root));

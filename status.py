@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""What scripts/status.sh prints: per symbol, from the pid, state, trades and log files."""
+"""What scripts/status.sh prints: the account's line (SPEC §7: one wallet for every symbol),
+then per symbol, from the pid, state, trades and log files."""
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 from paths import ROOT, Paths, short_name
-
 
 
 def running(pidfile: Path, daemon_only: bool = False) -> tuple[int, float] | None:
@@ -89,14 +91,108 @@ def found_symbols(root: Path) -> list[str]:
     return sorted(out, key=lambda s: (s not in ("btc", "eth"), s))
 
 
-def status_lines(root: Path, short: str) -> list[str]:
-    """The live daemon's status, and the demo's (under <root>/demo) when one runs or ran."""
+def shown_roots(root: Path, short: str) -> list[tuple[Paths, str]]:
+    """(paths, mark) of what status shows of a symbol: the live daemon's, and the demo's
+    (under <root>/demo) when one runs or ran; the live one also when neither exists."""
     live, demo = Paths(root), Paths(root / "demo")
     has_demo = bool(running(demo.pid(short))) or demo.state(short).exists()
     has_live = bool(running(live.pid(short))) or live.state(short).exists()
-    out = _lines(live, short, "") if has_live or not has_demo else []
-    if has_demo:
-        out += _lines(demo, short, " [demo]")
+    return ([(live, "")] if has_live or not has_demo else []) + ([(demo, " [demo]")] if has_demo else [])
+
+
+def status_lines(root: Path, short: str) -> list[str]:
+    """The live daemon's status, and the demo's (under <root>/demo) when one runs or ran."""
+    return [line for paths, mark in shown_roots(root, short) for line in _lines(paths, short, mark)]
+
+
+# ---------------------------------------------------------------------- the account (SPEC §7)
+@dataclass(frozen=True)
+class AccountView:
+    """The account as one daemon last read it (the "account" object of its state file), and
+    what follows from it.  Every daemon of an account reads the same account, so the newest
+    read stands for the account."""
+    symbol: str                      # the daemon whose read it is
+    time: int                        # ms
+    wallet: float
+    equity: float                    # margin balance: wallet + unrealised PnL of every symbol
+    maint_margin: float              # of every position; the account is liquidated at equity = this
+    margin_ratio: float | None       # maint_margin / equity (1.0: liquidation); None when equity <= 0
+    to_liquidation: float            # equity − maint_margin (USDC)
+    to_liquidation_share: float | None   # of equity; None when equity <= 0
+    peak_equity: float
+    stop_equity: float               # ACCOUNT_STOP_DRAWDOWN's level; 0: the stop is off
+    stopped_at: int                  # ms; 0: the account stop has not fired
+
+
+def _number(obj: dict[str, Any], key: str, default: float | None = None) -> float:
+    v = obj.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(key)
+    return float(v)
+
+
+def account_view(symbol: str, obj: Any) -> AccountView | None:
+    """The view of one state file's "account" object; None when absent or malformed (an older
+    state file, a torn write): shown as unknown, never guessed."""
+    if not isinstance(obj, dict):
+        return None
+    try:
+        wallet, equity, maint = _number(obj, "wallet"), _number(obj, "equity"), _number(obj, "maint_margin")
+        when = int(_number(obj, "time"))
+        peak, stop = _number(obj, "peak_equity", 0.0), _number(obj, "stop_equity", 0.0)
+        stopped = int(_number(obj, "stopped_at", 0))
+    except ValueError:
+        return None
+    solvent = equity > 0
+    return AccountView(symbol, when, wallet, equity, maint, maint / equity if solvent else None, equity - maint,
+                       (equity - maint) / equity if solvent else None, peak, stop, stopped)
+
+
+def newest_account(states: Iterable[tuple[str, dict[str, Any]]]) -> AccountView | None:
+    """The newest account read among (symbol, state) pairs (largest "time")."""
+    views = [v for sym, st in states if (v := account_view(sym, st.get("account"))) is not None]
+    return max(views, key=lambda v: v.time, default=None)
+
+
+def read_states(paths: Paths) -> list[tuple[str, dict[str, Any]]]:
+    """(symbol, state) of every readable state file under a root: the daemons of one account."""
+    out = []
+    for f in sorted((paths.root / "state").glob("state_*.json")):
+        try:
+            st = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(st, dict):
+            sym = st.get("symbol")
+            out.append((sym if isinstance(sym, str) and sym else f.stem[len("state_"):].upper(), st))
+    return out
+
+
+def _utc(ms: int, seconds: bool = False) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
+
+
+def _pct(share: float | None) -> str:
+    return "n/a (equity <= 0)" if share is None else f"{share * 100:.2f} %"
+
+
+def account_lines(v: AccountView | None, mark: str = "", now_ms: int | None = None) -> list[str]:
+    """The account's block of status: above the symbols, once."""
+    if v is None:
+        return [f"== ACCOUNT{mark}: unknown (no state file holds an account read yet)"]
+    out = [f"== ACCOUNT{mark}: wallet ${v.wallet:,.2f}, equity ${v.equity:,.2f}, "
+           f"margin ratio {_pct(v.margin_ratio)} (liquidated at 100 %)",
+           f"   to the account's liquidation: ${v.to_liquidation:,.2f} "
+           f"({_pct(v.to_liquidation_share)} of equity; maintenance margin ${v.maint_margin:,.2f})"]
+    if v.stop_equity > 0:
+        room = v.equity - v.stop_equity
+        out.append(f"   account stop: peak equity ${v.peak_equity:,.2f}, stop level ${v.stop_equity:,.2f}"
+                   + ("" if v.stopped_at else f" (${abs(room):,.2f} {'above' if room >= 0 else 'below'} it)"))
+    if v.stopped_at:
+        out.append(f"   STOPPED at {_utc(v.stopped_at)}")
+    age = "" if now_ms is None else f", {max(0, now_ms - v.time) // 1000} s ago"
+    out.append(f"   as of {_utc(v.time, seconds=True)} ({v.symbol}'s read{age})")
     return out
 
 
@@ -127,8 +223,9 @@ def _lines(paths: Paths, short: str, mark: str) -> list[str]:
         elif p["qty"]:
             out.append("   liquidation price: none (the wallet covers the position)")
         if st.get("liquidated_at"):
-            when = datetime.fromtimestamp(st["liquidated_at"] / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-            out.append(f"   LIQUIDATED at {when}")
+            out.append(f"   LIQUIDATED at {_utc(st['liquidated_at'])}")
+        if st.get("account_stopped_at"):
+            out.append(f"   stopped by the account stop at {_utc(st['account_stopped_at'])}")
         out.append(f"   state updated {st.get('last_update', '?')}")
     except FileNotFoundError:
         out.append("   no state file yet")
@@ -151,7 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"bad symbol {bad[0]!r} (use btc, eth or a symbol such as SOLUSDC)")
     root = Path(args.root)
-    for short in [short_name(s) for s in args.symbols] or found_symbols(root):
+    shorts = [short_name(s) for s in args.symbols] or found_symbols(root)
+    # The account once per root shown (live, demo), above every symbol: each daemon's
+    # state holds its own copy of the account's last read; the newest is shown.
+    roots = {paths: mark for short in shorts for paths, mark in shown_roots(root, short)}
+    now = int(time.time() * 1000)
+    for paths, mark in sorted(roots.items(), key=lambda kv: kv[1]):      # live, then demo
+        print("\n".join(account_lines(newest_account(read_states(paths)), mark, now)))
+    for short in shorts:
         print("\n".join(status_lines(root, short)))
     return 0
 

@@ -2,11 +2,14 @@
 
 Gauges are read from the daemon's state when Prometheus scrapes (a collector: nothing on
 the trading path); fills by role and the reaction latency are counted where they happen
-(an increment, an observe).  No key, token or URL is ever a label.
+(an increment, an observe).  No key, token or URL is ever a label.  The account's gauges
+(gm_account_*) come from the account object of the state (its last read of the account,
+the same object the state file carries), labelled with the symbol of the daemon that read it.
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from typing import Any, Iterator
@@ -121,3 +124,43 @@ class _StateCollector(Collector):
         for role in (Role.ENTRY, *EXIT_ROLES):
             by_role.add_metric([sym, role], float(counts.get(role, 0)))
         yield by_role
+        yield from account_gauges(sym, getattr(st, "account", None))
+
+
+# (name, help, key of the state's account object); the account stop's two only while it is on
+ACCOUNT_GAUGES = (
+    ("gm_account_wallet", "The account's wallet balance (USDC), at the last account read", "wallet"),
+    ("gm_account_equity", "The account's equity: margin balance = wallet + unrealised PnL of every symbol",
+     "equity"),
+    ("gm_account_maint_margin", "Maintenance margin of every position of the account (liquidated when the "
+     "equity reaches it)", "maint_margin"),
+    ("gm_account_margin_ratio", "Maintenance margin / equity (1: the account is liquidated)", "margin_ratio"),
+)
+STOP_GAUGES = (
+    ("gm_account_peak_equity", "The account's peak equity (ACCOUNT_STOP_DRAWDOWN)", "peak_equity"),
+    ("gm_account_stop_equity", "Equity below which the account stop fires", "stop_equity"),
+)
+
+
+def account_gauges(symbol: str, account: Any) -> Iterator[GaugeMetricFamily]:
+    """The account's gauges from a state's account object; none until the account was read
+    (an absent or malformed field is left out, never shown as 0)."""
+    if not isinstance(account, dict):
+        return
+    stop_on = _finite(account.get("stop_equity")) not in (None, 0.0)
+    for name, doc, key in ACCOUNT_GAUGES + (STOP_GAUGES if stop_on else ()):
+        value = _finite(account.get(key))
+        if value is not None:
+            g = GaugeMetricFamily(name, doc, labels=["symbol"])
+            g.add_metric([symbol], value)
+            yield g
+    if "stopped_at" in account:
+        g = GaugeMetricFamily("gm_account_stopped", "1 once the account stop has fired, else 0", labels=["symbol"])
+        g.add_metric([symbol], 1.0 if account.get("stopped_at") else 0.0)
+        yield g
+
+
+def _finite(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
