@@ -73,9 +73,10 @@ class AccountGuard:
         os.replace(tmp, self.path)
 
 
-def snapshot_for_state(snap: AccountSnapshot, v: Verdict, now_ms: int) -> dict[str, float | int]:
+def snapshot_for_state(snap: AccountSnapshot, v: Verdict, now_ms: int) -> dict[str, float | int | str]:
     """The account object of a state file (status and the dashboard read it)."""
     return {"wallet": round(snap.wallet, 8), "equity": round(snap.equity, 8),
             "maint_margin": round(snap.maint_margin, 8), "margin_ratio": round(snap.margin_ratio, 8),
             "peak_equity": round(v.record.peak_equity, 8), "stop_equity": round(v.level, 8),
-            "stopped_at": v.record.stopped_at, "time": now_ms}
+            "stopped_at": v.record.stopped_at, "stopped_by": v.record.stopped_by if v.record.stopped_at else "",
+            "time": now_ms}
