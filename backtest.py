@@ -405,6 +405,8 @@ def align_candles(legs: list[PortfolioLeg]) -> tuple[np.ndarray, list[Candles]]:
     """Every symbol's candles on the union of their minutes: a minute missing in one
     symbol's data is a flat candle at its last close with no volume (nothing trades)."""
     times = legs[0].candles.open_time
+    if all(np.array_equal(leg.candles.open_time, times) for leg in legs[1:]):
+        return times, [leg.candles for leg in legs]        # the same minutes (the usual case): as they are
     for leg in legs[1:]:
         times = np.union1d(times, leg.candles.open_time)
     out = []
@@ -1168,7 +1170,7 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
     return out
 
 
-def load_portfolio(args: argparse.Namespace) -> tuple[list[PortfolioLeg], bool]:
+def load_portfolio(args: argparse.Namespace, prog: str = "backtest.py") -> tuple[list[PortfolioLeg], bool]:
     """Each symbol's config (config_<short>.txt unless --config SYMBOL=FILE) and market
     (--data SYMBOL=CSV,... or --from/--to), as a single-symbol run loads them."""
     from paths import ROOT, short_name
@@ -1195,7 +1197,7 @@ def load_portfolio(args: argparse.Namespace) -> tuple[list[PortfolioLeg], bool]:
             raise ValueError(f"{sym}: no data (give --data {sym}=CSV[,CSV...] or --from YYYY-MM)")
         one = argparse.Namespace(**vars(args))
         one.symbol, one.data = sym, (data[sym].split(",") if sym in data else None)
-        m = load_market(one)
+        m = load_market(one, prog=prog)
         legs.append(PortfolioLeg(cfg, m.candles, m.filters, m.funding, m.mark, m.brackets))
     return legs, liquidation
 

@@ -4,6 +4,8 @@
     python optimize.py --config config_btc.txt --data CSV [CSV ...] --space optimize_space.txt
         [--trials N] [--jobs N] [--storage URL] [--study NAME] [--folds K] [--holdout F]
         [--objective NAME] [--max-drawdown PCT] [--seed S] [--out DIR]  + backtest.py's market flags
+    python optimize.py --symbols BTCUSDC,ETHUSDC --data BTCUSDC=CSV[,CSV...] ETHUSDC=CSV[,...]
+        [--config SYMBOL=FILE ...] --space FILE [--wallet W] ...   (the same flags)
 
 Every trial is the real backtest (strategy, simulator, funding, liquidation) on the
 in-sample candles.  The last `--holdout` of the candles never enters the search.  The
@@ -20,10 +22,18 @@ Objectives: `return-drawdown` (default; NSGA-II: return up, max drawdown down), 
 score with TPE: `calmar` (return over drawdown), `sortino`, `sharpe` (daily equity),
 `return`.  Always constrained: no liquidation, at least `--min-round-trips`, max
 drawdown under `--max-drawdown` (default 30 %).
+
+`--symbols` optimizes the ACCOUNT (SPEC §7): every trial is backtest.run_portfolio of the
+symbols on one cross-margin wallet, on windows of their minutes joined once; the score is the
+account's (return and drawdown of its equity against the wallet, its daily returns, any
+liquidation infeasible).  The space may name a key for one symbol (`BTCUSDC.TP_PCT=...`); an
+unprefixed key is one value shared by every symbol.  The choice is written one file per
+symbol (best_01_<SYMBOL>.txt).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import importlib
 import math
@@ -34,17 +44,18 @@ import socket
 import sys
 import time
 import zlib
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial
 
-from backtest import (BacktestResult, Market, account_of, add_market_arguments, apply_fee_overrides, load_market,
-                      run_backtest)
+from backtest import (BacktestResult, Market, PortfolioLeg, PortfolioResult, account_of, add_market_arguments,
+                      align_candles, apply_fee_overrides, load_market, load_portfolio, run_backtest, run_portfolio)
 from config import ConfigError, GridConfig, format_config, load_config
 from errors import Fatal
 from market.brackets import BracketError
@@ -52,9 +63,9 @@ from market.data import DataError
 from market.funding import FundingError
 from research import identity
 from research.identity import Identity, StudyMismatch
-from research.report import StudyResult, asset_figures, verdict, write_outputs
-from research.scoring import Score, daily_returns, score
-from research.search_space import Space, SpaceError, build_config, load_space
+from research.report import AssetFigures, StudyResult, asset_figures, growth_of, verdict, write_outputs
+from research.scoring import Score, account_daily_returns, daily_returns, score, score_account
+from research.search_space import Space, SpaceError, build_config, build_configs, load_space
 from research.selection import choose, feasible, in_sample, scored
 from research.study_runner import GRACE_S, HEARTBEAT_S, Evaluation, Worker, complete_count, shown_url, storage_for
 from sim.fill_model import FULL, FillModel
@@ -97,17 +108,19 @@ def plan_folds(n: int, holdout: float, folds: int) -> tuple[list[Fold], Window |
 
 
 # ---------------------------------------------------------------------- evaluation
-@dataclass
-class Objective:
-    """Turns a trial's parameters into the backtest's score on one window."""
+C = TypeVar("C")        # a trial's configuration: a GridConfig, or {symbol: GridConfig} for an account
+R = TypeVar("R")        # what its backtest returns: a BacktestResult, or a PortfolioResult
+
+
+class Scoring(ABC, Generic[C, R]):
+    """What both objectives share: turning a trial's parameters into the backtest's Score on
+    one window, its values and constraints.  Objective runs one symbol, AccountObjective the
+    account of several (--symbols)."""
     name: str
-    base: GridConfig
     space: Space
-    market: Market
     min_round_trips: int
     max_drawdown: float
-    fill_model: FillModel = FULL
-    wallet: float | None = None     # the account's (SPEC §7); None: the capital alone
+    fill_model: FillModel
 
     @property
     def directions(self) -> list[StudyDirection]:
@@ -117,13 +130,6 @@ class Objective:
     @property
     def single(self) -> bool:
         return self.name != "return-drawdown"
-
-    def backtest(self, cfg: GridConfig, w: Window) -> BacktestResult:
-        m = self.market
-        # Candles.slice is a view: the worker's one copy of the candles serves every trial.
-        return run_backtest(cfg, m.candles.slice(w.start, w.end), m.filters, funding=m.funding, mark=m.mark,
-                            brackets=m.brackets, liquidation=m.liquidation, fill_model=self.fill_model,
-                            wallet=self.wallet)
 
     def values(self, s: Score) -> list[float]:
         if self.name == "return-drawdown":
@@ -136,11 +142,11 @@ class Objective:
                 s.max_drawdown_pct - self.max_drawdown]
 
     def evaluate(self, params: dict[str, Any], w: Window) -> Evaluation:
-        cfg, why = build_config(self.base, self.space, params)
-        if cfg is None:
+        conf, why = self.build(params)
+        if conf is None:
             return self.infeasible({"infeasible": why})
-        res = self.backtest(cfg, w)
-        s = score(res)
+        res = self.backtest(conf, w)
+        s = self.score_of(res)
         values = self.values(s)
         # +inf is a real Sortino (no losing day); NaN or -inf is a broken run.
         if not all(math.isfinite(v) or v == math.inf for v in values):
@@ -149,7 +155,7 @@ class Objective:
             time.sleep(TRIAL_SLEEP_S)       # test hook: a trial long enough to kill a worker inside it
         # The daily returns let the report test the whole study for overfitting (PBO, DSR).
         # One string, not a list: samplers deep-copy every trial's attributes at each ask.
-        daily = ",".join(f"{x:.10g}" for x in daily_returns(res))
+        daily = ",".join(f"{x:.10g}" for x in self.daily(res))
         return Evaluation(values, self.constraints(s), {"score": s.as_dict(), "daily": daily})
 
     def infeasible(self, attrs: dict[str, Any]) -> Evaluation:
@@ -157,12 +163,164 @@ class Objective:
         worst = [WORST["return_pct"], WORST["max_drawdown_pct"]] if self.name == "return-drawdown" else [-1e9]
         return Evaluation(worst, [1.0, 0.0, 0.0, 0.0], attrs)
 
+    # What each objective defines.
+    @abstractmethod
+    def build(self, params: dict[str, Any]) -> tuple[C | None, str]:
+        """The trial's configuration; (None, the rule broken) when the draw breaks a config's rules."""
+
+    @property
+    @abstractmethod
+    def base_conf(self) -> C:
+        """The base configuration (--config; each symbol's with --symbols): a benchmark."""
+
+    @abstractmethod
+    def backtest(self, conf: C, w: Window) -> R:
+        """The real backtest of `conf` on window `w` (started fresh: capital reset, grid centred)."""
+
+    @abstractmethod
+    def score_of(self, res: R) -> Score:
+        """What the trial scored (research/scoring.py)."""
+
+    @abstractmethod
+    def daily(self, res: R) -> np.ndarray:
+        """The equity's return over each whole day of the window."""
+
+    @abstractmethod
+    def curve(self, res: R) -> tuple[np.ndarray, np.ndarray, float]:
+        """(minutes, equity, what it started from) of a backtest: the walk-forward joins these."""
+
+    @property
+    @abstractmethod
+    def times(self) -> np.ndarray:
+        """The open time of every candle the windows index."""
+
+    @abstractmethod
+    def asset_figures(self, w: Window) -> AssetFigures:
+        """Buy-and-hold on window `w`: the benchmark every figure is read against."""
+
+    @abstractmethod
+    def benchmark(self, w: Window) -> np.ndarray:
+        """Buy-and-hold's growth of 1 from the window's first close."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """What is traded, for the report's first lines."""
+
+
+@dataclass
+class Objective(Scoring[GridConfig, BacktestResult]):
+    """One symbol: each trial is run_backtest of its config on the window."""
+    name: str
+    base: GridConfig
+    space: Space
+    market: Market
+    min_round_trips: int
+    max_drawdown: float
+    fill_model: FillModel = FULL
+    wallet: float | None = None     # the account's (SPEC §7); None: the capital alone
+
+    def build(self, params: dict[str, Any]) -> tuple[GridConfig | None, str]:
+        return build_config(self.base, self.space, params)
+
+    @property
+    def base_conf(self) -> GridConfig:
+        return self.base
+
+    def backtest(self, conf: GridConfig, w: Window) -> BacktestResult:
+        m = self.market
+        # Candles.slice is a view: the worker's one copy of the candles serves every trial.
+        return run_backtest(conf, m.candles.slice(w.start, w.end), m.filters, funding=m.funding, mark=m.mark,
+                            brackets=m.brackets, liquidation=m.liquidation, fill_model=self.fill_model,
+                            wallet=self.wallet)
+
+    def score_of(self, res: BacktestResult) -> Score:
+        return score(res)
+
+    def daily(self, res: BacktestResult) -> np.ndarray:
+        return daily_returns(res)
+
+    def curve(self, res: BacktestResult) -> tuple[np.ndarray, np.ndarray, float]:
+        return np.asarray(res.candles.open_time), np.asarray(res.equity), res.capital
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.market.candles.open_time
+
+    def asset_figures(self, w: Window) -> AssetFigures:
+        return asset_figures(self.market.candles, w)
+
+    def benchmark(self, w: Window) -> np.ndarray:
+        return growth_of(self.market.candles, w)
+
+    def describe(self) -> str:
+        return f"symbol {self.market.filters.symbol}, {len(self.market.candles):,} candles"
+
+
+Configs = dict[str, GridConfig]         # an account's configuration: each symbol's, in --symbols order
+
+
+@dataclass
+class AccountObjective(Scoring[Configs, PortfolioResult]):
+    """Several symbols on one wallet (--symbols, SPEC §7): each trial is run_portfolio of
+    their configs on the window, scored as the account."""
+    name: str
+    bases: Configs
+    space: Space
+    legs: list[PortfolioLeg]        # each symbol's market, its candles on the joined minutes (align_candles)
+    min_round_trips: int
+    max_drawdown: float
+    fill_model: FillModel
+    wallet: float                   # the account's: --wallet, or the base configs' (account_of)
+    liquidation: bool
+
+    @property
+    def symbols(self) -> list[str]:
+        return list(self.bases)
+
+    def build(self, params: dict[str, Any]) -> tuple[Configs | None, str]:
+        return build_configs(self.bases, self.space, params)
+
+    @property
+    def base_conf(self) -> Configs:
+        return self.bases
+
+    def backtest(self, conf: Configs, w: Window) -> PortfolioResult:
+        # Every leg is sliced at the same indexes of the joined minutes (views, no copy).
+        legs = [dataclasses.replace(leg, config=conf[leg.filters.symbol], candles=leg.candles.slice(w.start, w.end))
+                for leg in self.legs]
+        return run_portfolio(legs, self.wallet, liquidation=self.liquidation, fill_model=self.fill_model)
+
+    def score_of(self, res: PortfolioResult) -> Score:
+        return score_account(res)
+
+    def daily(self, res: PortfolioResult) -> np.ndarray:
+        return account_daily_returns(res)
+
+    def curve(self, res: PortfolioResult) -> tuple[np.ndarray, np.ndarray, float]:
+        return np.asarray(res.times), np.asarray(res.equity), res.wallet
+
+    @property
+    def times(self) -> np.ndarray:
+        return self.legs[0].candles.open_time
+
+    def asset_figures(self, w: Window) -> AssetFigures:
+        return asset_figures([leg.candles for leg in self.legs], w)
+
+    def benchmark(self, w: Window) -> np.ndarray:
+        return growth_of([leg.candles for leg in self.legs], w)
+
+    def describe(self) -> str:
+        _, capitals = account_of(list(self.bases.values()), self.wallet)
+        caps = ", ".join(f"{sym} {cap:,.2f}" for sym, cap in zip(self.bases, capitals))
+        return (f"account {'+'.join(self.bases)} on one cross-margin wallet of {self.wallet:,.2f} (capitals {caps}; "
+                f"SPEC §7), {len(self.times):,} joined minutes")
+
 
 # ---------------------------------------------------------------------- studies and workers
 @dataclass
 class Plan:
     args: argparse.Namespace
-    objective: Objective
+    objective: Scoring[Any, Any]    # Objective, or AccountObjective with --symbols
     folds: list[Fold]           # the walk-forward folds, then the final study
     holdout: Window | None
     study_base: str
@@ -177,7 +335,7 @@ class Plan:
         return self.study_base if fold.final else f"{self.study_base}-fold{fold.number}"
 
     def study_identity(self, fold: Fold) -> Identity:
-        own = identity.window_dates(self.objective.market.candles.open_time,
+        own = identity.window_dates(self.objective.times,
                                     [(fold.train.name, fold.train.start, fold.train.end)])
         return Identity({**self.identity.parts, "window": identity.digest(own)})
 
@@ -278,15 +436,15 @@ def run_local(plan: Plan) -> None:
 
 
 # ---------------------------------------------------------------------- judging the studies
-_POOL_OBJECTIVE: Objective | None = None        # the forked pool's objective (set before the fork)
+_POOL_OBJECTIVE: Scoring[Any, Any] | None = None        # the forked pool's objective (set before the fork)
 
 
 def _score_on(job: tuple[int, dict[str, Any], Window]) -> tuple[int, Score | None]:
     number, params, w = job
     obj = _POOL_OBJECTIVE
     assert obj is not None
-    cfg, _ = build_config(obj.base, obj.space, params)
-    return number, (score(obj.backtest(cfg, w)) if cfg is not None else None)
+    conf, _ = obj.build(params)
+    return number, (obj.score_of(obj.backtest(conf, w)) if conf is not None else None)
 
 
 def scores_on(plan: Plan, trials: list[FrozenTrial], w: Window) -> dict[int, Score]:
@@ -302,11 +460,12 @@ def scores_on(plan: Plan, trials: list[FrozenTrial], w: Window) -> dict[int, Sco
     return {n: s for n, s in done if s is not None}
 
 
-def config_of(plan: Plan, t: FrozenTrial) -> GridConfig:
-    cfg, why = build_config(plan.objective.base, plan.objective.space, t.params)
-    if cfg is None:                   # a feasible trial built its config when it ran
+def config_of(plan: Plan, t: FrozenTrial) -> Any:
+    """The trial's configuration (a GridConfig, or each symbol's)."""
+    conf, why = plan.objective.build(t.params)
+    if conf is None:                  # a feasible trial built its config when it ran
         raise StudyMismatch(f"trial {t.number} no longer builds a config ({why}): the space changed")
-    return cfg
+    return conf
 
 
 def judge(plan: Plan, fold: Fold) -> StudyResult:
@@ -318,13 +477,11 @@ def judge(plan: Plan, fold: Fold) -> StudyResult:
     obj = plan.objective
     choice = choose(trials, obj.single, obj.max_drawdown)
     ok = [t for t in trials if feasible(t) and scored(t)]
-    candles = obj.market.candles
     r = StudyResult(name=study.study_name, fold=fold, trials=trials, choice=choice,
-                    train=asset_figures(candles, fold.train), test=asset_figures(candles, fold.test) if fold.test
-                    else None)
-    r.base_in = score(obj.backtest(obj.base, fold.train))
+                    train=obj.asset_figures(fold.train), test=obj.asset_figures(fold.test) if fold.test else None)
+    r.base_in = obj.score_of(obj.backtest(obj.base_conf, fold.train))
     if fold.test:
-        r.base_out = score(obj.backtest(obj.base, fold.test))
+        r.base_out = obj.score_of(obj.backtest(obj.base_conf, fold.test))
         r.oos = scores_on(plan, ok, fold.test)
     if choice.chosen is not None:
         r.chosen_cfg = config_of(plan, choice.chosen)
@@ -365,7 +522,12 @@ def _pbo(trials: list[FrozenTrial]) -> tuple[Any, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="optimize.py", description="Optimize the grid-martingale parameters "
                                 "with Optuna, validated out of sample.")
-    p.add_argument("--config", required=True, help="base config: keys not in the space come from it")
+    p.add_argument("--config", nargs="+", metavar="FILE", help="base config: keys not in the space come from it; "
+                   "with --symbols, SYMBOL=FILE for any symbol whose config is not config_<short>.txt")
+    p.add_argument("--symbols", help="optimize the account of several symbols on one wallet (SPEC §7), e.g. "
+                   "BTCUSDC,ETHUSDC: --data SYMBOL=CSV[,CSV...] for each, or --from/--to")
+    p.add_argument("--wallet", type=float, help="the account's wallet (default: INITIAL_CAPITAL / CAPITAL_RATIO, "
+                   "the largest among the symbols; SPEC §7)")
     p.add_argument("--space", required=True, help="search space file (see optimize_space.txt)")
     p.add_argument("--direction", choices=["LONG", "SHORT"], type=str.upper, help="override TRADE_DIRECTION")
     p.add_argument("--capital", type=float, help="capital (default: INITIAL_CAPITAL)")
@@ -375,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage: postgresql://… (workers on several machines join one study), "
                    "sqlite:///…, or journal:PATH (default: journal file optuna/<study>.log)")
     p.add_argument("--study", help="study name (default: <symbol>-<direction>-<objective>-<fingerprint of the data "
-                   "and settings>)")
+                   "and settings>; <SYM1>+<SYM2>-<objective>-<fingerprint> with --symbols)")
     p.add_argument("--folds", type=int, default=1, help="anchored walk-forward folds (default 1: none)")
     p.add_argument("--holdout", type=float, default=0.25, help="last share of the candles kept out of the search "
                    "(default 0.25)")
@@ -436,13 +598,17 @@ def run_identity(a: argparse.Namespace, base: GridConfig, space: Space, market: 
         "objective": a.objective,
         "space": d(space.fingerprint()),
         "fill_model": f"{fill.kind} {fill.share:g}",
-        "wallet": f"{account_of([base])[0]:.8g}",
+        "wallet": f"{account_of([base], a.wallet)[0]:.8g}",
     })
 
 
 def make_plan(a: argparse.Namespace) -> Plan:
     check_args(a)
-    base = load_config(a.config)
+    if a.symbols:
+        return make_account_plan(a)
+    if not a.config or len(a.config) != 1 or "=" in a.config[0]:
+        raise ValueError("give one --config FILE (SYMBOL=FILE is for --symbols)")
+    base = load_config(a.config[0])
     over = {k: v for k, v in (("trade_direction", a.direction), ("initial_capital", a.capital)) if v is not None}
     base = apply_fee_overrides(base.with_overrides(**over) if over else base, a)
     space = load_space(a.space, base)
@@ -451,13 +617,69 @@ def make_plan(a: argparse.Namespace) -> Plan:
     folds, hold = plan_folds(len(market.candles), a.holdout, a.folds)
     if min(f.train.end - f.train.start for f in folds) < 1440:
         raise ValueError(f"{len(market.candles):,} candles leave under a day to train on: fewer folds or less holdout")
-    for module in ("empyrical", "research.overfitting"):     # scoring's libraries (~1.8 s): imported once
-        importlib.import_module(module)                    # here, shared by the forked workers
-    wallet, _ = account_of([base])           # SPEC §7: the wallet live would need to give the base its capital
+    _import_scoring_libraries()
+    wallet, _ = account_of([base], a.wallet)    # SPEC §7: the wallet live would need to give the base its capital
     objective = Objective(a.objective, base, space, market, a.min_round_trips, a.max_drawdown, fill, wallet)
     ident = run_identity(a, base, space, market, fill, folds)
     name = a.study or f"{market.filters.symbol}-{base.trade_direction}-{a.objective}-{ident.fingerprint}"
     return Plan(a, objective, folds, hold, name, Path.cwd(), ident)
+
+
+def _import_scoring_libraries() -> None:
+    for module in ("empyrical", "research.overfitting"):     # scoring's libraries (~1.8 s): imported once
+        importlib.import_module(module)                    # here, shared by the forked workers
+
+
+def make_account_plan(a: argparse.Namespace) -> Plan:
+    """--symbols: each symbol's config and market as backtest.py --symbols loads them, their
+    minutes joined once; every window is an index range of the joined minutes."""
+    legs, liquidation = load_portfolio(a)
+    bases = {leg.filters.symbol: leg.config for leg in legs}
+    if len({(c.maker_fee, c.taker_fee) for c in bases.values()}) > 1:
+        raise ValueError("the configs give different fees: Binance's fee rate is the account's (one MAKER_FEE "
+                         "and TAKER_FEE for every symbol)")
+    wallet, _ = account_of(list(bases.values()), a.wallet)
+    space = load_space(a.space, bases)
+    fill = FillModel.from_cli(a.fill_model, a.fill_share)
+    times, joined = align_candles(legs)
+    legs = [dataclasses.replace(leg, candles=c) for leg, c in zip(legs, joined)]
+    folds, hold = plan_folds(len(times), a.holdout, a.folds)
+    if min(f.train.end - f.train.start for f in folds) < 1440:
+        raise ValueError(f"{len(times):,} minutes leave under a day to train on: fewer folds or less holdout")
+    _import_scoring_libraries()
+    objective = AccountObjective(a.objective, bases, space, legs, a.min_round_trips, a.max_drawdown, fill, wallet,
+                                 liquidation)
+    ident = account_identity(a, objective, folds)
+    name = a.study or f"{'+'.join(bases)}-{a.objective}-{ident.fingerprint}"
+    return Plan(a, objective, folds, hold, name, Path.cwd(), ident)
+
+
+def account_identity(a: argparse.Namespace, obj: AccountObjective, folds: list[Fold]) -> Identity:
+    """An account's fingerprint: run_identity's parts over every symbol, and the symbols."""
+    d = identity.digest
+    wins = [(w.name, w.start, w.end) for fold in folds for w in (fold.train, fold.test) if w is not None]
+    first = next(iter(obj.bases.values()))
+    return Identity({
+        "symbols": ",".join(obj.bases),
+        "data": d(*[x for leg in obj.legs for x in (
+            leg.candles.open_time, leg.candles.open, leg.candles.high, leg.candles.low, leg.candles.close,
+            leg.candles.volume, leg.filters.symbol, leg.filters.tick_size, leg.filters.step_size,
+            leg.filters.min_qty, leg.filters.min_notional)]),
+        "windows": d(identity.window_dates(obj.times, wins)),
+        "base": d([[sym, format_config(c.with_overrides(maker_fee=0.0, taker_fee=0.0), "")]
+                   for sym, c in obj.bases.items()]),
+        "fees": f"maker {first.maker_fee:g}, taker {first.taker_fee:g}",
+        "funding": d([d(leg.funding.times, leg.funding.rates) if leg.funding is not None else "none"
+                      for leg in obj.legs]),
+        "mark": d([d(leg.mark.open_time, leg.mark.high, leg.mark.low, leg.mark.close) if leg.mark is not None
+                   else "none" for leg in obj.legs]),
+        "brackets": d([repr(leg.brackets) for leg in obj.legs], obj.liquidation),
+        "constraints": f"min round trips {a.min_round_trips}, max drawdown {a.max_drawdown:g} %",
+        "objective": a.objective,
+        "space": d(obj.space.fingerprint()),
+        "fill_model": f"{obj.fill_model.kind} {obj.fill_model.share:g}",
+        "wallet": f"{obj.wallet:.8g}",
+    })
 
 
 def main(argv: list[str] | None = None) -> int:

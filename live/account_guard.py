@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from exchange_api import AccountSnapshot
 
@@ -59,6 +62,16 @@ class AccountGuard:
             fcntl.flock(lock, fcntl.LOCK_EX)
             self._write(AccountRecord())
 
+    def clear_for(self, strategy: Any, log: logging.Logger) -> None:
+        """`--clear-account-stop`: the shared record and this symbol's stop cleared."""
+        self.clear()
+        at = strategy.state.account_stopped_at
+        if at:
+            log.warning("the account stop of %s is cleared by hand: trading resumes",
+                        datetime.fromtimestamp(at / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        strategy.state.account_stopped_at = 0
+        strategy.halted = False
+
     def _read(self) -> AccountRecord:
         try:
             d = json.loads(self.path.read_text(encoding="utf-8"))
@@ -80,3 +93,9 @@ def snapshot_for_state(snap: AccountSnapshot, v: Verdict, now_ms: int) -> dict[s
             "peak_equity": round(v.record.peak_equity, 8), "stop_equity": round(v.level, 8),
             "stopped_at": v.record.stopped_at, "stopped_by": v.record.stopped_by if v.record.stopped_at else "",
             "time": now_ms}
+
+
+def stop_reason(snap: AccountSnapshot, v: Verdict, share: float) -> str:
+    """The log line's reason for an account stop."""
+    return (f"the account's equity {snap.equity:,.2f} fell below {v.level:,.2f} ({share:.0%} under its peak "
+            f"{v.record.peak_equity:,.2f}); seen first by {v.record.stopped_by}")

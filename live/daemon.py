@@ -45,7 +45,7 @@ from ops.records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from live.stream_dispatch import StreamDispatcher
 from ops.events import ACCOUNT_STOP, BE, DEEPEST, LIQUIDATION, SL, TP, Event, EventBus
-from live.account_guard import AccountGuard, snapshot_for_state
+from live.account_guard import AccountGuard, snapshot_for_state, stop_reason
 from ops.metrics import DaemonMetrics
 from ops.services import UNREACHABLE_AFTER_S, Connectivity, DayWatch
 
@@ -165,13 +165,7 @@ class Daemon:
                                                capital=None if state else capital, logger=self.log,
                                                on_fill=self._on_fill, on_change=self._save)
         if self.settings.clear_account_stop:
-            self.account_guard.clear()
-            if self.strategy.state.account_stopped_at:
-                self.log.warning("the account stop of %s is cleared by hand: trading resumes",
-                                 datetime.fromtimestamp(self.strategy.state.account_stopped_at / 1000,
-                                                        tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
-            self.strategy.state.account_stopped_at = 0
-            self.strategy.halted = False
+            self.account_guard.clear_for(self.strategy, self.log)
         self.reconciler = Reconciler(self.symbol, self.venue, self.strategy, self.recorder, self.log,
                                      save=self._save, on_fill=self._on_fill, on_liquidation=self._on_liquidation)
         self.started = True
@@ -425,11 +419,9 @@ class Daemon:
         st.account = snapshot_for_state(snap, verdict, now)
         if verdict.stop and not (st.account_stopped_at and not st.orders and st.position.qty <= 0):
             first = not st.account_stopped_at
-            why = (f"the account's equity {snap.equity:,.2f} fell below {verdict.level:,.2f} "
-                   f"({self.config.account_stop_drawdown:.0%} under its peak {verdict.record.peak_equity:,.2f}); "
-                   f"seen first by {verdict.record.stopped_by or self.symbol}")
             async with self.lock:
-                await self.strategy.stop_for_account(verdict.record.stopped_at or now, why)
+                await self.strategy.stop_for_account(verdict.record.stopped_at or now,
+                                                     stop_reason(snap, verdict, self.config.account_stop_drawdown))
             if first:
                 self.bus.publish(Event(ACCOUNT_STOP, self.symbol, {
                     "equity": snap.equity, "level": verdict.level, "peak": verdict.record.peak_equity,

@@ -5,6 +5,10 @@ or constraints, its old scores would be read as if they were today's (the holdou
 into a study first run with `--holdout 0`; a BTC study answered for a FIL file).  So each
 study keeps the fingerprint of everything that decides a trial's score, part by part, and
 a study opened under another fingerprint is refused naming the parts that differ.
+
+An account's study (`optimize.py --symbols`, issue 22) has the same parts, each covering every
+symbol (their candles and filters, configs, funding, mark, brackets), and one more: the symbols.
+A single-symbol study has no "symbols" part, so its fingerprint is what it was before.
 """
 from __future__ import annotations
 
@@ -54,9 +58,10 @@ class Identity:
 
 # What each part covers, as a refusal names it.
 PART_NAMES = {
+    "symbols": "the symbols (--symbols)",
     "data": "the candles (--data files, --symbol filters)",
     "windows": "the windows (--holdout, --folds: their dates)",
-    "base": "the base config (--config, --direction, --capital)",
+    "base": "the base config (--config, --direction, --capital; each symbol's with --symbols)",
     "fees": "the fees (MAKER_FEE/TAKER_FEE, --maker-fee/--taker-fee)",
     "funding": "the funding (--funding, --funding-rate)",
     "mark": "the mark price (--mark)",

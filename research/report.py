@@ -7,9 +7,12 @@
   and the probability of backtest overfitting; the walk-forward as one result.
 - **trials.csv**: every trial, in-sample and (feasible ones) out-of-sample figures.
 - **best_01.txt**: the rule's choice (research/selection.py); best_02… the rest of the
-  front in the rule's order, for reference.
+  front in the rule's order, for reference.  For an account (--symbols): one file per
+  symbol, best_01_<SYMBOL>.txt, each with the account's figures.
 - **pareto.png**, **tearsheet.png** (the choice on the holdout), **tearsheet_in_sample.png**,
-  **walk_forward.png** (the folds' tests joined).
+  **walk_forward.png** (the folds' tests joined).  An account's tearsheet is the account's
+  (`account_tearsheet_figure`): its equity, drawdown, daily returns, margin ratio and each
+  symbol's exposure.
 
 A window under 30 days shows its own figures (return, drawdown, their ratio, Sharpe and
 Sortino per day); yearly ratios only from 30 days on (research/scoring.py).
@@ -26,7 +29,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from backtest import BacktestResult
+from backtest import PortfolioResult, account_of, summarize
 from config import GridConfig, format_config
 from market.data import Candles
 from research.scoring import DAYS_PER_YEAR, MIN_ANNUAL_DAYS, Score, day_ends
@@ -78,26 +81,55 @@ class AssetFigures:
     max_drawdown_pct: float
     vol_pct: float              # daily volatility; yearly (× √365) from MIN_ANNUAL_DAYS days
     sharpe_day: float
+    label: str = "buy-and-hold (1×)"
 
     @property
     def yearly(self) -> bool:
         return self.days >= MIN_ANNUAL_DAYS
 
 
-def asset_figures(candles: Candles, w: WindowLike) -> AssetFigures:
+def asset_figures(candles: Candles | Sequence[Candles], w: WindowLike) -> AssetFigures:
+    """Buy-and-hold of one symbol, or of an equal-weight basket of several (an account's
+    symbols, their candles on the same minutes), from the window's first close."""
+    if isinstance(candles, Candles):
+        c = candles.slice(w.start, w.end)
+        close, low, label = np.asarray(c.close, dtype=float), np.asarray(c.low), "buy-and-hold (1×)"
+    else:
+        c = candles[0].slice(w.start, w.end)
+        close, low = _basket(candles, w)
+        label = "buy-and-hold (1×, equal weights)"
+    return _figures(c, close, low, w.name, label)
+
+
+def growth_of(candles: Candles | Sequence[Candles], w: WindowLike) -> np.ndarray:
+    """Buy-and-hold's growth of 1 at each close of window `w` (one symbol, or the basket)."""
+    if isinstance(candles, Candles):
+        close = np.asarray(candles.slice(w.start, w.end).close, dtype=float)
+        return close / close[0]
+    return _basket(candles, w)[0]
+
+
+def _basket(candles: Sequence[Candles], w: WindowLike) -> tuple[np.ndarray, np.ndarray]:
+    """An equal-weight basket bought at the window's first closes: its value at each close and
+    at each minute's lows (every symbol at its low at once: the worst case, as the account's)."""
+    cs = [c.slice(w.start, w.end) for c in candles]
+    close = np.mean([np.asarray(c.close) / float(c.close[0]) for c in cs], axis=0)
+    low = np.mean([np.asarray(c.low) / float(c.close[0]) for c in cs], axis=0)
+    return close, low
+
+
+def _figures(c: Candles, close: np.ndarray, low: np.ndarray, name: str, label: str) -> AssetFigures:
     from research.overfitting import sharpe_estimate
-    c = candles.slice(w.start, w.end)
-    close = np.asarray(c.close, dtype=float)
     peak = np.maximum.accumulate(close)
-    dd = float(((peak - np.asarray(c.low)) / peak).max() * 100) if len(close) else 0.0
+    dd = float(((peak - low) / peak).max() * 100) if len(close) else 0.0
     pts = np.concatenate(([close[0]], close[day_ends(c.open_time)]))
     daily = np.diff(pts) / pts[:-1]
     days = len(c) / 1440.0
     vol = float(np.std(daily, ddof=1)) * 100 if len(daily) > 1 else math.nan
     if days >= MIN_ANNUAL_DAYS:
         vol *= math.sqrt(DAYS_PER_YEAR)
-    return AssetFigures(w.name, int(c.open_time[0]), int(c.open_time[-1]) + 60_000, days,
-                        (float(close[-1]) / float(close[0]) - 1) * 100, dd, vol, sharpe_estimate(daily).sr)
+    return AssetFigures(name, int(c.open_time[0]), int(c.open_time[-1]) + 60_000, days,
+                        (float(close[-1]) / float(close[0]) - 1) * 100, dd, vol, sharpe_estimate(daily).sr, label)
 
 
 @dataclass
@@ -112,7 +144,7 @@ class StudyResult:
     base_in: Score | None = None
     base_out: Score | None = None
     oos: dict[int, Score] = field(default_factory=dict)      # every feasible trial on the test window
-    chosen_cfg: GridConfig | None = None
+    chosen_cfg: Any = None                                   # a GridConfig, or {symbol: GridConfig} (an account)
     dsr: Any = None                                          # overfitting.DeflatedSharpe
     pbo: Any = None                                          # overfitting.Overfitting
     pbo_why: str = ""
@@ -214,7 +246,7 @@ def score_row(label: str, window: str, s: Score) -> str:
 
 def asset_row(window: str, a: AssetFigures) -> str:
     ratio = a.return_pct / max(a.max_drawdown_pct, 0.01)
-    return (f"| buy-and-hold (1×) | {window} | {a.return_pct:+.2f} | {a.max_drawdown_pct:.2f} | {ratio:.2f} | "
+    return (f"| {a.label} | {window} | {a.return_pct:+.2f} | {a.max_drawdown_pct:.2f} | {ratio:.2f} | "
             f"{_num(a.sharpe_day, '.3f')} /day | | | |")
 
 
@@ -290,8 +322,9 @@ def windows_table(results: Sequence[StudyResult]) -> list[str]:
         for a in (r.train, r.test):
             if a is not None:
                 seen.setdefault(a.name, a)
-    lines = ["## Windows", "", "| window | from (UTC) | to (UTC) | days | asset return % | asset max DD % | "
-             "asset volatility % |", "|---|---|---|---|---|---|---|"]
+    what = "asset" if all(a.label == AssetFigures.label for a in seen.values()) else "basket"
+    lines = ["## Windows", "", f"| window | from (UTC) | to (UTC) | days | {what} return % | {what} max DD % | "
+             f"{what} volatility % |", "|---|---|---|---|---|---|---|"]
     for a in sorted(seen.values(), key=lambda a: (a.start_ms, a.end_ms)):
         lines.append(f"| {a.name} | {_date(a.start_ms)} | {_date(a.end_ms)} | {a.days:.1f} | {a.return_pct:+.2f} | "
                      f"{a.max_drawdown_pct:.2f} | {_num(a.vol_pct, '.2f')} {'/yr' if a.yearly else '/day'} |")
@@ -310,8 +343,7 @@ def report_md(plan: PlanLike, results: Sequence[StudyResult], wf: WalkForward | 
     final = results[-1]
     lines = [f"# Optimization report: {plan.study_base}", "", f"**VERDICT: {final.verdict}**", ""]
     lines += [f"> WARNING: {w}" for w in final.choice.warnings] + ([""] if final.choice.warnings else [])
-    lines += [f"- symbol {obj.market.filters.symbol}, {len(obj.market.candles):,} candles, objective "
-              f"`{obj.name}`, fill model {obj.fill_model.kind}, seed {a.seed}",
+    lines += [f"- {obj.describe()}, objective `{obj.name}`, fill model {obj.fill_model.kind}, seed {a.seed}",
               "- trials the studies hold: " + "; ".join(f"{r.name} {r.complete} complete ({len(r.feasible)} "
                                                          f"feasible)" for r in results),
               f"- constraints: no liquidation, at least {a.min_round_trips} round trips, max drawdown ≤ "
@@ -329,6 +361,10 @@ def report_md(plan: PlanLike, results: Sequence[StudyResult], wf: WalkForward | 
     lines += ["## Files", ""]
     lines += [f"- `{p.name}`" + (": the rule's choice; `python backtest.py --config "
                                  f"{p} ...`" if p.name == "best_01.txt" else "") for p in files]
+    chosen = [p for p in files if p.name.startswith("best_01_")]
+    if chosen:
+        lines += ["", f"The rule's choice is the account of {', '.join(f'`{p.name}`' for p in chosen)}, run together: "
+                      f"`{account_command(plan, chosen)}`"]
     if final.choice.chosen is None:
         lines += ["", "No feasible configuration: widen the space or relax the constraints."]
     return "\n".join(lines) + "\n"
@@ -364,11 +400,10 @@ class WalkForward:
 def walk_forward(plan: Any, results: Sequence[StudyResult], path: Path) -> WalkForward | None:
     """The folds' choices run on their test segments, joined; None without folds."""
     from research.tearsheet import Segment, joined_equity, write_walk_forward_png
-    from research.scoring import score
     folds = [r for r in results if not r.fold.final and r.fold.test is not None]
     if not folds:
         return None
-    candles = plan.objective.market.candles
+    obj = plan.objective
     segs: list[Segment] = []
     bench: list[Segment] = []
     rows: list[tuple[int, int | None, Score | None, Score | None, AssetFigures | None]] = []
@@ -376,20 +411,19 @@ def walk_forward(plan: Any, results: Sequence[StudyResult], path: Path) -> WalkF
     days = 0.0
     for r in folds:
         w = r.fold.test
-        c = candles.slice(w.start, w.end)
-        close = np.asarray(c.close, dtype=float)
-        bench.append(Segment(w.name, np.asarray(c.open_time), close / close[0], 1.0))
-        days += len(c) / 1440.0
+        times = np.asarray(obj.times[w.start:w.end])
+        bench.append(Segment(w.name, times, obj.benchmark(w), 1.0))
+        days += len(times) / 1440.0
         chosen = r.choice.chosen
         if chosen is None or r.chosen_cfg is None:       # nothing chosen: the fold stays flat
-            cap = 1.0
-            segs.append(Segment(w.name, np.asarray(c.open_time), np.ones(len(c)), cap))
+            segs.append(Segment(w.name, times, np.ones(len(times)), 1.0))
             rows.append((r.fold.number, None, None, None, r.test))
             continue
-        res: BacktestResult = plan.objective.backtest(r.chosen_cfg, w)
-        segs.append(Segment(w.name, np.asarray(c.open_time), np.asarray(res.equity), res.capital))
+        res = obj.backtest(r.chosen_cfg, w)
+        t, equity, start = obj.curve(res)
+        segs.append(Segment(w.name, t, equity, start))
         s_in = in_sample(chosen)
-        rows.append((r.fold.number, chosen.number, s_in, score(res), r.test))
+        rows.append((r.fold.number, chosen.number, s_in, obj.score_of(res), r.test))
         g_in.append(math.log(max(1e-9, 1 + s_in.return_pct / 100)) / max(s_in.days, 1e-9))
     _, growth = joined_equity(segs)
     _, bh = joined_equity(bench)
@@ -419,9 +453,12 @@ def write_outputs(plan: Any, results: Sequence[StudyResult], url: str) -> list[P
             if w is None:
                 continue
             res = plan.objective.backtest(final.chosen_cfg, w)
-            files.append(write_tearsheet(res, out / name, f"{plan.study_base}: chosen trial "
-                                         f"{final.choice.chosen.number} on the {w.name}",
-                                         "out of sample" if w is final.fold.test else "in sample (what it was tuned on)"))
+            title = f"{plan.study_base}: chosen trial {final.choice.chosen.number} on the {w.name}"
+            sub = "out of sample" if w is final.fold.test else "in sample (what it was tuned on)"
+            if isinstance(res, PortfolioResult):
+                files.append(write_account_tearsheet(res, out / name, title, sub))
+            else:
+                files.append(write_tearsheet(res, out / name, title, sub))
     wf = walk_forward(plan, results, out / "walk_forward.png")
     if wf is not None:
         files.append(out / "walk_forward.png")
@@ -432,24 +469,62 @@ def write_outputs(plan: Any, results: Sequence[StudyResult], url: str) -> list[P
 def write_configs(plan: Any, r: StudyResult, out: Path) -> list[Path]:
     paths = []
     for k, t in enumerate(r.choice.front, start=1):
-        cfg = r.chosen_cfg if k == 1 and r.chosen_cfg is not None else _config(plan, t)
+        conf = r.chosen_cfg if k == 1 and r.chosen_cfg is not None else _config(plan, t)
         what = "the rule's choice" if k == 1 else f"front member {k} in the rule's order, NOT the choice"
         header = [f"optimize.py: study {r.name}, trial {t.number}, objective {plan.objective.name}: {what}",
                   f"{r.fold.train.name}: {figures_line(in_sample(t))}"]
         if t.number in r.oos and r.fold.test is not None:
             header.append(f"out-of-sample ({r.fold.test.name}): {figures_line(r.oos[t.number])}")
+        if isinstance(conf, dict):
+            paths += write_account_configs(plan, r, out, k, conf, header)
+            continue
         header.append(f"verdict: {r.verdict}")
         path = out / f"best_{k:02d}.txt"
-        path.write_text(format_config(cfg, "\n".join(header)), encoding="utf-8")
+        path.write_text(format_config(conf, "\n".join(header)), encoding="utf-8")
         paths.append(path)
     return paths
 
 
-def _config(plan: Any, t: FrozenTrial) -> GridConfig:
-    from research.search_space import build_config
-    cfg, why = build_config(plan.objective.base, plan.objective.space, t.params)
-    assert cfg is not None, why         # a feasible trial built its config when it ran
-    return cfg
+def write_account_configs(plan: Any, r: StudyResult, out: Path, k: int, conf: dict[str, GridConfig],
+                          header: list[str]) -> list[Path]:
+    """An account's configuration, one file per symbol (best_<k>_<SYMBOL>.txt): each says the
+    figures above are the account's, its wallet and capitals, how to run the files together
+    and, for the choice, what each symbol did in the account out of sample."""
+    paths = [out / f"best_{k:02d}_{sym}.txt" for sym in conf]
+    wallet, capitals = account_of(list(conf.values()), plan.objective.wallet)
+    caps = ", ".join(f"{sym} {cap:,.2f}" for sym, cap in zip(conf, capitals))
+    lines = [f"account: {'+'.join(conf)} on one wallet of {wallet:,.2f} (capitals {caps}); the figures above are "
+             f"the account's: {account_command(plan, paths)}"]
+    if k == 1 and r.fold.test is not None:
+        res = plan.objective.backtest(conf, r.fold.test)
+        for sym_res in res.symbols:
+            s = summarize(sym_res)
+            lines.append(f"account: {s['symbol']} in it ({r.fold.test.name}): net PnL {s['net_pnl']:+,.2f} "
+                         f"({s['return_pct']:+.2f} % of its capital), {sym_res.round_trips} round trips, "
+                         f"funding {s['funding_paid']:+,.2f}")
+    for path, (sym, cfg) in zip(paths, conf.items()):
+        own = [f"{header[0]}; {sym}'s config ({len(conf)} files, one per symbol)", *header[1:], *lines,
+               f"verdict: {r.verdict}"]
+        path.write_text(format_config(cfg, "\n".join(own)), encoding="utf-8")
+    return paths
+
+
+def account_command(plan: Any, paths: Sequence[Path]) -> str:
+    """backtest.py --symbols on these files (one per symbol), as the study ran them."""
+    a = plan.args
+    syms = [p.stem.split("_", 2)[2] for p in paths]
+    flags = (f" --wallet {a.wallet!r}" if a.wallet is not None else "") \
+        + (f" --fill-model volume --fill-share {a.fill_share!r}" if a.fill_model == "volume" else "") \
+        + (" --no-liquidation" if a.no_liquidation else "")
+    return (f"python backtest.py --symbols {','.join(syms)} --config "
+            + " ".join(f"{sym}={p.name}" for sym, p in zip(syms, paths)) + flags + " --data "
+            + " ".join(f"{sym}=..." for sym in syms))
+
+
+def _config(plan: Any, t: FrozenTrial) -> Any:
+    conf, why = plan.objective.build(t.params)
+    assert conf is not None, why        # a feasible trial built its config when it ran
+    return conf
 
 
 def write_trials_csv(plan: Any, results: Sequence[StudyResult], path: Path) -> None:
@@ -533,3 +608,96 @@ def write_pareto_png(plan: Any, r: StudyResult, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------- an account's tearsheet
+def account_margin_ratio(res: PortfolioResult) -> np.ndarray:
+    """The account's maintenance margin over its equity at each close (1.0: liquidated), every
+    symbol's position on its bracket table; nan where the equity is gone or without brackets."""
+    from research.tearsheet import position_path
+    maint = np.zeros(len(res.times))
+    for r in res.symbols:
+        if r.brackets is None:
+            return np.full(len(res.times), np.nan)
+        notional = np.abs(position_path(r).qty) * np.asarray(r.candles.close)
+        caps = np.array([b.cap for b in r.brackets.tiers])
+        k = np.minimum(np.searchsorted(caps, notional, side="right"), len(caps) - 1)
+        mmr = np.array([b.mmr for b in r.brackets.tiers])[k]
+        cum = np.array([b.cum for b in r.brackets.tiers])[k]
+        maint += np.where(notional > 0, notional * mmr - cum, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(res.equity > 0, maint / res.equity, np.nan)
+
+
+def account_tearsheet_figure(res: PortfolioResult, title: str, subtitle: str = "") -> Any:
+    """The account's tearsheet (five axes): equity beside the equal-weight basket held 1×,
+    drawdown, daily or monthly returns, margin ratio, each symbol's exposure."""
+    import matplotlib.dates as mdates
+    from research.tearsheet import DAILY_BELOW_DAYS, _date_num, _dates, _new_figure, _thin, exposure, period_returns
+    fig = _new_figure(11, 15)
+    axes = fig.subplots(5, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.6, 1.6, 1.6, 1.6]})
+    t_ms = np.asarray(res.times)
+    t = _dates(t_ms)
+    basket = res.wallet * np.mean([np.asarray(r.candles.close) / float(r.candles.close[0]) for r in res.symbols],
+                                  axis=0)
+    ax = axes[0]
+    ax.plot(t, _thin(res.equity), color="#2166ac", lw=1.0, label="account equity")
+    ax.plot(t, _thin(basket), color="#888", lw=0.8, label="equal-weight basket held 1× (same wallet)")
+    ax.axhline(res.wallet, color="#999", lw=0.6, ls="--")
+    for x in sorted({x.time for x in res.liquidations}):
+        ax.axvline(_date_num(int(x)), color="#67001f", lw=1.2, ls="--")
+    ax.set_ylabel("equity")
+    ax.legend(loc="upper left", fontsize=8)
+    peak = np.maximum.accumulate(res.equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, (res.equity_worst - peak) / peak * 100, 0.0)
+    axes[1].fill_between(t, _thin(dd, np.fmin), 0.0, color="#d73027", alpha=0.5, lw=0)
+    axes[1].set_ylabel("drawdown %")
+    axes[1].set_title("the account's drawdown from its running peak (every symbol at its worst point)", fontsize=9)
+    unit = "D" if len(t_ms) and int(t_ms[-1] - t_ms[0]) < DAILY_BELOW_DAYS * 86_400_000 else "M"
+    start, ret = period_returns(t_ms, res.equity, res.wallet, unit)
+    # Each bar spans the part of its period the window covers (as the single tearsheet's).
+    left = np.maximum(start.astype("datetime64[ms]").astype(np.int64), t_ms[0])
+    right = np.minimum((start + 1).astype("datetime64[ms]").astype(np.int64), t_ms[-1] + 60_000)
+    axes[2].bar(left.astype("datetime64[ms]"), ret * 100, width=(right - left) / 86_400_000 * 0.9, align="edge",
+                color=np.where(ret >= 0, "#1a9850", "#d73027"))
+    axes[2].axhline(0, color="#555", lw=0.6)
+    axes[2].set_ylabel("return %")
+    axes[2].set_title("the account's daily returns" if unit == "D" else "the account's monthly returns", fontsize=9)
+    ratio = account_margin_ratio(res) * 100
+    axes[3].plot(t, _thin(ratio, np.fmax), color="#762a83", lw=0.9)
+    top = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan
+    if top > 50:                # the liquidation line only where it is within sight (else the curve is flat)
+        axes[3].axhline(100, color="#67001f", lw=0.8, ls="--")
+    axes[3].set_ylim(bottom=0)
+    axes[3].set_ylabel("margin ratio %")
+    axes[3].set_title(f"maintenance margin / equity at each close (100 %: the account is liquidated); peak "
+                      f"{_num(top, '.2f')} %", fontsize=9)
+    for r in res.symbols:
+        axes[4].plot(t, _thin(exposure(r) * r.capital / res.wallet, np.fmax), lw=0.9, label=r.filters.symbol)
+    axes[4].set_ylabel("notional / wallet")
+    axes[4].set_title("each symbol's position at each close against the wallet", fontsize=9)
+    axes[4].legend(loc="upper left", fontsize=8)
+    s = score_figures(res)
+    fig.suptitle("\n".join(x for x in (title, subtitle, s) if x), fontsize=11)
+    for a in axes:
+        a.grid(alpha=0.3)
+    axes[-1].xaxis.set_major_formatter(mdates.ConciseDateFormatter(axes[-1].xaxis.get_major_locator()))
+    fig.tight_layout()
+    return fig
+
+
+def score_figures(res: PortfolioResult) -> str:
+    from research.scoring import score_account
+    s = score_account(res)
+    basket = np.mean([float(r.candles.close[-1]) / float(r.candles.close[0]) for r in res.symbols]) - 1
+    return (f"account {'+'.join(r.filters.symbol for r in res.symbols)}, wallet {res.wallet:,.2f}  "
+            f"{_date(int(res.times[0]))} → {_date(int(res.times[-1]))}  ({len(res.times)} minutes)\n"
+            f"return {s.return_pct:+.2f} %   max drawdown {s.max_drawdown_pct:.2f} %   basket {basket * 100:+.2f} %   "
+            f"{s.fills} fills, {s.round_trips} round trips, {s.liquidations} liquidations")
+
+
+def write_account_tearsheet(res: PortfolioResult, path: Path, title: str, subtitle: str = "") -> Path:
+    """The account's tearsheet as one PNG at `path`; returns `path`."""
+    account_tearsheet_figure(res, title, subtitle).savefig(path, dpi=100)
+    return path

@@ -1,6 +1,7 @@
 """What a backtest scored, for the optimizer: return and drawdown (as backtest.py's summary
 computes them), the window's daily returns, Sharpe (with its standard error) and Sortino,
-round trips, liquidations.
+round trips, liquidations.  `score` reads one symbol's backtest, `score_account` an account
+of several symbols on one wallet (backtest.run_portfolio, SPEC §7) with the same arithmetic.
 
 Two kinds of figure, never mixed (issue 21):
 - **the window's own**: return, max drawdown, return over drawdown, Sharpe and Sortino per
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from backtest import BacktestResult, summarize
+from backtest import BacktestResult, PortfolioResult, account_figures, summarize
 
 DAY_MS = 86_400_000
 MIN_ANNUAL_DAYS = 30            # no yearly-scaled ratio on a shorter window
@@ -62,11 +63,30 @@ class Score:
 
 
 def score(res: BacktestResult) -> Score:
-    from research.overfitting import sharpe_estimate       # scipy: imported on first use
     s = summarize(res)
-    days = max(len(res.equity) / 1440.0, 1 / 1440.0)
-    daily = daily_returns(res)
-    ret, dd = float(s["return_pct"]), float(s["max_drawdown_pct"])
+    return _score(float(s["return_pct"]), float(s["max_drawdown_pct"]), daily_returns(res), len(res.equity),
+                  round_trips=res.round_trips, liquidations=len(res.liquidations), fills=len(res.fills),
+                  funding_paid=float(s["funding_paid"]), max_position_notional=float(s["max_position_notional"]))
+
+
+def score_account(res: PortfolioResult) -> Score:
+    """The account's score: return and max drawdown of its equity against the wallet (as
+    backtest.py --symbols's summary computes them), the daily returns of its equity, the
+    symbols' round trips summed, one liquidation per moment the account was liquidated."""
+    a = account_figures(res.equity, res.equity_worst, res.wallet, res.final_equity, [])
+    fills = [f for r in res.symbols for f in r.fills]
+    return _score(float(a["return_pct"]), float(a["max_drawdown_pct"]), account_daily_returns(res), len(res.equity),
+                  round_trips=sum(r.round_trips for r in res.symbols),
+                  liquidations=len({x.time for x in res.liquidations}), fills=len(fills),
+                  funding_paid=sum(x.amount for r in res.symbols for x in r.funding),
+                  # the largest one symbol held (the symbols' peaks need not coincide)
+                  max_position_notional=max((abs(f.position_after) * f.price for f in fills), default=0.0))
+
+
+def _score(ret: float, dd: float, daily: np.ndarray, minutes: int, *, round_trips: int, liquidations: int,
+           fills: int, funding_paid: float, max_position_notional: float) -> Score:
+    from research.overfitting import sharpe_estimate       # scipy: imported on first use
+    days = max(minutes / 1440.0, 1 / 1440.0)
     est = sharpe_estimate(daily)
     yearly = days >= MIN_ANNUAL_DAYS
     annual_sr, annual_se = est.annualised(DAYS_PER_YEAR) if yearly else (math.nan, math.nan)
@@ -78,8 +98,8 @@ def score(res: BacktestResult) -> Score:
         sortino=sortino_per_day(daily) * math.sqrt(DAYS_PER_YEAR) if yearly else math.nan,
         calmar=annual_ret / max(dd, MIN_DRAWDOWN_PCT) if yearly else math.nan,
         annual_return_pct=annual_ret, annual_vol_pct=_annual_vol(daily) if yearly else math.nan,
-        round_trips=res.round_trips, liquidations=len(res.liquidations), fills=len(res.fills), days=days,
-        funding_paid=float(s["funding_paid"]), max_position_notional=float(s["max_position_notional"]))
+        round_trips=round_trips, liquidations=liquidations, fills=fills, days=days,
+        funding_paid=funding_paid, max_position_notional=max_position_notional)
 
 
 def day_ends(open_time: np.ndarray) -> np.ndarray:
@@ -96,7 +116,16 @@ def day_ends(open_time: np.ndarray) -> np.ndarray:
 
 def daily_returns(res: BacktestResult) -> np.ndarray:
     """The equity's return over each whole day of the window (the first against the capital)."""
-    eq = np.concatenate(([res.capital], np.asarray(res.equity)[day_ends(res.candles.open_time)]))
+    return _daily(res.candles.open_time, res.equity, res.capital)
+
+
+def account_daily_returns(res: PortfolioResult) -> np.ndarray:
+    """The account's equity's return over each whole day (the first against the wallet)."""
+    return _daily(res.times, res.equity, res.wallet)
+
+
+def _daily(open_time: np.ndarray, equity: np.ndarray, start: float) -> np.ndarray:
+    eq = np.concatenate(([start], np.asarray(equity)[day_ends(open_time)]))
     prev = eq[:-1]
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(prev > 0, np.diff(eq) / np.where(prev > 0, prev, 1.0), -1.0)
