@@ -564,7 +564,7 @@ class _Portfolio:
             k, which = min(due)
             leg = self.legs[which]
             for other in self.legs:
-                if other is not leg and k > 0:
+                if other is not leg and k > 0 and other.pos.steps:
                     self.move(other, k - 1)
             if leg.funding_due(k) is not None:
                 self.mark_all(k)
@@ -673,7 +673,9 @@ class _Portfolio:
     def play_minute(self, j: int, acting: list[_Replay]) -> None:
         """Minute j: the legs with an event play their candle's path in turn; the others
         stand at their last close, then move to this minute's close."""
-        idle = [leg for leg in self.legs if leg not in acting]
+        # Only a held position's price counts for the others (its uPnL and margin); a flat
+        # symbol's book price matters to nothing until it acts (its open is set then).
+        idle = [leg for leg in self.legs if leg not in acting and leg.pos.steps]
         for leg in idle:
             self.move(leg, j - 1)
         if self.open_positions() >= 2:
