@@ -526,11 +526,10 @@ class _Portfolio:
             live = [j for j in js if j >= 0]
             j = min(live) if live else -1
             lim = j if j >= 0 else n - 1
-            k = self.funding_due(lim)
-            if k is not None:
-                i = k
-                continue
-            last = j - 1 if j >= 0 else n - 1
+            due = self.next_funding(lim)
+            # A settlement ends the stretch checked for the account's liquidation and stop: the
+            # minutes before it are checked on the wallet before it.
+            last = due - 1 if due is not None else (j - 1 if j >= 0 else n - 1)
             hit = self.breach(i, last) if self.open_positions() >= 2 else None
             stop = self.stop_due(i, last if hit is None else hit - 1) if self.stop_share and not self.stopped_at \
                 else None
@@ -539,8 +538,12 @@ class _Portfolio:
                 i = stop + 1
                 continue
             if hit is not None:
-                self.liquidate_at(hit)
+                self.play_together(hit, [leg for leg in legs if leg.pos.steps])
                 i = hit + 1
+                continue
+            if due is not None:
+                k = self.funding_due(lim)
+                i = k if k is not None else i       # None: only flat legs were due; scan again
                 continue
             if j < 0:
                 break
@@ -552,6 +555,11 @@ class _Portfolio:
                 else:
                     self.peak = max(self.peak, self.equity_now())
             i = j + 1
+
+    def next_funding(self, lim: int) -> int | None:
+        """The candle of the earliest settlement of any leg at or before candle `lim`."""
+        return min((leg.f_idx[leg.fi] for leg in self.legs if leg.fi < len(leg.f_idx) and leg.f_idx[leg.fi] <= lim),
+                   default=None)
 
     def funding_due(self, lim: int) -> int | None:
         """The earliest settlement of any leg at or before candle `lim`, settled at that
@@ -644,35 +652,15 @@ class _Portfolio:
         self.worst_at[k] = min(self.worst_at.get(k, math.inf), max(0.0, self.equity_now()))
         self.mark_all(k)
 
-    def liquidate_at(self, k: int) -> None:
-        """The account's liquidation in minute k: every symbol at its adverse extreme, every
-        position closed (Account.liquidate), then the minute's close."""
-        sim = self.sim
-        sim.now_ms = int(self.times[k])
-        held = [leg for leg in self.legs if leg.pos.steps]
-        for leg in self.legs:
-            if leg not in held:
-                self.move(leg, k - 1 if k > 0 else 0)
-        first = held[0]
-        for leg in held:
-            which = 2 if leg.pos.qty > 0 else 1
-            src = leg.mark_ticks if leg.mark_ticks is not None else leg.ticks
-            sim.set_price_ticks(leg.symbol, int(leg.ticks[which][k]))
-            if leg.mark_ticks is not None:
-                sim.set_mark_ticks(leg.symbol, int(src[which][k]))
-        if any(leg.pos.steps for leg in held):      # moving the prices may have liquidated already
-            b = first.book if first.pos.steps else next(leg.book for leg in held if leg.pos.steps)
-            sim.account.liquidate(b, b.mark_t if b.mark_driven else b.price_t)
-        self.deliver()
-        self.worst_at[k] = max(0.0, self.equity_now())
-        for leg in self.legs:
-            self.move(leg, k)
-        self.deliver()
-        self.mark_all(k)
-
     def play_minute(self, j: int, acting: list[_Replay]) -> None:
         """Minute j: the legs with an event play their candle's path in turn; the others
-        stand at their last close, then move to this minute's close."""
+        stand at their last close, then move to this minute's close.  Where the order of the
+        symbols' paths can matter (two legs act, or one acts while another holds a position),
+        they are played together as the local exchange plays them."""
+        together = [leg for leg in self.legs if leg in acting or leg.pos.steps]
+        if len(together) >= 2:
+            self.play_together(j, together)
+            return
         # Only a held position's price counts for the others (its uPnL and margin); a flat
         # symbol's book price matters to nothing until it acts (its open is set then).
         idle = [leg for leg in self.legs if leg not in acting and leg.pos.steps]
@@ -690,6 +678,60 @@ class _Portfolio:
         self.deliver()
         self.worst_at[j] = worst if math.isfinite(worst) else self.equity_now()
         self.mark_all(j)
+
+    def play_together(self, j: int, legs: list[_Replay]) -> None:
+        """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
+        close, each one's open in turn, then the first leg of every symbol's path, the second,
+        the closes; the strategies react to their events at once and to the price at each
+        vertex.  The account's liquidation falls where this path crosses it (the sim's
+        triggers, moved with the other symbols' marks at each vertex)."""
+        sim, t = self.sim, int(self.times[j])
+        self.move_quietly(legs, j - 1)      # a flat symbol's price matters to nothing until it acts
+        paths = []
+        for leg in legs:
+            leg.replayed += 1
+            o, h, l, c = (int(a[j]) for a in leg.ticks)
+            mt = leg.mark_ticks
+            mark = (int(mt[0][j]), int(mt[1][j]), int(mt[2][j]), int(mt[3][j])) if mt is not None else None
+            path = play_candle(sim, leg.symbol, o, h, l, c, t,
+                               leg_steps=None if leg.leg_steps is None else int(leg.leg_steps[j]), mark=mark)
+            next(path)                                  # the open: a jump that fills nothing
+            self.deliver()
+            paths.append(path)
+        worst = self.equity_now()
+        self.react_to_price(legs)
+        for _ in (1, 2, 3):
+            for path in paths:
+                for step in path:
+                    if step != FILL:
+                        break                           # at this leg's vertex
+                    self.deliver()
+                    worst = min(worst, self.equity_now())
+            worst = min(worst, self.equity_now())
+            self.react_to_price(legs)
+        self.worst_at[j] = max(0.0, worst) if self.legs[0].liquidation else worst
+        self.mark_all(j)
+
+    def react_to_price(self, legs: list[_Replay]) -> None:
+        """A flat strategy's range exit at a vertex (the only thing on_price does)."""
+        for leg in legs:
+            if leg.strategy.is_flat_and_unfilled():
+                run_sync(leg.strategy.on_price(leg.book.price))
+                self.deliver()
+
+    def move_quietly(self, legs: list[_Replay], i: int) -> None:
+        """Every leg to candle i's close at once: the account's liquidation is checked on
+        where they all stand, not on each step of getting there."""
+        if i < 0:
+            return
+        sim = self.sim
+        on = sim.liquidation_enabled
+        sim.liquidation_enabled = False
+        for leg in legs:
+            self.move(leg, i)
+        sim.liquidation_enabled = on
+        sim.account.update_liquidation()
+        self.deliver()
 
     def result(self, elapsed_s: float) -> PortfolioResult:
         n = len(self.times)

@@ -526,9 +526,9 @@ class FuturesVenue(ABC):
         last_qty = qty
         # Up to 700 rungs would break Binance's order-rate limit (300 / 10 s):
         # start a little above the rung the venue's free margin points at.
+        # The rungs above k0 are skipped, not tried: the first one tried is rung k0's quantity
+        # even when a skipped rung floors to it (a small order spans few steps).
         k0 = await self.first_rung_to_try(side, price, qty, tries)
-        if k0 > 1:
-            last_qty = f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * (k0 - 1)))
         for k in range(k0, tries + 1):
             q = f.qty_down(qty * (1.0 - ENTRY_RETRY_STEP * k))
             if q >= last_qty:        # the step is finer than stepSize: no smaller order yet

@@ -59,7 +59,7 @@ from dataclasses import asdict
 from typing import Any, Coroutine, Sequence
 from aiohttp import web
 from market.funding import BASELINE_RATE, FundingSeries, load_funding
-from market.data import load_klines
+from market.data import SYNTHETIC_CORRELATION, load_klines
 from sim.model import generic_filters, infer_filters
 from sim.exchange import DEFAULT_FILTERS, DEFAULT_MAKER_FEE, DEFAULT_TAKER_FEE, SimulatedExchange
 from sim.fill_model import FillModel
@@ -101,7 +101,7 @@ class LocalExchange:
         self.faults = Faults.of(cfg.faults)
         self.sim.own_triggered_ids = True               # linked by `ai`, not by client id
         self.sim.trigger_fault = self.faults.take_stop_trigger
-        self.series = _load_series(self.symbols, cfg.data, cfg.synthetic_seed, self.sim)
+        self.series = _load_series(self.symbols, cfg.data, cfg.synthetic_seed, self.sim, cfg.synthetic_correlation)
         self.live: dict[str, Live] = {}                 # the candle being played, per symbol
         for s in self.series.values():
             self.sim.set_price_ticks(s.symbol, s.ticks[0][0])
@@ -167,9 +167,9 @@ class LocalExchange:
         """Start replaying the market at `speed` (once; no-op on a manual clock)."""
         self.clock.start_clock()
 
-    def streams_connected(self) -> bool:
-        """A market and a user stream are open (a client is listening)."""
-        return self.streams.streams_connected()
+    def streams_connected(self, clients: int = 1) -> bool:
+        """`clients` market streams and as many user streams are open (each client listens)."""
+        return self.streams.streams_connected(clients)
 
     async def stop(self) -> None:
         self.clock.stop()
@@ -242,14 +242,16 @@ class LocalExchange:
         return self.clock.lockstep
 
     @property
-    def lockstep_client(self) -> LockstepClient | None:
-        """Lockstep with a client in this process (the demo): () -> (messages it has taken from
-        its streams since they opened, nothing left to act on).  None: the grace/quiet heuristic."""
-        return self.clock.lockstep_client
+    def lockstep_clients(self) -> list[LockstepClient]:
+        """Lockstep with the clients in this process (the demo's daemons, one per symbol of
+        its account): each () -> (messages it has taken from its streams since they opened,
+        nothing left to act on); the market goes on once every one has acted.  Empty: the
+        grace/quiet heuristic."""
+        return self.clock.lockstep_clients
 
-    @lockstep_client.setter
-    def lockstep_client(self, client: LockstepClient | None) -> None:
-        self.clock.lockstep_client = client
+    @lockstep_clients.setter
+    def lockstep_clients(self, clients: Sequence[LockstepClient]) -> None:
+        self.clock.lockstep_clients = list(clients)
 
     @property
     def fill_model(self) -> FillModel:
@@ -408,15 +410,16 @@ def _simulator(cfg: ExchangeSettings) -> SimulatedExchange:
 
 
 def _load_series(symbols: Sequence[str], data: DataFiles | None, seed: int | None,
-                 sim: SimulatedExchange) -> dict[str, Series]:
-    """Each symbol's candles: its CSVs, or the seeded synthetic market."""
+                 sim: SimulatedExchange, correlation: float | None = None) -> dict[str, Series]:
+    """Each symbol's candles: its CSVs, or the seeded synthetic market (correlated across the
+    symbols with `correlation`)."""
     files = assign_data_files(symbols, data) if data else {}
     out: dict[str, Series] = {}
     for sym in symbols:
         if sym in files:
             out[sym] = Series(sym, load_klines(files[sym]), tick=sim.books[sym].filters.tick_size)
         else:
-            out[sym] = synthetic_series(sym, seed or 0, sim.books[sym].filters.tick_size)
+            out[sym] = synthetic_series(sym, seed or 0, sim.books[sym].filters.tick_size, correlation)
         if not out[sym].t:
             raise ValueError(f"{sym}: no candles")
     return out
@@ -431,6 +434,9 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--data", nargs="+", metavar="CSV", help="Binance kline CSVs to replay (named after the symbol, "
                      "or given to the first symbol without data)")
     src.add_argument("--synthetic", type=int, metavar="SEED", help="seeded synthetic market (default seed 0)")
+    p.add_argument("--correlation", type=float, metavar="RHO",
+                   help="synthetic market: the symbols share this part of one market's shocks, and its jumps "
+                        f"(e.g. {SYNTHETIC_CORRELATION}, the demo's); default: each symbol its own path")
     p.add_argument("--symbols", default="BTCUSDC,ETHUSDC")
     p.add_argument("--speed", type=float, default=0.0, help="candles per second (0 = manual clock: POST /_sim/step)")
     p.add_argument("--balance", type=float, default=10_000.0, help="USDC wallet")
@@ -470,7 +476,8 @@ def _parser() -> argparse.ArgumentParser:
 def _banner(ex: LocalExchange, args: argparse.Namespace) -> str:
     rest, wsu = ex.rest_url, ex.ws_url
     clock = f"{args.speed:g} candles/s" if args.speed > 0 else f"manual: curl -X POST '{rest}/_sim/step?candles=1'"
-    source = f"{len(args.data)} CSV file(s)" if args.data else f"synthetic, seed {args.synthetic or 0}"
+    source = f"{len(args.data)} CSV file(s)" if args.data else f"synthetic, seed {args.synthetic or 0}" + (
+        f", the symbols correlated ({args.correlation:g})" if args.correlation is not None else "")
     secret = "the default (local_exchange.DEFAULT_API_SECRET)" if args.api_secret == DEFAULT_API_SECRET \
         else "as given by --api-secret"
     return "\n".join([
@@ -493,6 +500,7 @@ def _settings(args: argparse.Namespace) -> ExchangeSettings:
     return ExchangeSettings(
         symbols=[s.strip().upper() for s in args.symbols.split(",") if s.strip()],
         balance=args.balance, data=args.data, synthetic_seed=args.synthetic, speed=args.speed,
+        synthetic_correlation=args.correlation,
         lockstep=args.lockstep, quiet_ms=args.quiet_ms, api_key=args.api_key, api_secret=args.api_secret,
         faults=args.faults or None, maker_fee=args.maker_fee, taker_fee=args.taker_fee,
         weight_limit=args.weight_limit,

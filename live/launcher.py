@@ -138,6 +138,8 @@ def build_parser(short: str) -> argparse.ArgumentParser:
                    help="demo funding rates (Binance dump CSV or REST JSON); default a constant --demo-funding-rate")
     p.add_argument("--demo-funding-rate", type=float, default=0.0001,
                    help="demo funding per 8 h at 00/08/16 UTC (default 0.0001, Binance's baseline; 0: none)")
+    p.add_argument("--wallet", type=float, help="--demo: the account's wallet (default INITIAL_CAPITAL / "
+                   "CAPITAL_RATIO, the wallet live would need to give the symbol its capital; SPEC §7)")
     p.add_argument("--sync-interval", type=float, default=SYNC_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--config-interval", type=float, default=CONFIG_INTERVAL_S, help=argparse.SUPPRESS)
     p.add_argument("--market-silence", type=float, default=MARKET_SILENCE_S, metavar="SECONDS",

@@ -23,6 +23,8 @@ DEFAULT_API_SECRET = "local-exchange-api-secret"
 SYNTHETIC_START = {"BTCUSDC": 60_000.0, "ETHUSDC": 3_000.0}
 SYNTHETIC_SEED_OFFSET = {"BTCUSDC": 0, "ETHUSDC": 1}
 SYNTHETIC_CHUNK = 30 * 1440           # candles generated at a time (30 days, ~20 ms)
+SYNTHETIC_START_MS = 1_700_000_000_000   # 2023-11-14 22:13 UTC
+SYNTHETIC_MARKET_SALT = 0x6D61726B6574   # the market factor's seeds apart from every symbol's
 LISTEN_KEY_TTL_S = 3600.0
 MAX_CONNECTION_S = 24 * 3600.0
 WS_PING_S = 180.0                     # Binance pings every 3 minutes
@@ -254,6 +256,10 @@ class Series:
             self._append(self._extend(self))
         return self.cursor < len(self.t)
 
+    def candles(self, n: int) -> Candles:
+        """The first `n` candles (those held), as the backtest reads them."""
+        return Candles.from_arrays(self.t[:n], self.o[:n], self.h[:n], self.l[:n], self.c[:n], self.v[:n])
+
 
 @dataclass
 class Live:
@@ -275,18 +281,30 @@ class Live:
             self.l = p
 
 
-def synthetic_series(symbol: str, seed: int, tick: float) -> Series:
+def synthetic_series(symbol: str, seed: int, tick: float, correlation: float | None = None) -> Series:
+    """A symbol of the seeded synthetic market.  `correlation` None: its own path (alone, or
+    independent of the others); a value: one symbol of a correlated market, its shocks
+    sharing that part of the market's (market.data.synthetic_klines), the market drawn from
+    `seed` alone so every symbol of the exchange sees the same one."""
     base = SYNTHETIC_START.get(symbol, 100.0)
     sym_seed = seed + SYNTHETIC_SEED_OFFSET.get(symbol, 2 + sum(map(ord, symbol)))
     chunks = [0]
 
-    def extend(s: Series) -> Candles:
+    def chunk_seed(base_seed: int, k: int) -> int:
         # Later chunks continue from the last close with their own derived seed: deterministic.
-        chunks[0] += 1
-        return synthetic_klines(SYNTHETIC_CHUNK, (sym_seed * 1_000_003 + chunks[0]) % 2**63,
-                                start_price=s.c[-1], start_time_ms=s.t[-1] + MINUTE_MS, tick=tick)
+        return base_seed if k == 0 else (base_seed * 1_000_003 + k) % 2**63
 
-    return Series(symbol, synthetic_klines(SYNTHETIC_CHUNK, sym_seed, start_price=base, tick=tick), extend, tick)
+    def candles(k: int, start_price: float, start_time_ms: int) -> Candles:
+        market = None if correlation is None else chunk_seed((seed ^ SYNTHETIC_MARKET_SALT) % 2**63, k)
+        return synthetic_klines(SYNTHETIC_CHUNK, chunk_seed(sym_seed, k), start_price=start_price,
+                                start_time_ms=start_time_ms, tick=tick, market_seed=market,
+                                correlation=correlation or 0.0)
+
+    def extend(s: Series) -> Candles:
+        chunks[0] += 1
+        return candles(chunks[0], s.c[-1], s.t[-1] + MINUTE_MS)
+
+    return Series(symbol, candles(0, base, SYNTHETIC_START_MS), extend, tick)
 
 
 def assign_data_files(symbols: Sequence[str], data: Sequence[str | Path] | Mapping[str, Sequence[str | Path]]

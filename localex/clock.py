@@ -37,7 +37,7 @@ class Feed(Protocol):
 
     def drop_on_wall_clock(self) -> None: ...
 
-    def streams_connected(self) -> bool: ...
+    def streams_connected(self, clients: int = 1) -> bool: ...
 
     def queued_to_streams(self) -> int: ...
 
@@ -77,8 +77,9 @@ class Clock:
         self.pause_on_retry_after = settings.pause_on_retry_after
         self.max_candles = settings.max_candles   # the running clock stops after this many candles
         self.fill_model: FillModel = settings.fill_model
-        # Lockstep with a client in this process (the demo).  None: the grace/quiet heuristic.
-        self.lockstep_client: LockstepClient | None = None
+        # Lockstep with the clients in this process (the demo's daemons).  Empty: the
+        # grace/quiet heuristic.
+        self.lockstep_clients: list[LockstepClient] = []
         # Faults on the market's clock (simulated minutes), applied as each candle begins.
         self.fault_plan: list[PlannedFault] = sorted(settings.fault_plan, key=lambda p: p.at_minute)
         self.fault_log: list[dict[str, Any]] = []   # what the plan did, at which minute
@@ -221,12 +222,21 @@ class Clock:
             live.touch(book.price)
 
     async def _vertex(self, active: list[Series], closed: bool, paced: bool) -> None:
-        for s in active:
-            self.feed.market_tick(s.symbol, kline=True, closed=closed)
-        if self.lockstep:
-            client = self.lockstep_client
-            await (self._wait_client_done(client) if client is not None else self._grace())
+        clients = self.lockstep_clients
+        if self.lockstep and clients:
+            # One symbol's tick at a time, each client done before the next: the daemons of one
+            # account react in the symbols' order, as the portfolio backtest runs its legs, so
+            # which of them takes the margin first (-2019) is decided, not raced.
+            for s in active:
+                self.feed.market_tick(s.symbol, kline=True, closed=closed)
+                await self._wait_clients_done(clients)
+        elif self.lockstep:
+            for s in active:
+                self.feed.market_tick(s.symbol, kline=True, closed=closed)
+            await self._grace()
         else:
+            for s in active:
+                self.feed.market_tick(s.symbol, kline=True, closed=closed)
             await asyncio.sleep(0)  # let the sockets send before the path goes on
         if paced:
             await self._pace()
@@ -250,23 +260,30 @@ class Clock:
             await asyncio.sleep(until - now)
 
     async def _after_fill(self) -> None:
-        client = self.lockstep_client
-        if self.lockstep and client is not None:
-            await self._wait_client_done(client)
+        clients = self.lockstep_clients
+        if self.lockstep and clients:
+            await self._wait_clients_done(clients)
         elif self.lockstep:
             self.activity.touch()
             await self._wait_quiet()
         else:
             await asyncio.sleep(0)
 
-    async def _wait_client_done(self, client: LockstepClient) -> None:
-        """Hold the path until the client in this process has taken every message sent on its
-        streams, acted on all of them, and has no REST request in flight: an acknowledgement of
-        what it did, not a guess of how long it takes (the demo's lockstep; see DECISIONS)."""
+    async def _wait_clients_done(self, clients: list[LockstepClient]) -> None:
+        """Hold the path until every client in this process has taken every message sent on
+        its streams, acted on all of them, and no REST request is in flight: an
+        acknowledgement of what they did, not a guess of how long it takes (the demo's
+        lockstep; see DECISIONS).  Each client counts what it took from its own streams and
+        the exchange what it queued on all of them, so the sums meet only when each has
+        taken all of its own."""
         give_up = time.monotonic() + self.max_hold_s
         spins = 0
         while not self.stopping:
-            received, idle = client()
+            received, idle = 0, True
+            for client in clients:
+                taken, done = client()
+                received += taken
+                idle = idle and done
             if idle and self.activity.inflight == 0 and received >= self.feed.queued_to_streams():
                 return
             if time.monotonic() >= give_up:   # a stream dropped under the message: never freeze the market

@@ -38,6 +38,9 @@ class ExchangeSettings:
     symbols: Sequence[str] = ("BTCUSDC", "ETHUSDC")
     data: DataFiles | None = None
     synthetic_seed: int | None = None
+    # None: each symbol's synthetic path its own; a value (market.data.SYNTHETIC_CORRELATION):
+    # the symbols share that part of one market's shocks, and its jumps (the demo's account).
+    synthetic_correlation: float | None = None
     filters: Mapping[str, SymbolFilters] | None = None
     brackets: Mapping[str, BracketTable] | None = None
     # Funding: a series per symbol (or one for all), else a constant rate per 8 h.

@@ -56,10 +56,10 @@ class Streams:
         self.ws_counter: Counter[str] = Counter()      # messages sent, by every connection
         self._next_ws_drop = 0.0                       # the next wall-clock drop (ws_drop_every)
 
-    def streams_connected(self) -> bool:
-        """A market and a user stream are open (a client is listening)."""
-        return any(c.category == "private" for c in self.conns) and \
-            any(c.category != "private" for c in self.conns)
+    def streams_connected(self, clients: int = 1) -> bool:
+        """`clients` market streams and as many user streams are open (each client listens)."""
+        user = sum(1 for c in self.conns if c.category == "private")
+        return user >= clients and len(self.conns) - user >= clients
 
     def queued_to_streams(self) -> int:
         """Messages accepted for the open market and user-stream connections since they opened."""

@@ -1,6 +1,7 @@
 """Parity: the daemon, trading the local exchange in lockstep (`trade_btc.py --demo
 --demo-data`, real processes over loopback), fills exactly as the backtest does
-over the same config and candles."""
+over the same config, candles and account (SPEC §7: the wallet INITIAL_CAPITAL /
+CAPITAL_RATIO, the symbol's capital INITIAL_CAPITAL, in the demo as in the backtest)."""
 from __future__ import annotations
 
 import csv
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from backtest import run_backtest
+from backtest import account_of, run_backtest
 from config import load_config
 from harness import TIGHT, with_values
 from market.funding import load_funding
@@ -65,12 +66,17 @@ def daemon_funding(root: Path) -> list[tuple[str, float]]:
 
 
 def backtest_run(config: Path, data: Path, funding: Path):
+    """The single-symbol backtest on the demo's account: its fills, funding and the account's
+    final wallet (the symbol's final wallet plus the rest of the account, untouched)."""
     f = DEFAULT_FILTERS["BTCUSDC"]
-    res = run_backtest(load_config(config), load_klines([data]), f, funding=load_funding([funding]))
+    cfg = load_config(config)
+    wallet, (capital,) = account_of([cfg])
+    assert capital == cfg.initial_capital and wallet == pytest.approx(cfg.initial_capital / cfg.capital_ratio)
+    res = run_backtest(cfg, load_klines([data]), f, capital=capital, wallet=wallet, funding=load_funding([funding]))
     fills = [(r.time_iso, r.role, r.side, f.fmt_price(r.price), f.fmt_qty(r.qty)) for r in res.fills]
     paid = [(datetime.fromtimestamp(x.time / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), x.amount)
             for x in res.funding]
-    return fills, paid, res.final_wallet
+    return fills, paid, res.final_wallet + (wallet - capital), wallet
 
 
 def run_parity(tmp: Path, data: Path, directions=("LONG", "SHORT")) -> dict[str, tuple[list, list]]:
@@ -88,13 +94,14 @@ def run_parity(tmp: Path, data: Path, directions=("LONG", "SHORT")) -> dict[str,
             stdout, err = proc.communicate(timeout=150)
             assert proc.returncode == 0, err[-2000:]
             assert "lockstep" not in _demo_log(root), f"{d}: the lockstep gave up waiting:\n" + _demo_log(root)[-2000:]
-            fills, paid, wallet = backtest_run(cfg, data, funding)
+            fills, paid, wallet, start = backtest_run(cfg, data, funding)
             live_paid = daemon_funding(root)
             assert paid, f"{d}: no settlement on a position: funding parity untested"
             assert [t for t, _ in live_paid] == [t for t, _ in paid], d
             for (_, a), (_, b) in zip(live_paid, paid):
                 assert a == pytest.approx(b, abs=1e-8), d
-            demo_wallet = float(re.search(r"wallet\s+(-?[\d.]+)", stdout).group(1))
+            assert float(re.search(r"wallet at start\s+(-?[\d.]+)", stdout).group(1)) == pytest.approx(start, abs=1e-6)
+            demo_wallet = float(re.search(r"final wallet\s+(-?[\d.]+)", stdout).group(1))
             assert demo_wallet == pytest.approx(wallet, abs=1e-6), (d, demo_wallet, wallet)
             out[d] = (daemon_fills(root), fills)
     finally:

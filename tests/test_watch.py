@@ -254,7 +254,7 @@ async def test_a_third_symbol_demo_serves_its_metrics_and_files(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err[-2000:]
     assert 'gm_info{direction="LONG",mode="demo",symbol="SOLUSDC",version=' in text
-    assert metric(text, "gm_request_weight_limit", symbol="SOLUSDC") == 2400
+    assert metric(text, "gm_request_weight_limit", symbol="SOLUSDC") == 2400 * 120 * 60   # scaled with the demo's clock (120 candles/s)
     assert metric(text, "gm_wallet_balance", symbol="SOLUSDC") > 0
     assert metric(text, "gm_reaction_seconds_count", symbol="SOLUSDC") >= 1
     assert 0 <= metric(text, "gm_seconds_since_market_event", symbol="SOLUSDC") < 30
