@@ -18,7 +18,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import TIGHT, clean_env, with_values  # noqa: E402
 
-import backtest  # noqa: E402
 from backtest import PortfolioLeg, account_of, run_backtest, run_portfolio  # noqa: E402
 from config import load_config  # noqa: E402
 from live.demo import _liquidation_lines  # noqa: E402
