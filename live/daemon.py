@@ -366,12 +366,6 @@ class Daemon:
                 raise failure
 
     async def shutdown(self) -> None:
-        if self.started and self.venue.client is not None:
-            try:
-                # A last read for status (syncs are 30 s apart); never holds the exit up.
-                await asyncio.wait_for(self.check_account(), timeout=3.0)
-            except (Temporary, ExchangeError, OSError, asyncio.TimeoutError) as e:
-                self.log.warning("account read at exit failed: %s", e)
         if self.cancel_on_exit and self.venue.client is not None:
             try:
                 await self.venue.cancel_all_orders()
