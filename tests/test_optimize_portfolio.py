@@ -3,14 +3,11 @@
 symbol whose account figures are backtest.py --symbols's, and a study bound to its symbols."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
-import io
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,7 @@ from research.scoring import account_daily_returns, score_account
 from research.search_space import SpaceError, build_config, build_configs, parse_space
 from sim.exchange import DEFAULT_FILTERS
 from sim.fill_model import FULL
+from test_optimize import run_here  # optimize.main in this process, in a folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or ROOT.parent / "shared" / "data")
@@ -52,19 +50,6 @@ def nine_days(tmp_path_factory) -> dict[str, Path]:
         out[sym] = d / f"{sym}.csv"
         write_klines_csv(load_klines([src]).slice(0, DAYS * 1440), out[sym])
     return out
-
-
-def run_here(tmp: Path, argv: list[str]) -> subprocess.CompletedProcess:
-    """optimize.main in this process, in folder `tmp` (scipy and pandas imported once)."""
-    out, err = io.StringIO(), io.StringIO()
-    here = os.getcwd()
-    os.chdir(tmp)
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = optimize.main(argv)
-    finally:
-        os.chdir(here)
-    return subprocess.CompletedProcess(["optimize.py", *argv], code, out.getvalue(), err.getvalue())
 
 
 def account_argv(tmp: Path, data: dict[str, Path], *extra: str, space: str = SPACE,
