@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gc
 import json
 import logging
@@ -212,6 +213,7 @@ class _Replay:
         self.worst_at: dict[int, float] = {}
         self.replayed = 0
         self.scanner = TriggerScanner(self.ticks[1], self.ticks[2])
+        self._last_find: tuple[int, int, int, int] | None = None
         self.mark_scanner = (TriggerScanner(self.mark_ticks[1], self.mark_ticks[2])
                              if self.mark_ticks is not None else None)
 
@@ -281,7 +283,7 @@ class _Replay:
                 up = min(up, math.floor(band + 1e-9) + 1)
             else:
                 down = max(down, math.ceil(band - 1e-9) - 1)
-        j = self.scanner.find(i, up, down)
+        j = self._find(i, up, down)
         if self.mark_scanner is not None and book.mark_resting:
             mup, mdown = NO_UP, NO_DOWN
             for r in book.mark_resting.values():
@@ -292,6 +294,17 @@ class _Replay:
             jm = self.mark_scanner.find(i, mup, mdown)
             if jm >= 0 and (j < 0 or jm < j):
                 j = jm
+        return j
+
+    def _find(self, i: int, up: int, down: int) -> int:
+        """scanner.find, remembered: the first candle from i reaching (up, down) is still the
+        answer found from an earlier start for the same thresholds, if it lies at or after i
+        (or there was none).  A portfolio asks every leg at every step; most have not moved."""
+        last = self._last_find
+        if last is not None and last[0] == up and last[1] == down and last[2] <= i and (last[3] < 0 or last[3] >= i):
+            return last[3]
+        j = self.scanner.find(i, up, down)
+        self._last_find = (up, down, i, j)
         return j
 
     def funding_due(self, lim: int) -> int | None:
@@ -403,25 +416,42 @@ class PortfolioResult:
 def align_candles(legs: list[PortfolioLeg]) -> tuple[np.ndarray, list[Candles]]:
     """Every symbol's candles on the union of their minutes: a minute missing in one
     symbol's data is a flat candle at its last close with no volume (nothing trades)."""
+    times = union_minutes(legs)
+    return times, [align_to(leg.candles, times) for leg in legs]
+
+
+def union_minutes(legs: list[PortfolioLeg]) -> np.ndarray:
     times = legs[0].candles.open_time
     if all(np.array_equal(leg.candles.open_time, times) for leg in legs[1:]):
-        return times, [leg.candles for leg in legs]        # the same minutes (the usual case): as they are
+        return times                    # the same minutes (the usual case)
     for leg in legs[1:]:
         times = np.union1d(times, leg.candles.open_time)
-    out = []
-    for leg in legs:
-        c = leg.candles
-        if len(c.open_time) == len(times) and np.array_equal(c.open_time, times):
-            out.append(c)
-            continue
-        src = np.searchsorted(c.open_time, times, side="right") - 1      # its last candle at or before
-        have = (src >= 0) & (c.open_time[np.maximum(src, 0)] == times)
-        flat = np.where(src >= 0, c.close[np.maximum(src, 0)], c.open[0])  # before its first: its first open
-        k = np.maximum(src, 0)
-        out.append(Candles(times.copy(), np.where(have, c.open[k], flat), np.where(have, c.high[k], flat),
-                           np.where(have, c.low[k], flat), np.where(have, c.close[k], flat),
-                           np.where(have, c.volume[k], 0.0)))
-    return times, out
+    return times
+
+
+def align_to(c: Candles, times: np.ndarray) -> Candles:
+    """`c` on the minutes `times` (a superset of its own): as it is when they are its own."""
+    if len(c.open_time) == len(times) and (c.open_time is times or np.array_equal(c.open_time, times)):
+        return c
+    src = np.searchsorted(c.open_time, times, side="right") - 1      # its last candle at or before
+    have = (src >= 0) & (c.open_time[np.maximum(src, 0)] == times)
+    flat = np.where(src >= 0, c.close[np.maximum(src, 0)], c.open[0])  # before its first: its first open
+    k = np.maximum(src, 0)
+    return Candles(times.copy(), np.where(have, c.open[k], flat), np.where(have, c.high[k], flat),
+                   np.where(have, c.low[k], flat), np.where(have, c.close[k], flat),
+                   np.where(have, c.volume[k], 0.0))
+
+
+def align_legs(legs: list[PortfolioLeg]) -> list[PortfolioLeg]:
+    """The legs on the union of their minutes, one leg at a time in place, each original
+    dropped as its aligned copy replaces it (a command line's load: the peak is one
+    symbol's copy, not every symbol twice)."""
+    times = union_minutes(legs)
+    for n in range(len(legs)):
+        leg = legs[n]
+        legs[n] = dataclasses.replace(leg, candles=align_to(leg.candles, times))
+        del leg
+    return legs
 
 
 def run_portfolio(legs: list[PortfolioLeg], wallet: float | None = None, *, liquidation: bool = True,
@@ -450,7 +480,10 @@ def run_portfolio(legs: list[PortfolioLeg], wallet: float | None = None, *, liqu
                                            leg.brackets, liquidation, fill_model, wallet=w, sim=sim)
                                    for leg, c, cap in zip(legs, candles, capitals)], times)
         port.play()
-        return port.result(time.perf_counter() - t0)
+        res = port.result(time.perf_counter() - t0)
+        for leg in port.legs:       # the legs point back at the portfolio: freed now, not at the next gc
+            del leg.deliver, leg.account
+        return res
     finally:
         if gc_was_on:
             gc.enable()
@@ -495,10 +528,17 @@ class _Portfolio:
         return sum(1 for leg in self.legs if leg.pos.steps)
 
     def mark_all(self, i: int) -> None:
+        """From candle i on: each symbol's position (its curve needs only that, its cash is
+        stepped from its own fills) and the account's wallet, where they changed."""
         for leg in self.legs:
-            leg.mark_segment(i)
-        self.w_start.append(i)
-        self.w_state.append(self.sim.account.wallet)
+            _, qty, avg = leg.seg_state[-1]
+            p = leg.pos
+            if p.qty != qty or p.entry_price != avg:
+                leg.mark_segment(i)
+        wallet = self.sim.account.wallet
+        if wallet != self.w_state[-1]:
+            self.w_start.append(i)
+            self.w_state.append(wallet)
 
     def move(self, leg: _Replay, i: int, which: int = 3) -> None:
         """Put a leg's price (and mark) at candle i's open (0) or close (3) without playing it:
@@ -581,8 +621,15 @@ class _Portfolio:
     def breach(self, i: int, last: int) -> int | None:
         """The first minute in [i, last] (no trigger of any leg inside) where the account's
         margin balance, every symbol at its adverse extreme, reaches the positions'
-        maintenance margin."""
-        if last < i:
+        maintenance margin.  A window of minutes at a time (no stretch-sized temporaries)."""
+        for a in range(i, last + 1, CURVE_CHUNK):
+            hit = self._breach_in(a, min(a + CURVE_CHUNK - 1, last))
+            if hit is not None:
+                return hit
+        return None
+
+    def _breach_in(self, i: int, last: int) -> int | None:
+        if self._cannot_breach(i, last):
             return None
         eq = np.full(last + 1 - i, self.sim.account.wallet)
         maint = np.zeros(last + 1 - i)
@@ -597,12 +644,33 @@ class _Portfolio:
         hit = np.flatnonzero(eq <= maint)
         return i + int(hit[0]) if len(hit) else None
 
+    def _cannot_breach(self, i: int, last: int) -> bool:
+        """A bound over the whole stretch first: every position at the stretch's adverse
+        extreme for its equity and at its highest price for its maintenance margin."""
+        eq = self.sim.account.wallet
+        maint = 0.0
+        for leg in self.legs:
+            p = leg.pos
+            if not p.steps or leg.book.brackets is None:
+                continue
+            src = leg.mark_ticks if leg.mark_ticks is not None else leg.ticks
+            top = leg.filters.from_ticks(int(src[1][i:last + 1].max()))
+            adverse = leg.filters.from_ticks(int(src[2][i:last + 1].min())) if p.qty > 0 else top
+            eq += p.qty * (adverse - p.entry_price)
+            maint += leg.book.brackets.maint_margin(abs(p.qty) * top)
+        return eq > maint
+
     def stop_due(self, i: int, last: int) -> int | None:
         """The first minute in [i, last] (no trigger inside) whose worst equity falls below
         (1 − ACCOUNT_STOP_DRAWDOWN) × the peak of the closes before it; the peak moves on
-        to the stretch's closes otherwise."""
-        if last < i:
-            return None
+        to the stretch's closes otherwise.  A window of minutes at a time."""
+        for a in range(i, last + 1, CURVE_CHUNK):
+            hit = self._stop_in(a, min(a + CURVE_CHUNK - 1, last))
+            if hit is not None:
+                return hit
+        return None
+
+    def _stop_in(self, i: int, last: int) -> int | None:
         held = [leg for leg in self.legs if leg.pos.steps]
         wallet = self.sim.account.wallet
         if not held:
@@ -655,19 +723,27 @@ class _Portfolio:
     def play_minute(self, j: int, acting: list[_Replay]) -> None:
         """Minute j: the legs with an event play their candle's path in turn; the others
         stand at their last close, then move to this minute's close.  Where the order of the
-        symbols' paths can matter (two legs act, or one acts while another holds a position),
-        they are played together as the local exchange plays them."""
+        symbols' paths can matter (two legs act, or one acts while another holds a position,
+        and the margin could bind), they are played together as the local exchange plays them."""
         together = [leg for leg in self.legs if leg in acting or leg.pos.steps]
-        if len(together) >= 2:
+        bounded = len(together) >= 2
+        if bounded and not self.order_cannot_matter(j, acting):
             self.play_together(j, together)
             return
+        sim = self.sim
+        # Bounded: no liquidation can fall in this minute (order_cannot_matter), so the
+        # liquidation prices are set once at its end, not after every move of every symbol
+        # (the triggers resting now lie beyond the minute's ranges).
+        on = sim.liquidation_enabled
+        if bounded:
+            sim.liquidation_enabled = False
         # Only a held position's price counts for the others (its uPnL and margin); a flat
         # symbol's book price matters to nothing until it acts (its open is set then).
         idle = [leg for leg in self.legs if leg not in acting and leg.pos.steps]
         for leg in idle:
             self.move(leg, j - 1)
-        if self.open_positions() >= 2:
-            self.sim.account.update_liquidation()       # the others' marks have moved since
+        if not bounded and self.open_positions() >= 2:
+            sim.account.update_liquidation()            # the others' marks have moved since
             self.deliver()
         worst = math.inf
         for leg in acting:
@@ -675,9 +751,54 @@ class _Portfolio:
             worst = min(worst, leg.worst_at.get(j, math.inf))
         for leg in idle:
             self.move(leg, j)
+        if bounded:
+            sim.liquidation_enabled = on
+            sim.account.update_liquidation()
         self.deliver()
         self.worst_at[j] = worst if math.isfinite(worst) else self.equity_now()
         self.mark_all(j)
+
+    def order_cannot_matter(self, j: int, acting: list[_Replay]) -> bool:
+        """True when minute j cannot meet a margin refusal (-2019) or the account's liquidation
+        whatever the order of the symbols' paths, so each acting leg may play its candle alone
+        (as a single-symbol run does) and give the same fills as played together.
+
+        A bound, not a simulation: every symbol at the far ends of its minute (and of its
+        previous close), each position grown by every resting order that adds exposure and,
+        for a symbol that acts, a whole new ladder on top; the wallet less what all of that
+        could lose and pay in taker fees must still cover all of its initial margin.  The
+        margin balance then stays above the initial margin, hence above the maintenance
+        margin, and no order can find the available balance short.  The account stop's
+        minute-by-minute path keeps the exact play."""
+        if self.stop_share:
+            return False
+        free = self.sim.account.wallet
+        for leg in self.legs:
+            p, b, f = leg.pos, leg.book, leg.filters
+            # The minute's range and the previous close (where the others stand until it).
+            src = leg.ticks
+            lo_t, hi_t = int(src[2][j]), int(src[1][j])
+            if j:
+                prev = int(src[3][j - 1])
+                lo_t, hi_t = min(lo_t, prev), max(hi_t, prev)
+            if leg.mark_ticks is not None:
+                mk = leg.mark_ticks
+                lo_t, hi_t = min(lo_t, int(mk[2][j]), int(mk[3][j - 1]) if j else lo_t), \
+                    max(hi_t, int(mk[1][j]), int(mk[3][j - 1]) if j else hi_t)
+            lo, hi = f.from_ticks(lo_t), f.from_ticks(hi_t)
+            lev = p.leverage
+            orders = (b.open_buy_notional + b.open_sell_notional) * hi / max(lo, f.tick_size)
+            if leg in acting:
+                c = leg.strategy.state
+                orders += sum(leg.config.entry_ratios) * c.capital * lev * hi / max(lo, f.tick_size) \
+                    / (1.0 - max(leg.config.level_distances))
+            held = abs(p.qty) * hi
+            worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
+            margin = (held + orders) / lev
+            if b.brackets is not None:
+                margin = max(margin, b.brackets.maint_margin(held + orders))
+            free += worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - 2 * self.sim.taker_fee * (held + orders)
+        return free > 0
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:
         """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
@@ -734,56 +855,76 @@ class _Portfolio:
         self.deliver()
 
     def result(self, elapsed_s: float) -> PortfolioResult:
-        n = len(self.times)
-        st = np.minimum(np.asarray(self.w_start + [n], dtype=np.int64), n)
-        wallet = np.repeat(np.asarray(self.w_state), np.diff(st))
-        equity, worst = wallet.copy(), wallet.copy()
-        symbols = []
-        for leg in self.legs:
-            f, (_, highs, lows, closes) = leg.filters, leg.ticks
-            qty, avg = _position_curves(n, leg.seg_start, leg.seg_state)
-            close = f.prices_of_ticks(closes)
-            adverse = np.where(qty > 0, f.prices_of_ticks(lows), f.prices_of_ticks(highs))
-            equity += qty * (close - avg)
-            worst += qty * (adverse - avg)
-            symbols.append(self.symbol_result(leg, close, adverse, qty, avg, elapsed_s))
+        """The account's curves and each symbol's, filled a chunk of minutes at a time: the
+        curves cost their own bytes, no series-sized temporaries beside them."""
+        n, legs = len(self.times), self.legs
+        w_start = np.asarray(self.w_start, dtype=np.int64)
+        w_state = np.asarray(self.w_state, dtype=np.float64)
+        equity, worst = np.empty(n), np.empty(n)
+        curves = [_SymbolCurves(leg, [x for x in self.sim.funding if x.symbol == leg.symbol],
+                                [x for x in self.sim.liquidations if x.symbol == leg.symbol]) for leg in legs]
+        for a in range(0, n, CURVE_CHUNK):
+            b = min(a + CURVE_CHUNK, n)
+            equity[a:b] = worst[a:b] = w_state[np.searchsorted(w_start, np.arange(a, b), side="right") - 1]
+            for c in curves:
+                c.fill(a, b, equity, worst)
         if self.worst_at:
             at = np.fromiter(self.worst_at.keys(), np.int64, len(self.worst_at))
             worst[at] = np.minimum(worst[at], np.fromiter(self.worst_at.values(), np.float64, len(at)))
-        if self.legs[0].liquidation:
+        if legs[0].liquidation:
             np.maximum(equity, 0.0, out=equity)
             np.maximum(worst, 0.0, out=worst)
         sim = self.sim
         final = sim.account.wallet + sum(leg.pos.qty * (float(leg.candles.close[-1]) - leg.pos.entry_price)
-                                         for leg in self.legs)
-        return PortfolioResult(self.wallet, self.times, equity, worst, final, symbols, list(sim.liquidations),
+                                         for leg in legs)
+        return PortfolioResult(self.wallet, self.times, equity, worst, final,
+                               [c.result(self.wallet, elapsed_s) for c in curves], list(sim.liquidations),
                                elapsed_s, account_stopped_at=self.stopped_at)
 
-    def symbol_result(self, leg: _Replay, close: np.ndarray, adverse: np.ndarray, qty: np.ndarray,
-                      avg: np.ndarray, elapsed_s: float) -> BacktestResult:
-        """One symbol on its capital: its own realised PnL, fees, funding and liquidation
-        clearance, stepped at the minute they happened, plus its open PnL."""
-        sym = leg.symbol
-        funding = [x for x in self.sim.funding if x.symbol == sym]
-        liqs = [x for x in self.sim.liquidations if x.symbol == sym]
+
+class _SymbolCurves:
+    """One symbol of a portfolio on its capital: its own realised PnL, fees, funding and
+    liquidation clearance, stepped at the minute they happened, plus its open PnL; its open
+    PnL is also added to the account's curves, chunk by chunk."""
+
+    def __init__(self, leg: _Replay, funding: list[FundingSettlement], liqs: list[Liquidation]) -> None:
+        self.leg, self.funding, self.liqs = leg, funding, liqs
+        n = len(leg.times)
+        self.equity, self.worst = np.empty(n), np.empty(n)
+        self.seg_start = np.asarray(leg.seg_start, dtype=np.int64)
+        states = np.asarray(leg.seg_state, dtype=np.float64)
+        self.qty, self.avg = states[:, 1], states[:, 2]
         moves = sorted([(r.time_ms, r.realized_pnl - r.fee) for r in leg.fills] +
                        [(x.time, -x.amount) for x in funding] + [(x.time, -x.clearance) for x in liqs])
-        cash = np.zeros(len(close))
-        if moves:
-            t = np.fromiter((m[0] for m in moves), np.int64, len(moves))
-            cum = np.cumsum(np.fromiter((m[1] for m in moves), np.float64, len(moves)))
-            k = np.searchsorted(t, np.asarray(leg.times) + 59_999, side="right") - 1
-            cash = np.where(k >= 0, cum[np.maximum(k, 0)], 0.0)
-        cap = leg.capital
-        fees = sum(r.fee for r in leg.fills)
-        p = leg.pos
-        return BacktestResult(leg.config, leg.filters, leg.candles, cap, leg.fills,
-                              cap + cash + qty * (close - avg), cap + cash + qty * (adverse - avg),
-                              cap + (float(cash[-1]) if len(cash) else 0.0), p.qty, p.entry_price, fees,
-                              leg.replayed, elapsed_s, funding=funding, liquidations=liqs,
+        self.move_t = np.fromiter((m[0] for m in moves), np.int64, len(moves))
+        self.move_cum = np.cumsum(np.fromiter((m[1] for m in moves), np.float64, len(moves)))
+
+    def fill(self, a: int, b: int, equity: np.ndarray, worst: np.ndarray) -> None:
+        """Minutes [a, b): this symbol's curves, and its open PnL added to the account's."""
+        leg, f = self.leg, self.leg.filters
+        _, highs, lows, closes = leg.ticks
+        seg = np.searchsorted(self.seg_start, np.arange(a, b), side="right") - 1
+        seg = np.maximum(seg, 0)
+        q, p = self.qty[seg], self.avg[seg]
+        open_close = q * (f.prices_of_ticks(closes[a:b]) - p)
+        open_worst = q * (f.prices_of_ticks(np.where(q > 0, lows[a:b], highs[a:b])) - p)
+        equity[a:b] += open_close
+        worst[a:b] += open_worst
+        k = np.searchsorted(self.move_t, leg.times[a:b] + 59_999, side="right") - 1
+        cash = np.where(k >= 0, self.move_cum[np.maximum(k, 0)], 0.0) if len(self.move_t) else 0.0
+        self.equity[a:b] = leg.capital + cash + open_close
+        self.worst[a:b] = leg.capital + cash + open_worst
+
+    def result(self, wallet: float, elapsed_s: float) -> BacktestResult:
+        leg = self.leg
+        cap, p = leg.capital, leg.pos
+        final_cash = float(self.move_cum[-1]) if len(self.move_t) else 0.0
+        return BacktestResult(leg.config, leg.filters, leg.candles, cap, leg.fills, self.equity, self.worst,
+                              cap + final_cash, p.qty, p.entry_price, sum(r.fee for r in leg.fills),
+                              leg.replayed, elapsed_s, funding=self.funding, liquidations=self.liqs,
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
-                              wallet=self.wallet)
+                              wallet=wallet)
 
 
 def _maint_margins(table: BracketTable, notional: np.ndarray) -> np.ndarray:
@@ -795,39 +936,49 @@ def _maint_margins(table: BracketTable, notional: np.ndarray) -> np.ndarray:
     return np.where(notional > 0, notional * mmr - cum, 0.0)
 
 
-def _position_curves(n: int, starts: list[int], states: list[tuple[float, float, float]]
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    st = np.minimum(np.asarray(starts + [n], dtype=np.int64), n)
-    lengths = np.diff(st)
-    arr = np.asarray(states, dtype=np.float64)
-    return np.repeat(arr[:, 1], lengths), np.repeat(arr[:, 2], lengths)
+CURVE_CHUNK = 1 << 16       # candles per step when curves and drawdowns are computed
 
 
 def _equity_curves(filters: SymbolFilters, ticks: Ticks, starts: list[int],
                    states: list[tuple[float, float, float]]) -> tuple[np.ndarray, np.ndarray]:
     """Equity at each candle's close and at its adverse extreme (the candles as the engine
-    played them).  Built in place, one price array at a time: a four-year run's curves
-    cost their own 16 bytes a candle, not a handful of temporaries more."""
+    played them).  Filled a chunk of candles at a time: a four-year run's curves cost their
+    own 16 bytes a candle, no series-sized temporaries."""
     _, highs, lows, closes = ticks
     n = len(closes)
-    st = np.minimum(np.asarray(starts + [n], dtype=np.int64), n)
-    lengths = np.diff(st)
+    st = np.minimum(np.asarray(starts, dtype=np.int64), n)
     arr = np.asarray(states, dtype=np.float64)
-    qty = np.repeat(arr[:, 1], lengths)
-    avg = np.repeat(arr[:, 2], lengths)
-    equity = filters.prices_of_ticks(closes)
-    equity -= avg
-    equity *= qty
-    worst = filters.prices_of_ticks(lows)
-    short = qty < 0
-    worst[short] = filters.prices_of_ticks(highs[short])
-    worst -= avg
-    worst *= qty
-    del avg, short
-    wallet = np.repeat(arr[:, 0], lengths)
-    equity += wallet
-    worst += wallet
+    wallet, qty, avg = arr[:, 0], arr[:, 1], arr[:, 2]
+    equity, worst = np.empty(n), np.empty(n)
+    for a in range(0, n, CURVE_CHUNK):
+        b = min(a + CURVE_CHUNK, n)
+        seg = np.searchsorted(st, np.arange(a, b), side="right") - 1     # each candle's segment
+        q, p = qty[seg], avg[seg]
+        adverse = np.where(q < 0, highs[a:b], lows[a:b])
+        equity[a:b] = wallet[seg] + q * (filters.prices_of_ticks(closes[a:b]) - p)
+        worst[a:b] = wallet[seg] + q * (filters.prices_of_ticks(adverse) - p)
     return equity, worst
+
+
+def drawdown_of(equity: np.ndarray, worst: np.ndarray, offset: float = 0.0) -> tuple[float, float, float]:
+    """(max drawdown, the peak it falls from, min of worst) of curves shifted by `offset`
+    (the rest of the wallet beside a symbol's capital): the drawdown at a candle is the peak
+    of the closes so far less its adverse extreme.  A chunk at a time, the running peak
+    carried over: no series-sized temporaries."""
+    max_dd, dd_peak, low, peak = 0.0, 0.0, math.inf, -math.inf
+    for a in range(0, len(equity), CURVE_CHUNK):
+        b = min(a + CURVE_CHUNK, len(equity))
+        run = np.maximum.accumulate(equity[a:b])
+        np.maximum(run, peak, out=run)
+        peak = float(run[-1])
+        dd = run - worst[a:b]
+        k = int(dd.argmax())
+        if a == 0 or dd[k] > max_dd:
+            max_dd, dd_peak = float(dd[k]), float(run[k])
+        low = min(low, float(worst[a:b].min()))
+    if not len(equity):
+        return 0.0, 0.0, math.inf
+    return max_dd, dd_peak + offset, low + offset
 
 
 def summarize(res: BacktestResult) -> dict:
@@ -836,10 +987,7 @@ def summarize(res: BacktestResult) -> dict:
     for f in fills:
         roles[f.role] = roles.get(f.role, 0) + 1
     realized = sum(f.realized_pnl for f in fills)
-    peak = np.maximum.accumulate(res.equity)
-    dd = peak - res.equity_worst
-    max_dd = float(dd.max()) if len(dd) else 0.0
-    idx = int(dd.argmax()) if len(dd) else 0
+    max_dd, dd_peak, min_equity = drawdown_of(res.equity, res.equity_worst)
     max_notional = max((abs(f.position_after) * f.price for f in fills), default=0.0)
     last_close = float(res.candles.close[-1])
     unrealized = res.final_qty * (last_close - res.final_avg)
@@ -852,8 +1000,8 @@ def summarize(res: BacktestResult) -> dict:
     return {
         "wallet": round(wallet, 8),
         "capital": round(res.capital, 8),
-        "account": account_figures(res.equity + rest, res.equity_worst + rest, wallet, final_equity + rest,
-                                   res.liquidations),
+        "account": account_figures(res.equity, res.equity_worst, wallet, final_equity + rest, res.liquidations,
+                                   offset=rest),
         "account_stop": _iso(res.account_stopped_at) if res.account_stopped_at else None,
         "candles": n,
         "replayed_candles": res.replayed_candles,
@@ -865,7 +1013,7 @@ def summarize(res: BacktestResult) -> dict:
         "liquidations": [{"time": _iso(x.time), "mark_price": round(x.mark_price, 8), "qty": round(x.qty, 12),
                           "price": round(x.price, 8), "insurance_clearance": round(x.clearance, 8)}
                          for x in res.liquidations],
-        "min_equity": round(float(res.equity_worst.min()), 8) if len(res.equity_worst) else res.capital,
+        "min_equity": round(min_equity, 8) if len(res.equity_worst) else res.capital,
         "brackets": res.brackets.source if res.brackets else None,
         "realized_pnl": round(realized, 8),
         "fees": round(res.fees, 8),
@@ -874,7 +1022,7 @@ def summarize(res: BacktestResult) -> dict:
         "initial_capital": res.capital,
         "return_pct": round((res.final_wallet + unrealized - res.capital) / res.capital * 100, 4),
         "max_drawdown": round(max_dd, 8),
-        "max_drawdown_pct": round(max_dd / float(peak[idx]) * 100, 4) if len(dd) and peak[idx] else 0.0,
+        "max_drawdown_pct": round(max_dd / dd_peak * 100, 4) if dd_peak else 0.0,
         "max_position_notional": round(max_notional, 8),
         "final_open_qty": round(res.final_qty, 12),
         "final_avg_price": round(res.final_avg, 8),
@@ -888,20 +1036,18 @@ def summarize(res: BacktestResult) -> dict:
 
 
 def account_figures(equity: np.ndarray, worst: np.ndarray, wallet: float, final_equity: float,
-                    liquidations: list[Liquidation]) -> dict:
-    """The account's line of a summary: its wallet, equity, drawdown and liquidations."""
-    peak = np.maximum.accumulate(equity) if len(equity) else np.zeros(0)
-    dd = peak - worst
-    idx = int(dd.argmax()) if len(dd) else 0
-    max_dd = float(dd.max()) if len(dd) else 0.0
+                    liquidations: list[Liquidation], offset: float = 0.0) -> dict:
+    """The account's line of a summary: its wallet, equity, drawdown and liquidations (the
+    curves + `offset`: a symbol's curves on its capital, offset by the rest of the wallet)."""
+    max_dd, dd_peak, min_equity = drawdown_of(equity, worst, offset)
     return {
         "wallet": round(wallet, 8),
         "final_equity": round(final_equity, 8),
         "net_pnl": round(final_equity - wallet, 8),
         "return_pct": round((final_equity - wallet) / wallet * 100, 4) if wallet else 0.0,
         "max_drawdown": round(max_dd, 8),
-        "max_drawdown_pct": round(max_dd / float(peak[idx]) * 100, 4) if len(dd) and peak[idx] else 0.0,
-        "min_equity": round(float(worst.min()), 8) if len(worst) else wallet,
+        "max_drawdown_pct": round(max_dd / dd_peak * 100, 4) if dd_peak else 0.0,
+        "min_equity": round(min_equity, 8) if len(worst) else wallet,
         "liquidations": [{"time": _iso(x.time), "symbol": x.symbol, "qty": round(x.qty, 12),
                           "price": round(x.price, 8)} for x in liquidations],
     }
@@ -1252,7 +1398,7 @@ def load_portfolio(args: argparse.Namespace, prog: str = "backtest.py") -> tuple
         one.symbol, one.data = sym, (data[sym].split(",") if sym in data else None)
         m = load_market(one, prog=prog)
         legs.append(PortfolioLeg(cfg, m.candles, m.filters, m.funding, m.mark, m.brackets))
-    return legs, liquidation
+    return align_legs(legs), liquidation
 
 
 def main_portfolio(args: argparse.Namespace) -> int:

@@ -258,13 +258,14 @@ def _line_of_row(path: Path, has_header: bool, row: int) -> int | None:
     return None
 
 
-def _to_ms(path: Path, has_header: bool, raw_time: np.ndarray) -> np.ndarray:
-    """float open_time column -> int64 ms, converting µs rows by magnitude."""
+def _to_ms(path: Path, has_header: bool, raw_time: np.ndarray, first_row: int = 0) -> np.ndarray:
+    """float open_time column -> int64 ms, converting µs rows by magnitude (`first_row`: the
+    file's row of raw_time[0], for the error's line)."""
     whole = np.isfinite(raw_time) & (raw_time == np.floor(raw_time)) & (raw_time > 0)
     if not whole.all():
         row = int(np.flatnonzero(~whole)[0])
         what = f"open_time {float(raw_time[row])!r} is not a positive integer"
-        raise _row_error(path, has_header, row, what)
+        raise _row_error(path, has_header, first_row + row, what)
     t = raw_time.astype(np.int64)  # exact: values < 2**53
     return np.where(raw_time > MICROSECOND_THRESHOLD, t // 1000, t)
 
@@ -335,21 +336,25 @@ def _check_lines(path: Path, part: bytes, ncols: int, lines_before: int, skip_fi
 LOAD_ROWS = 1 << 17     # rows parsed at a time into the preallocated columns
 
 
-def _load_one(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(open_time int64 ms, 5×n float64 o/h/l/c/v) for one validated file.  The rows are
-    counted first, then parsed a block at a time straight into their columns: the peak is
-    the columns themselves (48 bytes a candle), not a text copy or a second table."""
+def _count_rows(path: Path) -> tuple[bool, int]:
+    """(has a header, data rows) of one file, its columns checked."""
     has_header, ncols = _sniff(path)
     try:
-        rows = _check_column_counts(path, has_header, ncols)
+        return has_header, _check_column_counts(path, has_header, ncols)
     except DataError as e:
         # A bad cell on an earlier (or the same) line is the first thing wrong: name that.
         found = _scan_for_parse_error(path, has_header)
         if found is not None and (e.line is None or found[0] <= e.line):
             raise DataError(path, found[1], line=found[0]) from None
         raise
-    cols = np.empty((len(COLUMNS), rows), dtype=np.float64)
-    k = 0
+
+
+def _parse_into(path: Path, has_header: bool, t: np.ndarray, cols: np.ndarray) -> None:
+    """Parse one validated file a block of rows at a time straight into `t` (int64 ms) and
+    `cols` (5×rows float64 o/h/l/c/v), each block's candles checked as it lands: the peak
+    is the columns themselves (48 bytes a candle), not a text copy, a second table or
+    file-sized masks."""
+    rows, k = len(t), 0
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             if has_header:
@@ -359,18 +364,19 @@ def _load_one(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                    ndmin=2, dtype=np.float64, comments=None)
                 if not len(block):
                     continue            # a slice of blank lines only
-                cols[:, k:k + len(block)] = block.T
-                k += len(block)
+                m = len(block)
+                t[k:k + m] = _to_ms(path, has_header, block[:, 0], k)
+                cols[:, k:k + m] = block[:, 1:].T
+                o, h, lo, c, v = cols[:, k:k + m]
+                bad = find_invalid_row(t[k:k + m], o, h, lo, c, v, check_order=False)
+                if bad is not None:
+                    raise _row_error(path, has_header, k + bad[0], bad[1])
+                k += m
     except ValueError as exc:
         found = _scan_for_parse_error(path, has_header)
         if found is None:
             raise DataError(path, str(exc).splitlines()[0]) from None
         raise DataError(path, found[1], line=found[0]) from None
-    t = _to_ms(path, has_header, cols[0])
-    bad = find_invalid_row(t, cols[1], cols[2], cols[3], cols[4], cols[5], check_order=False)
-    if bad is not None:
-        raise _row_error(path, has_header, *bad)
-    return t, cols[1:]
 
 
 def load_klines(paths: Sequence[str | Path]) -> Candles:
@@ -383,12 +389,16 @@ def load_klines(paths: Sequence[str | Path]) -> Candles:
         paths = [paths]
     if not paths:
         raise ValueError("load_klines: no files given")
-    parts = [_load_one(Path(p)) for p in paths]
-    if len(parts) == 1:
-        t, cols = parts[0]              # one file: its columns as they are (no joined copy)
-    else:
-        t = np.concatenate([p[0] for p in parts])
-        cols = np.concatenate([p[1] for p in parts], axis=1)
+    # Every file's rows are counted (and its columns checked) first, then each is parsed into
+    # its slice of one table: months joined into years cost no concatenated copy.
+    counted = [(Path(p), *_count_rows(Path(p))) for p in paths]
+    total = sum(rows for _, _, rows in counted)
+    t = np.empty(total, dtype=np.int64)
+    cols = np.empty((len(COLUMNS) - 1, total), dtype=np.float64)
+    k = 0
+    for path, has_header, rows in counted:
+        _parse_into(path, has_header, t[k:k + rows], cols[:, k:k + rows])
+        k += rows
     if len(t) > 1 and not np.all(t[1:] > t[:-1]):
         idx = _sorted_unique_index(t)
         t, cols = t[idx], cols[:, idx]

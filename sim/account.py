@@ -189,15 +189,19 @@ class Account:
             elif b.liq_price:
                 drop_liquidation(b)
             return
-        books = [b for b in self.books.values() if b.position.steps]
+        books = []
         for b in self.books.values():
-            if not b.position.steps and b.liq_price:
+            if b.position.steps:
+                books.append(b)
+            elif b.liq_price:
                 drop_liquidation(b)
-        for b in books:
-            if not b.position.steps or b.brackets is None:
+        # Each position's term (uPnL − maintenance margin) once; a position's "others" is
+        # the wallet plus every other term, summed in the books' order.
+        terms = [b.position.qty * (mark_of(b) - b.position.entry_price) - self.maint_margin(b) for b in books]
+        for k, b in enumerate(books):
+            if b.brackets is None:
                 continue
-            others = self.wallet + sum(o.position.qty * (mark_of(o) - o.position.entry_price)
-                                       - self.maint_margin(o) for o in books if o is not b)
+            others = self.wallet + sum(terms[:k] + terms[k + 1:])
             if self._place_liquidation(b, others):
                 return
 

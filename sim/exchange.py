@@ -539,8 +539,13 @@ class SimulatedExchange:
 
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""
-        if sum(1 for b in self.books.values() if b.position.steps) > 1:
-            self.account.update_liquidation()
+        held = 0
+        for b in self.books.values():
+            if b.position.steps:
+                held += 1
+                if held > 1:
+                    self.account.update_liquidation()
+                    return
 
     def set_position(self, symbol: str, qty: float, entry_price: float) -> None:
         """Put a position in place (tests and the local exchange's admin call), on the step grid."""

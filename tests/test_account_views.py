@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -25,10 +24,9 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from conftest import SYSTEM_SKIP
 from harness import clean_env, free_port
 from state_manager import GridState, StateManager
-from test_dashboard_browser import _chromium
+from browser import browser, dashboard, fields, need_chromium, severe_console_errors, wait_fields
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,85 +145,43 @@ def test_status_shows_the_account_stop_that_fired_and_the_demo_account_apart(tmp
 # ---------------------------------------------------------------------- the dashboard
 @pytest.mark.timeout(90)
 def test_the_dashboard_shows_the_account_line_above_the_symbols_in_a_real_browser(tmp_path: Path):
-    found = _chromium()
-    if found is None:
-        pytest.skip(f"{SYSTEM_SKIP} Chromium and its driver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
+    need_chromium()
     root = tmp_path / "root"
     write_state(root, "BTCUSDC", BTC_READ)
     write_state(root, "ETHUSDC", {**ETH_READ, "api_key": STRAY})
     write_state(root / "demo", "SOLUSDC", None)             # a demo account never read: unknown
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(REPO / "dashboard.py"), "--root", str(root),
-                               "--port", str(port), "--env", str(tmp_path / "none.env")],
-                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = found[0]
-    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1280,1400", "--no-first-run", "--disable-extensions"):
-        opts.add_argument(a)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = None
-    try:
-        deadline = time.monotonic() + 15
-        while True:                 # the server is up once its port answers
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, server.stderr.read()
-                time.sleep(0.1)
-        driver = webdriver.Chrome(service=Service(found[1]), options=opts)
-        driver.set_page_load_timeout(30)
-        driver.get(f"http://127.0.0.1:{port}/")
-        WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-symbol='ETHUSDC']"))
-        boxes = driver.find_elements(By.CSS_SELECTOR, "[data-account='live']")
-        assert len(boxes) == 1                              # once, not per symbol
-        box = boxes[0]
-
-        def field(name: str) -> str:
-            return box.find_element(By.CSS_SELECTOR, f"[data-field='{name}']").text
-
-        assert field("account-wallet") == "10,250.00"
-        assert field("account-equity") == "9,387.66"
-        assert field("account-margin-ratio") == "6.52 %"
-        assert field("account-to-liquidation") == "8,775.32"
-        assert field("account-to-liquidation-pct") == "93.48 %"
-        assert field("account-peak") == "10,500.00" and field("account-stop") == "8,400.00"
-        assert not box.find_elements(By.CSS_SELECTOR, "[data-field='account-stopped']")
-        assert "ETHUSDC's read" in field("account-read")
+    with dashboard(root, tmp_path) as url, browser() as driver:
+        driver.get(url + "/")
+        wait_fields(driver, "[data-symbol='ETHUSDC']")
+        assert driver.execute_script("return document.querySelectorAll(\"[data-account='live']\").length") == 1
+        box = wait_fields(driver, "[data-account='live']")          # once, not per symbol
+        assert box["account-wallet"] == "10,250.00"
+        assert box["account-equity"] == "9,387.66"
+        assert box["account-margin-ratio"] == "6.52 %"
+        assert box["account-to-liquidation"] == "8,775.32"
+        assert box["account-to-liquidation-pct"] == "93.48 %"
+        assert box["account-peak"] == "10,500.00" and box["account-stop"] == "8,400.00"
+        assert "account-stopped" not in box
+        assert "ETHUSDC's read" in box["account-read"]
         # Above the symbols: before every card on the page, and drawn higher.
-        first_card = driver.find_element(By.CSS_SELECTOR, "[data-symbol]")
-        assert box.location["y"] + box.size["height"] <= first_card.location["y"]
-        demo = driver.find_element(By.CSS_SELECTOR, "[data-account='demo']")
-        assert demo.find_element(By.CSS_SELECTOR, "[data-field='account-unknown']").text.startswith("unknown")
-        assert not demo.find_elements(By.CSS_SELECTOR, "[data-field='account-equity']")
+        first_card = fields(driver, "[data-symbol]")
+        assert first_card is not None and box["@bottom"] <= first_card["@top"]
+        demo = wait_fields(driver, "[data-account='demo']")
+        assert demo["account-unknown"].startswith("unknown") and "account-equity" not in demo
         assert STRAY not in driver.page_source
         # BTC's daemon reads the account again, and the stop has fired: the page follows without a reload.
         fired = T_ETH + 50_000
         write_state(root, "BTCUSDC", read(10_250.0, 8_200.0, 410.0, T_ETH + 60_000, peak=10_500.0, stop=8_400.0,
                                           stopped_at=fired))
-        WebDriverWait(driver, 10).until(
-            lambda d: d.find_element(By.CSS_SELECTOR, "[data-account='live'] [data-field='account-equity']").text
-            == "8,200.00")
-        box = driver.find_element(By.CSS_SELECTOR, "[data-account='live']")
-        assert field("account-margin-ratio") == "5.00 %" and field("account-to-liquidation") == "7,790.00"
-        assert field("account-to-liquidation-pct") == "95.00 %"
-        assert field("account-stopped") == f"STOPPED at {utc(fired, '%Y-%m-%d %H:%M:%S')}"
+        box = wait_fields(driver, "[data-account='live']", lambda f: f.get("account-equity") == "8,200.00", 10)
+        assert box["account-margin-ratio"] == "5.00 %" and box["account-to-liquidation"] == "7,790.00"
+        assert box["account-to-liquidation-pct"] == "95.00 %"
+        assert box["account-stopped"] == f"STOPPED at {utc(fired, '%Y-%m-%d %H:%M:%S')}"
         shot = tmp_path / "account.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        errors = severe_console_errors(driver)
         assert not errors, errors
-    finally:
-        if driver is not None:
-            driver.quit()
-        server.terminate()
-        server.wait(10)
 
 
 # ---------------------------------------------------------------------- the metrics
