@@ -521,8 +521,12 @@ class _Portfolio:
                     run_sync(legs[ev.symbol].strategy.on_order_update(ev))
 
     def equity_now(self) -> float:
-        return self.sim.account.wallet + sum(leg.pos.qty * (leg.book.price - leg.pos.entry_price)
-                                             for leg in self.legs)
+        upnl = 0.0                      # summed apart, then added: the same float as before
+        for leg in self.legs:
+            p = leg.pos
+            if p.steps:
+                upnl += p.qty * (leg.book.price - p.entry_price)
+        return self.sim.account.wallet + upnl
 
     def open_positions(self) -> int:
         return sum(1 for leg in self.legs if leg.pos.steps)
@@ -773,8 +777,11 @@ class _Portfolio:
         if self.stop_share:
             return False
         free = self.sim.account.wallet
+        fee2 = 2 * self.sim.taker_fee
         for leg in self.legs:
             p, b, f = leg.pos, leg.book, leg.filters
+            if not p.steps and not (b.open_buy_notional or b.open_sell_notional) and leg not in acting:
+                continue                # nothing held, nothing resting, nothing to place
             # The minute's range and the previous close (where the others stand until it).
             src = leg.ticks
             lo_t, hi_t = int(src[2][j]), int(src[1][j])
@@ -797,7 +804,7 @@ class _Portfolio:
             margin = (held + orders) / lev
             if b.brackets is not None:
                 margin = max(margin, b.brackets.maint_margin(held + orders))
-            free += worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - 2 * self.sim.taker_fee * (held + orders)
+            free += worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - fee2 * (held + orders)
         return free > 0
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:

@@ -539,12 +539,15 @@ class SimulatedExchange:
 
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""
+        acct = self.account
+        if not acct.liquidation_enabled:
+            return
         held = 0
         for b in self.books.values():
             if b.position.steps:
                 held += 1
                 if held > 1:
-                    self.account.update_liquidation()
+                    acct.update_liquidation()
                     return
 
     def set_position(self, symbol: str, qty: float, entry_price: float) -> None:
