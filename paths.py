@@ -51,6 +51,16 @@ class Paths:
         account stop (live/account_guard.py)."""
         return self.root / "state" / "account.json"
 
+    def account_history(self) -> Path:
+        """The account's margin a minute (time,wallet,equity,maint_margin,margin_ratio), for the
+        dashboard's chart: appended under the account's lock (live/account_guard.py)."""
+        return self.root / "state" / "account_history.csv"
+
+    def prices(self, short: str) -> Path:
+        """The last day of closed 1-minute candles the daemon saw, for the dashboard's chart
+        (ops/history.py); kept after a stop."""
+        return self.root / "state" / f"prices_{short}.json"
+
     def brackets(self, short: str) -> Path:
         return self.root / "state" / f"brackets_{short}.json"
 
@@ -82,8 +92,8 @@ class Paths:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="paths.py", description="Print one of the daemon's file paths.")
     p.add_argument("--root", default=str(ROOT))
-    p.add_argument("kind", choices=["state", "lock", "pid", "live", "trades", "funding", "brackets", "log", "stdout",
-                                    "logs", "short"])
+    p.add_argument("kind", choices=["state", "lock", "pid", "live", "prices", "trades", "funding", "brackets", "log",
+                                    "stdout", "logs", "short"])
     p.add_argument("symbol", nargs="?", default="btc")
     a = p.parse_args(argv)
     paths = Paths(Path(a.root))

@@ -85,6 +85,7 @@ class GridState:
     # live/account_guard.py): wallet, equity, maint_margin, margin_ratio, peak_equity,
     # stop_equity, stopped_at, time.
     account: dict[str, Any] = field(default_factory=dict)
+    demo: bool = False               # run against the embedded exchange (trade.py --demo), not Binance
     last_update: str = ""
 
     def to_json(self) -> dict[str, Any]:
@@ -108,6 +109,7 @@ class GridState:
                  liquidation_price=float(d.get("liquidation_price", 0.0) or 0.0),
                  mark_price=float(d.get("mark_price", 0.0) or 0.0),
                  account_stopped_at=int(d.get("account_stopped_at", 0) or 0),
+                 demo=d.get("demo") is True,
                  account=dict(d.get("account") or {}) if isinstance(d.get("account"), dict) else {}, **fields)
         if not isinstance(st.capital, (int, float)) or st.capital <= 0:
             raise ValueError("capital must be a positive number")

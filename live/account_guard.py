@@ -8,6 +8,9 @@ once the equity has fallen below (1 − ACCOUNT_STOP_DRAWDOWN) × peak, the mome
 fired.  Whichever daemon sees the fall first writes it; every other daemon reads it at its
 next cycle and stops too, whatever its own view of the peak; a restart reads it again.  The
 stop is cleared only by a person (`--clear-account-stop`).
+
+Under the same lock, a reading a minute is appended to `state/account_history.csv` (the
+dashboard's chart of the account; ops/history.py).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_api import AccountSnapshot
+from ops.history import HISTORY_ROWS, AccountHistory
 
 
 @dataclass
@@ -39,8 +43,9 @@ class Verdict:
 
 
 class AccountGuard:
-    def __init__(self, path: Path, symbol: str) -> None:
+    def __init__(self, path: Path, symbol: str, history: Path | None = None, history_rows: int = HISTORY_ROWS) -> None:
         self.path, self.symbol = path, symbol
+        self.history = AccountHistory(history, history_rows) if history is not None else None
 
     def observe(self, snap: AccountSnapshot, drawdown: float, now_ms: int) -> Verdict:
         """Merge one reading into the shared record; stop when it has fired (here or in
@@ -54,6 +59,8 @@ class AccountGuard:
             if drawdown > 0 and not rec.stopped_at and snap.equity < level:
                 rec.stopped_at, rec.stop_equity, rec.stopped_by = now_ms, level, self.symbol
             self._write(rec)
+            if self.history is not None:
+                self.history.append(snap, now_ms)
         return Verdict(bool(rec.stopped_at), rec, rec.stop_equity if rec.stopped_at else level)
 
     def clear(self) -> None:

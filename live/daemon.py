@@ -41,6 +41,7 @@ from market.brackets import SHIPPED as SHIPPED_BRACKETS, BracketError, parse_bin
 from paths import Paths, short_name
 from messages import korean
 from live.reconciler import Reconciler, role_of
+from ops.history import PriceHistory
 from ops.records import FundingRecorder, TradeRecorder
 from state_manager import StateManager
 from live.stream_dispatch import StreamDispatcher
@@ -130,7 +131,8 @@ class Daemon:
         self._held_check = False
         # What the services read (ops/services.py): the event stream, the wallet, event times.
         self.bus = EventBus()
-        self.account_guard = AccountGuard(paths.account(), settings.symbol)
+        self.account_guard = AccountGuard(paths.account(), settings.symbol, paths.account_history())
+        self.prices = PriceHistory(paths.prices(self.short), settings.symbol)   # the dashboard's candles
         self.wallet = 0.0
         self.last_market_at = 0.0
         self.last_user_at = 0.0
@@ -164,6 +166,7 @@ class Daemon:
         self.strategy = GridMartingaleStrategy(self.config, self.venue, state=state,
                                                capital=None if state else capital, logger=self.log,
                                                on_fill=self._on_fill, on_change=self._save)
+        self.strategy.state.demo = self.demo
         if self.settings.clear_account_stop:
             self.account_guard.clear_for(self.strategy, self.log)
         self.reconciler = Reconciler(self.symbol, self.venue, self.strategy, self.recorder, self.log,
@@ -541,6 +544,7 @@ class Daemon:
 
     def _put_market(self, msg: dict[str, Any]) -> None:
         self.last_market_at = time.monotonic()      # as it arrives, handled or coalesced
+        self.prices.see(msg)                        # every closed candle, before ticks are coalesced
         assert self.dispatcher is not None          # made before the pumps that call this
         self.dispatcher.put_market(msg)
 

@@ -202,9 +202,11 @@ def run_account(account: DemoAccount, args: argparse.Namespace, paths: Paths, pr
     # Every demo starts fresh: forget these symbols' previous demo and the account's record
     # (only their own files: another root's demo is untouched).
     for s in account.symbols:
-        for old in (demo_paths.state(s.short), demo_paths.trades(s.short), demo_paths.funding(s.short)):
+        for old in (demo_paths.state(s.short), demo_paths.trades(s.short), demo_paths.funding(s.short),
+                    demo_paths.prices(s.short)):
             old.unlink(missing_ok=True)
     demo_paths.account().unlink(missing_ok=True)
+    demo_paths.account_history().unlink(missing_ok=True)
     try:
         funding = _funding_series(account)
     except BadInput as e:

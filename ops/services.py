@@ -159,6 +159,7 @@ class Services:
             self.d.paths.live(self.d.short).unlink()
         except OSError:
             pass
+        self.d.prices.write()           # the last candles seen; the file stays for the dashboard
 
     def _day_ended(self, day: str) -> None:
         # Called from the market tick's reaction: the CSV is read just after it, not in it.
@@ -176,7 +177,8 @@ class Services:
                 "position_text": f"{f.fmt_qty(p.qty)} @ {f.fmt_price(p.avg_price)}" if p.qty else "0"}
 
     async def _live_file(self) -> None:
-        """state/live_<sym>.json every few seconds: the dashboard's live price and wallet."""
+        """state/live_<sym>.json every few seconds: the dashboard's live price and wallet; and
+        state/prices_<sym>.json when a candle closed since its last write."""
         d = self.d
         path = d.paths.live(d.short)
         while True:
@@ -188,6 +190,7 @@ class Services:
                 os.replace(tmp, path)
             except OSError:
                 pass
+            d.prices.write()
             await asyncio.sleep(LIVE_EVERY_S)
 
     async def _trim_memory(self, trim: Callable[[int], int], every: float) -> None:
