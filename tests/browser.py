@@ -91,6 +91,10 @@ def browser(width: int = 1280, height: int = 1400) -> Iterator[Any]:
     driver = webdriver.Chrome(service=Service(found[1]), options=opts)
     try:
         driver.set_page_load_timeout(30)
+        # A window cannot be narrower than Chromium's minimum (about 500 px): a phone's width
+        # is the device metrics DevTools gives it, as its device mode does.
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 600})
         yield driver
     finally:
         driver.quit()

@@ -288,6 +288,19 @@ async def test_the_dashboard_needs_its_token_off_loopback_and_reports_the_files(
             async with http.get(url + "/?token=dash-secret-token-1") as r:
                 page = await r.text()
                 assert r.status == 200 and "dash-secret-token-1" not in page
+            # The charting library is served here, behind the same token (the page asks for it with
+            # the token it was opened with): nothing comes from the internet.
+            async with http.get(url + "/static/plotly.min.js") as r:
+                assert r.status == 401
+            async with http.get(url + "/static/plotly.min.js?token=dash-secret-token-1") as r:
+                lib = await r.read()
+                assert r.status == 200 and b"plotly.js" in lib[:2000] and len(lib) > 1_000_000
+            assert "/static/plotly.min.js" in page and "https://" not in page
+            # Read-only: nothing but GET is answered, with the token or without.
+            for path in ("/", "/api/status", "/static/plotly.min.js"):
+                for method in ("POST", "PUT", "DELETE"):
+                    async with http.request(method, url + path + "?token=dash-secret-token-1") as r:
+                        assert r.status == 405, (method, path, r.status)
     finally:
         await runner.cleanup()
     btc = next(s for s in data["symbols"] if s["short"] == "btc")
