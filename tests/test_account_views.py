@@ -149,7 +149,7 @@ def test_the_dashboard_shows_the_account_line_above_the_symbols_in_a_real_browse
     root = tmp_path / "root"
     write_state(root, "BTCUSDC", BTC_READ)
     write_state(root, "ETHUSDC", {**ETH_READ, "api_key": STRAY})
-    write_state(root / "demo", "SOLUSDC", None)             # a demo account never read: unknown
+    write_state(root / "demo", "SOLUSDC", None, demo=True)  # a demo account never read: unknown
     with dashboard(root, tmp_path) as url, browser() as driver:
         driver.get(url + "/")
         wait_fields(driver, "[data-symbol='ETHUSDC']")
