@@ -174,6 +174,7 @@ def second_symbol(root: Path) -> None:
     (s / "state_eth.json").write_text(json.dumps(st))
     shutil.copy(s / "prices_btc.json", s / "prices_eth.json")
     shutil.copy(root / "trades" / "trades_btc.csv", root / "trades" / "trades_eth.csv")
+    shutil.copy(root / "trades" / "funding_btc.csv", root / "trades" / "funding_eth.csv")
 
 
 @pytest.mark.timeout(150)

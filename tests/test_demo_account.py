@@ -5,6 +5,7 @@ for fill — on the real March 2023 BTC pair and on the correlated synthetic mar
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -221,6 +222,35 @@ def test_margin_shared_by_the_two_daemons_refuses_as_the_portfolio_backtest_does
     assert_same_account(stdout, tmp_path / "root", pair_legs(data, cfg))
     logs = "".join(p.read_text(encoding="utf-8") for p in (tmp_path / "root" / "demo" / "logs").glob("*.log"))
     assert "margin insufficient" in logs
+
+
+@needs_pair
+@pytest.mark.timeout(200)
+def test_the_account_stop_stops_both_daemons_whichever_sees_the_fall_first(tmp_path):
+    """March 9, 2023 (BTC falls 8 %), both symbols on one wallet with ACCOUNT_STOP_DRAWDOWN=0.02:
+    each daemon reads the account's equity at its own sync; the first that finds it 2 % under
+    its peak records the stop in the shared record, and both close, cancel and stop placing."""
+    data = pair_slice(tmp_path, 8 * DAY, DAY)
+    cfg = config_file(tmp_path, "config_btc.txt", "stop", {"ACCOUNT_STOP_DRAWDOWN": "0.02"})
+    root = tmp_path / "root"
+    run_demo(root, list(PAIR), {"BTCUSDC": cfg, "BTCUSD": cfg}, data=data,
+             extra=("--demo-speed", "400", "--sync-interval", "0.05"))
+    shared = json.loads((root / "demo" / "state" / "account.json").read_text())
+    assert shared["stopped_at"] > 0 and shared["stopped_by"] in PAIR
+    closed = 0
+    for sym in PAIR:
+        short = short_name(sym)
+        st = json.loads((root / "demo" / "state" / f"state_{short}.json").read_text())
+        assert st["account_stopped_at"] == shared["stopped_at"], sym       # the same stop, whoever saw it
+        assert st["position"]["qty"] == 0 and not st["orders"], sym        # flat, nothing resting
+        log = "".join(p.read_text(encoding="utf-8") for p in (root / "demo" / "logs").glob(f"*_{short}_*.log"))
+        assert "ACCOUNT STOP" in log, sym
+        rows = demo_fills(root, [sym])[sym]
+        with open(root / "demo" / "trades" / f"trades_{short}.csv", newline="", encoding="utf-8") as fh:
+            last = list(csv.DictReader(fh))[-1]
+        if last["role"] == "SL" and float(last["position_after"]) == 0 and rows:
+            closed += 1                 # closed at market by the stop, and nothing traded after it
+    assert closed >= 1, "no position was closed by the account stop"
 
 
 # ---------------------------------------------------------------------- (b) the synthetic market
