@@ -499,6 +499,11 @@ class _Portfolio:
     def __init__(self, sim: SimulatedExchange, wallet: float, legs: list[_Replay], times: np.ndarray) -> None:
         self.sim, self.wallet, self.legs, self.times = sim, wallet, legs, times
         self.by_symbol = {leg.symbol: leg for leg in legs}
+        self.held = [(leg.pos, leg.book) for leg in legs]      # the books' own objects, for life
+        # The largest maintenance margin rate of each symbol's brackets: where 1 / leverage is
+        # at least that, the initial margin covers the maintenance margin.
+        self.top_mmr = {leg.symbol: max((t.mmr for t in leg.book.brackets.tiers), default=0.0)
+                        if leg.book.brackets is not None else 0.0 for leg in legs}
         for leg in legs:
             leg.deliver = self.deliver              # type: ignore[method-assign]
             leg.account = self.equity_now           # type: ignore[method-assign]
@@ -522,10 +527,9 @@ class _Portfolio:
 
     def equity_now(self) -> float:
         upnl = 0.0                      # summed apart, then added: the same float as before
-        for leg in self.legs:
-            p = leg.pos
+        for p, b in self.held:
             if p.steps:
-                upnl += p.qty * (leg.book.price - p.entry_price)
+                upnl += p.qty * (b.price - p.entry_price)
         return self.sim.account.wallet + upnl
 
     def open_positions(self) -> int:
@@ -802,7 +806,7 @@ class _Portfolio:
             held = abs(p.qty) * hi
             worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
             margin = (held + orders) / lev
-            if b.brackets is not None:
+            if b.brackets is not None and 1.0 / lev < self.top_mmr[leg.symbol]:
                 margin = max(margin, b.brackets.maint_margin(held + orders))
             free += worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - fee2 * (held + orders)
         return free > 0
