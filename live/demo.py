@@ -307,6 +307,8 @@ async def _run_daemons(account: DemoAccount, ex: LocalExchange, keys: tuple[str,
         if not ex.clock_started and len(started) == n and ex.streams_connected(n):
             ex.lockstep_clients = [d.lockstep_view for d in started.values()]   # what each has done
             ex.start_clock()
+    if ex.finished and not stop.is_set():
+        await _last_account_read(started)
     for r, s in zip(runs, account.symbols):
         d = started.get(s.symbol)
         if d is not None:
@@ -326,6 +328,19 @@ async def _run_daemons(account: DemoAccount, ex: LocalExchange, keys: tuple[str,
         if e is not None:
             raise e
     return None
+
+
+async def _last_account_read(started: dict[str, Daemon]) -> None:
+    """The market has ended: each daemon reads the account once more, so its state (what
+    status and the dashboard show) holds the account as the demo left it, not as the last
+    sync before the end found it (a demo's day passes in seconds, between two syncs)."""
+    for symbol, d in started.items():
+        _DEMO_SYMBOL.set(symbol)
+        try:
+            await asyncio.wait_for(d.check_account(), STOP_WAIT_S)
+        except Exception as e:      # a report without the last read is still a report
+            logging.getLogger("grid").warning("the last account read failed: %s", e)
+    _DEMO_SYMBOL.set(None)
 
 
 async def _run_one(symbol: str, settings: Any, keys: tuple[str, str], services: ServiceSettings,

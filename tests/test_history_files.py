@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -202,6 +203,12 @@ def test_the_demo_leaves_its_candles_account_history_and_demo_flag(tmp_path):
     assert len(candles) >= 60
     assert all(b[0] - a[0] == MIN for a, b in zip(candles, candles[1:]))
     assert all(c[3] <= min(c[1], c[4]) <= max(c[1], c[4]) <= c[2] for c in candles)
-    assert json.loads(demo.state("btc").read_text())["demo"] is True
+    st = json.loads(demo.state("btc").read_text())
+    assert st["demo"] is True
     history = rows(demo.account_history())
     assert history and all(float(h["equity"]) > 0 for h in history)
+    # The account as the demo left it (a last read once the market ended), as its report says.
+    report = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (final wallet|equity)\s+(-?[\d.]+)",
+                                                                 r.stdout, re.M)}
+    assert st["account"]["wallet"] == pytest.approx(report["final wallet"], abs=1e-6)
+    assert st["account"]["equity"] == pytest.approx(report["equity"], abs=1e-6)
