@@ -97,7 +97,16 @@ def shown_roots(root: Path, short: str) -> list[tuple[Paths, str]]:
     live, demo = Paths(root), Paths(root / "demo")
     has_demo = bool(running(demo.pid(short))) or demo.state(short).exists()
     has_live = bool(running(live.pid(short))) or live.state(short).exists()
-    return ([(live, "")] if has_live or not has_demo else []) + ([(demo, " [demo]")] if has_demo else [])
+    # A demo's files say so (its state records `demo`), whatever folder --root names.
+    live_mark = " [demo]" if says_demo(live, short) else ""
+    return ([(live, live_mark)] if has_live or not has_demo else []) + ([(demo, " [demo]")] if has_demo else [])
+
+
+def says_demo(paths: Paths, short: str) -> bool:
+    try:
+        return json.loads(paths.state(short).read_text(encoding="utf-8")).get("demo") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def status_lines(root: Path, short: str) -> list[str]:
@@ -251,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     shorts = [short_name(s) for s in args.symbols] or found_symbols(root)
     # The account once per root shown (live, demo), above every symbol: each daemon's
     # state holds its own copy of the account's last read; the newest is shown.
-    roots = {paths: mark for short in shorts for paths, mark in shown_roots(root, short)}
+    marks: dict[Paths, set[str]] = {}
+    for short in shorts:
+        for paths, mark in shown_roots(root, short):
+            marks.setdefault(paths, set()).add(mark)
+    # A root's account is a demo's when every symbol shown of it is.
+    roots = {paths: " [demo]" if m == {" [demo]"} else "" for paths, m in marks.items()}
     now = int(time.time() * 1000)
     for paths, mark in sorted(roots.items(), key=lambda kv: kv[1]):      # live, then demo
         print("\n".join(account_lines(newest_account(read_states(paths)), mark, now)))

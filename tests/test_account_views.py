@@ -249,3 +249,16 @@ async def test_the_metrics_serve_the_account_read_of_the_state(tmp_path: Path):
     assert agreed["equity"] > 0 and agreed["stop_equity"] == pytest.approx(0.7 * agreed["peak_equity"])
     assert metric(text, "gm_account_stopped", symbol="BTCUSDC") in (0.0, 1.0)
     assert "# HELP gm_account_margin_ratio" in text
+
+
+def test_status_pointed_at_a_demos_own_folder_says_demo(tmp_path: Path):
+    """`status.py --root demo`: the files say demo (the state records it), not the folder."""
+    base = tmp_path / "demo-copy"
+    write_state(base, "BTCUSDC", BTC_READ, demo=True)
+    write_state(base, "ETHUSDC", ETH_READ, demo=True)
+    out = status(base, "btc", "eth")
+    assert "== ACCOUNT [demo]" in out and "== BTCUSDC [demo]" in out and "== ETHUSDC [demo]" in out
+    write_state(base, "ETHUSDC", ETH_READ)                  # a live daemon's state beside it
+    out = status(base, "btc", "eth")
+    assert "== ACCOUNT [demo]" not in out and "== BTCUSDC [demo]" in out
+    assert "== ETHUSDC [demo]" not in out and "== ETHUSDC" in out
