@@ -62,12 +62,16 @@ def wait_for_port(port: int, server: subprocess.Popen, seconds: float = 15) -> N
 
 
 @contextmanager
-def dashboard(root: Path, tmp_path: Path, *extra: str) -> Iterator[str]:
-    """`dashboard.py --root root` on a free loopback port; yields its base URL."""
+def dashboard(root: Path, tmp_path: Path, *extra: str, token: str | None = None) -> Iterator[str]:
+    """`dashboard.py --root root` on a free loopback port (`token`: its DASHBOARD_TOKEN);
+    yields its base URL."""
     port = free_port()
+    env = clean_env()
+    if token:
+        env["DASHBOARD_TOKEN"] = token
     server = subprocess.Popen([sys.executable, str(REPO / "dashboard.py"), "--root", str(root), "--port", str(port),
                                "--env", str(tmp_path / "none.env"), *extra],
-                              env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_port(port, server)
         yield f"http://127.0.0.1:{port}"

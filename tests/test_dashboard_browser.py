@@ -226,3 +226,24 @@ def test_korean_log_lines_have_a_face(demo_root, tmp_path):
         card = wait_fields(driver, "[data-symbol='BTCUSDC']", lambda f: "익절 체결" in f.get("log", ""))
         assert card["log"].splitlines()[-1].endswith("포지션 정리 완료")
         assert driver.execute_script(KOREAN_HAS_A_FACE, "[data-symbol='BTCUSDC'] [data-field='log']")
+
+
+@pytest.mark.timeout(90)
+def test_behind_its_token_the_page_draws_its_charts_and_without_it_shows_nothing(demo_root, tmp_path):
+    """DASHBOARD_TOKEN set: the page opened with ?token= loads the charting library and the
+    data with it; opened without, the server answers 401 and nothing of the files shows."""
+    need_chromium()
+    token = "dash-browser-token-7f3a"
+    with dashboard(demo_root / "demo", tmp_path, token=token) as url, browser(1400, 1200) as driver:
+        driver.get(url + "/")
+        assert "a valid token is required" in driver.page_source and "BTCUSDC" not in driver.page_source
+        driver.get_log("browser")           # the 401 just seen is logged: that one was expected
+        driver.get(url + "/?token=" + token)
+        wait_fields(driver, "[data-symbol='BTCUSDC']")
+        drawn(driver, "[data-symbol='BTCUSDC']", SYMBOL_CHARTS)
+        assert driver.execute_script("return !!window.Plotly")
+        # Read-only: no form to send anything (the charts' own zoom buttons only change the view;
+        # the server answers nothing but GET: tests/test_watch.py).
+        assert driver.execute_script("return document.querySelectorAll('form, textarea').length") == 0
+        errors = severe_console_errors(driver)
+        assert not errors, errors
