@@ -589,7 +589,11 @@ class Daemon:
 
     def _see_market_time(self, event_ms: int) -> None:
         """The daily summary's clock.  The day is kept in the state, so a daemon restarted
-        across midnight still summarises the day that ended while it was down."""
+        across midnight still summarises the day that ended while it was down.  Once stopping,
+        the day is left as it is: a midnight seen then would be saved with its summary lost
+        (the notifier has ended), so the next start summarises it from the state instead."""
+        if self.stopping.is_set():
+            return
         st = self.strategy.state
         if self.market_day.day is None and st.market_day:
             self.market_day.day = st.market_day

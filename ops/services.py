@@ -163,6 +163,7 @@ class Services:
 
     def _day_ended(self, day: str) -> None:
         # Called from the market tick's reaction: the CSV is read just after it, not in it.
+        self.log.info("the market's day %s ended: its summary is sent", day)
         asyncio.get_running_loop().call_soon(
             lambda: self.d.bus.publish(Event(DAILY, self.d.symbol, self.daily(day))))
 

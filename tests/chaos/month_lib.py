@@ -172,8 +172,12 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
                    ) -> MonthReport:
     t0 = time.monotonic()
     minutes = days * DAY
-    # A tail of 10 hours after the last day: a restart on the last day still sees the next one.
-    data = market_csv(workdir / "data" / f"{SYM}-month-{seed}.csv", minutes + 600, seed)
+    # A tail after the last day, so that a restart on the last day still sees the next one: at
+    # least 10 hours, and at least 10 s of wall clock at this speed (the market runs on while
+    # the daemon restarts; on a busy machine a restart has taken 4 s, and a market that ends
+    # before the restarted daemon's streams are up shows it no midnight at all).
+    tail = max(600, int(speed * 10))
+    data = market_csv(workdir / "data" / f"{SYM}-month-{seed}.csv", minutes + tail, seed)
     receiver = NotifyReceiver()
     port = free_port()
     rep = MonthReport()
@@ -239,14 +243,21 @@ def run_month_soak(workdir: Path, keys: tuple[str, str], days: int = 30, speed: 
         for code in ("503", "429", "418", "400"):
             rep.faults[f"HTTP {code} answered"] = int(rep.stats["responses"].get(code, 0))
         rep.log_files = len(list(log_dir.glob("*.log")))
+        # One summary per UTC midnight the market crossed: fewer means the daemon was blind to
+        # the market stream at a midnight, or lost the day over a restart.  The last one may be
+        # seen just before the market ends (a midnight passed during a restart is summarised
+        # at the next start, from the state): its delivery is waited for, not guessed.
+        first = st["symbols"][SYM]["firstCandleTime"]
+        midnights = (first + (minutes + tail) * 60_000) // 86_400_000 - first // 86_400_000
+        deadline = time.monotonic() + 30
+        while receiver.count("일일 요약", "daily summary") < midnights and time.monotonic() < deadline:
+            time.sleep(0.05)
         rep.summaries = receiver.count("일일 요약", "daily summary")
         rep.notifications = len(receiver.messages)
-        # One summary per UTC midnight the market crossed: fewer means the daemon was blind to
-        # the market stream at a midnight, or lost the day over a restart.
-        first = st["symbols"][SYM]["firstCandleTime"]
-        midnights = (first + (minutes + 600) * 60_000) // 86_400_000 - first // 86_400_000
         if rep.summaries != midnights:
-            rep.violations.append(f"{rep.summaries} daily summaries for {midnights} simulated midnights")
+            said = [str(m.get("message", m))[:90] for m in receiver.messages
+                    if any(w in str(m.get("title", "")) for w in ("일일 요약", "daily summary"))]
+            rep.violations.append(f"{rep.summaries} daily summaries for {midnights} simulated midnights: {said}")
         rep.growth = _growth(rep.days)
     finally:
         _tear_down(ex, d, workdir)
