@@ -630,11 +630,7 @@ class _Portfolio:
         """The first minute in [i, last] (no trigger of any leg inside) where the account's
         margin balance, every symbol at its adverse extreme, reaches the positions'
         maintenance margin.  A window of minutes at a time (no stretch-sized temporaries)."""
-        for a in range(i, last + 1, CURVE_CHUNK):
-            hit = self._breach_in(a, min(a + CURVE_CHUNK - 1, last))
-            if hit is not None:
-                return hit
-        return None
+        return _first_in_windows(i, last, self._breach_in)
 
     def _breach_in(self, i: int, last: int) -> int | None:
         if self._cannot_breach(i, last):
@@ -672,11 +668,7 @@ class _Portfolio:
         """The first minute in [i, last] (no trigger inside) whose worst equity falls below
         (1 − ACCOUNT_STOP_DRAWDOWN) × the peak of the closes before it; the peak moves on
         to the stretch's closes otherwise.  A window of minutes at a time."""
-        for a in range(i, last + 1, CURVE_CHUNK):
-            hit = self._stop_in(a, min(a + CURVE_CHUNK - 1, last))
-            if hit is not None:
-                return hit
-        return None
+        return _first_in_windows(i, last, self._stop_in)
 
     def _stop_in(self, i: int, last: int) -> int | None:
         held = [leg for leg in self.legs if leg.pos.steps]
@@ -936,6 +928,15 @@ class _SymbolCurves:
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
                               wallet=wallet)
+
+
+def _first_in_windows(i: int, last: int, find: Callable[[int, int], int | None]) -> int | None:
+    """`find` over [i, last] in windows of CURVE_CHUNK minutes, in order: the first hit."""
+    for a in range(i, last + 1, CURVE_CHUNK):
+        hit = find(a, min(a + CURVE_CHUNK - 1, last))
+        if hit is not None:
+            return hit
+    return None
 
 
 def _maint_margins(table: BracketTable, notional: np.ndarray) -> np.ndarray:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from exchange_api import AccountSnapshot
-from ops.history import HISTORY_ROWS, AccountHistory
+from ops.history import HISTORY_ROWS, AccountHistory, replace_file
 
 
 @dataclass
@@ -88,9 +87,7 @@ class AccountGuard:
             return AccountRecord()      # absent or unreadable: start from this reading
 
     def _write(self, rec: AccountRecord) -> None:
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(asdict(rec)) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        replace_file(self.path, json.dumps(asdict(rec)) + "\n")
 
 
 def snapshot_for_state(snap: AccountSnapshot, v: Verdict, now_ms: int) -> dict[str, float | int | str]:

@@ -35,7 +35,7 @@ NO_ROW = -(1 << 62)                 # the time of "no row yet": any reading is a
 log = logging.getLogger("grid")
 
 
-def _replace(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str) -> None:
     """Write a whole file atomically: a reader sees the old one or the new one."""
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     tmp.write_text(text, encoding="utf-8")
@@ -77,7 +77,7 @@ class PriceHistory:
         data = {"symbol": self.symbol, "candles": [list(c) for c in self.candles]}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _replace(self.path, json.dumps(data, separators=(",", ":")))
+            replace_file(self.path, json.dumps(data, separators=(",", ":")))
         except OSError:
             return False                # tried again at the next turn
         self.changed = False
@@ -190,6 +190,6 @@ class AccountHistory:
         self._write([row.rstrip("\n")])
 
     def _write(self, rows: list[str]) -> None:
-        _replace(self.path, "\n".join([HISTORY_HEADER, *rows]) + "\n")
+        replace_file(self.path, "\n".join([HISTORY_HEADER, *rows]) + "\n")
         st = os.stat(self.path)
         self._counted = (st.st_ino, st.st_size, len(rows))

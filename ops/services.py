@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from ops.events import DAILY, REACHABLE, START, STOP, UNREACHABLE, Event
+from ops.history import replace_file
 from messages import korean
 from ops.notify import END, ErrorEvents, Notifier, quiet_apprise
 from ops.records import SecretFilter
@@ -185,10 +186,8 @@ class Services:
         while True:
             data = {"symbol": d.symbol, "price": d.last_price, "wallet": d.wallet, "reconnects": d.reconnects,
                     "demo": d.demo, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            tmp = path.with_suffix(".tmp")
             try:
-                tmp.write_text(json.dumps(data), encoding="utf-8")
-                os.replace(tmp, path)
+                replace_file(path, json.dumps(data))
             except OSError:
                 pass
             d.prices.write()
