@@ -37,6 +37,7 @@ from market.data import Candles, DataError, load_klines
 from sim.replay import FILL, OPEN, play_candle
 from market.brackets import BracketError, BracketTable, load_brackets, table_for
 from market.funding import BASELINE_RATE, FundingError, FundingSeries, constant_funding, load_funding
+from sim.account import drop_liquidation
 from sim.exchange import DEFAULT_FILTERS, FundingSettlement, Liquidation, SimulatedExchange, SimVenue
 
 
@@ -214,6 +215,7 @@ class _Replay:
         self.replayed = 0
         self.scanner = TriggerScanner(self.ticks[1], self.ticks[2])
         self._last_find: tuple[int, int, int, int] | None = None
+        self.band = (NO_UP, NO_DOWN)    # the thresholds of the last next_event (ticks)
         self.mark_scanner = (TriggerScanner(self.mark_ticks[1], self.mark_ticks[2])
                              if self.mark_ticks is not None else None)
 
@@ -283,6 +285,7 @@ class _Replay:
                 up = min(up, math.floor(band + 1e-9) + 1)
             else:
                 down = max(down, math.ceil(band - 1e-9) - 1)
+        self.band = (up, down)      # every candle from i up to j (exclusive) lies strictly inside
         j = self._find(i, up, down)
         if self.mark_scanner is not None and book.mark_resting:
             mup, mdown = NO_UP, NO_DOWN
@@ -411,6 +414,8 @@ class PortfolioResult:
     elapsed_s: float
     summary: dict = field(default_factory=dict)
     account_stopped_at: int = 0     # ACCOUNT_STOP_DRAWDOWN fired at this time (ms); 0: never
+    minutes_alone: int = 0          # event minutes played in `_Solo` stretches (each symbol alone)
+    stretches: int = 0              # how many such stretches
 
 
 def align_candles(legs: list[PortfolioLeg]) -> tuple[np.ndarray, list[Candles]]:
@@ -496,6 +501,8 @@ class _Portfolio:
     adverse extreme of that minute at once (1-minute candles cannot tell the order within
     a minute; the worst case is the safe answer)."""
 
+    solo = True     # stretches played as `_Solo` (False: minute by minute throughout, for tests)
+
     def __init__(self, sim: SimulatedExchange, wallet: float, legs: list[_Replay], times: np.ndarray) -> None:
         self.sim, self.wallet, self.legs, self.times = sim, wallet, legs, times
         self.by_symbol = {leg.symbol: leg for leg in legs}
@@ -504,6 +511,10 @@ class _Portfolio:
         # at least that, the initial margin covers the maintenance margin.
         self.top_mmr = {leg.symbol: max((t.mmr for t in leg.book.brackets.tiers), default=0.0)
                         if leg.book.brackets is not None else 0.0 for leg in legs}
+        # A whole ladder's share of the capital and 1 − its farthest level (order_cannot_matter).
+        self._covered: dict[tuple[str, int], float] = {}
+        self.ladder = {leg.symbol: (sum(leg.config.entry_ratios), 1.0 - max(leg.config.level_distances))
+                       for leg in legs}
         for leg in legs:
             leg.deliver = self.deliver              # type: ignore[method-assign]
             leg.account = self.equity_now           # type: ignore[method-assign]
@@ -516,6 +527,7 @@ class _Portfolio:
         self.stop_share = min(shares) if shares else 0.0
         self.peak = wallet
         self.stopped_at = 0
+        self.minutes_alone = self.stretches = 0
 
     def deliver(self) -> None:
         """Each event to the strategy of its symbol."""
@@ -566,8 +578,14 @@ class _Portfolio:
             run_sync(leg.strategy.on_candle_closed(leg.filters.from_ticks(int(leg.ticks[3][0]))))
             self.deliver()
         self.mark_all(1)
+        solo = _Solo(self)
         i = 1
         while i < n:
+            if self.solo and i >= solo.retry_at and not self.stop_share:
+                r = solo.run(i)
+                if r is not None:
+                    i = r
+                    continue
             js = [leg.next_event(i) for leg in legs]
             if all(j == -2 for j in js):
                 break
@@ -630,7 +648,30 @@ class _Portfolio:
         """The first minute in [i, last] (no trigger of any leg inside) where the account's
         margin balance, every symbol at its adverse extreme, reaches the positions'
         maintenance margin.  A window of minutes at a time (no stretch-sized temporaries)."""
+        if self._band_cannot_breach():
+            return None
         return _first_in_windows(i, last, self._breach_in)
+
+    def _band_cannot_breach(self) -> bool:
+        """The bound of `_cannot_breach` without reading the candles: no leg reaches a trigger
+        before the stretch ends, so each held symbol's price stays strictly between the
+        thresholds its last `next_event` scanned for (its band).  Needs a band on both sides
+        of every position, and prices (not marks) driving the liquidation."""
+        eq = self.sim.account.wallet
+        maint = 0.0
+        for leg in self.legs:
+            p = leg.pos
+            if not p.steps or leg.book.brackets is None:
+                continue
+            up, down = leg.band
+            if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+                return False
+            f = leg.filters
+            top = f.from_ticks(up - 1)
+            adverse = f.from_ticks(down + 1) if p.qty > 0 else top
+            eq += p.qty * (adverse - p.entry_price)
+            maint += leg.book.brackets.maint_margin(abs(p.qty) * top)
+        return eq > maint
 
     def _breach_in(self, i: int, last: int) -> int | None:
         if self._cannot_breach(i, last):
@@ -737,11 +778,17 @@ class _Portfolio:
         on = sim.liquidation_enabled
         if bounded:
             sim.liquidation_enabled = False
+            # and no order can be refused for margin: the check is skipped, not just passed
+            sim._available_balance = _unbounded
         # Only a held position's price counts for the others (its uPnL and margin); a flat
         # symbol's book price matters to nothing until it acts (its open is set then).
         idle = [leg for leg in self.legs if leg not in acting and leg.pos.steps]
         for leg in idle:
             self.move(leg, j - 1)
+        if bounded:             # an acting symbol waits at its previous close too (its path opens it)
+            for leg in acting:
+                if leg.pos.steps:
+                    self.move(leg, j - 1)
         if not bounded and self.open_positions() >= 2:
             sim.account.update_liquidation()            # the others' marks have moved since
             self.deliver()
@@ -753,6 +800,7 @@ class _Portfolio:
             self.move(leg, j)
         if bounded:
             sim.liquidation_enabled = on
+            sim._available_balance = sim.account.available_balance
             sim.account.update_liquidation()
         self.deliver()
         self.worst_at[j] = worst if math.isfinite(worst) else self.equity_now()
@@ -773,9 +821,8 @@ class _Portfolio:
         if self.stop_share:
             return False
         free = self.sim.account.wallet
-        fee2 = 2 * self.sim.taker_fee
         for leg in self.legs:
-            p, b, f = leg.pos, leg.book, leg.filters
+            p, b = leg.pos, leg.book
             if not p.steps and not (b.open_buy_notional or b.open_sell_notional) and leg not in acting:
                 continue                # nothing held, nothing resting, nothing to place
             # The minute's range and the previous close (where the others stand until it).
@@ -788,20 +835,42 @@ class _Portfolio:
                 mk = leg.mark_ticks
                 lo_t, hi_t = min(lo_t, int(mk[2][j]), int(mk[3][j - 1]) if j else lo_t), \
                     max(hi_t, int(mk[1][j]), int(mk[3][j - 1]) if j else hi_t)
-            lo, hi = f.from_ticks(lo_t), f.from_ticks(hi_t)
-            lev = p.leverage
-            orders = (b.open_buy_notional + b.open_sell_notional) * hi / max(lo, f.tick_size)
-            if leg in acting:
-                c = leg.strategy.state
-                orders += sum(leg.config.entry_ratios) * c.capital * lev * hi / max(lo, f.tick_size) \
-                    / (1.0 - max(leg.config.level_distances))
-            held = abs(p.qty) * hi
-            worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
-            margin = (held + orders) / lev
-            if b.brackets is not None and 1.0 / lev < self.top_mmr[leg.symbol]:
-                margin = max(margin, b.brackets.maint_margin(held + orders))
-            free += worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - fee2 * (held + orders)
+            free += self.leg_term(leg, lo_t, hi_t, leg in acting)
         return free > 0
+
+    def covered_notional(self, brackets: BracketTable, lev: int) -> float:
+        """The notional below which the initial margin (1 / lev) covers the maintenance margin
+        (every tier up to it at a lower rate, cum ≥ 0), so the bracket lookup can be skipped."""
+        key = (brackets.symbol, lev)
+        cap = self._covered.get(key)
+        if cap is None:
+            cap = 0.0
+            for t in brackets.tiers:
+                if not (t.mmr < (1.0 / lev) * (1 - 1e-9) and t.cum >= 0):
+                    break
+                cap = t.cap
+            self._covered[key] = cap
+        return cap
+
+    def leg_term(self, leg: _Replay, lo_t: int, hi_t: int, acting: bool) -> float:
+        """One symbol's share of `order_cannot_matter`'s bound with its price (and mark) within
+        [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, `acting`,
+        a whole new ladder) could lose and pay in taker fees, less their initial margin
+        (negative: what it takes from the wallet)."""
+        p, b, f = leg.pos, leg.book, leg.filters
+        lo, hi = f.from_ticks(lo_t), f.from_ticks(hi_t)
+        lev = p.leverage
+        orders = (b.open_buy_notional + b.open_sell_notional) * hi / max(lo, f.tick_size)
+        if acting:
+            ratios, reach = self.ladder[leg.symbol]
+            orders += ratios * leg.strategy.state.capital * lev * hi / max(lo, f.tick_size) / reach
+        held = abs(p.qty) * hi
+        worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
+        margin = (held + orders) / lev
+        if b.brackets is not None and 1.0 / lev < self.top_mmr[leg.symbol] \
+                and held + orders >= self.covered_notional(b.brackets, lev):
+            margin = max(margin, b.brackets.maint_margin(held + orders))
+        return worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - 2 * self.sim.taker_fee * (held + orders)
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:
         """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
@@ -868,7 +937,7 @@ class _Portfolio:
                                 [x for x in self.sim.liquidations if x.symbol == leg.symbol]) for leg in legs]
         for a in range(0, n, CURVE_CHUNK):
             b = min(a + CURVE_CHUNK, n)
-            equity[a:b] = worst[a:b] = w_state[np.searchsorted(w_start, np.arange(a, b), side="right") - 1]
+            equity[a:b] = worst[a:b] = w_state[_counts_upto(w_start, a, b) - 1]
             for c in curves:
                 c.fill(a, b, equity, worst)
         if self.worst_at:
@@ -882,7 +951,268 @@ class _Portfolio:
                                          for leg in legs)
         return PortfolioResult(self.wallet, self.times, equity, worst, final,
                                [c.result(self.wallet, elapsed_s) for c in curves], list(sim.liquidations),
-                               elapsed_s, account_stopped_at=self.stopped_at)
+                               elapsed_s, account_stopped_at=self.stopped_at,
+                               minutes_alone=self.minutes_alone, stretches=self.stretches)
+
+
+class _Solo:
+    """Stretches of a portfolio where the account provably cannot matter, played as a
+    single-symbol run plays them: each symbol from its event to its next, in time order,
+    with no margin check, no liquidation trigger and no account-wide step in between.
+
+    Each symbol gets an allowance of the wallet at the start: its own need (`leg_term`)
+    plus a share, by capital, of what the wallet holds beyond every symbol's need.  After
+    each of its events it must still fit that allowance, less the cash it has realised
+    since, for everything up to and including its next event: its price anywhere in its
+    band (strictly between the triggers its scan stopped at) and in that event's minute,
+    its resting orders and a whole new ladder.  The allowances sum to less than the wallet,
+    so `order_cannot_matter`'s bound holds at every moment: no -2019, no liquidation, no
+    order of the symbols' paths that matters.  The first symbol that no longer fits ends
+    the stretch after its minute (or funding) and the minute-by-minute play resumes there,
+    on a wallet that moved in the same order as it would have there."""
+
+    MIN_BACKOFF, MAX_BACKOFF = 16, 4096     # minutes before the next try after a short stretch
+
+    def __init__(self, port: _Portfolio) -> None:
+        self.port = port
+        total = sum(leg.capital for leg in port.legs)
+        self.share = [leg.capital / total if total > 0 else 1.0 / len(port.legs) for leg in port.legs]
+        # The other symbols' uPnL while one plays its minute: the sum of those before it (in
+        # the legs' order) and the terms after it, so its equity adds them as equity_now does.
+        # A box, not attributes: the equity functions hold it, not this object (no cycle).
+        self.others: list = [0.0, ()]
+        self.consts = [self._consts_of(leg) for leg in port.legs]
+        self.accounts = [self._equity_for(leg) for leg in port.legs]
+        self.retry_at = 0
+        self.backoff = self.MIN_BACKOFF
+
+    def _consts_of(self, leg: _Replay) -> tuple:
+        """What `_term` needs of a symbol that does not change in a run."""
+        port, f, lev = self.port, leg.filters, leg.pos.leverage
+        ratios, reach = port.ladder[leg.symbol]
+        brackets = leg.book.brackets
+        if brackets is not None and not 1.0 / lev < port.top_mmr[leg.symbol]:
+            brackets = None     # the initial margin covers the maintenance margin at every notional
+        covered = port.covered_notional(brackets, lev) if brackets is not None else 0.0
+        return (f._tick_units, f._price_scale, f.tick_size, lev, ratios, reach, brackets, covered,
+                2 * port.sim.taker_fee)
+
+    def _equity_for(self, leg: _Replay) -> Callable[[], float]:
+        """The account's equity as `_Portfolio.equity_now` sums it (exactly so for two
+        symbols), with the others' uPnL fixed for the minute this symbol plays."""
+        acct, p, b, others = self.port.sim.account, leg.pos, leg.book, self.others
+
+        def equity() -> float:
+            upnl = others[0] + p.qty * (b.price - p.entry_price)
+            if others[1]:
+                for x in others[1]:
+                    upnl += x
+            return acct.wallet + upnl
+        return equity
+
+    def _range(self, leg: _Replay, a: int, j: int) -> tuple[int, int]:
+        """Ticks that hold the symbol's price (and mark) from where it stands now through
+        candle j (its next event; -1: the series' end), given its scan from candle a."""
+        b = leg.book
+        up, down = leg.band
+        end = j if j >= 0 else len(leg.times) - 1
+        lo_t = hi_t = b.price_t
+        if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+            if a <= end:
+                lo_t = min(lo_t, int(leg.ticks[2][a:end + 1].min()))
+                hi_t = max(hi_t, int(leg.ticks[1][a:end + 1].max()))
+            if leg.mark_ticks is not None:
+                mk = leg.mark_ticks
+                lo_t, hi_t = min(lo_t, b.mark_t), max(hi_t, b.mark_t)
+                if a <= end:
+                    lo_t = min(lo_t, int(mk[2][a:end + 1].min()))
+                    hi_t = max(hi_t, int(mk[1][a:end + 1].max()))
+            return lo_t, hi_t
+        lo_t, hi_t = min(lo_t, down + 1), max(hi_t, up - 1)
+        if j >= 0:
+            lo_t, hi_t = min(lo_t, int(leg.ticks[2][j])), max(hi_t, int(leg.ticks[1][j]))
+        return lo_t, hi_t
+
+    def _term(self, k: int, a: int, j: int) -> float:
+        """Symbol k's `leg_term` from where it stands through its next event j (scanned from
+        candle a); the same bound, with the band's ticks read without the candles and the
+        symbol's constants looked up once."""
+        if j == -2:
+            return 0.0          # halted, flat, nothing resting: takes nothing
+        leg = self.port.legs[k]
+        up, down = leg.band
+        if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+            lo_t, hi_t = self._range(leg, a, j)
+        else:
+            lo_t, hi_t = down + 1, up - 1
+            pt = leg.book.price_t
+            if pt < lo_t:
+                lo_t = pt
+            elif pt > hi_t:
+                hi_t = pt
+            if j >= 0:
+                x = int(leg.ticks[2][j])
+                if x < lo_t:
+                    lo_t = x
+                x = int(leg.ticks[1][j])
+                if x > hi_t:
+                    hi_t = x
+        units, scale, tick, lev, ratios, reach, brackets, covered, fee2 = self.consts[k]
+        p, b = leg.pos, leg.book
+        lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
+        lo_safe = lo if lo > tick else tick
+        orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
+        if j >= 0:
+            orders += ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
+        qty = p.qty
+        held = abs(qty) * hi
+        worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
+        margin = (held + orders) / lev
+        if brackets is not None and held + orders >= covered:
+            margin = max(margin, brackets.maint_margin(held + orders))
+        return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
+
+    def run(self, i: int) -> int | None:
+        """Play from minute i while every symbol fits its allowance; returns the minute where
+        the minute-by-minute play resumes, or None when no stretch can start at i."""
+        port = self.port
+        sim, legs, n = port.sim, port.legs, len(port.times)
+        acct = sim.account
+        for leg in legs:
+            drop_liquidation(leg.book)      # a resting trigger would be stale: none can be reached
+        nxt = [leg.next_event(i) for leg in legs]
+        terms = [self._term(k, i, j) for k, j in enumerate(nxt)]
+        slack = acct.wallet + sum(terms)
+        if not slack > 1e-6 * acct.wallet:
+            acct.update_liquidation()       # put back as they were
+            port.deliver()
+            self._tried(i, 0)
+            return None
+        # fits[k]: what symbol k may still take from the wallet, its allowance less its need
+        # and plus its realised cash (> 0 to go on)
+        fits = [slack * share * (1.0 - 1e-9) for share in self.share]
+        on = sim.liquidation_enabled
+        sim.liquidation_enabled = False
+        sim._available_balance = _unbounded
+        sim._multi = False                  # no cross-margin step at each move: liquidation is off
+        for leg, equity in zip(legs, self.accounts):
+            leg.account = equity        # type: ignore[method-assign]
+            del leg.deliver             # its own: only the symbol that plays has events
+        fund = [self._funding_at(leg, n) for leg in legs]
+        events = 0
+        while True:
+            when, funded = n, -1
+            for k in range(len(legs)):
+                f = fund[k]
+                if f < when or (f == when and funded < 0):
+                    when, funded = f, k         # a settlement comes before the candles of its minute
+                j = nxt[k]
+                if 0 <= j < when:
+                    when, funded = j, -1
+            if when >= n:
+                self._leave(n, n - 1, None, on)
+                break
+            wallet = acct.wallet
+            if funded >= 0:
+                leg = legs[funded]
+                leg.funding_due(when)
+                fund[funded] = self._funding_at(leg, n)
+                self._mark_wallet(when)
+                fits[funded] += acct.wallet - wallet
+                if not fits[funded] > 0:
+                    self._leave(when, when - 1, leg, on)
+                    break
+                continue
+            events += 1
+            if not self._play_minute(when, nxt, fits, terms, fund):
+                self._leave(when + 1, when, None, on)
+                break
+        self._tried(when, events)
+        port.minutes_alone += events
+        port.stretches += 1
+        return when + 1 if funded < 0 else when
+
+    @staticmethod
+    def _funding_at(leg: _Replay, n: int) -> int:
+        """The candle of the symbol's next settlement while it holds a position (n: none)."""
+        return leg.f_idx[leg.fi] if leg.pos.steps and leg.fi < len(leg.f_idx) else n
+
+    def _play_minute(self, j: int, nxt: list[int], fits: list[float], terms: list[float],
+                     fund: list[int]) -> bool:
+        """Minute j: each symbol with an event there plays its candle, in order, the others
+        standing at their previous close (those that played, at their close); then each of
+        them scans for its next event and must still fit its allowance (False: it does not)."""
+        port, legs = self.port, self.port.legs
+        acct = port.sim.account
+        n = len(port.times)
+        worst = math.inf
+        for k, leg in enumerate(legs):
+            if nxt[k] != j:
+                continue
+            if not leg.pos.steps:
+                leg.funding_due(j)          # flat until now: settlements up to here pass it by
+            before, after = 0.0, []
+            for m, o in enumerate(legs):
+                if m != k and o.pos.steps:
+                    at = j if m < k and nxt[m] == j else j - 1
+                    u = o.pos.qty * (o.filters.from_ticks(int(o.ticks[3][at])) - o.pos.entry_price)
+                    if m < k:
+                        before += u
+                    else:
+                        after.append(u)
+            if len(after) == 1 and before == 0.0:
+                before, after = after[0], []        # 0.0 + own + x is x + own: one sum, no loop
+            self.others[0], self.others[1] = before, after
+            wallet = acct.wallet
+            leg.play_event_candle(j)
+            fits[k] += acct.wallet - wallet
+            w = leg.worst_at[j]
+            if w < worst:
+                worst = w
+        port.worst_at[j] = worst
+        self._mark_wallet(j)
+        ok = True
+        for k, leg in enumerate(legs):
+            if nxt[k] == j:
+                nxt[k] = leg.next_event(j + 1)
+                term = self._term(k, j + 1, nxt[k])
+                fits[k] += term - terms[k]
+                terms[k] = term
+                fund[k] = self._funding_at(leg, n)
+                ok = ok and fits[k] > 0
+        return ok
+
+    def _mark_wallet(self, i: int) -> None:
+        port = self.port
+        wallet = port.sim.account.wallet
+        if wallet != port.w_state[-1]:
+            port.w_start.append(i)
+            port.w_state.append(wallet)
+
+    def _leave(self, resume: int, stand: int, funded: _Replay | None, on: bool) -> None:
+        """Back to the minute-by-minute play at `resume`: every held symbol where that play
+        would have it (the close of `stand`; a symbol just funded at its open), the checks on,
+        the liquidation prices placed."""
+        port, sim = self.port, self.port.sim
+        for leg in port.legs:
+            leg.account = port.equity_now       # type: ignore[method-assign]
+            leg.deliver = port.deliver          # type: ignore[method-assign]
+        sim._available_balance = sim.account.available_balance
+        sim.liquidation_enabled = on
+        sim._multi = len(sim.books) > 1
+        if resume >= len(port.times) or stand < 0:
+            return
+        for leg in port.legs:
+            if leg.pos.steps and leg is not funded:
+                port.move(leg, stand)
+        sim.account.update_liquidation()
+        port.deliver()
+        port.mark_all(stand + 1 if funded is not None else stand)
+
+    def _tried(self, i: int, events: int) -> None:
+        """When to try again: soon after a long stretch, later and later after short ones."""
+        self.backoff = self.MIN_BACKOFF if events >= 32 else min(self.backoff * 2, self.MAX_BACKOFF)
+        self.retry_at = i + self.backoff
 
 
 class _SymbolCurves:
@@ -895,39 +1225,68 @@ class _SymbolCurves:
         n = len(leg.times)
         self.equity, self.worst = np.empty(n), np.empty(n)
         self.seg_start = np.asarray(leg.seg_start, dtype=np.int64)
-        states = np.asarray(leg.seg_state, dtype=np.float64)
-        self.qty, self.avg = states[:, 1], states[:, 2]
-        moves = sorted([(r.time_ms, r.realized_pnl - r.fee) for r in leg.fills] +
-                       [(x.time, -x.amount) for x in funding] + [(x.time, -x.clearance) for x in liqs])
-        self.move_t = np.fromiter((m[0] for m in moves), np.int64, len(moves))
-        self.move_cum = np.cumsum(np.fromiter((m[1] for m in moves), np.float64, len(moves)))
+        # qty and average of each segment, the first repeated in front: index k is the k-th
+        # segment's state for a minute with k segments started at or before it (0: the first's)
+        states = leg.seg_state
+        self.qty = np.fromiter((x[1] for x in states[:1] + states), np.float64, len(states) + 1)
+        self.avg = np.fromiter((x[2] for x in states[:1] + states), np.float64, len(states) + 1)
+        # the cash moves (fills net of fees, funding, liquidation clearance) in time order, ties
+        # by amount (as sorted tuples), summed in that order; 0.0 in front (none yet)
+        times = [r.time_ms for r in leg.fills] + [x.time for x in funding] + [x.time for x in liqs]
+        amounts = [r.realized_pnl - r.fee for r in leg.fills] + [-x.amount for x in funding] + \
+            [-x.clearance for x in liqs]
+        t = np.array(times, dtype=np.int64)
+        v = np.array(amounts, dtype=np.float64)
+        order = np.lexsort((v, t))
+        self.move_t = t[order]
+        self.move_cum = np.concatenate(([0.0], np.cumsum(v[order])))
+        # each move's minute: the first whose end (open + 59,999 ms) is at or after it
+        self.move_at = np.searchsorted(leg.times, self.move_t - 59_999, side="left")
 
     def fill(self, a: int, b: int, equity: np.ndarray, worst: np.ndarray) -> None:
-        """Minutes [a, b): this symbol's curves, and its open PnL added to the account's."""
+        """Minutes [a, b): this symbol's curves, and its open PnL added to the account's (few
+        passes, in place: this runs over every minute of every symbol)."""
         leg, f = self.leg, self.leg.filters
         _, highs, lows, closes = leg.ticks
-        seg = np.searchsorted(self.seg_start, np.arange(a, b), side="right") - 1
-        seg = np.maximum(seg, 0)
+        seg = _counts_upto(self.seg_start, a, b)
         q, p = self.qty[seg], self.avg[seg]
-        open_close = q * (f.prices_of_ticks(closes[a:b]) - p)
-        open_worst = q * (f.prices_of_ticks(np.where(q > 0, lows[a:b], highs[a:b])) - p)
+        open_close = f.prices_of_ticks(closes[a:b])
+        open_close -= p
+        open_close *= q
+        open_worst = f.prices_of_ticks(np.where(q > 0, lows[a:b], highs[a:b]))
+        open_worst -= p
+        open_worst *= q
         equity[a:b] += open_close
         worst[a:b] += open_worst
-        k = np.searchsorted(self.move_t, leg.times[a:b] + 59_999, side="right") - 1
-        cash = np.where(k >= 0, self.move_cum[np.maximum(k, 0)], 0.0) if len(self.move_t) else 0.0
-        self.equity[a:b] = leg.capital + cash + open_close
-        self.worst[a:b] = leg.capital + cash + open_worst
+        cash = self.move_cum[_counts_upto(self.move_at, a, b)]      # the moves up to each minute's end
+        cash += leg.capital
+        np.add(cash, open_close, out=self.equity[a:b])
+        np.add(cash, open_worst, out=self.worst[a:b])
 
     def result(self, wallet: float, elapsed_s: float) -> BacktestResult:
         leg = self.leg
         cap, p = leg.capital, leg.pos
-        final_cash = float(self.move_cum[-1]) if len(self.move_t) else 0.0
+        final_cash = float(self.move_cum[-1])
         return BacktestResult(leg.config, leg.filters, leg.candles, cap, leg.fills, self.equity, self.worst,
                               cap + final_cash, p.qty, p.entry_price, sum(r.fee for r in leg.fills),
                               leg.replayed, elapsed_s, funding=self.funding, liquidations=self.liqs,
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
                               wallet=wallet)
+
+
+# The available balance where a bound has shown no order can meet -2019 (a C call, not a
+# Python frame: it runs at every placement).
+_unbounded: Callable[[], float] = math.inf.__float__
+
+
+def _counts_upto(starts: np.ndarray, a: int, b: int) -> np.ndarray:
+    """For each x in [a, b): how many of the sorted `starts` are at or before x, i.e.
+    np.searchsorted(starts, np.arange(a, b), side="right"), in one pass (no binary search
+    per candle)."""
+    lo = int(np.searchsorted(starts, a, side="right"))
+    hi = int(np.searchsorted(starts, b - 1, side="right"))
+    return lo + np.cumsum(np.bincount(starts[lo:hi] - a, minlength=b - a))
 
 
 def _first_in_windows(i: int, last: int, find: Callable[[int, int], int | None]) -> int | None:
@@ -964,7 +1323,7 @@ def _equity_curves(filters: SymbolFilters, ticks: Ticks, starts: list[int],
     equity, worst = np.empty(n), np.empty(n)
     for a in range(0, n, CURVE_CHUNK):
         b = min(a + CURVE_CHUNK, n)
-        seg = np.searchsorted(st, np.arange(a, b), side="right") - 1     # each candle's segment
+        seg = _counts_upto(st, a, b) - 1     # each candle's segment
         q, p = qty[seg], avg[seg]
         adverse = np.where(q < 0, highs[a:b], lows[a:b])
         equity[a:b] = wallet[seg] + q * (filters.prices_of_ticks(closes[a:b]) - p)

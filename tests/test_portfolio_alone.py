@@ -1,0 +1,117 @@
+"""A portfolio's stretches where the account provably cannot matter are played as single-
+symbol runs play them (backtest._Solo: each symbol from event to event, no margin check,
+no account-wide step).  They must give exactly what the minute-by-minute play gives: the
+same fills, funding, liquidations and curves, bit for bit, on markets where the stretches
+run long, end at a funding or a fill, and give way to margin refusals and liquidation."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_funding_liquidation import falling  # noqa: E402  (the synthetic falling market)
+
+from backtest import PortfolioLeg, PortfolioResult, _Portfolio, run_portfolio  # noqa: E402
+from config import load_config  # noqa: E402
+from market.data import Candles, load_klines, synthetic_klines  # noqa: E402
+from market.funding import constant_funding  # noqa: E402
+from sim.exchange import DEFAULT_FILTERS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("GM_DATA_DIR") or ROOT.parent / "shared" / "data")
+PAIR = [DATA_DIR / "binanceus-spot-BTCUSDC-1m-2023-03-01_21.csv", DATA_DIR / "binanceus-spot-BTCUSD-1m-2023-03-01_21.csv"]
+BASE = load_config(ROOT / "config_btc.txt")
+FA = DEFAULT_FILTERS["BTCUSDC"]
+
+
+def both_ways(legs: list[PortfolioLeg], wallet: float | None = None,
+              monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[PortfolioResult, PortfolioResult]:
+    """The portfolio minute by minute throughout, then with stretches played alone."""
+    assert monkeypatch is not None
+    out = []
+    for alone in (False, True):
+        monkeypatch.setattr(_Portfolio, "solo", alone)
+        out.append(run_portfolio(legs, wallet))
+    return out[0], out[1]
+
+
+def assert_identical(a: PortfolioResult, b: PortfolioResult) -> None:
+    for x, y in zip(a.symbols, b.symbols):
+        assert [dataclasses.astuple(f) for f in x.fills] == [dataclasses.astuple(f) for f in y.fills]
+        assert [dataclasses.astuple(f) for f in x.funding] == [dataclasses.astuple(f) for f in y.funding]
+        assert np.array_equal(x.equity, y.equity) and np.array_equal(x.equity_worst, y.equity_worst)
+        assert (x.final_qty, x.final_wallet) == (y.final_qty, y.final_wallet)
+    assert [dataclasses.astuple(x) for x in a.liquidations] == [dataclasses.astuple(x) for x in b.liquidations]
+    assert np.array_equal(a.equity, b.equity) and np.array_equal(a.equity_worst, b.equity_worst)
+    assert a.final_equity == b.final_equity
+    assert a.minutes_alone == 0 and a.stretches == 0
+
+
+def correlated(k: int, days: float, seed: int, capital_ratio: float, mark: bool = False) -> list[PortfolioLeg]:
+    """k symbols of one synthetic market (shared shocks and jumps), funding every 8 h, and
+    (mark=True) a mark price a few ticks off the last price."""
+    legs = []
+    for i in range(k):
+        c = synthetic_klines(int(days * 1440), seed=seed + i, market_seed=seed * 7, start_price=30_000.0 * (1 + 0.1 * i))
+        m = None
+        if mark:
+            off = lambda x: np.round(x * 1.0003, 1)  # noqa: E731
+            m = Candles.from_arrays(c.open_time, off(c.open), off(c.high), off(c.low), off(c.close), c.volume)
+        legs.append(PortfolioLeg(BASE.with_overrides(capital_ratio=capital_ratio), c,
+                                 dataclasses.replace(FA, symbol=f"S{i}USDC"),
+                                 constant_funding(0.0001, int(c.open_time[0]), int(c.open_time[-1])), m))
+    return legs
+
+
+@pytest.mark.skipif(not all(p.is_file() for p in PAIR), reason=f"the March 2023 BTC pair is absent from {DATA_DIR}")
+def test_the_real_pair_where_margin_never_binds_is_played_alone_and_gives_the_same_results(monkeypatch):
+    cfg = BASE.with_overrides(capital_ratio=0.05)
+    legs = []
+    for path, f in zip(PAIR, (FA, dataclasses.replace(FA, symbol="BTCUSD"))):
+        c = load_klines([path])
+        legs.append(PortfolioLeg(cfg, c, f, constant_funding(0.0001, int(c.open_time[0]), int(c.open_time[-1]))))
+    by_minute, alone = both_ways(legs, monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    played = sum(r.replayed_candles for r in alone.symbols)
+    assert sum(len(r.fills) for r in alone.symbols) > 900
+    assert alone.minutes_alone > 0.9 * len({f.time_ms // 60_000 for r in alone.symbols for f in r.fills})
+    assert played > 0 and any(r.funding for r in alone.symbols)
+
+
+@pytest.mark.parametrize("k,mark", [(3, False), (2, True)])
+def test_a_correlated_market_of_several_symbols_with_funding_and_marks_gives_the_same_results(monkeypatch, k, mark):
+    by_minute, alone = both_ways(correlated(k, 10, 11, 0.05, mark=mark), monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    assert alone.minutes_alone > 100
+    assert all(len(r.fills) > 50 and r.funding for r in alone.symbols)
+
+
+def test_stretches_end_where_the_positions_grow_and_the_account_is_then_liquidated_as_before(monkeypatch):
+    """Two symbols fall together at leverage 50: the first minutes are played alone, the
+    growing ladders end the stretches, and the combined loss liquidates the account."""
+    cfg = BASE.with_overrides(capital_ratio=0.1, leverage_long=50, sl_distance=0.30)
+    m = falling(720, 50_000.0, 10.0)
+    fs = constant_funding(0.0005, int(m.open_time[0]), int(m.open_time[-1]))
+    legs = [PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol=s), fs) for s in ("AUSDC", "BUSDC")]
+    by_minute, alone = both_ways(legs, monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    assert alone.stretches >= 1 and alone.minutes_alone >= 1
+    assert len(alone.liquidations) == 2
+
+
+def test_where_margin_binds_nothing_is_played_alone_and_the_refusals_are_the_same(monkeypatch):
+    """Two capitals of 70 % each: the second symbol's ladder is refused (-2019) for the
+    first's margin; no stretch can start, and the minute-by-minute play decides it."""
+    cfg = BASE.with_overrides(sl_distance=0.30, capital_ratio=0.7, leverage_long=5)
+    m = falling(400, 50_000.0, 10.0)
+    legs = [PortfolioLeg(cfg, m, FA), PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol="BTCUSD"))]
+    by_minute, alone = both_ways(legs, wallet=2000.0, monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    assert alone.minutes_alone == 0
+    entries = [[f.role for f in r.fills if f.role.startswith("ENTRY")] for r in alone.symbols]
+    assert entries[0] == ["ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4"] and "ENTRY4" not in entries[1]
