@@ -513,6 +513,14 @@ class _Portfolio:
                         if leg.book.brackets is not None else 0.0 for leg in legs}
         # A whole ladder's share of the capital and 1 − its farthest level (order_cannot_matter).
         self._covered: dict[tuple[str, int], float] = {}
+        # Every fill paid at the dearer of the two rates, on the way in and out.
+        self.fee2 = 2 * max(sim.maker_fee, sim.taker_fee)
+        # A grid placed in a minute after one stopped out there is stopped out in turn only
+        # after another move of SL_DISTANCE the wrong way; a candle's legs move at most twice
+        # its range (down, up, down): 2 × (high / low − 1) / SL_DISTANCE more ladders can be
+        # lost in a minute (0 without a stop loss).
+        self.per_stop = {leg.symbol: 2.0 / leg.config.sl_distance if leg.config.sl_distance > 0 else 0.0
+                         for leg in legs}
         self.ladder = {leg.symbol: (sum(leg.config.entry_ratios), 1.0 - max(leg.config.level_distances))
                        for leg in legs}
         for leg in legs:
@@ -835,7 +843,9 @@ class _Portfolio:
                 mk = leg.mark_ticks
                 lo_t, hi_t = min(lo_t, int(mk[2][j]), int(mk[3][j - 1]) if j else lo_t), \
                     max(hi_t, int(mk[1][j]), int(mk[3][j - 1]) if j else hi_t)
-            free += self.leg_term(leg, lo_t, hi_t, leg in acting)
+            stops = int(self.per_stop[leg.symbol] * (int(src[1][j]) / max(int(src[2][j]), 1) - 1.0)) \
+                if leg in acting else 0
+            free += self.leg_term(leg, lo_t, hi_t, leg in acting, stops)
         return free > 0
 
     def covered_notional(self, brackets: BracketTable, lev: int) -> float:
@@ -852,7 +862,7 @@ class _Portfolio:
             self._covered[key] = cap
         return cap
 
-    def leg_term(self, leg: _Replay, lo_t: int, hi_t: int, acting: bool) -> float:
+    def leg_term(self, leg: _Replay, lo_t: int, hi_t: int, acting: bool, stops: int = 0) -> float:
         """One symbol's share of `order_cannot_matter`'s bound with its price (and mark) within
         [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, `acting`,
         a whole new ladder) could lose and pay in taker fees, less their initial margin
@@ -861,16 +871,22 @@ class _Portfolio:
         lo, hi = f.from_ticks(lo_t), f.from_ticks(hi_t)
         lev = p.leverage
         orders = (b.open_buy_notional + b.open_sell_notional) * hi / max(lo, f.tick_size)
+        again = 0.0
         if acting:
             ratios, reach = self.ladder[leg.symbol]
-            orders += ratios * leg.strategy.state.capital * lev * hi / max(lo, f.tick_size) / reach
+            ladder = ratios * leg.strategy.state.capital * lev * hi / max(lo, f.tick_size) / reach
+            orders += ladder
+            again = stops * ladder      # more ladders a wide minute could stop out (_Solo._term)
         held = abs(p.qty) * hi
         worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
         margin = (held + orders) / lev
         if b.brackets is not None and 1.0 / lev < self.top_mmr[leg.symbol] \
                 and held + orders >= self.covered_notional(b.brackets, lev):
             margin = max(margin, b.brackets.maint_margin(held + orders))
-        return worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - 2 * self.sim.taker_fee * (held + orders)
+        if again:
+            return worst - (orders + again) * (hi - lo) / max(lo, f.tick_size) - margin \
+                - self.fee2 * (held + orders + again)
+        return worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - self.fee2 * (held + orders)
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:
         """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
@@ -985,6 +1001,9 @@ class _Solo:
         self.accounts = [self._equity_for(leg) for leg in port.legs]
         self.retry_at = 0
         self.backoff = self.MIN_BACKOFF
+        # The volume fill model lets a market stop sweep beyond a candle's range (a thin
+        # book): the bound's ranges would not hold, so such runs play minute by minute.
+        self.playable = all(leg.leg_steps is None for leg in port.legs)
 
     def _consts_of(self, leg: _Replay) -> tuple:
         """What `_term` needs of a symbol that does not change in a run."""
@@ -995,7 +1014,7 @@ class _Solo:
             brackets = None     # the initial margin covers the maintenance margin at every notional
         covered = port.covered_notional(brackets, lev) if brackets is not None else 0.0
         return (f._tick_units, f._price_scale, f.tick_size, lev, ratios, reach, brackets, covered,
-                2 * port.sim.taker_fee)
+                port.fee2, port.per_stop[leg.symbol])
 
     def _equity_for(self, leg: _Replay) -> Callable[[], float]:
         """The account's equity as `_Portfolio.equity_now` sums it (exactly so for two
@@ -1057,19 +1076,26 @@ class _Solo:
                 x = int(leg.ticks[1][j])
                 if x > hi_t:
                     hi_t = x
-        units, scale, tick, lev, ratios, reach, brackets, covered, fee2 = self.consts[k]
+        units, scale, tick, lev, ratios, reach, brackets, covered, fee2, per_stop = self.consts[k]
         p, b = leg.pos, leg.book
         lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
         lo_safe = lo if lo > tick else tick
         orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
+        again = 0.0             # ladders that could be stopped out after the first, in the event minute
         if j >= 0:
-            orders += ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
+            ladder = ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
+            orders += ladder
+            stops = int(per_stop * (int(leg.ticks[1][j]) / max(int(leg.ticks[2][j]), 1) - 1.0))
+            if stops:
+                again = stops * ladder
         qty = p.qty
         held = abs(qty) * hi
         worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
         margin = (held + orders) / lev
         if brackets is not None and held + orders >= covered:
             margin = max(margin, brackets.maint_margin(held + orders))
+        if again:
+            return worst - (orders + again) * (hi - lo) / lo_safe - margin - fee2 * (held + orders + again)
         return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
 
     def run(self, i: int) -> int | None:
@@ -1083,14 +1109,14 @@ class _Solo:
         nxt = [leg.next_event(i) for leg in legs]
         terms = [self._term(k, i, j) for k, j in enumerate(nxt)]
         slack = acct.wallet + sum(terms)
-        if not slack > 1e-6 * acct.wallet:
+        if not (acct.wallet > 0 and slack > 1e-4 * acct.wallet) or not self.playable:
             acct.update_liquidation()       # put back as they were
             port.deliver()
             self._tried(i, 0)
             return None
         # fits[k]: what symbol k may still take from the wallet, its allowance less its need
         # and plus its realised cash (> 0 to go on)
-        fits = [slack * share * (1.0 - 1e-9) for share in self.share]
+        fits = [slack * share * (1.0 - 1e-6) for share in self.share]
         on = sim.liquidation_enabled
         sim.liquidation_enabled = False
         sim._available_balance = _unbounded
@@ -1197,6 +1223,11 @@ class _Solo:
         for leg in port.legs:
             leg.account = port.equity_now       # type: ignore[method-assign]
             leg.deliver = port.deliver          # type: ignore[method-assign]
+            if not leg.pos.steps:
+                # settlements passed while it was flat pass it by, as the minute-by-minute play
+                # skips them at their minute (not later, with the others moved back to then)
+                while leg.fi < len(leg.f_idx) and leg.f_idx[leg.fi] < resume:
+                    leg.fi += 1
         sim._available_balance = sim.account.available_balance
         sim.liquidation_enabled = on
         sim._multi = len(sim.books) > 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark the portfolio backtest (several symbols, one wallet) against single-symbol runs.
 
-    python bench/bench_portfolio.py [--data-dir DIR] [--repeat N] [--years-symbols K] [--work DIR]
+    python bench/bench_portfolio.py [--data-dir DIR] [--repeat N] [--years-symbols K] [--work DIR] [--long-repeat R]
+                                    [--instructions]
 
 1. Speed, on the March 2023 BTC pair of the shared data folder (BTCUSDC and BTCUSD spot,
    30,240 one-minute candles each, moving together), config_btc.txt, baseline funding and
@@ -12,7 +13,13 @@
       fills (the fill counts are printed side by side), so the ratio is the cost of the
       account alone;
    b. the shipped config (a third of the wallet each): margin binds in the de-peg, so the two
-      modes do different work (printed for reference).
+      modes do different work (printed for reference);
+   c. with --long-repeat R: four years of two symbols (the memory run's files, CAPITAL_RATIO
+      0.05), CPU seconds, best of R.
+   With --instructions, case a is also counted in machine instructions under valgrind
+   (deterministic: a busy or shared machine moves wall time by ±5 %, not instructions).
+   Each portfolio line also says how many of its event minutes were played alone (stretches
+   where the account provably cannot matter, backtest._Solo).
 2. Memory, on four years of 1-minute candles per symbol (2,160,000 from 2022-01-01: the shared
    futures months chained, each symbol starting at another month), written once as CSV files into --work: a
    fresh process loads the files (the backtest's loader), runs one symbol alone and
@@ -56,12 +63,17 @@ def legs(data_dir: Path, capital_ratio: float | None = None) -> list:
     return out
 
 
+ALONE: list[int] = [0, 0]      # the last portfolio run's event minutes played alone, and all its event minutes
+
+
 def run(mode: str, ls: list) -> tuple[float, list[int]]:
     """One run of `mode` ('single' or 'portfolio'): its elapsed seconds and fills per symbol."""
     from backtest import account_of, run_backtest, run_portfolio
     t0 = time.perf_counter()
     if mode == "portfolio":
-        results = run_portfolio(ls).symbols
+        res = run_portfolio(ls)
+        results = res.symbols
+        ALONE[:] = [res.minutes_alone, len({f.time_ms // 60_000 for r in results for f in r.fills})]
     else:
         wallet, capitals = account_of([leg.config for leg in ls])
         results = [run_backtest(leg.config, leg.candles, leg.filters, capital=cap, wallet=wallet,
@@ -85,7 +97,74 @@ def speed(data_dir: Path, repeat: int) -> None:
         for m in ("single", "portfolio"):
             print(f"  {m:<10} {best[m]:>10.3f} {n / best[m]:>12,.0f}  {fills[m]}")
         same = "the same fills" if fills["single"] == fills["portfolio"] else "different fills (margin binds)"
-        print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x ({same})")
+        print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x ({same}); "
+              f"{ALONE[0]:,} event minutes played alone of about {ALONE[1]:,} with a fill")
+
+
+def long_speed(data_dir: Path, work: Path, repeat: int) -> None:
+    """Speed on four years of two symbols (the memory run's files) where margin never binds
+    (CAPITAL_RATIO 0.05): CPU seconds, best of `repeat`, and the ratio."""
+    from backtest import PortfolioLeg
+    from config import load_config
+    from market.data import load_klines
+    from market.funding import BASELINE_RATE, constant_funding
+    from sim.exchange import DEFAULT_FILTERS
+    files = write_four_years(data_dir, work, 2)
+    cfg = load_config(REPO / "config_btc.txt").with_overrides(capital_ratio=0.05)
+    ls = []
+    for i, f in enumerate(files):
+        c = load_klines([f])
+        ls.append(PortfolioLeg(cfg, c, dataclasses.replace(DEFAULT_FILTERS["BTCUSDC"], symbol=f"SYM{i:02d}USDC"),
+                               constant_funding(BASELINE_RATE, int(c.open_time[0]), int(c.open_time[-1]))))
+    best: dict[str, float] = {}
+    fills: dict[str, list[int]] = {}
+    for _ in range(repeat):
+        for m in ("single", "portfolio"):
+            t0 = time.process_time()
+            _, fills[m] = run(m, ls)
+            dt = time.process_time() - t0
+            best[m] = min(best.get(m, dt), dt)
+    n = 2 * FOUR_YEARS
+    same = "the same fills" if fills["single"] == fills["portfolio"] else "different fills"
+    print(f"c. four years of two symbols, margin never binds: {n:,} symbol-candles, CPU s, best of {repeat}")
+    for m in ("single", "portfolio"):
+        print(f"  {m:<10} {best[m]:>10.2f} {n / best[m]:>12,.0f}  {fills[m]}")
+    print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x ({same}); "
+          f"{ALONE[0]:,} event minutes played alone of about {ALONE[1]:,} with a fill")
+
+
+def instructions(data_dir: Path) -> None:
+    """Case a counted in machine instructions under valgrind's callgrind (noise-free where wall
+    time on a shared machine is not): a process that runs a mode once and one that runs it
+    three times, so the difference / 2 is one run without the imports and the loading."""
+    import re
+    import shutil
+    import tempfile
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed (apt-get install valgrind); skipped")
+        return
+    code = (f"import sys; sys.path.insert(0, {str(REPO / 'bench')!r}); from pathlib import Path; "
+            f"import bench_portfolio as b; ls = b.legs(Path({str(data_dir)!r}), 0.05); "
+            "[b.run(sys.argv[1], ls) for _ in range(int(sys.argv[2]))]")
+    per_run = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("single", "portfolio"):
+            ir = []
+            for k in (1, 3):
+                out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
+                                      sys.executable, "-c", code, mode, str(k)],
+                                     capture_output=True, text=True, cwd=REPO, check=True)
+                found = re.search(r"Collected : (\d+)", out.stderr)
+                if found is None:
+                    print(f"instructions: callgrind printed no count ({out.stderr[-200:]!r}); skipped")
+                    return
+                ir.append(int(found.group(1)))
+            per_run[mode] = (ir[1] - ir[0]) / 2
+    print("a. counted in instructions (callgrind), one run without imports and loading:")
+    for mode, n in per_run.items():
+        print(f"  {mode:<10} {n / 1e6:>10,.1f} M instructions")
+    print(f"  portfolio / singles, instructions per symbol-candle: {per_run['portfolio'] / per_run['single']:.3f} "
+          f"(speed {per_run['single'] / per_run['portfolio']:.2f}x)")
 
 
 def write_four_years(data_dir: Path, work: Path, k: int) -> list[Path]:
@@ -175,6 +254,10 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--years-symbols", type=int, default=2, help="symbols of four years in the memory run")
     p.add_argument("--work", default="/tmp/gm-bench-four-years", help="where the four-year CSV files are kept")
+    p.add_argument("--instructions", action="store_true",
+                   help="also count case a in instructions under valgrind (about three minutes)")
+    p.add_argument("--long-repeat", type=int, default=0,
+                   help="also time four years of two symbols, best of this many (0: skip; each run takes a minute)")
     a = p.parse_args()
     data_dir = Path(a.data_dir)
     if not all((data_dir / n).is_file() for n in PAIR) or not list(data_dir.glob("binance-futures-um-*.csv")):
@@ -183,6 +266,12 @@ def main() -> int:
         return 2
     speed(data_dir, a.repeat)
     print()
+    if a.instructions:
+        instructions(data_dir)
+        print()
+    if a.long_repeat:
+        long_speed(data_dir, Path(a.work), a.long_repeat)
+        print()
     memory(data_dir, Path(a.work), a.years_symbols)
     return 0
 

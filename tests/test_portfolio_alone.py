@@ -115,3 +115,49 @@ def test_where_margin_binds_nothing_is_played_alone_and_the_refusals_are_the_sam
     assert alone.minutes_alone == 0
     entries = [[f.role for f in r.fills if f.role.startswith("ENTRY")] for r in alone.symbols]
     assert entries[0] == ["ENTRY1", "ENTRY2", "ENTRY3", "ENTRY4"] and "ENTRY4" not in entries[1]
+
+
+def path_candles(prices: list[float], t0: int = 1_704_067_200_000) -> Candles:
+    """One candle a minute from each price to the next (open, close; the range between)."""
+    p = np.asarray(prices, float)
+    o, c = p[:-1], p[1:]
+    t = t0 + 60_000 * np.arange(len(o), dtype=np.int64)
+    return Candles.from_arrays(t, np.round(o, 1), np.round(np.maximum(o, c), 1), np.round(np.minimum(o, c), 1),
+                               np.round(c, 1), np.ones(len(o)))
+
+
+def test_a_flat_symbol_passes_the_settlements_of_a_stretch_by_when_it_ends(monkeypatch):
+    """A and B rise for a day and dip into two levels; F stays flat through every settlement
+    of the stretch; C's stop ends the stretch with A and B holding.  F's passed settlements
+    must not send the others back to their prices of hours before (where the account, judged
+    there, would be liquidated: the minute-by-minute play never is)."""
+    rise = list(100.0 * (3.0 ** (np.arange(1401) / 1400)))
+    ab = path_candles([100.0] * 50 + rise + [300.0] * 100 + list(np.linspace(300.0, 293.0, 5)) + [293.0] * 300)
+    n = len(ab)
+    flat = path_candles([100.0] * (n + 1))
+    crash = path_candles([100.0] * 1700 + list(np.linspace(100.0, 90.0, 50)) + [90.0] * (n - 1749))
+    fs = constant_funding(0.0001, int(ab.open_time[0]), int(ab.open_time[-1]))
+    grow = BASE.with_overrides(capital_ratio=0.1, leverage_long=20, entry_ratios=(0.4, 0.3, 0.2, 0.1))
+    legs = [PortfolioLeg(grow, ab, dataclasses.replace(FA, symbol="AUSDC"), fs),
+            PortfolioLeg(grow, ab, dataclasses.replace(FA, symbol="BUSDC"), fs),
+            PortfolioLeg(BASE.with_overrides(capital_ratio=0.05), flat, dataclasses.replace(FA, symbol="FUSDC"), fs),
+            PortfolioLeg(BASE.with_overrides(capital_ratio=0.03, leverage_long=50), crash,
+                         dataclasses.replace(FA, symbol="CUSDC"), fs)]
+    by_minute, alone = both_ways(legs, wallet=10_000.0, monkeypatch=monkeypatch)
+    assert alone.minutes_alone > 0
+    assert by_minute.liquidations == [] and alone.liquidations == []
+    assert_identical(by_minute, alone)
+    assert alone.symbols[0].final_qty > 0 and alone.symbols[2].fills == []
+
+
+def test_the_volume_fill_model_is_played_minute_by_minute(monkeypatch):
+    """A market stop may sweep a thin book beyond the candle's range: the bound's ranges do
+    not hold there, so no stretch is played alone (and the results are the same)."""
+    from sim.fill_model import FillModel
+    legs = correlated(2, 3, 5, 0.05)
+    out = []
+    for solo in (False, True):
+        monkeypatch.setattr(_Portfolio, "solo", solo)
+        out.append(run_portfolio(legs, fill_model=FillModel.by_volume(0.1)))
+    assert_identical(*out)
+    assert out[1].minutes_alone == 0 and sum(len(r.fills) for r in out[1].symbols) > 20
