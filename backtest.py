@@ -987,7 +987,7 @@ class _Solo:
     the stretch after its minute (or funding) and the minute-by-minute play resumes there,
     on a wallet that moved in the same order as it would have there."""
 
-    MIN_BACKOFF, MAX_BACKOFF = 16, 4096     # minutes before the next try after a short stretch
+    MIN_BACKOFF, MAX_BACKOFF = 1, 4096      # minutes before the next try (doubled after each short stretch)
 
     def __init__(self, port: _Portfolio) -> None:
         self.port = port
