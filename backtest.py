@@ -507,22 +507,9 @@ class _Portfolio:
         self.sim, self.wallet, self.legs, self.times = sim, wallet, legs, times
         self.by_symbol = {leg.symbol: leg for leg in legs}
         self.held = [(leg.pos, leg.book) for leg in legs]      # the books' own objects, for life
-        # The largest maintenance margin rate of each symbol's brackets: where 1 / leverage is
-        # at least that, the initial margin covers the maintenance margin.
-        self.top_mmr = {leg.symbol: max((t.mmr for t in leg.book.brackets.tiers), default=0.0)
-                        if leg.book.brackets is not None else 0.0 for leg in legs}
-        # A whole ladder's share of the capital and 1 − its farthest level (order_cannot_matter).
-        self._covered: dict[tuple[str, int], float] = {}
         # Every fill paid at the dearer of the two rates, on the way in and out.
         self.fee2 = 2 * max(sim.maker_fee, sim.taker_fee)
-        # A grid placed in a minute after one stopped out there is stopped out in turn only
-        # after another move of SL_DISTANCE the wrong way; a candle's legs move at most twice
-        # its range (down, up, down): 2 × (high / low − 1) / SL_DISTANCE more ladders can be
-        # lost in a minute (0 without a stop loss).
-        self.per_stop = {leg.symbol: 2.0 / leg.config.sl_distance if leg.config.sl_distance > 0 else 0.0
-                         for leg in legs}
-        self.ladder = {leg.symbol: (sum(leg.config.entry_ratios), 1.0 - max(leg.config.level_distances))
-                       for leg in legs}
+        self.consts = [self._consts_of(leg) for leg in legs]       # what `leg_term` needs of each
         for leg in legs:
             leg.deliver = self.deliver              # type: ignore[method-assign]
             leg.account = self.equity_now           # type: ignore[method-assign]
@@ -665,18 +652,29 @@ class _Portfolio:
         before the stretch ends, so each held symbol's price stays strictly between the
         thresholds its last `next_event` scanned for (its band).  Needs a band on both sides
         of every position, and prices (not marks) driving the liquidation."""
+        def band(leg: _Replay) -> tuple[int, int] | None:
+            up, down = leg.band
+            if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+                return None
+            return down + 1, up - 1
+        return self._held_cannot_breach(band)
+
+    def _held_cannot_breach(self, range_of: Callable[[_Replay], tuple[int, int] | None]) -> bool:
+        """Every held position at the low (long) or high (short) of its range of ticks for its
+        equity and at the high for its maintenance margin: the margin balance still above the
+        maintenance margin.  False where a range is unknown (None)."""
         eq = self.sim.account.wallet
         maint = 0.0
         for leg in self.legs:
             p = leg.pos
             if not p.steps or leg.book.brackets is None:
                 continue
-            up, down = leg.band
-            if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+            r = range_of(leg)
+            if r is None:
                 return False
             f = leg.filters
-            top = f.from_ticks(up - 1)
-            adverse = f.from_ticks(down + 1) if p.qty > 0 else top
+            top = f.from_ticks(r[1])
+            adverse = f.from_ticks(r[0]) if p.qty > 0 else top
             eq += p.qty * (adverse - p.entry_price)
             maint += leg.book.brackets.maint_margin(abs(p.qty) * top)
         return eq > maint
@@ -700,18 +698,10 @@ class _Portfolio:
     def _cannot_breach(self, i: int, last: int) -> bool:
         """A bound over the whole stretch first: every position at the stretch's adverse
         extreme for its equity and at its highest price for its maintenance margin."""
-        eq = self.sim.account.wallet
-        maint = 0.0
-        for leg in self.legs:
-            p = leg.pos
-            if not p.steps or leg.book.brackets is None:
-                continue
+        def extremes(leg: _Replay) -> tuple[int, int]:
             src = leg.mark_ticks if leg.mark_ticks is not None else leg.ticks
-            top = leg.filters.from_ticks(int(src[1][i:last + 1].max()))
-            adverse = leg.filters.from_ticks(int(src[2][i:last + 1].min())) if p.qty > 0 else top
-            eq += p.qty * (adverse - p.entry_price)
-            maint += leg.book.brackets.maint_margin(abs(p.qty) * top)
-        return eq > maint
+            return int(src[2][i:last + 1].min()), int(src[1][i:last + 1].max())
+        return self._held_cannot_breach(extremes)
 
     def stop_due(self, i: int, last: int) -> int | None:
         """The first minute in [i, last] (no trigger inside) whose worst equity falls below
@@ -829,7 +819,7 @@ class _Portfolio:
         if self.stop_share:
             return False
         free = self.sim.account.wallet
-        for leg in self.legs:
+        for k, leg in enumerate(self.legs):
             p, b = leg.pos, leg.book
             if not p.steps and not (b.open_buy_notional or b.open_sell_notional) and leg not in acting:
                 continue                # nothing held, nothing resting, nothing to place
@@ -843,50 +833,56 @@ class _Portfolio:
                 mk = leg.mark_ticks
                 lo_t, hi_t = min(lo_t, int(mk[2][j]), int(mk[3][j - 1]) if j else lo_t), \
                     max(hi_t, int(mk[1][j]), int(mk[3][j - 1]) if j else hi_t)
-            stops = int(self.per_stop[leg.symbol] * (int(src[1][j]) / max(int(src[2][j]), 1) - 1.0)) \
-                if leg in acting else 0
-            free += self.leg_term(leg, lo_t, hi_t, leg in acting, stops)
+            free += self.leg_term(k, lo_t, hi_t, j if leg in acting else -1)
         return free > 0
 
-    def covered_notional(self, brackets: BracketTable, lev: int) -> float:
-        """The notional below which the initial margin (1 / lev) covers the maintenance margin
-        (every tier up to it at a lower rate, cum ≥ 0), so the bracket lookup can be skipped."""
-        key = (brackets.symbol, lev)
-        cap = self._covered.get(key)
-        if cap is None:
-            cap = 0.0
-            for t in brackets.tiers:
-                if not (t.mmr < (1.0 / lev) * (1 - 1e-9) and t.cum >= 0):
-                    break
-                cap = t.cap
-            self._covered[key] = cap
-        return cap
+    def _consts_of(self, leg: _Replay) -> tuple:
+        """What `leg_term` needs of a symbol that does not change in a run: its price units, tick,
+        leverage, a whole ladder's share of the capital and 1 − its farthest level, its brackets
+        (None where the initial margin covers the maintenance margin at every notional) and the
+        notional below which it does anyway, the fee rate, and the stops a wide minute allows."""
+        f, lev = leg.filters, leg.pos.leverage
+        brackets = leg.book.brackets
+        if brackets is not None and not 1.0 / lev < max((t.mmr for t in brackets.tiers), default=0.0):
+            brackets = None
+        # A grid placed in a minute after one stopped out there is stopped out in turn only
+        # after another move of SL_DISTANCE the wrong way; a candle's legs move at most twice
+        # its range (down, up, down): 2 × (high / low − 1) / SL_DISTANCE more ladders can be
+        # lost in a minute (0 without a stop loss).
+        sl = leg.config.sl_distance
+        return (f._tick_units, f._price_scale, f.tick_size, lev, sum(leg.config.entry_ratios),
+                1.0 - max(leg.config.level_distances), brackets,
+                _covered_notional(brackets, lev) if brackets is not None else 0.0, self.fee2,
+                2.0 / sl if sl > 0 else 0.0)
 
-    def leg_term(self, leg: _Replay, lo_t: int, hi_t: int, acting: bool, stops: int = 0) -> float:
-        """One symbol's share of `order_cannot_matter`'s bound with its price (and mark) within
-        [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, `acting`,
-        a whole new ladder) could lose and pay in taker fees, less their initial margin
-        (negative: what it takes from the wallet)."""
-        p, b, f = leg.pos, leg.book, leg.filters
-        lo, hi = f.from_ticks(lo_t), f.from_ticks(hi_t)
-        lev = p.leverage
-        orders = (b.open_buy_notional + b.open_sell_notional) * hi / max(lo, f.tick_size)
-        again = 0.0
-        if acting:
-            ratios, reach = self.ladder[leg.symbol]
-            ladder = ratios * leg.strategy.state.capital * lev * hi / max(lo, f.tick_size) / reach
+    def leg_term(self, k: int, lo_t: int, hi_t: int, acting: int) -> float:
+        """Symbol k's share of `order_cannot_matter`'s bound with its price (and mark) within
+        [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, acting in
+        candle `acting` (-1: not), a whole new ladder, more where that minute is wide enough to
+        stop out more than one) could lose and pay in fees, less their initial margin (negative:
+        what it takes from the wallet)."""
+        leg = self.legs[k]
+        units, scale, tick, lev, ratios, reach, brackets, covered, fee2, per_stop = self.consts[k]
+        p, b = leg.pos, leg.book
+        lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
+        lo_safe = lo if lo > tick else tick
+        orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
+        again = 0.0             # ladders that could be stopped out after the first, in that minute
+        if acting >= 0:
+            ladder = ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
             orders += ladder
-            again = stops * ladder      # more ladders a wide minute could stop out (_Solo._term)
-        held = abs(p.qty) * hi
-        worst = p.qty * ((lo if p.qty > 0 else hi) - p.entry_price)
+            stops = int(per_stop * (int(leg.ticks[1][acting]) / max(int(leg.ticks[2][acting]), 1) - 1.0))
+            if stops:
+                again = stops * ladder
+        qty = p.qty
+        held = abs(qty) * hi
+        worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
         margin = (held + orders) / lev
-        if b.brackets is not None and 1.0 / lev < self.top_mmr[leg.symbol] \
-                and held + orders >= self.covered_notional(b.brackets, lev):
-            margin = max(margin, b.brackets.maint_margin(held + orders))
+        if brackets is not None and held + orders >= covered:
+            margin = max(margin, brackets.maint_margin(held + orders))
         if again:
-            return worst - (orders + again) * (hi - lo) / max(lo, f.tick_size) - margin \
-                - self.fee2 * (held + orders + again)
-        return worst - orders * (hi - lo) / max(lo, f.tick_size) - margin - self.fee2 * (held + orders)
+            return worst - (orders + again) * (hi - lo) / lo_safe - margin - fee2 * (held + orders + again)
+        return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:
         """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
@@ -997,24 +993,12 @@ class _Solo:
         # the legs' order) and the terms after it, so its equity adds them as equity_now does.
         # A box, not attributes: the equity functions hold it, not this object (no cycle).
         self.others: list = [0.0, ()]
-        self.consts = [self._consts_of(leg) for leg in port.legs]
         self.accounts = [self._equity_for(leg) for leg in port.legs]
         self.retry_at = 0
         self.backoff = self.MIN_BACKOFF
         # The volume fill model lets a market stop sweep beyond a candle's range (a thin
         # book): the bound's ranges would not hold, so such runs play minute by minute.
         self.playable = all(leg.leg_steps is None for leg in port.legs)
-
-    def _consts_of(self, leg: _Replay) -> tuple:
-        """What `_term` needs of a symbol that does not change in a run."""
-        port, f, lev = self.port, leg.filters, leg.pos.leverage
-        ratios, reach = port.ladder[leg.symbol]
-        brackets = leg.book.brackets
-        if brackets is not None and not 1.0 / lev < port.top_mmr[leg.symbol]:
-            brackets = None     # the initial margin covers the maintenance margin at every notional
-        covered = port.covered_notional(brackets, lev) if brackets is not None else 0.0
-        return (f._tick_units, f._price_scale, f.tick_size, lev, ratios, reach, brackets, covered,
-                port.fee2, port.per_stop[leg.symbol])
 
     def _equity_for(self, leg: _Replay) -> Callable[[], float]:
         """The account's equity as `_Portfolio.equity_now` sums it (exactly so for two
@@ -1054,8 +1038,7 @@ class _Solo:
 
     def _term(self, k: int, a: int, j: int) -> float:
         """Symbol k's `leg_term` from where it stands through its next event j (scanned from
-        candle a); the same bound, with the band's ticks read without the candles and the
-        symbol's constants looked up once."""
+        candle a; -1: none to the series' end), the band's ticks read without the candles."""
         if j == -2:
             return 0.0          # halted, flat, nothing resting: takes nothing
         leg = self.port.legs[k]
@@ -1076,27 +1059,7 @@ class _Solo:
                 x = int(leg.ticks[1][j])
                 if x > hi_t:
                     hi_t = x
-        units, scale, tick, lev, ratios, reach, brackets, covered, fee2, per_stop = self.consts[k]
-        p, b = leg.pos, leg.book
-        lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
-        lo_safe = lo if lo > tick else tick
-        orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
-        again = 0.0             # ladders that could be stopped out after the first, in the event minute
-        if j >= 0:
-            ladder = ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
-            orders += ladder
-            stops = int(per_stop * (int(leg.ticks[1][j]) / max(int(leg.ticks[2][j]), 1) - 1.0))
-            if stops:
-                again = stops * ladder
-        qty = p.qty
-        held = abs(qty) * hi
-        worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
-        margin = (held + orders) / lev
-        if brackets is not None and held + orders >= covered:
-            margin = max(margin, brackets.maint_margin(held + orders))
-        if again:
-            return worst - (orders + again) * (hi - lo) / lo_safe - margin - fee2 * (held + orders + again)
-        return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
+        return self.port.leg_term(k, lo_t, hi_t, j)
 
     def run(self, i: int) -> int | None:
         """Play from minute i while every symbol fits its allowance; returns the minute where
@@ -1309,6 +1272,17 @@ class _SymbolCurves:
 # The available balance where a bound has shown no order can meet -2019 (a C call, not a
 # Python frame: it runs at every placement).
 _unbounded: Callable[[], float] = math.inf.__float__
+
+
+def _covered_notional(brackets: BracketTable, lev: int) -> float:
+    """The notional below which the initial margin (1 / lev) covers the maintenance margin
+    (every tier up to it at a lower rate, cum ≥ 0), so the bracket lookup can be skipped."""
+    cap = 0.0
+    for t in brackets.tiers:
+        if not (t.mmr < (1.0 / lev) * (1 - 1e-9) and t.cum >= 0):
+            break
+        cap = t.cap
+    return cap
 
 
 def _counts_upto(starts: np.ndarray, a: int, b: int) -> np.ndarray:
