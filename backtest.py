@@ -770,14 +770,11 @@ class _Portfolio:
             self.play_together(j, together)
             return
         sim = self.sim
-        # Bounded: no liquidation can fall in this minute (order_cannot_matter), so the
-        # liquidation prices are set once at its end, not after every move of every symbol
-        # (the triggers resting now lie beyond the minute's ranges).
-        on = sim.liquidation_enabled
-        if bounded:
-            sim.liquidation_enabled = False
-            # and no order can be refused for margin: the check is skipped, not just passed
-            sim._available_balance = _unbounded
+        # Bounded: no liquidation and no -2019 can fall in this minute (order_cannot_matter),
+        # so the account's checks are suspended and the liquidation prices set once at its
+        # end, not after every move of every symbol (the triggers resting now lie beyond the
+        # minute's ranges).
+        on = sim.suspend_account_checks() if bounded else True
         # Only a held position's price counts for the others (its uPnL and margin); a flat
         # symbol's book price matters to nothing until it acts (its open is set then).
         idle = [leg for leg in self.legs if leg not in acting and leg.pos.steps]
@@ -797,8 +794,7 @@ class _Portfolio:
         for leg in idle:
             self.move(leg, j)
         if bounded:
-            sim.liquidation_enabled = on
-            sim._available_balance = sim.account.available_balance
+            sim.resume_account_checks(on)
             sim.account.update_liquidation()
         self.deliver()
         self.worst_at[j] = worst if math.isfinite(worst) else self.equity_now()
@@ -1080,10 +1076,7 @@ class _Solo:
         # fits[k]: what symbol k may still take from the wallet, its allowance less its need
         # and plus its realised cash (> 0 to go on)
         fits = [slack * share * (1.0 - 1e-6) for share in self.share]
-        on = sim.liquidation_enabled
-        sim.liquidation_enabled = False
-        sim._available_balance = _unbounded
-        sim._multi = False                  # no cross-margin step at each move: liquidation is off
+        on = sim.suspend_account_checks()
         for leg, equity in zip(legs, self.accounts):
             leg.account = equity        # type: ignore[method-assign]
             del leg.deliver             # its own: only the symbol that plays has events
@@ -1191,9 +1184,7 @@ class _Solo:
                 # skips them at their minute (not later, with the others moved back to then)
                 while leg.fi < len(leg.f_idx) and leg.f_idx[leg.fi] < resume:
                     leg.fi += 1
-        sim._available_balance = sim.account.available_balance
-        sim.liquidation_enabled = on
-        sim._multi = len(sim.books) > 1
+        sim.resume_account_checks(on)
         if resume >= len(port.times) or stand < 0:
             return
         for leg in port.legs:
@@ -1267,11 +1258,6 @@ class _SymbolCurves:
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
                               wallet=wallet)
-
-
-# The available balance where a bound has shown no order can meet -2019 (a C call, not a
-# Python frame: it runs at every placement).
-_unbounded: Callable[[], float] = math.inf.__float__
 
 
 def _covered_notional(brackets: BracketTable, lev: int) -> float:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Generic, Iterable, TypeVar, overload
+from typing import Any, Callable, Generic, Iterable, TypeVar, overload
 
 from exchange_api import (
     EPS, ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
@@ -82,6 +82,11 @@ class PartAttribute(Generic[T]):
 
     def __set__(self, obj: object, value: T) -> None:
         setattr(getattr(obj, self.part), self.name, value)
+
+
+# The available balance while the account's checks are suspended (a C call, not a Python
+# frame: it runs at every placement).
+_NO_MARGIN_LIMIT: Callable[[], float] = math.inf.__float__
 
 
 class SimulatedExchange:
@@ -537,17 +542,26 @@ class SimulatedExchange:
             left -= q
             k += 1
 
+    def suspend_account_checks(self) -> bool:
+        """-2019 checks and liquidation off (a bound shows neither can bind); returns liquidation's."""
+        on, self.account.liquidation_enabled = self.account.liquidation_enabled, False
+        self._available_balance, self._multi = _NO_MARGIN_LIMIT, False
+        return on
+
+    def resume_account_checks(self, liquidation: bool) -> None:
+        self.account.liquidation_enabled = liquidation     # the caller places the liquidation prices
+        self._available_balance, self._multi = self.account.available_balance, len(self.books) > 1
+
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""
-        acct = self.account
-        if not acct.liquidation_enabled:
+        if not self.account.liquidation_enabled:
             return
         held = 0
         for b in self.books.values():
             if b.position.steps:
                 held += 1
                 if held > 1:
-                    acct.update_liquidation()
+                    self.account.update_liquidation()
                     return
 
     def set_position(self, symbol: str, qty: float, entry_price: float) -> None:
