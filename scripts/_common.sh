@@ -49,6 +49,14 @@ running_pidfile() {  # running_pidfile SHORT: the pid file of its running daemon
   return 1
 }
 
+pid_written() {  # pid_written SHORT PID: its pid file (live or demo) names PID
+  local f
+  for f in "$(path_of pid "$1")" "$DATA/demo/state/$1.pid"; do
+    [ "$(cat "$f" 2>/dev/null)" = "$2" ] && return 0
+  done
+  return 1
+}
+
 start_symbol() {  # start_symbol btc|eth|SYMBOL [args...] (--demo runs the demo in the background)
   local sym; sym="$(short_of "$1")"; local entry; entry="$(entry_of "$1")"; shift
   root_from_args "$@"
@@ -61,6 +69,13 @@ start_symbol() {  # start_symbol btc|eth|SYMBOL [args...] (--demo runs the demo 
   # shellcheck disable=SC2086  # entry is "script [SYMBOL]"
   nohup "$PY" $entry --quiet --root "$DATA" "$@" >>"$out" 2>&1 &
   local pid=$!
+  # The daemon writes its pid file once past its fast checks (config, keys, lock, logs): wait
+  # for that or for its exit (a busy machine may take seconds to start Python; at most 60 s),
+  # then 2 s more for a failure just after.
+  local tries=0
+  while kill -0 "$pid" 2>/dev/null && ! pid_written "$sym" "$pid" && [ "$tries" -lt 600 ]; do
+    sleep 0.1; tries=$((tries + 1))
+  done
   sleep 2
   if kill -0 "$pid" 2>/dev/null; then
     echo "$sym: started (pid $pid)"
