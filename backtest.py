@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from operator import attrgetter
 from pathlib import Path
 from typing import Callable
 
@@ -509,13 +510,17 @@ class _Portfolio:
         self.held = [(leg.pos, leg.book) for leg in legs]      # the books' own objects, for life
         # Every fill paid at the dearer of the two rates, on the way in and out.
         self.fee2 = 2 * max(sim.maker_fee, sim.taker_fee)
-        self.consts = [self._consts_of(leg) for leg in legs]       # what `leg_term` needs of each
+        self.bounds = [self._bound_of(leg) for leg in legs]        # `leg_term` of each
         for leg in legs:
             leg.deliver = self.deliver              # type: ignore[method-assign]
             leg.account = self.equity_now           # type: ignore[method-assign]
         self.w_start: list[int] = [0]
         self.w_state: list[float] = [wallet]
         self.worst_at: dict[int, float] = {}
+        for leg in legs:
+            # a symbol's candle writes its worst equity (the account's) where the account's
+            # curve reads it: each minute that plays several reads each right after its candle
+            leg.worst_at = self.worst_at
         # ACCOUNT_STOP_DRAWDOWN: the strictest of the symbols' (every daemon watches the same
         # account; the first to see its level stops them all).
         shares = [leg.config.account_stop_drawdown for leg in legs if leg.config.account_stop_drawdown > 0]
@@ -829,14 +834,18 @@ class _Portfolio:
                 mk = leg.mark_ticks
                 lo_t, hi_t = min(lo_t, int(mk[2][j]), int(mk[3][j - 1]) if j else lo_t), \
                     max(hi_t, int(mk[1][j]), int(mk[3][j - 1]) if j else hi_t)
-            free += self.leg_term(k, lo_t, hi_t, j if leg in acting else -1)
+            if leg in acting:
+                free += self.leg_term(k, lo_t, hi_t, int(src[1][j]), int(src[2][j]))
+            else:
+                free += self.leg_term(k, lo_t, hi_t)
         return free > 0
 
-    def _consts_of(self, leg: _Replay) -> tuple:
-        """What `leg_term` needs of a symbol that does not change in a run: its price units, tick,
-        leverage, a whole ladder's share of the capital and 1 − its farthest level, its brackets
-        (None where the initial margin covers the maintenance margin at every notional) and the
-        notional below which it does anyway, the fee rate, and the stops a wide minute allows."""
+    def _bound_of(self, leg: _Replay) -> Callable[[int, int, int, int], float]:
+        """`leg_term` of one symbol, its constants bound once (a closure: this runs after every
+        event of a stretch played alone): its price units, tick, leverage, a whole ladder's
+        share of the capital and 1 − its farthest level, its brackets (None where the initial
+        margin covers the maintenance margin at every notional) and the notional below which it
+        does anyway, the fee rate, and the stops a wide minute allows."""
         f, lev = leg.filters, leg.pos.leverage
         brackets = leg.book.brackets
         if brackets is not None and not 1.0 / lev < max((t.mmr for t in brackets.tiers), default=0.0):
@@ -846,39 +855,43 @@ class _Portfolio:
         # its range (down, up, down): 2 × (high / low − 1) / SL_DISTANCE more ladders can be
         # lost in a minute (0 without a stop loss).
         sl = leg.config.sl_distance
-        return (f._tick_units, f._price_scale, f.tick_size, lev, sum(leg.config.entry_ratios),
-                1.0 - max(leg.config.level_distances), brackets,
-                _covered_notional(brackets, lev) if brackets is not None else 0.0, self.fee2,
-                2.0 / sl if sl > 0 else 0.0)
-
-    def leg_term(self, k: int, lo_t: int, hi_t: int, acting: int) -> float:
-        """Symbol k's share of `order_cannot_matter`'s bound with its price (and mark) within
-        [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, acting in
-        candle `acting` (-1: not), a whole new ladder, more where that minute is wide enough to
-        stop out more than one) could lose and pay in fees, less their initial margin (negative:
-        what it takes from the wallet)."""
-        leg = self.legs[k]
-        units, scale, tick, lev, ratios, reach, brackets, covered, fee2, per_stop = self.consts[k]
+        units, scale, tick = f._tick_units, f._price_scale, f.tick_size
+        ratios, reach = sum(leg.config.entry_ratios), 1.0 - max(leg.config.level_distances)
+        covered = _covered_notional(brackets, lev) if brackets is not None else 0.0
+        fee2, per_stop = self.fee2, (2.0 / sl if sl > 0 else 0.0)
         p, b = leg.pos, leg.book
-        lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
-        lo_safe = lo if lo > tick else tick
-        orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
-        again = 0.0             # ladders that could be stopped out after the first, in that minute
-        if acting >= 0:
-            ladder = ratios * leg.strategy.state.capital * lev * hi / lo_safe / reach
-            orders += ladder
-            stops = int(per_stop * (int(leg.ticks[1][acting]) / max(int(leg.ticks[2][acting]), 1) - 1.0))
-            if stops:
-                again = stops * ladder
-        qty = p.qty
-        held = abs(qty) * hi
-        worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
-        margin = (held + orders) / lev
-        if brackets is not None and held + orders >= covered:
-            margin = max(margin, brackets.maint_margin(held + orders))
-        if again:
-            return worst - (orders + again) * (hi - lo) / lo_safe - margin - fee2 * (held + orders + again)
-        return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
+        # a whole ladder's notional at its levels (the capital is the symbol's for the run)
+        ladder_at_levels = ratios * leg.strategy.state.capital * lev
+
+        def bound(lo_t: int, hi_t: int, act_hi: int, act_lo: int) -> float:
+            lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
+            lo_safe = lo if lo > tick else tick
+            orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
+            again = 0.0         # ladders that could be stopped out after the first, in that minute
+            if act_hi >= 0:
+                ladder = ladder_at_levels * hi / lo_safe / reach
+                orders += ladder
+                stops = int(per_stop * (act_hi / max(act_lo, 1) - 1.0))
+                if stops:
+                    again = stops * ladder
+            qty = p.qty
+            held = abs(qty) * hi
+            worst = qty * ((lo if qty > 0 else hi) - p.entry_price)
+            margin = (held + orders) / lev
+            if brackets is not None and held + orders >= covered:
+                margin = max(margin, brackets.maint_margin(held + orders))
+            if again:
+                return worst - (orders + again) * (hi - lo) / lo_safe - margin - fee2 * (held + orders + again)
+            return worst - orders * (hi - lo) / lo_safe - margin - fee2 * (held + orders)
+        return bound
+
+    def leg_term(self, k: int, lo_t: int, hi_t: int, act_hi: int = -1, act_lo: int = 1) -> float:
+        """Symbol k's share of `order_cannot_matter`'s bound with its price (and mark) within
+        [lo_t, hi_t] ticks: what its position could lose, its resting orders (and, acting in a
+        minute whose high and low are act_hi and act_lo ticks (act_hi -1: not acting), a whole
+        new ladder, more where that minute is wide enough to stop out more than one) could lose
+        and pay in fees, less their initial margin (negative: what it takes from the wallet)."""
+        return self.bounds[k](lo_t, hi_t, act_hi, act_lo)
 
     def play_together(self, j: int, legs: list[_Replay]) -> None:
         """Minute j as the local exchange plays it (localex/clock.py): every leg at the previous
@@ -989,17 +1002,29 @@ class _Solo:
         # the legs' order) and the terms after it, so its equity adds them as equity_now does.
         # A box, not attributes: the equity functions hold it, not this object (no cycle).
         self.others: list = [0.0, ()]
-        self.accounts = [self._equity_for(leg) for leg in port.legs]
+        self.accounts = [self._equity_for(leg, len(port.legs) == 2) for leg in port.legs]
+        # Read at every event: each symbol's highs, lows and closes by index (`item` gives a
+        # Python int, twice as fast as int(array[i])) and its price units (from_ticks inline).
+        self.high_at = [leg.ticks[1].item for leg in port.legs]
+        self.low_at = [leg.ticks[2].item for leg in port.legs]
+        self.close_at = [leg.ticks[3].item for leg in port.legs]
+        self.units = [(leg.filters._tick_units, leg.filters._price_scale) for leg in port.legs]
+        self.ks = range(len(port.legs))
+        self.term_fns = [self._term_of(k) for k in self.ks]
         self.retry_at = 0
         self.backoff = self.MIN_BACKOFF
         # The volume fill model lets a market stop sweep beyond a candle's range (a thin
         # book): the bound's ranges would not hold, so such runs play minute by minute.
         self.playable = all(leg.leg_steps is None for leg in port.legs)
 
-    def _equity_for(self, leg: _Replay) -> Callable[[], float]:
+    def _equity_for(self, leg: _Replay, pair: bool) -> Callable[[], float]:
         """The account's equity as `_Portfolio.equity_now` sums it (exactly so for two
         symbols), with the others' uPnL fixed for the minute this symbol plays."""
         acct, p, b, others = self.port.sim.account, leg.pos, leg.book, self.others
+        if pair:                # two symbols: the other's uPnL is others[0], never a list
+            def equity_of_pair() -> float:
+                return acct.wallet + (others[0] + p.qty * (b.price - p.entry_price))
+            return equity_of_pair
 
         def equity() -> float:
             upnl = others[0] + p.qty * (b.price - p.entry_price)
@@ -1009,7 +1034,8 @@ class _Solo:
             return acct.wallet + upnl
         return equity
 
-    def _range(self, leg: _Replay, a: int, j: int) -> tuple[int, int]:
+    @staticmethod
+    def _range(leg: _Replay, a: int, j: int) -> tuple[int, int]:
         """Ticks that hold the symbol's price (and mark) from where it stands now through
         candle j (its next event; -1: the series' end), given its scan from candle a."""
         b = leg.book
@@ -1032,30 +1058,35 @@ class _Solo:
             lo_t, hi_t = min(lo_t, int(leg.ticks[2][j])), max(hi_t, int(leg.ticks[1][j]))
         return lo_t, hi_t
 
-    def _term(self, k: int, a: int, j: int) -> float:
+    def _term_of(self, k: int) -> Callable[[int, int], float]:
         """Symbol k's `leg_term` from where it stands through its next event j (scanned from
-        candle a; -1: none to the series' end), the band's ticks read without the candles."""
-        if j == -2:
-            return 0.0          # halted, flat, nothing resting: takes nothing
-        leg = self.port.legs[k]
-        up, down = leg.band
-        if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
-            lo_t, hi_t = self._range(leg, a, j)
-        else:
+        candle a; -1: none to the series' end), the band's ticks read without the candles: a
+        closure, as it runs after every event (it holds the leg and its bound, not this object)."""
+        leg, bound, high_at, low_at = self.port.legs[k], self.port.bounds[k], self.high_at[k], self.low_at[k]
+        book, marks, span = leg.book, leg.mark_ticks is not None, self._range
+
+        def term(a: int, j: int) -> float:
+            if j == -2:
+                return 0.0          # halted, flat, nothing resting: takes nothing
+            up, down = leg.band
+            if marks or up >= NO_UP or down <= NO_DOWN:
+                lo_t, hi_t = span(leg, a, j)
+                return bound(lo_t, hi_t, high_at(j), low_at(j)) if j >= 0 else bound(lo_t, hi_t, -1, 1)
             lo_t, hi_t = down + 1, up - 1
-            pt = leg.book.price_t
+            pt = book.price_t
             if pt < lo_t:
                 lo_t = pt
             elif pt > hi_t:
                 hi_t = pt
-            if j >= 0:
-                x = int(leg.ticks[2][j])
-                if x < lo_t:
-                    lo_t = x
-                x = int(leg.ticks[1][j])
-                if x > hi_t:
-                    hi_t = x
-        return self.port.leg_term(k, lo_t, hi_t, j)
+            if j < 0:
+                return bound(lo_t, hi_t, -1, 1)
+            x_lo, x_hi = low_at(j), high_at(j)
+            if x_lo < lo_t:
+                lo_t = x_lo
+            if x_hi > hi_t:
+                hi_t = x_hi
+            return bound(lo_t, hi_t, x_hi, x_lo)
+        return term
 
     def run(self, i: int) -> int | None:
         """Play from minute i while every symbol fits its allowance; returns the minute where
@@ -1066,7 +1097,7 @@ class _Solo:
         for leg in legs:
             drop_liquidation(leg.book)      # a resting trigger would be stale: none can be reached
         nxt = [leg.next_event(i) for leg in legs]
-        terms = [self._term(k, i, j) for k, j in enumerate(nxt)]
+        terms = [self.term_fns[k](i, j) for k, j in enumerate(nxt)]
         slack = acct.wallet + sum(terms)
         if not (acct.wallet > 0 and slack > 1e-4 * acct.wallet) or not self.playable:
             acct.update_liquidation()       # put back as they were
@@ -1081,16 +1112,18 @@ class _Solo:
             leg.account = equity        # type: ignore[method-assign]
             del leg.deliver             # its own: only the symbol that plays has events
         fund = [self._funding_at(leg, n) for leg in legs]
-        events = 0
+        events, ks = 0, self.ks
         while True:
-            when, funded = n, -1
-            for k in range(len(legs)):
+            when, funded, who = n, -1, -1       # who: the one symbol acting then (-2: several)
+            for k in ks:
                 f = fund[k]
                 if f < when or (f == when and funded < 0):
                     when, funded = f, k         # a settlement comes before the candles of its minute
                 j = nxt[k]
                 if 0 <= j < when:
-                    when, funded = j, -1
+                    when, funded, who = j, -1, k
+                elif j == when and funded < 0:
+                    who = -2
             if when >= n:
                 self._leave(n, n - 1, None, on)
                 break
@@ -1105,8 +1138,12 @@ class _Solo:
                     self._leave(when, when - 1, leg, on)
                     break
                 continue
-            events += 1
-            if not self._play_minute(when, nxt, fits, terms, fund):
+            if who >= 0:
+                when, ok, played = self._play_leg(who, when, nxt, fits, terms, fund)
+            else:
+                ok, played = self._play_minute(when, [k for k in ks if nxt[k] == when], nxt, fits, terms, fund), 1
+            events += played
+            if not ok:
                 self._leave(when + 1, when, None, on)
                 break
         self._tried(when, events)
@@ -1119,32 +1156,97 @@ class _Solo:
         """The candle of the symbol's next settlement while it holds a position (n: none)."""
         return leg.f_idx[leg.fi] if leg.pos.steps and leg.fi < len(leg.f_idx) else n
 
-    def _play_minute(self, j: int, nxt: list[int], fits: list[float], terms: list[float],
+    def _play_leg(self, k: int, j: int, nxt: list[int], fits: list[float], terms: list[float],
+                  fund: list[int]) -> tuple[int, bool, int]:
+        """Symbol k alone from its event in minute j through its next events while they come
+        before every other symbol's next event and every settlement (the others' positions do
+        not change meanwhile): `_play_minute` for one symbol, without choosing the next minute
+        between events.  Returns the last minute played, whether the symbol still fits its
+        allowance after it, and how many minutes it played."""
+        port, others = self.port, self.others
+        legs, acct, n = port.legs, port.sim.account, len(port.times)
+        leg, term_of = legs[k], self.term_fns[k]
+        until = n               # the others' next event or any settlement ends the run
+        for m in self.ks:
+            if m != k:
+                if 0 <= nxt[m] < until:
+                    until = nxt[m]
+                if fund[m] < until:
+                    until = fund[m]
+        # the others' uPnL at their close before each minute: (qty, entry, closes, units) of
+        # those held before k in the legs' order and of those after it
+        held = [(m < k, o.pos.qty, o.pos.entry_price, self.close_at[m]) + self.units[m]
+                for m, o in enumerate(legs) if m != k and o.pos.steps]
+        one = len(held) == 1
+        if len(held) <= 1:
+            others[0], others[1] = 0.0, ()      # nobody else holds; or one, set below
+        if one:
+            _, qty, entry, close_at, tick_units, scale = held[0]
+        w_start, w_state = port.w_start, port.w_state
+        f_idx, nf = leg.f_idx, len(leg.f_idx)
+        fit, term, played = fits[k], terms[k], 0
+        while True:
+            if not leg.pos.steps:
+                leg.funding_due(j)          # flat until now: settlements up to here pass it by
+            if one:
+                others[0] = qty * (close_at(j - 1) * tick_units / scale - entry)     # from_ticks inline
+            elif held:
+                before, after = 0.0, []
+                for first, q, e, c, u_, s_ in held:
+                    u = q * (c(j - 1) * u_ / s_ - e)
+                    if first:
+                        before += u
+                    else:
+                        after.append(u)
+                if len(after) == 1 and before == 0.0:
+                    before, after = after[0], []
+                others[0], others[1] = before, after
+            wallet = acct.wallet
+            leg.play_event_candle(j)
+            fit += acct.wallet - wallet
+            wallet = acct.wallet
+            if wallet != w_state[-1]:
+                w_start.append(j)
+                w_state.append(wallet)
+            played += 1
+            j2 = leg.next_event(j + 1)
+            new = term_of(j + 1, j2)
+            fit += new - term
+            term = new
+            f = f_idx[leg.fi] if leg.pos.steps and leg.fi < nf else n          # _funding_at
+            if not fit > 0 or j2 < 0 or j2 >= until or f <= j2:
+                break
+            j = j2
+        nxt[k], fund[k], fits[k], terms[k] = j2, f, fit, term
+        return j, fit > 0, played
+
+    def _play_minute(self, j: int, acting: list[int], nxt: list[int], fits: list[float], terms: list[float],
                      fund: list[int]) -> bool:
-        """Minute j: each symbol with an event there plays its candle, in order, the others
-        standing at their previous close (those that played, at their close); then each of
-        them scans for its next event and must still fit its allowance (False: it does not)."""
-        port, legs = self.port, self.port.legs
-        acct = port.sim.account
-        n = len(port.times)
+        """Minute j: each symbol with an event there (`acting`, two or more) plays its candle, in
+        order, the others standing at their previous close (those that played, at their close);
+        then each of them scans for its next event and must still fit its allowance (False:
+        one does not)."""
+        port, others, close_at, units = self.port, self.others, self.close_at, self.units
+        legs, acct = port.legs, port.sim.account
         worst = math.inf
-        for k, leg in enumerate(legs):
-            if nxt[k] != j:
-                continue
+        for k in acting:
+            leg = legs[k]
             if not leg.pos.steps:
                 leg.funding_due(j)          # flat until now: settlements up to here pass it by
             before, after = 0.0, []
             for m, o in enumerate(legs):
-                if m != k and o.pos.steps:
-                    at = j if m < k and nxt[m] == j else j - 1
-                    u = o.pos.qty * (o.filters.from_ticks(int(o.ticks[3][at])) - o.pos.entry_price)
+                p = o.pos
+                if m != k and p.steps:
+                    tick_units, scale = units[m]        # SymbolFilters.from_ticks, inline
+                    close = close_at[m](j if m < k and nxt[m] == j else j - 1) * tick_units / scale
+                    u = p.qty * (close - p.entry_price)
                     if m < k:
                         before += u
                     else:
                         after.append(u)
             if len(after) == 1 and before == 0.0:
                 before, after = after[0], []        # 0.0 + own + x is x + own: one sum, no loop
-            self.others[0], self.others[1] = before, after
+            others[0], others[1] = before, after
             wallet = acct.wallet
             leg.play_event_candle(j)
             fits[k] += acct.wallet - wallet
@@ -1152,16 +1254,20 @@ class _Solo:
             if w < worst:
                 worst = w
         port.worst_at[j] = worst
-        self._mark_wallet(j)
-        ok = True
-        for k, leg in enumerate(legs):
-            if nxt[k] == j:
-                nxt[k] = leg.next_event(j + 1)
-                term = self._term(k, j + 1, nxt[k])
-                fits[k] += term - terms[k]
-                terms[k] = term
-                fund[k] = self._funding_at(leg, n)
-                ok = ok and fits[k] > 0
+        wallet = acct.wallet
+        if wallet != port.w_state[-1]:
+            port.w_start.append(j)
+            port.w_state.append(wallet)
+        ok, n = True, len(port.times)
+        for k in acting:
+            leg = legs[k]
+            nxt[k] = j2 = leg.next_event(j + 1)
+            term = self.term_fns[k](j + 1, j2)
+            fits[k] += term - terms[k]
+            terms[k] = term
+            fund[k] = leg.f_idx[leg.fi] if leg.pos.steps and leg.fi < len(leg.f_idx) else n   # _funding_at
+            if not fits[k] > 0:
+                ok = False
         return ok
 
     def _mark_wallet(self, i: int) -> None:
@@ -1212,16 +1318,17 @@ class _SymbolCurves:
         self.seg_start = np.asarray(leg.seg_start, dtype=np.int64)
         # qty and average of each segment, the first repeated in front: index k is the k-th
         # segment's state for a minute with k segments started at or before it (0: the first's)
-        states = leg.seg_state
-        self.qty = np.fromiter((x[1] for x in states[:1] + states), np.float64, len(states) + 1)
-        self.avg = np.fromiter((x[2] for x in states[:1] + states), np.float64, len(states) + 1)
+        states = np.array(leg.seg_state[:1] + leg.seg_state, dtype=np.float64)     # (wallet, qty, avg) rows
+        self.qty, self.avg = states[:, 1].copy(), states[:, 2].copy()
+        del states
         # the cash moves (fills net of fees, funding, liquidation clearance) in time order, ties
         # by amount (as sorted tuples), summed in that order; 0.0 in front (none yet)
-        times = [r.time_ms for r in leg.fills] + [x.time for x in funding] + [x.time for x in liqs]
-        amounts = [r.realized_pnl - r.fee for r in leg.fills] + [-x.amount for x in funding] + \
-            [-x.clearance for x in liqs]
-        t = np.array(times, dtype=np.int64)
-        v = np.array(amounts, dtype=np.float64)
+        fills = leg.fills
+        t = np.array(list(map(attrgetter("time_ms"), fills)) + [x.time for x in funding] + [x.time for x in liqs],
+                     dtype=np.int64)
+        v = np.concatenate((np.array(list(map(attrgetter("realized_pnl"), fills)), dtype=np.float64)
+                            - np.array(list(map(attrgetter("fee"), fills)), dtype=np.float64),
+                            np.array([-x.amount for x in funding] + [-x.clearance for x in liqs], dtype=np.float64)))
         order = np.lexsort((v, t))
         self.move_t = t[order]
         self.move_cum = np.concatenate(([0.0], np.cumsum(v[order])))
@@ -1253,7 +1360,7 @@ class _SymbolCurves:
         cap, p = leg.capital, leg.pos
         final_cash = float(self.move_cum[-1])
         return BacktestResult(leg.config, leg.filters, leg.candles, cap, leg.fills, self.equity, self.worst,
-                              cap + final_cash, p.qty, p.entry_price, sum(r.fee for r in leg.fills),
+                              cap + final_cash, p.qty, p.entry_price, sum(map(attrgetter("fee"), leg.fills)),
                               leg.replayed, elapsed_s, funding=self.funding, liquidations=self.liqs,
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
