@@ -840,7 +840,7 @@ class _Portfolio:
                 free += self.leg_term(k, lo_t, hi_t)
         return free > 0
 
-    def _bound_of(self, leg: _Replay) -> Callable[[int, int, int, int], float]:
+    def _bound_of(self, leg: _Replay) -> Callable[..., float]:
         """`leg_term` of one symbol, its constants bound once (a closure: this runs after every
         event of a stretch played alone): its price units, tick, leverage, a whole ladder's
         share of the capital and 1 − its farthest level, its brackets (None where the initial
@@ -850,20 +850,15 @@ class _Portfolio:
         brackets = leg.book.brackets
         if brackets is not None and not 1.0 / lev < max((t.mmr for t in brackets.tiers), default=0.0):
             brackets = None
-        # A grid placed in a minute after one stopped out there is stopped out in turn only
-        # after another move of SL_DISTANCE the wrong way; a candle's legs move at most twice
-        # its range (down, up, down): 2 × (high / low − 1) / SL_DISTANCE more ladders can be
-        # lost in a minute (0 without a stop loss).
-        sl = leg.config.sl_distance
         units, scale, tick = f._tick_units, f._price_scale, f.tick_size
         ratios, reach = sum(leg.config.entry_ratios), 1.0 - max(leg.config.level_distances)
         covered = _covered_notional(brackets, lev) if brackets is not None else 0.0
-        fee2, per_stop = self.fee2, (2.0 / sl if sl > 0 else 0.0)
+        fee2, per_stop = self.fee2, _stops_per_width(leg.config)
         p, b = leg.pos, leg.book
         # a whole ladder's notional at its levels (the capital is the symbol's for the run)
         ladder_at_levels = ratios * leg.strategy.state.capital * lev
 
-        def bound(lo_t: int, hi_t: int, act_hi: int, act_lo: int) -> float:
+        def bound(lo_t: int, hi_t: int, act_hi: int, act_lo: int, more: int = 0) -> float:
             lo, hi = lo_t * units / scale, hi_t * units / scale          # SymbolFilters.from_ticks
             lo_safe = lo if lo > tick else tick
             orders = (b.open_buy_notional + b.open_sell_notional) * hi / lo_safe
@@ -871,7 +866,7 @@ class _Portfolio:
             if act_hi >= 0:
                 ladder = ladder_at_levels * hi / lo_safe / reach
                 orders += ladder
-                stops = int(per_stop * (act_hi / max(act_lo, 1) - 1.0))
+                stops = int(per_stop * (act_hi / max(act_lo, 1) - 1.0)) + more
                 if stops:
                     again = stops * ladder
             qty = p.qty
@@ -1010,7 +1005,7 @@ class _Solo:
         self.close_at = [leg.ticks[3].item for leg in port.legs]
         self.units = [(leg.filters._tick_units, leg.filters._price_scale) for leg in port.legs]
         self.ks = range(len(port.legs))
-        self.term_fns = [self._term_of(k) for k in self.ks]
+        self.term_fns, self.forget_fns = map(list, zip(*(self._term_of(k) for k in self.ks)))
         self.retry_at = 0
         self.backoff = self.MIN_BACKOFF
         # The volume fill model lets a market stop sweep beyond a candle's range (a thin
@@ -1058,35 +1053,89 @@ class _Solo:
             lo_t, hi_t = min(lo_t, int(leg.ticks[2][j])), max(hi_t, int(leg.ticks[1][j]))
         return lo_t, hi_t
 
-    def _term_of(self, k: int) -> Callable[[int, int], float]:
-        """Symbol k's `leg_term` from where it stands through its next event j (scanned from
-        candle a; -1: none to the series' end), the band's ticks read without the candles: a
-        closure, as it runs after every event (it holds the leg and its bound, not this object)."""
+    WIDE = 0.8      # a wide range spans this many times a grid's reach (its farthest level or stop) each side
+
+    def _term_of(self, k: int) -> tuple[Callable[[int, int, float], float], Callable[[], None]]:
+        """Symbol k's term from where it stands through its next event j (scanned from candle a;
+        -1: none to the series' end; -2: halted), given `room` (what it may take from the wallet
+        beside its term), and a function that forgets the wide range (at a stretch's start).
+
+        The exact term is `leg_term` over its band (strictly between the triggers its scan
+        stopped at, read without the candles) and the next event's minute.  Computed after every
+        event, it would cost more than the event.  So the term is first taken over a wide range
+        of prices around where the symbol stands, with one more whole ladder; while each later
+        band and event minute lie inside that range, the term still holds and is not computed
+        again.  It holds because nothing the symbol can do there needs more on that range:
+        - a resting entry that fills turns notional valued at hi / lo into a position valued at
+          hi, bought inside the range (less margin, fees and loss on the same range);
+        - an exit (reduce-only, not counted) realises at most what the position could lose, and
+          the realised cash is counted in the allowance as it comes;
+        - a new grid is placed only once the one before is flat or cancelled: its ladder is the
+          one more counted, and the grid after it the one `leg_term` counts for acting, with the
+          stops the range's width allows in a minute (any minute inside it is narrower).
+        Where the wide term does not fit the room, the exact term is taken.
+        A closure, not a method (it holds the leg and its bound, not this object)."""
         leg, bound, high_at, low_at = self.port.legs[k], self.port.bounds[k], self.high_at[k], self.low_at[k]
         book, marks, span = leg.book, leg.mark_ticks is not None, self._range
+        cfg = leg.config
+        pad = self.WIDE * max(max(cfg.level_distances), cfg.sl_distance)
+        per_stop = _stops_per_width(cfg)
+        # the wide range's lowest and highest ticks (empty: none), its term, and the ratio of a
+        # minute's high to its low below which that term counts enough stops
+        wide: list = [1, 0, 0.0, 1.0]
 
-        def term(a: int, j: int) -> float:
+        def term(a: int, j: int, room: float) -> float:
             if j == -2:
+                wide[0], wide[1] = 1, 0
                 return 0.0          # halted, flat, nothing resting: takes nothing
             up, down = leg.band
+            pt = book.price_t
+            if j >= 0 and not marks:
+                # the usual case first: the band, the price and the next event's minute inside
+                # the wide range, that minute no wider (a band open on one side never is)
+                x_lo, x_hi = low_at(j), high_at(j)
+                w_lo, w_hi = wide[0], wide[1]
+                if w_lo <= down + 1 and up - 1 <= w_hi and w_lo <= x_lo and x_hi <= w_hi \
+                        and w_lo <= pt <= w_hi and x_hi < x_lo * wide[3]:
+                    return wide[2]
             if marks or up >= NO_UP or down <= NO_DOWN:
                 lo_t, hi_t = span(leg, a, j)
-                return bound(lo_t, hi_t, high_at(j), low_at(j)) if j >= 0 else bound(lo_t, hi_t, -1, 1)
-            lo_t, hi_t = down + 1, up - 1
-            pt = book.price_t
-            if pt < lo_t:
-                lo_t = pt
-            elif pt > hi_t:
-                hi_t = pt
+                if j >= 0:
+                    x_hi, x_lo = high_at(j), low_at(j)
+                else:
+                    x_hi = x_lo = -1
+            else:
+                lo_t, hi_t = down + 1, up - 1
+                if pt < lo_t:
+                    lo_t = pt
+                elif pt > hi_t:
+                    hi_t = pt
+                if j >= 0:
+                    x_lo, x_hi = low_at(j), high_at(j)
+                    if x_lo < lo_t:
+                        lo_t = x_lo
+                    if x_hi > hi_t:
+                        hi_t = x_hi
+                else:
+                    x_hi = x_lo = -1
             if j < 0:
-                return bound(lo_t, hi_t, -1, 1)
-            x_lo, x_hi = low_at(j), high_at(j)
-            if x_lo < lo_t:
-                lo_t = x_lo
-            if x_hi > hi_t:
-                hi_t = x_hi
+                wide[0], wide[1] = 1, 0
+                return bound(lo_t, hi_t, -1, 1)     # no event to the series' end: no new grid
+            if wide[0] <= lo_t and hi_t <= wide[1] and x_hi < x_lo * wide[3]:
+                return wide[2]      # inside the wide range, a minute no wider: its term holds
+            w_lo, w_hi = min(lo_t, int(pt * (1.0 - pad))), max(hi_t, math.ceil(pt * (1.0 + pad)))
+            w_term = bound(w_lo, w_hi, x_hi, x_lo, 1)
+            if room + w_term > 0:
+                # the widest minute whose stops the term counts: high / low below this
+                stops = int(per_stop * (x_hi / max(x_lo, 1) - 1.0))
+                wide[:] = w_lo, w_hi, w_term, (1.0 + (stops + 1) / per_stop * (1.0 - 1e-9) if per_stop else math.inf)
+                return w_term
+            wide[0], wide[1] = 1, 0
             return bound(lo_t, hi_t, x_hi, x_lo)
-        return term
+
+        def forget() -> None:
+            wide[0], wide[1] = 1, 0
+        return term, forget
 
     def run(self, i: int) -> int | None:
         """Play from minute i while every symbol fits its allowance; returns the minute where
@@ -1097,7 +1146,9 @@ class _Solo:
         for leg in legs:
             drop_liquidation(leg.book)      # a resting trigger would be stale: none can be reached
         nxt = [leg.next_event(i) for leg in legs]
-        terms = [self.term_fns[k](i, j) for k, j in enumerate(nxt)]
+        for forget in self.forget_fns:
+            forget()            # the state changed since the last stretch, by another play
+        terms = [self.term_fns[k](i, j, -math.inf) for k, j in enumerate(nxt)]       # exact
         slack = acct.wallet + sum(terms)
         if not (acct.wallet > 0 and slack > 1e-4 * acct.wallet) or not self.playable:
             acct.update_liquidation()       # put back as they were
@@ -1210,7 +1261,7 @@ class _Solo:
                 w_state.append(wallet)
             played += 1
             j2 = leg.next_event(j + 1)
-            new = term_of(j + 1, j2)
+            new = term_of(j + 1, j2, fit - term)
             fit += new - term
             term = new
             f = f_idx[leg.fi] if leg.pos.steps and leg.fi < nf else n          # _funding_at
@@ -1262,7 +1313,7 @@ class _Solo:
         for k in acting:
             leg = legs[k]
             nxt[k] = j2 = leg.next_event(j + 1)
-            term = self.term_fns[k](j + 1, j2)
+            term = self.term_fns[k](j + 1, j2, fits[k] - terms[k])
             fits[k] += term - terms[k]
             terms[k] = term
             fund[k] = leg.f_idx[leg.fi] if leg.pos.steps and leg.fi < len(leg.f_idx) else n   # _funding_at
@@ -1365,6 +1416,14 @@ class _SymbolCurves:
                               brackets=leg.book.brackets, halted=leg.strategy.halted,
                               grids=leg.strategy.state.generation, round_trips=leg.strategy.state.round_trips,
                               wallet=wallet)
+
+
+def _stops_per_width(config: GridConfig) -> float:
+    """A grid placed in a minute after one stopped out there is stopped out in turn only after
+    another move of SL_DISTANCE the wrong way; a candle's legs move at most twice its range
+    (down, up, down): this × (high / low − 1) more ladders can be lost in a minute (0 without
+    a stop loss)."""
+    return 2.0 / config.sl_distance if config.sl_distance > 0 else 0.0
 
 
 def _covered_notional(brackets: BracketTable, lev: int) -> float:

@@ -16,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_funding_liquidation import falling  # noqa: E402  (the synthetic falling market)
 
-from backtest import PortfolioLeg, PortfolioResult, _Portfolio, run_portfolio  # noqa: E402
+from backtest import PortfolioLeg, PortfolioResult, _Portfolio, _Solo, run_portfolio  # noqa: E402
 from config import load_config  # noqa: E402
 from market.data import Candles, load_klines, synthetic_klines  # noqa: E402
 from market.funding import constant_funding  # noqa: E402
@@ -89,6 +89,27 @@ def test_a_correlated_market_of_several_symbols_with_funding_and_marks_gives_the
     assert_identical(by_minute, alone)
     assert alone.minutes_alone > 100
     assert all(len(r.fills) > 50 and r.funding for r in alone.symbols)
+
+
+@pytest.mark.parametrize("wide", [0.0, 0.3, 3.0])
+def test_the_wide_range_of_the_allowance_check_changes_its_cost_not_the_results(monkeypatch, wide):
+    """How wide a range the allowance's term is taken over (kept while the symbol's bands
+    stay inside it) trades computing it again against fitting the allowance; any width
+    gives the minute-by-minute results: 0 (the exact range, one ladder more), the default,
+    and a range too wide to fit (the exact term after every event)."""
+    monkeypatch.setattr(_Solo, "WIDE", wide)
+    by_minute, alone = both_ways(correlated(3, 5, 23, 0.05), monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    assert alone.minutes_alone > 50
+    # two symbols falling together 58 % in a day: the stretch must end as the price leaves
+    # the range its term was taken over (a term kept beyond it misses the liquidation)
+    cfg = BASE.with_overrides(capital_ratio=0.1, leverage_long=20, sl_distance=0.5)
+    m = falling(1440, 50_000.0, 20.0)
+    fs = constant_funding(0.0005, int(m.open_time[0]), int(m.open_time[-1]))
+    legs = [PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol=s), fs) for s in ("AUSDC", "BUSDC")]
+    by_minute, alone = both_ways(legs, monkeypatch=monkeypatch)
+    assert_identical(by_minute, alone)
+    assert alone.stretches >= 1 and len(alone.liquidations) == 2
 
 
 def test_stretches_end_where_the_positions_grow_and_the_account_is_then_liquidated_as_before(monkeypatch):
