@@ -865,8 +865,8 @@ class _Portfolio:
             again = 0.0         # ladders that could be stopped out after the first, in that minute
             if act_hi >= 0:
                 ladder = ladder_at_levels * hi / lo_safe / reach
-                orders += ladder
-                stops = int(per_stop * (act_hi / max(act_lo, 1) - 1.0)) + more
+                orders += ladder if not more else ladder * (1 + more)      # `more` ladders resting too
+                stops = int(per_stop * (act_hi / max(act_lo, 1) - 1.0))
                 if stops:
                     again = stops * ladder
             qty = p.qty
@@ -1053,7 +1053,7 @@ class _Solo:
             lo_t, hi_t = min(lo_t, int(leg.ticks[2][j])), max(hi_t, int(leg.ticks[1][j]))
         return lo_t, hi_t
 
-    WIDE = 0.8      # a wide range spans this many times a grid's reach (its farthest level or stop) each side
+    WIDE = 1.0      # a wide range spans at most this many times a grid's reach (its farthest level or stop) each side
 
     def _term_of(self, k: int) -> tuple[Callable[[int, int, float], float], Callable[[], None]]:
         """Symbol k's term from where it stands through its next event j (scanned from candle a;
@@ -1070,19 +1070,26 @@ class _Solo:
           hi, bought inside the range (less margin, fees and loss on the same range);
         - an exit (reduce-only, not counted) realises at most what the position could lose, and
           the realised cash is counted in the allowance as it comes;
-        - a new grid is placed only once the one before is flat or cancelled: its ladder is the
-          one more counted, and the grid after it the one `leg_term` counts for acting, with the
-          stops the range's width allows in a minute (any minute inside it is narrower).
+        - a new grid is placed only once the one before is flat or cancelled (a break-even
+          regrid keeps at most one ladder in all): its ladder is the one more counted, as
+          resting orders with their margin, and the grid after it the one `leg_term` counts
+          for acting, with the stops the range's width allows in a minute (any minute inside
+          it is narrower); so even a term taken with nothing resting covers a grid placed later.
+        Quantities round down to the step (a grid's notional is at most its ladder's), the
+        capital and leverage are the run's, the direction the config's.
         Where the wide term does not fit the room, the exact term is taken.
         A closure, not a method (it holds the leg and its bound, not this object)."""
         leg, bound, high_at, low_at = self.port.legs[k], self.port.bounds[k], self.high_at[k], self.low_at[k]
         book, marks, span = leg.book, leg.mark_ticks is not None, self._range
         cfg = leg.config
-        pad = self.WIDE * max(max(cfg.level_distances), cfg.sl_distance)
+        widest = self.WIDE * max(max(cfg.level_distances), cfg.sl_distance)
         per_stop = _stops_per_width(cfg)
-        # the wide range's lowest and highest ticks (empty: none), its term, and the ratio of a
-        # minute's high to its low below which that term counts enough stops
-        wide: list = [1, 0, 0.0, 1.0]
+        # the wide range's lowest and highest ticks (empty: none), its term, the ratio of a
+        # minute's high to its low below which that term counts enough stops, and the share of
+        # the price the next wide range spans each side (a fifth narrower after one that does
+        # not fit the room, 5 % wider after one that does, up to `widest`: it finds the width
+        # that fits this symbol's allowance, which only moves the cost, never the results)
+        wide: list = [1, 0, 0.0, 1.0, widest]
 
         def term(a: int, j: int, room: float) -> float:
             if j == -2:
@@ -1123,14 +1130,16 @@ class _Solo:
                 return bound(lo_t, hi_t, -1, 1)     # no event to the series' end: no new grid
             if wide[0] <= lo_t and hi_t <= wide[1] and x_hi < x_lo * wide[3]:
                 return wide[2]      # inside the wide range, a minute no wider: its term holds
+            pad = wide[4]
             w_lo, w_hi = min(lo_t, int(pt * (1.0 - pad))), max(hi_t, math.ceil(pt * (1.0 + pad)))
             w_term = bound(w_lo, w_hi, x_hi, x_lo, 1)
             if room + w_term > 0:
                 # the widest minute whose stops the term counts: high / low below this
                 stops = int(per_stop * (x_hi / max(x_lo, 1) - 1.0))
-                wide[:] = w_lo, w_hi, w_term, (1.0 + (stops + 1) / per_stop * (1.0 - 1e-9) if per_stop else math.inf)
+                wide[:4] = w_lo, w_hi, w_term, (1.0 + (stops + 1) / per_stop * (1.0 - 1e-9) if per_stop else math.inf)
+                wide[4] = min(pad * 1.05, widest)       # fits: try wider next time
                 return w_term
-            wide[0], wide[1] = 1, 0
+            wide[0], wide[1], wide[4] = 1, 0, pad * 0.8     # does not fit: narrower next time
             return bound(lo_t, hi_t, x_hi, x_lo)
 
         def forget() -> None:
