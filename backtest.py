@@ -1032,25 +1032,20 @@ class _Solo:
     @staticmethod
     def _range(leg: _Replay, a: int, j: int) -> tuple[int, int]:
         """Ticks that hold the symbol's price (and mark) from where it stands now through
-        candle j (its next event; -1: the series' end), given its scan from candle a."""
+        candle j (its next event; -1: the series' end), read from the candles from a: where
+        a mark drives it or its band is open on one side (`term` reads a closed band itself)."""
         b = leg.book
-        up, down = leg.band
         end = j if j >= 0 else len(leg.times) - 1
         lo_t = hi_t = b.price_t
-        if leg.mark_ticks is not None or up >= NO_UP or down <= NO_DOWN:
+        if a <= end:
+            lo_t = min(lo_t, int(leg.ticks[2][a:end + 1].min()))
+            hi_t = max(hi_t, int(leg.ticks[1][a:end + 1].max()))
+        if leg.mark_ticks is not None:
+            mk = leg.mark_ticks
+            lo_t, hi_t = min(lo_t, b.mark_t), max(hi_t, b.mark_t)
             if a <= end:
-                lo_t = min(lo_t, int(leg.ticks[2][a:end + 1].min()))
-                hi_t = max(hi_t, int(leg.ticks[1][a:end + 1].max()))
-            if leg.mark_ticks is not None:
-                mk = leg.mark_ticks
-                lo_t, hi_t = min(lo_t, b.mark_t), max(hi_t, b.mark_t)
-                if a <= end:
-                    lo_t = min(lo_t, int(mk[2][a:end + 1].min()))
-                    hi_t = max(hi_t, int(mk[1][a:end + 1].max()))
-            return lo_t, hi_t
-        lo_t, hi_t = min(lo_t, down + 1), max(hi_t, up - 1)
-        if j >= 0:
-            lo_t, hi_t = min(lo_t, int(leg.ticks[2][j])), max(hi_t, int(leg.ticks[1][j]))
+                lo_t = min(lo_t, int(mk[2][a:end + 1].min()))
+                hi_t = max(hi_t, int(mk[1][a:end + 1].max()))
         return lo_t, hi_t
 
     WIDE = 1.0      # a wide range spans at most this many times a grid's reach (its farthest level or stop) each side
@@ -1097,14 +1092,6 @@ class _Solo:
                 return 0.0          # halted, flat, nothing resting: takes nothing
             up, down = leg.band
             pt = book.price_t
-            if j >= 0 and not marks:
-                # the usual case first: the band, the price and the next event's minute inside
-                # the wide range, that minute no wider (a band open on one side never is)
-                x_lo, x_hi = low_at(j), high_at(j)
-                w_lo, w_hi = wide[0], wide[1]
-                if w_lo <= down + 1 and up - 1 <= w_hi and w_lo <= x_lo and x_hi <= w_hi \
-                        and w_lo <= pt <= w_hi and x_hi < x_lo * wide[3]:
-                    return wide[2]
             if marks or up >= NO_UP or down <= NO_DOWN:
                 lo_t, hi_t = span(leg, a, j)
                 if j >= 0:
@@ -1233,15 +1220,15 @@ class _Solo:
                     until = nxt[m]
                 if fund[m] < until:
                     until = fund[m]
-        # the others' uPnL at their close before each minute: (qty, entry, closes, units) of
-        # those held before k in the legs' order and of those after it
-        held = [(m < k, o.pos.qty, o.pos.entry_price, self.close_at[m]) + self.units[m]
-                for m, o in enumerate(legs) if m != k and o.pos.steps]
+        # the others held: one (the usual pair) has its uPnL read inline at each minute
+        held = [m for m, o in enumerate(legs) if m != k and o.pos.steps]
         one = len(held) == 1
         if len(held) <= 1:
             others[0], others[1] = 0.0, ()      # nobody else holds; or one, set below
         if one:
-            _, qty, entry, close_at, tick_units, scale = held[0]
+            p_one = legs[held[0]].pos
+            qty, entry, close_at = p_one.qty, p_one.entry_price, self.close_at[held[0]]
+            tick_units, scale = self.units[held[0]]
         w_start, w_state = port.w_start, port.w_state
         f_idx, nf = leg.f_idx, len(leg.f_idx)
         fit, term, played = fits[k], terms[k], 0
@@ -1251,16 +1238,7 @@ class _Solo:
             if one:
                 others[0] = qty * (close_at(j - 1) * tick_units / scale - entry)     # from_ticks inline
             elif held:
-                before, after = 0.0, []
-                for first, q, e, c, u_, s_ in held:
-                    u = q * (c(j - 1) * u_ / s_ - e)
-                    if first:
-                        before += u
-                    else:
-                        after.append(u)
-                if len(after) == 1 and before == 0.0:
-                    before, after = after[0], []
-                others[0], others[1] = before, after
+                self._set_others(k, j, nxt)     # no other plays in minute j: all at j - 1
             wallet = acct.wallet
             leg.play_event_candle(j)
             fit += acct.wallet - wallet
@@ -1286,27 +1264,14 @@ class _Solo:
         order, the others standing at their previous close (those that played, at their close);
         then each of them scans for its next event and must still fit its allowance (False:
         one does not)."""
-        port, others, close_at, units = self.port, self.others, self.close_at, self.units
+        port = self.port
         legs, acct = port.legs, port.sim.account
         worst = math.inf
         for k in acting:
             leg = legs[k]
             if not leg.pos.steps:
                 leg.funding_due(j)          # flat until now: settlements up to here pass it by
-            before, after = 0.0, []
-            for m, o in enumerate(legs):
-                p = o.pos
-                if m != k and p.steps:
-                    tick_units, scale = units[m]        # SymbolFilters.from_ticks, inline
-                    close = close_at[m](j if m < k and nxt[m] == j else j - 1) * tick_units / scale
-                    u = p.qty * (close - p.entry_price)
-                    if m < k:
-                        before += u
-                    else:
-                        after.append(u)
-            if len(after) == 1 and before == 0.0:
-                before, after = after[0], []        # 0.0 + own + x is x + own: one sum, no loop
-            others[0], others[1] = before, after
+            self._set_others(k, j, nxt)
             wallet = acct.wallet
             leg.play_event_candle(j)
             fits[k] += acct.wallet - wallet
@@ -1314,10 +1279,7 @@ class _Solo:
             if w < worst:
                 worst = w
         port.worst_at[j] = worst
-        wallet = acct.wallet
-        if wallet != port.w_state[-1]:
-            port.w_start.append(j)
-            port.w_state.append(wallet)
+        self._mark_wallet(j)
         ok, n = True, len(port.times)
         for k in acting:
             leg = legs[k]
@@ -1325,10 +1287,29 @@ class _Solo:
             term = self.term_fns[k](j + 1, j2, fits[k] - terms[k])
             fits[k] += term - terms[k]
             terms[k] = term
-            fund[k] = leg.f_idx[leg.fi] if leg.pos.steps and leg.fi < len(leg.f_idx) else n   # _funding_at
+            fund[k] = self._funding_at(leg, n)
             if not fits[k] > 0:
                 ok = False
         return ok
+
+    def _set_others(self, k: int, j: int, nxt: list[int]) -> None:
+        """The others' uPnL while symbol k plays minute j, into the box its equity reads: each
+        held one at its previous close, or at this minute's close where it played before k;
+        summed before k in the legs' order, listed after it (as `equity_now` sums them)."""
+        before, after = 0.0, []
+        for m, o in enumerate(self.port.legs):
+            p = o.pos
+            if m != k and p.steps:
+                tick_units, scale = self.units[m]       # SymbolFilters.from_ticks, inline
+                close = self.close_at[m](j if m < k and nxt[m] == j else j - 1) * tick_units / scale
+                u = p.qty * (close - p.entry_price)
+                if m < k:
+                    before += u
+                else:
+                    after.append(u)
+        if len(after) == 1 and before == 0.0:
+            before, after = after[0], []        # 0.0 + own + x is x + own: one sum, no loop
+        self.others[0], self.others[1] = before, after
 
     def _mark_wallet(self, i: int) -> None:
         port = self.port

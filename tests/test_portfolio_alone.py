@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_funding_liquidation import falling  # noqa: E402  (the synthetic falling market)
 
 from backtest import PortfolioLeg, PortfolioResult, _Portfolio, _Solo, run_portfolio  # noqa: E402
-from config import load_config  # noqa: E402
+from config import GridConfig, load_config  # noqa: E402
 from market.data import Candles, load_klines, synthetic_klines  # noqa: E402
 from market.funding import constant_funding  # noqa: E402
 from sim.exchange import DEFAULT_FILTERS  # noqa: E402
@@ -68,6 +68,14 @@ def correlated(k: int, days: float, seed: int, capital_ratio: float, mark: bool 
     return legs
 
 
+def falling_pair(cfg: GridConfig, n: int, step: float) -> list[PortfolioLeg]:
+    """Two symbols on one market falling `step` a minute from 50,000 for n minutes, funding
+    0.05 % every 8 h."""
+    m = falling(n, 50_000.0, step)
+    fs = constant_funding(0.0005, int(m.open_time[0]), int(m.open_time[-1]))
+    return [PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol=s), fs) for s in ("AUSDC", "BUSDC")]
+
+
 @pytest.mark.skipif(not all(p.is_file() for p in PAIR), reason=f"the March 2023 BTC pair is absent from {DATA_DIR}")
 def test_the_real_pair_where_margin_never_binds_is_played_alone_and_gives_the_same_results(monkeypatch):
     cfg = BASE.with_overrides(capital_ratio=0.05)
@@ -104,10 +112,7 @@ def test_the_wide_range_of_the_allowance_check_changes_its_cost_not_the_results(
     # two symbols falling together 58 % in a day: the stretch must end as the price leaves
     # the range its term was taken over (a term kept beyond it misses the liquidation)
     cfg = BASE.with_overrides(capital_ratio=0.1, leverage_long=20, sl_distance=0.5)
-    m = falling(1440, 50_000.0, 20.0)
-    fs = constant_funding(0.0005, int(m.open_time[0]), int(m.open_time[-1]))
-    legs = [PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol=s), fs) for s in ("AUSDC", "BUSDC")]
-    by_minute, alone = both_ways(legs, monkeypatch=monkeypatch)
+    by_minute, alone = both_ways(falling_pair(cfg, 1440, 20.0), monkeypatch=monkeypatch)
     assert_identical(by_minute, alone)
     assert alone.stretches >= 1 and len(alone.liquidations) == 2
 
@@ -116,10 +121,7 @@ def test_stretches_end_where_the_positions_grow_and_the_account_is_then_liquidat
     """Two symbols fall together at leverage 50: the first minutes are played alone, the
     growing ladders end the stretches, and the combined loss liquidates the account."""
     cfg = BASE.with_overrides(capital_ratio=0.1, leverage_long=50, sl_distance=0.30)
-    m = falling(720, 50_000.0, 10.0)
-    fs = constant_funding(0.0005, int(m.open_time[0]), int(m.open_time[-1]))
-    legs = [PortfolioLeg(cfg, m, dataclasses.replace(FA, symbol=s), fs) for s in ("AUSDC", "BUSDC")]
-    by_minute, alone = both_ways(legs, monkeypatch=monkeypatch)
+    by_minute, alone = both_ways(falling_pair(cfg, 720, 10.0), monkeypatch=monkeypatch)
     assert_identical(by_minute, alone)
     assert alone.stretches >= 1 and alone.minutes_alone >= 1
     assert len(alone.liquidations) == 2
