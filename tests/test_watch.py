@@ -282,6 +282,9 @@ async def test_the_dashboard_needs_its_token_off_loopback_and_reports_the_files(
                     assert r.status == 401
             async with http.get(url + "/api/status?token=wrong") as r:
                 assert r.status == 401
+            # The icon a browser asks for by itself, after the 401 page: empty, no error.
+            async with http.get(url + "/favicon.ico") as r:
+                assert r.status == 204 and await r.read() == b""
             async with http.get(url + "/api/status", headers={"X-Dashboard-Token": "dash-secret-token-1"}) as r:
                 assert r.status == 200
                 data = await r.json()
