@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from itertools import chain
 from operator import attrgetter
 from pathlib import Path
 from typing import Callable
@@ -1359,16 +1360,16 @@ class _SymbolCurves:
         self.seg_start = np.asarray(leg.seg_start, dtype=np.int64)
         # qty and average of each segment, the first repeated in front: index k is the k-th
         # segment's state for a minute with k segments started at or before it (0: the first's)
-        states = np.array(leg.seg_state[:1] + leg.seg_state, dtype=np.float64)     # (wallet, qty, avg) rows
+        states = _rows(leg.seg_state[:1] + leg.seg_state)         # (wallet, qty, avg) rows
         self.qty, self.avg = states[:, 1].copy(), states[:, 2].copy()
         del states
         # the cash moves (fills net of fees, funding, liquidation clearance) in time order, ties
         # by amount (as sorted tuples), summed in that order; 0.0 in front (none yet)
-        fills = leg.fills
-        t = np.array(list(map(attrgetter("time_ms"), fills)) + [x.time for x in funding] + [x.time for x in liqs],
-                     dtype=np.int64)
-        v = np.concatenate((np.array(list(map(attrgetter("realized_pnl"), fills)), dtype=np.float64)
-                            - np.array(list(map(attrgetter("fee"), fills)), dtype=np.float64),
+        fills, k = leg.fills, len(leg.fills)
+        t = np.concatenate((np.fromiter(map(attrgetter("time_ms"), fills), np.int64, k),
+                            np.array([x.time for x in funding] + [x.time for x in liqs], dtype=np.int64)))
+        v = np.concatenate((np.fromiter(map(attrgetter("realized_pnl"), fills), np.float64, k)
+                            - np.fromiter(map(attrgetter("fee"), fills), np.float64, k),
                             np.array([-x.amount for x in funding] + [-x.clearance for x in liqs], dtype=np.float64)))
         order = np.lexsort((v, t))
         self.move_t = t[order]
@@ -1408,6 +1409,11 @@ class _SymbolCurves:
                               wallet=wallet)
 
 
+def _rows(states: list[tuple[float, float, float]]) -> np.ndarray:
+    """Segment states as an array of rows (read flat: half the time of np.array on tuples)."""
+    return np.fromiter(chain.from_iterable(states), np.float64, 3 * len(states)).reshape(-1, 3)
+
+
 def _stops_per_width(config: GridConfig) -> float:
     """A grid placed in a minute after one stopped out there is stopped out in turn only after
     another move of SL_DISTANCE the wrong way; a candle's legs move at most twice its range
@@ -1430,10 +1436,14 @@ def _covered_notional(brackets: BracketTable, lev: int) -> float:
 def _counts_upto(starts: np.ndarray, a: int, b: int) -> np.ndarray:
     """For each x in [a, b): how many of the sorted `starts` are at or before x, i.e.
     np.searchsorted(starts, np.arange(a, b), side="right"), in one pass (no binary search
-    per candle)."""
+    per candle): each count repeated from its start to the next (a tenth of the time of a
+    bincount's cumulative sum)."""
     lo = int(np.searchsorted(starts, a, side="right"))
     hi = int(np.searchsorted(starts, b - 1, side="right"))
-    return lo + np.cumsum(np.bincount(starts[lo:hi] - a, minlength=b - a))
+    edges = np.empty(hi - lo + 2, np.int64)
+    edges[0], edges[-1] = a, b
+    edges[1:-1] = starts[lo:hi]
+    return np.repeat(np.arange(lo, hi + 1), np.diff(edges))
 
 
 def _first_in_windows(i: int, last: int, find: Callable[[int, int], int | None]) -> int | None:
@@ -1465,7 +1475,7 @@ def _equity_curves(filters: SymbolFilters, ticks: Ticks, starts: list[int],
     _, highs, lows, closes = ticks
     n = len(closes)
     st = np.minimum(np.asarray(starts, dtype=np.int64), n)
-    arr = np.asarray(states, dtype=np.float64)
+    arr = _rows(states)
     wallet, qty, avg = arr[:, 0], arr[:, 1], arr[:, 2]
     equity, worst = np.empty(n), np.empty(n)
     for a in range(0, n, CURVE_CHUNK):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Generic, Iterable, TypeVar, overload
+from typing import Any, Generic, Iterable, TypeVar, overload
 
 from exchange_api import (
     EPS, ENTRY_RETRY_FLOOR, ENTRY_RETRY_STEP, ERR_MARGIN_INSUFFICIENT, ERR_MIN_NOTIONAL, ERR_REDUCE_ONLY_REJECTED,
@@ -84,11 +84,6 @@ class PartAttribute(Generic[T]):
         setattr(getattr(obj, self.part), self.name, value)
 
 
-# The available balance while the account's checks are suspended (a C call, not a Python
-# frame: it runs at every placement).
-_NO_MARGIN_LIMIT: Callable[[], float] = math.inf.__float__
-
-
 class SimulatedExchange:
     """One simulated futures account: the matching engine, composed with its `Account` and
     its `AlgoBook` (it is the `AccountEngine` and the `AlgoEngine` they are given)."""
@@ -120,6 +115,9 @@ class SimulatedExchange:
         # Bound once: `rejection` asks the account for the free margin at every placement
         # (the backtest's hot path), without a lookup through the part each time.
         self._available_balance = self.account.available_balance
+        # False while the account's checks are suspended: no -2019 can bind, so an order's
+        # margin cost is not even computed
+        self._margin_checked = True
 
     # ------------------------------------------------------------------ the account (delegated)
     mark_of = staticmethod(mark_of)
@@ -327,7 +325,7 @@ class SimulatedExchange:
                                                                  else px_t <= b.price_t):
             return sim_error(ERR_POST_ONLY_REJECTED, "Due to the order could not be executed as maker, the Post "
                              "Only order will be rejected.")
-        if not reduce_only and order_cost(b, side, px, qty) > self._available_balance() + EPS:
+        if not reduce_only and self._margin_checked and order_cost(b, side, px, qty) > self._available_balance() + EPS:
             return ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
         return None
 
@@ -417,7 +415,8 @@ class SimulatedExchange:
         old = (o.price, o.qty, o.trigger)
         b.unrest(o, o.remaining, done=True)
         o.price, o.qty, o.trigger = f.from_ticks(px_t), f.from_steps(qty_s), px_t
-        if not o.reduce_only and order_cost(b, o.side, o.price, o.remaining) > self._available_balance() + EPS:
+        if not o.reduce_only and self._margin_checked \
+                and order_cost(b, o.side, o.price, o.remaining) > self._available_balance() + EPS:
             o.price, o.qty, o.trigger = old
             b.rest(o)
             raise ExchangeError(ERR_MARGIN_INSUFFICIENT, "Margin is insufficient.")
@@ -545,12 +544,12 @@ class SimulatedExchange:
     def suspend_account_checks(self) -> bool:
         """-2019 checks and liquidation off (a bound shows neither can bind); returns liquidation's."""
         on, self.account.liquidation_enabled = self.account.liquidation_enabled, False
-        self._available_balance, self._multi = _NO_MARGIN_LIMIT, False
+        self._margin_checked, self._multi = False, False
         return on
 
     def resume_account_checks(self, liquidation: bool) -> None:
         self.account.liquidation_enabled = liquidation     # the caller places the liquidation prices
-        self._available_balance, self._multi = self.account.available_balance, len(self.books) > 1
+        self._margin_checked, self._multi = True, len(self.books) > 1
 
     def _after_move(self) -> None:
         """Cross margin: a move of one symbol moves the others' liquidation prices."""

@@ -25,7 +25,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backtest import run_backtest, summarize  # noqa: E402
+from backtest import _counts_upto, run_backtest, summarize  # noqa: E402
 from config import GridConfig, load_config  # noqa: E402
 from exchange_api import OrderUpdate, SymbolFilters, run_sync  # noqa: E402
 from sim.fill_model import candle_path  # noqa: E402
@@ -487,3 +487,16 @@ def test_a_finished_backtest_leaves_no_reference_cycle():
     finally:
         if was_on:
             gc.enable()
+
+
+def test_the_curves_segment_index_is_a_count_of_the_starts_at_or_before_each_minute():
+    """`_counts_upto` (each minute's segment, for every equity curve) is searchsorted's answer,
+    with several starts in one minute, starts past the window, and windows inside the series."""
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        n = int(rng.integers(1, 300))
+        starts = np.sort(rng.integers(0, n + 3, int(rng.integers(0, 40)))).astype(np.int64)
+        a = int(rng.integers(0, n))
+        b = int(rng.integers(a + 1, n + 1))
+        want = np.searchsorted(starts, np.arange(a, b), side="right")
+        assert np.array_equal(_counts_upto(starts, a, b), want), (starts.tolist(), a, b)
