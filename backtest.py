@@ -1007,6 +1007,7 @@ class _Solo:
         self.units = [(leg.filters._tick_units, leg.filters._price_scale) for leg in port.legs]
         self.ks = range(len(port.legs))
         self.term_fns, self.forget_fns = map(list, zip(*(self._term_of(k) for k in self.ks)))
+        self.rest = [tuple(m for m in self.ks if m != k) for k in self.ks]      # the others of each
         self.retry_at = 0
         self.backoff = self.MIN_BACKOFF
         # The volume fill model lets a market stop sweep beyond a candle's range (a thin
@@ -1080,16 +1081,25 @@ class _Solo:
         cfg = leg.config
         widest = self.WIDE * max(max(cfg.level_distances), cfg.sl_distance)
         per_stop = _stops_per_width(cfg)
-        # the wide range's lowest and highest ticks (empty: none), its term, the ratio of a
-        # minute's high to its low below which that term counts enough stops, and the share of
+        # the wide range's lowest and highest ticks (w_lo > w_hi: none), its term, the ratio of
+        # a minute's high to its low below which that term counts enough stops, and the share of
         # the price the next wide range spans each side (a fifth narrower after one that does
         # not fit the room, 5 % wider after one that does, up to `widest`: it finds the width
         # that fits this symbol's allowance, which only moves the cost, never the results)
-        wide: list = [1, 0, 0.0, 1.0, widest]
+        w_lo, w_hi, w_term, w_ratio, pad = 1, 0, 0.0, 1.0, widest
 
         def term(a: int, j: int, room: float) -> float:
+            nonlocal w_lo, w_hi, w_term, w_ratio, pad
+            if j >= 0 and not marks:
+                # inside the wide range (band, price and the event's minute), a minute no wider:
+                # its term holds (an open band's NO_UP / NO_DOWN lies outside any range)
+                up, down = leg.band
+                x_lo, x_hi = low_at(j), high_at(j)
+                if w_lo <= down + 1 and up - 1 <= w_hi and w_lo <= x_lo and x_hi <= w_hi \
+                        and w_lo <= book.price_t <= w_hi and x_hi < x_lo * w_ratio:
+                    return w_term
             if j == -2:
-                wide[0], wide[1] = 1, 0
+                w_lo, w_hi = 1, 0
                 return 0.0          # halted, flat, nothing resting: takes nothing
             up, down = leg.band
             pt = book.price_t
@@ -1097,6 +1107,8 @@ class _Solo:
                 lo_t, hi_t = span(leg, a, j)
                 if j >= 0:
                     x_hi, x_lo = high_at(j), low_at(j)
+                    if w_lo <= lo_t and hi_t <= w_hi and x_hi < x_lo * w_ratio:
+                        return w_term   # the range read from the candles lies inside: it holds
                 else:
                     x_hi = x_lo = -1
             else:
@@ -1114,24 +1126,23 @@ class _Solo:
                 else:
                     x_hi = x_lo = -1
             if j < 0:
-                wide[0], wide[1] = 1, 0
+                w_lo, w_hi = 1, 0
                 return bound(lo_t, hi_t, -1, 1)     # no event to the series' end: no new grid
-            if wide[0] <= lo_t and hi_t <= wide[1] and x_hi < x_lo * wide[3]:
-                return wide[2]      # inside the wide range, a minute no wider: its term holds
-            pad = wide[4]
-            w_lo, w_hi = min(lo_t, int(pt * (1.0 - pad))), max(hi_t, math.ceil(pt * (1.0 + pad)))
-            w_term = bound(w_lo, w_hi, x_hi, x_lo, 1)
-            if room + w_term > 0:
+            lo_w, hi_w = min(lo_t, int(pt * (1.0 - pad))), max(hi_t, math.ceil(pt * (1.0 + pad)))
+            wide_term = bound(lo_w, hi_w, x_hi, x_lo, 1)
+            if room + wide_term > 0:
                 # the widest minute whose stops the term counts: high / low below this
                 stops = int(per_stop * (x_hi / max(x_lo, 1) - 1.0))
-                wide[:4] = w_lo, w_hi, w_term, (1.0 + (stops + 1) / per_stop * (1.0 - 1e-9) if per_stop else math.inf)
-                wide[4] = min(pad * 1.05, widest)       # fits: try wider next time
-                return w_term
-            wide[0], wide[1], wide[4] = 1, 0, pad * 0.8     # does not fit: narrower next time
+                w_lo, w_hi, w_term = lo_w, hi_w, wide_term
+                w_ratio = 1.0 + (stops + 1) / per_stop * (1.0 - 1e-9) if per_stop else math.inf
+                pad = min(pad * 1.05, widest)       # fits: try wider next time
+                return wide_term
+            w_lo, w_hi, pad = 1, 0, pad * 0.8       # does not fit: narrower next time
             return bound(lo_t, hi_t, x_hi, x_lo)
 
         def forget() -> None:
-            wide[0], wide[1] = 1, 0
+            nonlocal w_lo, w_hi
+            w_lo, w_hi = 1, 0
         return term, forget
 
     def run(self, i: int) -> int | None:
@@ -1209,54 +1220,66 @@ class _Solo:
         """Symbol k alone from its event in minute j through its next events while they come
         before every other symbol's next event and every settlement (the others' positions do
         not change meanwhile): `_play_minute` for one symbol, without choosing the next minute
-        between events.  Returns the last minute played, whether the symbol still fits its
-        allowance after it, and how many minutes it played."""
+        between events.  Of a pair, the other symbol's run follows at once where it acts next,
+        alone and before any settlement (as `run` would choose it).  Returns the last minute
+        played, whether the last symbol that played still fits its allowance after it, and how
+        many minutes were played."""
         port, others = self.port, self.others
         legs, acct, n = port.legs, port.sim.account, len(port.times)
-        leg, term_of = legs[k], self.term_fns[k]
-        until = n               # the others' next event or any settlement ends the run
-        for m in self.ks:
-            if m != k:
-                if 0 <= nxt[m] < until:
-                    until = nxt[m]
-                if fund[m] < until:
-                    until = fund[m]
-        # the others held: one (the usual pair) has its uPnL read inline at each minute
-        held = [m for m, o in enumerate(legs) if m != k and o.pos.steps]
-        one = len(held) == 1
-        if len(held) <= 1:
-            others[0], others[1] = 0.0, ()      # nobody else holds; or one, set below
-        if one:
-            p_one = legs[held[0]].pos
-            qty, entry, close_at = p_one.qty, p_one.entry_price, self.close_at[held[0]]
-            tick_units, scale = self.units[held[0]]
         w_start, w_state = port.w_start, port.w_state
-        f_idx, nf = leg.f_idx, len(leg.f_idx)
-        fit, term, played = fits[k], terms[k], 0
+        pair, played = len(legs) == 2, 0
         while True:
-            if not leg.pos.steps:
-                leg.funding_due(j)          # flat until now: settlements up to here pass it by
+            leg, term_of, rest = legs[k], self.term_fns[k], self.rest[k]
+            until = n           # the others' next event or any settlement ends the run
+            for m in rest:
+                x = nxt[m]
+                if 0 <= x < until:
+                    until = x
+                x = fund[m]
+                if x < until:
+                    until = x
+            # the others held: one (the usual pair) has its uPnL read inline at each minute
+            held = [m for m in rest if legs[m].pos.steps]
+            one = len(held) == 1
+            if len(held) <= 1:
+                others[0], others[1] = 0.0, ()      # nobody else holds; or one, set below
             if one:
-                others[0] = qty * (close_at(j - 1) * tick_units / scale - entry)     # from_ticks inline
-            elif held:
-                self._set_others(k, j, nxt)     # no other plays in minute j: all at j - 1
-            wallet = acct.wallet
-            leg.play_event_candle(j)
-            fit += acct.wallet - wallet
-            wallet = acct.wallet
-            if wallet != w_state[-1]:
-                w_start.append(j)
-                w_state.append(wallet)
-            played += 1
-            j2 = leg.next_event(j + 1)
-            new = term_of(j + 1, j2, fit - term)
-            fit += new - term
-            term = new
-            f = f_idx[leg.fi] if leg.pos.steps and leg.fi < nf else n          # _funding_at
-            if not fit > 0 or j2 < 0 or j2 >= until or f <= j2:
+                p_one = legs[held[0]].pos
+                qty, entry, close_at = p_one.qty, p_one.entry_price, self.close_at[held[0]]
+                tick_units, scale = self.units[held[0]]
+            f_idx, nf = leg.f_idx, len(leg.f_idx)
+            fit, term = fits[k], terms[k]
+            while True:
+                if not leg.pos.steps:
+                    leg.funding_due(j)          # flat until now: settlements up to here pass it by
+                if one:
+                    others[0] = qty * (close_at(j - 1) * tick_units / scale - entry)     # from_ticks inline
+                elif held:
+                    self._set_others(k, j, nxt)     # no other plays in minute j: all at j - 1
+                wallet = acct.wallet
+                leg.play_event_candle(j)
+                fit += acct.wallet - wallet
+                wallet = acct.wallet
+                if wallet != w_state[-1]:
+                    w_start.append(j)
+                    w_state.append(wallet)
+                played += 1
+                j2 = leg.next_event(j + 1)
+                new = term_of(j + 1, j2, fit - term)
+                fit += new - term
+                term = new
+                f = f_idx[leg.fi] if leg.pos.steps and leg.fi < nf else n          # _funding_at
+                if not fit > 0 or j2 < 0 or j2 >= until or f <= j2:
+                    break
+                j = j2
+            nxt[k], fund[k], fits[k], terms[k] = j2, f, fit, term
+            if not (pair and fit > 0):
                 break
-            j = j2
-        nxt[k], fund[k], fits[k], terms[k] = j2, f, fit, term
+            o = rest[0]
+            jo = nxt[o]
+            if not (0 <= jo < f and jo < fund[o] and (jo < j2 or j2 < 0)):
+                break           # a settlement, both in one minute, or the end: `run` chooses
+            k, j = o, jo
         return j, fit > 0, played
 
     def _play_minute(self, j: int, acting: list[int], nxt: list[int], fits: list[float], terms: list[float],
