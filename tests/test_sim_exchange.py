@@ -115,6 +115,20 @@ def test_margin_insufficient_2019_by_hand():
     assert code_of(limit, ex, "d", "SELL", 26000.0, 0.001, reduce_only=True) == -2022
 
 
+def test_account_checks_suspended_refuse_no_margin_and_resumed_refuse_it_again():
+    """The backtest suspends the account's checks only where a bound shows no -2019 can bind:
+    meanwhile an order is not refused for margin (its cost is not even computed); resumed,
+    the same order is refused again and liquidation is back on."""
+    ex = make_ex(price=25_000.0, balance=100.0, leverage=20)
+    assert code_of(limit, ex, "a", "BUY", 20010.0, 0.1) == -2019
+    on = ex.suspend_account_checks()
+    assert on is True and not ex.liquidation_enabled
+    assert limit(ex, "a", "BUY", 20010.0, 0.1).status == "NEW"
+    ex.resume_account_checks(on)
+    assert ex.liquidation_enabled
+    assert code_of(limit, ex, "b", "BUY", 20010.0, 0.1) == -2019
+
+
 def test_reduce_only_without_position_or_larger_than_it_is_2022():
     ex = make_ex()
     assert code_of(limit, ex, "a", "SELL", 101.0, 0.1, reduce_only=True) == -2022
