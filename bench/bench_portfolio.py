@@ -151,20 +151,24 @@ def instructions(data_dir: Path) -> None:
             f"import bench_portfolio as b; ls = b.legs(Path({str(data_dir)!r}), 0.05); "
             "[b.run(sys.argv[1], ls) for _ in range(int(sys.argv[2]))]")
     per_run = {}
+    # Deterministic: one hash seed (set and dict orders move the count by ±1 %) and one BLAS
+    # thread (OpenBLAS's idle workers spin inside the process and are counted).
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("single", "portfolio"):
             ir = []
             for k in (1, 3):
                 out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/cg",
                                       sys.executable, "-c", code, mode, str(k)],
-                                     capture_output=True, text=True, cwd=REPO, check=True)
+                                     capture_output=True, text=True, cwd=REPO, check=True, env=env)
                 found = re.search(r"Collected : (\d+)", out.stderr)
                 if found is None:
                     print(f"instructions: callgrind printed no count ({out.stderr[-200:]!r}); skipped")
                     return
                 ir.append(int(found.group(1)))
             per_run[mode] = (ir[1] - ir[0]) / 2
-    print("a. counted in instructions (callgrind), one run without imports and loading:")
+    print("a. counted in instructions (callgrind, PYTHONHASHSEED 0, one BLAS thread), one run without imports "
+          "and loading:")
     for mode, n in per_run.items():
         print(f"  {mode:<10} {n / 1e6:>10,.1f} M instructions")
     print(f"  portfolio / singles, instructions per symbol-candle: {per_run['portfolio'] / per_run['single']:.3f} "

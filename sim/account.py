@@ -120,7 +120,7 @@ class Account:
         for b in self.books.values():
             p = b.position
             lev = p.leverage
-            m = mark_of(b)
+            m = b.mark if b.mark_driven else b.price      # mark_of, inline (every placement)
             avail += p.qty * (m - p.entry_price) - abs(p.qty) * m / lev
             avail -= open_order_margin(b)
         return avail
@@ -189,15 +189,19 @@ class Account:
             elif b.liq_price:
                 drop_liquidation(b)
             return
-        books = []
+        # Each position's term (uPnL − maintenance margin, as `unrealized` and `maint_margin`
+        # give them, inline: this runs at every move of a symbol while two are held); a
+        # position's "others" is the wallet plus every other term, summed in the books' order.
+        books, terms = [], []
         for b in self.books.values():
-            if b.position.steps:
+            p = b.position
+            if p.steps:
                 books.append(b)
+                m = b.mark if b.mark_driven else b.price
+                mm = b.brackets.maint_margin(p.qty * m) if b.brackets else 0.0
+                terms.append(p.qty * (m - p.entry_price) - mm)
             elif b.liq_price:
                 drop_liquidation(b)
-        # Each position's term (uPnL − maintenance margin) once; a position's "others" is
-        # the wallet plus every other term, summed in the books' order.
-        terms = [b.position.qty * (mark_of(b) - b.position.entry_price) - self.maint_margin(b) for b in books]
         for k, b in enumerate(books):
             if b.brackets is None:
                 continue
