@@ -8,14 +8,16 @@
    30,240 one-minute candles each, moving together), config_btc.txt, baseline funding and
    liquidation on; each symbol alone (its share of the same wallet) and the two together,
    symbol-candles per second and the ratio portfolio / singles (1.00: the same speed per
-   candle); the best of --repeat runs:
+   candle), of the best and of the median of --repeat runs (the modes' order alternating, the
+   garbage of the run before collected first; a shared machine moves single runs by 10 % and
+   more, so the instruction count below is the figure to compare):
    a. CAPITAL_RATIO 0.05, where margin never binds: the portfolio makes exactly the singles'
       fills (the fill counts are printed side by side), so the ratio is the cost of the
       account alone;
    b. the shipped config (a third of the wallet each): margin binds in the de-peg, so the two
       modes do different work (printed for reference);
    c. with --long-repeat R: four years of two symbols (the memory run's files, CAPITAL_RATIO
-      0.02, where margin never binds), CPU seconds, best of R.
+      0.02, where margin never binds), CPU seconds, best and median of R.
    With --instructions, case a is also counted in machine instructions under valgrind
    (deterministic: a busy or shared machine moves wall time by ±5 %, not instructions).
    Each portfolio line also says how many of its event minutes were played alone (stretches
@@ -37,6 +39,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,24 +86,39 @@ def run(mode: str, ls: list) -> tuple[float, list[int]]:
     return elapsed, [len(r.fills) for r in results]
 
 
+def timed(ls: list, repeat: int, clock: Callable[[], float]) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """`repeat` runs of each mode on `clock`, the modes' order alternating and the garbage of the
+    run before collected first (neither mode always follows the other); seconds and fills."""
+    import gc
+    times: dict[str, list[float]] = {"single": [], "portfolio": []}
+    fills: dict[str, list[int]] = {}
+    for k in range(repeat):
+        for m in (("single", "portfolio") if k % 2 == 0 else ("portfolio", "single")):
+            gc.collect()
+            t0 = clock()
+            _, fills[m] = run(m, ls)
+            times[m].append(clock() - t0)
+    return times, fills
+
+
+def print_speed(title: str, n: int, times: dict[str, list[float]], fills: dict[str, list[int]], unit: str) -> None:
+    import statistics
+    best = {m: min(v) for m, v in times.items()}
+    print(f"{title}: {n:,} symbol-candles, {unit}, best of {len(times['single'])}")
+    print(f"  {'mode':<10} {'seconds':>10} {'candles/s':>12}  fills per symbol")
+    for m in ("single", "portfolio"):
+        print(f"  {m:<10} {best[m]:>10.3f} {n / best[m]:>12,.0f}  {fills[m]}")
+    same = "the same fills" if fills["single"] == fills["portfolio"] else "different fills (margin binds)"
+    median = statistics.median(times["single"]) / statistics.median(times["portfolio"])
+    print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x best, {median:.2f}x "
+          f"median ({same}); {ALONE[0]:,} event minutes played alone of about {ALONE[1]:,} with a fill")
+
+
 def speed(data_dir: Path, repeat: int) -> None:
-    n = 2 * 30_240
     for title, ratio in (("a. margin never binds (CAPITAL_RATIO 0.05)", 0.05), ("b. the shipped config", None)):
         ls = legs(data_dir, ratio)
-        n = sum(len(leg.candles) for leg in ls)
-        best: dict[str, float] = {}
-        fills: dict[str, list[int]] = {}
-        for _ in range(repeat):
-            for m in ("single", "portfolio"):
-                dt, fills[m] = run(m, ls)
-                best[m] = min(best.get(m, dt), dt)
-        print(f"{title}: {n:,} symbol-candles, best of {repeat}")
-        print(f"  {'mode':<10} {'elapsed s':>10} {'candles/s':>12}  fills per symbol")
-        for m in ("single", "portfolio"):
-            print(f"  {m:<10} {best[m]:>10.3f} {n / best[m]:>12,.0f}  {fills[m]}")
-        same = "the same fills" if fills["single"] == fills["portfolio"] else "different fills (margin binds)"
-        print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x ({same}); "
-              f"{ALONE[0]:,} event minutes played alone of about {ALONE[1]:,} with a fill")
+        times, fills = timed(ls, repeat, time.perf_counter)
+        print_speed(title, sum(len(leg.candles) for leg in ls), times, fills, "wall time")
 
 
 def long_speed(data_dir: Path, work: Path, repeat: int) -> None:
@@ -119,22 +137,9 @@ def long_speed(data_dir: Path, work: Path, repeat: int) -> None:
         c = load_klines([f])
         ls.append(PortfolioLeg(cfg, c, dataclasses.replace(DEFAULT_FILTERS["BTCUSDC"], symbol=f"SYM{i:02d}USDC"),
                                constant_funding(BASELINE_RATE, int(c.open_time[0]), int(c.open_time[-1]))))
-    best: dict[str, float] = {}
-    fills: dict[str, list[int]] = {}
-    for _ in range(repeat):
-        for m in ("single", "portfolio"):
-            t0 = time.process_time()
-            _, fills[m] = run(m, ls)
-            dt = time.process_time() - t0
-            best[m] = min(best.get(m, dt), dt)
-    n = 2 * FOUR_YEARS
-    same = "the same fills" if fills["single"] == fills["portfolio"] else "different fills"
-    print(f"c. four years of two symbols, margin never binds (CAPITAL_RATIO 0.02): {n:,} symbol-candles, "
-          f"CPU s, best of {repeat}")
-    for m in ("single", "portfolio"):
-        print(f"  {m:<10} {best[m]:>10.2f} {n / best[m]:>12,.0f}  {fills[m]}")
-    print(f"  speed per candle, portfolio / singles: {best['single'] / best['portfolio']:.2f}x ({same}); "
-          f"{ALONE[0]:,} event minutes played alone of about {ALONE[1]:,} with a fill")
+    times, fills = timed(ls, repeat, time.process_time)
+    print_speed("c. four years of two symbols, margin never binds (CAPITAL_RATIO 0.02)", 2 * FOUR_YEARS, times, fills,
+                "CPU time")
 
 
 def instructions(data_dir: Path) -> None:
