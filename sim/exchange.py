@@ -95,15 +95,13 @@ class SimulatedExchange:
         for f in (filters if filters is not None else DEFAULT_FILTERS.values()):
             self.books[f.symbol] = SymbolBook(f, position=SimPosition(leverage=leverage),
                                               brackets=table_for(f.symbol)[0])
-        self.maker_fee = maker_fee
-        self.taker_fee = taker_fee
+        self.maker_fee, self.taker_fee = maker_fee, taker_fee
         self.now_ms = 0
         self.orders: dict[int, SimOrder] = {}          # every order ever placed, by id
         self.trades: list[SimTrade] = []
         self.events: list[Event] = []
-        # Placement / requested-cancel acknowledgements, account and algo updates
-        # are streamed to user streams; an in-process driver that acts only on
-        # fills and expiries turns them off.
+        # Placement / requested-cancel acknowledgements, account and algo updates are streamed
+        # to user streams; an in-process driver that acts only on fills and expiries turns them off.
         self.ack_events = True
         self._next_id = 1_000_000
         self._next_trade_id = 1
@@ -112,11 +110,9 @@ class SimulatedExchange:
         # The parts, each given the books and this engine (their AccountEngine / AlgoEngine).
         self.account = Account(self.books, self, balance, asset)
         self.algos = AlgoBook(self.books, self)
-        # Bound once: `rejection` asks the account for the free margin at every placement
-        # (the backtest's hot path), without a lookup through the part each time.
+        # Bound once: `rejection` asks for the free margin at every placement (the backtest's
+        # hot path); not at all while the checks are suspended (no order's margin computed).
         self._available_balance = self.account.available_balance
-        # False while the account's checks are suspended: no -2019 can bind, so an order's
-        # margin cost is not even computed
         self._margin_checked = True
 
     # ------------------------------------------------------------------ the account (delegated)
